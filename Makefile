@@ -1,0 +1,53 @@
+# hb_beamr: `make test` builds everything and runs the Rust and Erlang suites;
+# `make demo` runs a short tour; `make bench` prints the benchmark table.
+
+# Cargo builds outside the clone, so rebuilds (and CI on the same machine) are fast.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/hb_beamr/target
+SHARED ?= $(abspath ../shared)
+export HB_BEAMR_SHARED := $(SHARED)
+
+NIF := priv/libhb_beamr_nif.so
+DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper wabt
+ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin -pa _build/test/lib/hb_beamr/ebin
+
+.PHONY: all deps nif compile test rust-test erlang-test demo bench clean
+
+all: compile
+
+# Installs Erlang, rebar3 and wabt from Debian when they are missing.
+deps:
+	@if ! command -v erl >/dev/null || ! command -v rebar3 >/dev/null || ! command -v wast2json >/dev/null \
+	   || ! erl -noshell -eval 'case code:lib_dir(eunit) of {error,_} -> halt(1); _ -> halt(0) end.'; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
+	  else \
+	    echo "Missing Erlang/rebar3/wabt. Run: sudo apt-get update && sudo apt-get install -y $(DEBIAN_PACKAGES)"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+nif:
+	cargo build --release -p hb_beamr_nif
+	mkdir -p priv
+	cp $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so $(NIF)
+
+compile: deps
+	rebar3 compile
+
+rust-test:
+	cargo test --release -p beamr_core
+
+erlang-test: deps
+	rebar3 eunit
+
+test: deps rust-test erlang-test
+
+demo: compile
+	$(ERL_RUN) -pa _build/default/lib/hb_beamr/ebin -eval 'hb_beamr_demo:main(), halt().'
+
+bench: deps
+	rebar3 as bench compile
+	$(ERL_RUN) -pa _build/bench/lib/hb_beamr/ebin -eval 'hb_beamr_bench:main(), halt().'
+
+clean:
+	rm -rf _build priv/*.so

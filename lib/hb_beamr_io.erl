@@ -1,0 +1,101 @@
+%%% @doc Memory access for `hb_beamr' instances, API-compatible with HyperBEAM's
+%%% `hb_beamr_io'. Every function works between calls and from inside an import fun of
+%%% the same instance (the executor serves the process handling the import).
+-module(hb_beamr_io).
+
+-export([size/1, read/3, write/3, read_string/2, write_string/2, malloc/2, free/2]).
+-export([snapshot/1, restore/2]).
+%% Runs a request on the instance's node; not part of the API.
+-export([request/3]).
+
+-define(MAX_U64, 16#FFFFFFFFFFFFFFFF).
+-define(is_offset(X), (is_integer(X) andalso X >= 0 andalso X =< ?MAX_U64)).
+
+%% @doc The size of memory 0 in bytes (0 when the module has no memory).
+-spec size(hb_beamr:instance()) -> {ok, non_neg_integer()} | {error, term()}.
+size(Instance) when is_pid(Instance) ->
+    request(Instance, memory_size, []);
+size(Instance) ->
+    {error, {badarg, {instance, Instance}}}.
+
+-spec read(hb_beamr:instance(), non_neg_integer(), non_neg_integer()) ->
+    {ok, binary()} | {error, term()}.
+read(Instance, Offset, Len) when is_pid(Instance), ?is_offset(Offset), ?is_offset(Len) ->
+    request(Instance, memory_read, [Offset, Len]);
+read(Instance, Offset, Len) ->
+    {error, {badarg, {read, Instance, Offset, Len}}}.
+
+-spec write(hb_beamr:instance(), non_neg_integer(), binary()) -> ok | {error, term()}.
+write(Instance, Offset, Data) when is_pid(Instance), ?is_offset(Offset), is_binary(Data) ->
+    request(Instance, memory_write, [Offset, Data]);
+write(Instance, Offset, Data) ->
+    {error, {badarg, {write, Instance, Offset, Data}}}.
+
+%% @doc The bytes at `Ptr' up to the first NUL.
+-spec read_string(hb_beamr:instance(), non_neg_integer()) -> {ok, binary()} | {error, term()}.
+read_string(Instance, Ptr) when is_pid(Instance), ?is_offset(Ptr) ->
+    request(Instance, memory_read_string, [Ptr]);
+read_string(Instance, Ptr) ->
+    {error, {badarg, {read_string, Instance, Ptr}}}.
+
+%% @doc Copies `Data' and a terminating NUL into memory obtained from the module's
+%% `malloc'.
+-spec write_string(hb_beamr:instance(), iodata()) -> {ok, non_neg_integer()} | {error, term()}.
+write_string(Instance, Data) ->
+    Bin = iolist_to_binary([Data, 0]),
+    case malloc(Instance, byte_size(Bin)) of
+        {ok, Ptr} ->
+            case write(Instance, Ptr, Bin) of
+                ok -> {ok, Ptr};
+                {error, Reason} -> {error, Reason}
+            end;
+        {error, Reason} ->
+            {error, Reason}
+    end.
+
+%% @doc Calls the module's `malloc' export; a null pointer is `{error, malloc_failed}'.
+-spec malloc(hb_beamr:instance(), non_neg_integer()) -> {ok, pos_integer()} | {error, term()}.
+malloc(Instance, Size) ->
+    case hb_beamr:call(Instance, "malloc", [Size]) of
+        {ok, [0]} -> {error, malloc_failed};
+        {ok, [Ptr]} -> {ok, unsigned(Ptr)};
+        {error, Reason} -> {error, Reason}
+    end.
+
+%% @doc Calls the module's `free' export.
+-spec free(hb_beamr:instance(), non_neg_integer()) -> ok | {error, term()}.
+free(Instance, Ptr) ->
+    case hb_beamr:call(Instance, "free", [Ptr]) of
+        {ok, _} -> ok;
+        {error, Reason} -> {error, Reason}
+    end.
+
+%% @doc All of memory 0 (what `hb_beamr:serialize/1' returns).
+-spec snapshot(hb_beamr:instance()) -> {ok, binary()} | {error, term()}.
+snapshot(Instance) when is_pid(Instance) ->
+    request(Instance, memory_snapshot, []);
+snapshot(Instance) ->
+    {error, {badarg, {instance, Instance}}}.
+
+%% @doc Writes `Data' at offset 0, growing memory 0 first if it is too small.
+-spec restore(hb_beamr:instance(), binary()) -> ok | {error, term()}.
+restore(Instance, Data) when is_pid(Instance), is_binary(Data) ->
+    request(Instance, memory_restore, [Data]);
+restore(Instance, Data) ->
+    {error, {badarg, {restore, Instance, Data}}}.
+
+%% Results come back signed; a 32-bit pointer above 2 GiB is negative.
+unsigned(Ptr) when Ptr < 0 -> Ptr + (1 bsl 32);
+unsigned(Ptr) -> Ptr.
+
+%% @private
+-spec request(hb_beamr:instance(), atom(), list()) -> term().
+request(Instance, Op, Args) when node(Instance) =/= node() ->
+    erpc:call(node(Instance), ?MODULE, request, [Instance, Op, Args]);
+request(Instance, Op, Args) ->
+    case apply(hb_beamr_nif, Op, [Instance | Args]) of
+        {ok, Id} ->
+            receive {hb_beamr, Id, Reply} -> Reply end;
+        {error, Reason} ->
+            {error, Reason}
+    end.

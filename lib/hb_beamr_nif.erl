@@ -1,0 +1,60 @@
+%%% @doc The NIF library (native/hb_beamr_nif). Every function queues a command for
+%%% an instance's executor thread and returns `{ok, Id}'; the outcome arrives as a
+%%% message `{hb_beamr, Id, Result}'. Use `hb_beamr' and `hb_beamr_io', not this.
+-module(hb_beamr_nif).
+
+-export([start/3, call/3, import_reply/4, import_failed/2, stop/1]).
+-export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
+         memory_snapshot/1, memory_restore/2]).
+
+-on_load(init/0).
+
+-type id() :: non_neg_integer().
+-type queued() :: {ok, id()} | {error, term()}.
+-export_type([id/0, queued/0]).
+
+-spec init() -> ok | {error, term()}.
+init() ->
+    erlang:load_nif(filename:join(priv_dir(), "libhb_beamr_nif"), 0).
+
+priv_dir() ->
+    case code:priv_dir(hb_beamr) of
+        {error, bad_name} ->
+            filename:join(filename:dirname(filename:dirname(code:which(?MODULE))), "priv");
+        Dir ->
+            Dir
+    end.
+
+-spec start(pid(), binary(), map()) ->
+    {ok, id(), list(), list()} | {error, term()}.
+start(_Owner, _Wasm, _Opts) -> erlang:nif_error(not_loaded).
+
+-spec call(pid(), binary() | string(), list()) -> queued().
+call(_Instance, _Func, _Args) -> erlang:nif_error(not_loaded).
+
+-spec import_reply(reference(), id(), non_neg_integer(), list()) -> ok | {error, term()}.
+import_reply(_Resource, _Id, _Index, _Results) -> erlang:nif_error(not_loaded).
+
+-spec import_failed(reference(), id()) -> ok.
+import_failed(_Resource, _Id) -> erlang:nif_error(not_loaded).
+
+-spec stop(pid()) -> ok.
+stop(_Instance) -> erlang:nif_error(not_loaded).
+
+-spec memory_size(pid()) -> queued().
+memory_size(_Instance) -> erlang:nif_error(not_loaded).
+
+-spec memory_read(pid(), non_neg_integer(), non_neg_integer()) -> queued().
+memory_read(_Instance, _Offset, _Len) -> erlang:nif_error(not_loaded).
+
+-spec memory_write(pid(), non_neg_integer(), binary()) -> queued().
+memory_write(_Instance, _Offset, _Data) -> erlang:nif_error(not_loaded).
+
+-spec memory_read_string(pid(), non_neg_integer()) -> queued().
+memory_read_string(_Instance, _Ptr) -> erlang:nif_error(not_loaded).
+
+-spec memory_snapshot(pid()) -> queued().
+memory_snapshot(_Instance) -> erlang:nif_error(not_loaded).
+
+-spec memory_restore(pid(), binary()) -> queued().
+memory_restore(_Instance, _Data) -> erlang:nif_error(not_loaded).

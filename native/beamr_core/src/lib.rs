@@ -1,0 +1,10 @@
+//! Pure-Rust core of hb_beamr: everything that does not need the Erlang VM.
+//!
+//! * [`prepare`] rewrites a module so wasmer can run it (memory64 lowering,
+//!   legacy exceptions, snapshot globals, WAMR page layout).
+//! * [`engine`] owns the process-wide wasmer engine and the compiled-module cache.
+//! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
+
+pub mod engine;
+pub mod prepare;
+pub mod signature;

@@ -1,0 +1,40 @@
+//! What NIFs ask of an executor.
+
+use rustler::LocalPid;
+
+use crate::codec::WasmValue;
+
+pub enum Command {
+    /// Call export number `func` and send the outcome to `caller` tagged with `id`.
+    Call { caller: LocalPid, id: u64, func: usize, args: Vec<WasmValue> },
+    /// Access memory 0 and send the outcome to `caller` tagged with `id`.
+    Memory { caller: LocalPid, id: u64, op: MemoryOp },
+    /// The Erlang side answered import request `id`; `None` means the import fun failed.
+    ImportReply { id: u64, results: Option<Vec<WasmValue>> },
+    /// A monitored caller died.
+    CallerDown(LocalPid),
+    /// Wakes the executor so it notices the instance's stop flag.
+    Stop,
+}
+
+pub enum MemoryOp {
+    Size,
+    Read { offset: u64, len: u64 },
+    /// All of memory 0.
+    Snapshot,
+    Write { offset: u64, data: Vec<u8> },
+    /// The bytes from `ptr` up to (excluding) the first NUL.
+    ReadString { ptr: u64 },
+    /// Write at offset 0, growing the memory first when `data` does not fit.
+    Restore { data: Vec<u8> },
+}
+
+impl Command {
+    /// The process a Call or Memory command answers to.
+    pub fn caller(&self) -> Option<LocalPid> {
+        match self {
+            Command::Call { caller, .. } | Command::Memory { caller, .. } => Some(*caller),
+            _ => None,
+        }
+    }
+}

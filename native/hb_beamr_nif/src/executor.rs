@@ -1,0 +1,324 @@
+//! The executor thread: one per instance, sole owner of its wasmer Store and Instance.
+//!
+//! It serves the mailbox in FIFO order. A call that reaches an import sends
+//! `{hb_beamr, Id, {import, ...}}` to the calling process and keeps serving that
+//! process's commands (memory access, nested calls) until the reply arrives; commands
+//! from other processes wait until the outermost call is over.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use beamr_core::engine::{engine, panic_message};
+use beamr_core::prepare::MEMORY_EXPORT;
+use rustler::types::tuple::make_tuple;
+use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
+use wasmer::{
+    AsStoreMut, Extern, Function, FunctionEnv, FunctionEnvMut, Imports, Instance, InstantiationError,
+    Memory, Module, RuntimeError, Store, Value,
+};
+
+use crate::atoms;
+use crate::codec::WasmValue;
+use crate::command::Command;
+use crate::instance::{InstanceResource, Shared};
+use crate::memory::{self, MemoryReply};
+use crate::trap::{CallFailure, HostError};
+
+/// wasm runs on its own stack of this size (wasmer's default of 1 MiB is too small for
+/// interpreters such as AO's Lua).
+const WASM_STACK_SIZE: usize = 16 << 20;
+const EXECUTOR_STACK_SIZE: usize = 16 << 20;
+
+/// Everything an instance's executor needs besides the Store, reachable from host
+/// functions through a thread-local (host functions only get the Store).
+struct Context {
+    resource: ResourceArc<InstanceResource>,
+    shared: Arc<Shared>,
+    functions: RefCell<Vec<Function>>,
+    memory: RefCell<Option<Memory>>,
+    outbox: RefCell<OwnedEnv>,
+    deferred: RefCell<VecDeque<Command>>,
+    /// The calls in progress, innermost last. Nested calls only come from the process
+    /// handling an import, so every frame of the stack has the same caller.
+    frames: RefCell<Vec<Frame>>,
+    caller_monitor: Cell<Option<Monitor>>,
+    caller_died: Cell<bool>,
+}
+
+#[derive(Clone, Copy)]
+struct Frame {
+    caller: LocalPid,
+    id: u64,
+}
+
+thread_local! {
+    static CONTEXT: RefCell<Option<Rc<Context>>> = const { RefCell::new(None) };
+}
+
+fn context() -> Rc<Context> {
+    CONTEXT.with(|c| c.borrow().clone()).expect("host function outside an executor")
+}
+
+/// Which import a host function stands for.
+struct ImportSlot(usize);
+
+pub fn spawn(
+    resource: ResourceArc<InstanceResource>,
+    module: Module,
+    starter: LocalPid,
+    id: u64,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("hb_beamr_exec".into())
+        .stack_size(EXECUTOR_STACK_SIZE)
+        .spawn(move || run(resource, module, Frame { caller: starter, id }))
+        .map(|_| ())
+}
+
+fn run(resource: ResourceArc<InstanceResource>, module: Module, start: Frame) {
+    let shared = Arc::clone(&resource.shared);
+    shared.mailbox.bind_executor();
+    let context = Rc::new(Context {
+        resource,
+        shared: Arc::clone(&shared),
+        functions: RefCell::new(Vec::new()),
+        memory: RefCell::new(None),
+        outbox: RefCell::new(OwnedEnv::new()),
+        deferred: RefCell::new(VecDeque::new()),
+        frames: RefCell::new(Vec::new()),
+        caller_monitor: Cell::new(None),
+        caller_died: Cell::new(false),
+    });
+    CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, start))) {
+        context.send_failure(start, &CallFailure::panic(panic_message(&panic)));
+    }
+    context.shutdown();
+    CONTEXT.with(|c| *c.borrow_mut() = None);
+    shared.exited.store(true, Ordering::Release);
+}
+
+impl Context {
+    fn serve(&self, module: Module, start: Frame) {
+        let mut store = Store::new(engine().clone());
+        *self.shared.interrupter.lock() = Some(store.interrupter());
+        let imports = self.import_object(&mut store);
+        self.enter(start);
+        let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
+        self.leave();
+        let instance = match instance {
+            Ok(Ok(instance)) => instance,
+            Ok(Err(InstantiationError::Start(error))) => {
+                let failure = CallFailure::classify(&error, self.shared.is_stopped());
+                return self.send_failure(start, &failure);
+            }
+            Ok(Err(error)) => return self.send_invalid(start, &error.to_string()),
+            Err(panic) => return self.send_invalid(start, &panic_message(&panic)),
+        };
+        *self.functions.borrow_mut() = self
+            .shared
+            .exports
+            .iter()
+            .map(|e| instance.exports.get_function(&e.name).expect("listed export").clone())
+            .collect();
+        *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
+        self.send(start.caller, |env| {
+            (atoms::hb_beamr(), start.id, (atoms::ok(), Vec::<WasmValue>::new())).encode(env)
+        });
+
+        while !self.shared.is_stopped() {
+            match self.next_command() {
+                command @ (Command::Call { .. } | Command::Memory { .. }) => {
+                    self.execute(&mut store, command)
+                }
+                Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
+            }
+        }
+    }
+
+    fn import_object(&self, store: &mut Store) -> Imports {
+        let mut imports = Imports::new();
+        for (index, import) in self.shared.imports.iter().enumerate() {
+            let env = FunctionEnv::new(store, ImportSlot(index));
+            let function = Function::new_with_env(store, &env, import.ty.clone(), on_import);
+            imports.define(&import.module, &import.name, Extern::Function(function));
+        }
+        imports
+    }
+
+    fn next_command(&self) -> Command {
+        let deferred = self.deferred.borrow_mut().pop_front();
+        deferred.unwrap_or_else(|| self.shared.mailbox.pop())
+    }
+
+    fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
+        match command {
+            Command::Call { caller, id, func, args } => self.call(store, Frame { caller, id }, func, &args),
+            Command::Memory { caller, id, op } => {
+                let result = memory::run(self.memory.borrow().as_ref(), store, op);
+                self.send(caller, |env| {
+                    let reply = match result {
+                        Ok(MemoryReply::Size(size)) => (atoms::ok(), size).encode(env),
+                        Ok(MemoryReply::Bytes(bytes)) => (atoms::ok(), bytes.release(env)).encode(env),
+                        Ok(MemoryReply::Done) => atoms::ok().encode(env),
+                        Err(error) => (atoms::error(), error).encode(env),
+                    };
+                    (atoms::hb_beamr(), id, reply).encode(env)
+                });
+            }
+            _ => unreachable!("only calls and memory operations are executed"),
+        }
+    }
+
+    fn call(&self, store: &mut impl AsStoreMut, frame: Frame, func: usize, args: &[WasmValue]) {
+        let function = self.functions.borrow()[func].clone();
+        let params: Vec<Value> = args.iter().map(|a| a.to_wasmer()).collect();
+        self.enter(frame);
+        let outcome = catch_unwind(AssertUnwindSafe(|| function.call(store, &params)));
+        self.leave();
+        match outcome {
+            Ok(Ok(results)) => {
+                let results: Vec<WasmValue> = results.iter().map(WasmValue::from_wasmer).collect();
+                self.send(frame.caller, |env| {
+                    (atoms::hb_beamr(), frame.id, (atoms::ok(), results)).encode(env)
+                });
+            }
+            Ok(Err(error)) => {
+                self.send_failure(frame, &CallFailure::classify(&error, self.shared.is_stopped()))
+            }
+            Err(panic) => self.send_failure(frame, &CallFailure::panic(panic_message(&panic))),
+        }
+    }
+
+    fn enter(&self, frame: Frame) {
+        let mut frames = self.frames.borrow_mut();
+        if frames.is_empty() {
+            self.shared.busy.store(true, Ordering::Release);
+        }
+        frames.push(frame);
+    }
+
+    fn leave(&self) {
+        let mut frames = self.frames.borrow_mut();
+        frames.pop();
+        if frames.is_empty() {
+            if let Some(monitor) = self.caller_monitor.take() {
+                self.resource.demonitor(None, &monitor);
+            }
+            self.caller_died.set(false);
+            self.shared.busy.store(false, Ordering::Release);
+        }
+    }
+
+    /// Monitors the process handling imports, once per outermost call.
+    fn watch_caller(&self, caller: LocalPid) {
+        let monitor = self.caller_monitor.take();
+        match monitor {
+            Some(monitor) => self.caller_monitor.set(Some(monitor)),
+            None => match self.resource.monitor(None, &caller) {
+                Some(monitor) => self.caller_monitor.set(Some(monitor)),
+                // Monitoring fails only when the process is already gone.
+                None => self.caller_died.set(true),
+            },
+        }
+    }
+
+    /// Serves the import's caller until it answers import request `frame.id`.
+    fn await_reply(&self, store: &mut impl AsStoreMut, frame: Frame) -> Result<Vec<WasmValue>, HostError> {
+        loop {
+            if self.shared.is_stopped() {
+                return Err(HostError::Stopped);
+            }
+            if self.caller_died.get() {
+                return Err(HostError::CallerDied);
+            }
+            match self.shared.mailbox.pop() {
+                Command::ImportReply { id, results } if id == frame.id => {
+                    return results.ok_or(HostError::ImportFailed)
+                }
+                Command::CallerDown(pid) if pid == frame.caller => self.caller_died.set(true),
+                command if command.caller() == Some(frame.caller) => self.execute(store, command),
+                command @ (Command::Call { .. } | Command::Memory { .. }) => {
+                    self.deferred.borrow_mut().push_back(command)
+                }
+                // Stale replies and monitors of earlier calls, or a stop wake-up.
+                Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
+            }
+        }
+    }
+
+    fn send<F>(&self, to: LocalPid, message: F)
+    where
+        F: for<'a> FnOnce(Env<'a>) -> Term<'a>,
+    {
+        // A dead recipient is not an error: its result has nobody to go to.
+        let _ = self.outbox.borrow_mut().send_and_clear(&to, message);
+    }
+
+    fn send_failure(&self, frame: Frame, failure: &CallFailure) {
+        self.send(frame.caller, |env| {
+            (atoms::hb_beamr(), frame.id, (atoms::error(), failure)).encode(env)
+        });
+    }
+
+    fn send_invalid(&self, frame: Frame, message: &str) {
+        self.send(frame.caller, |env| {
+            let reason = (atoms::invalid_module(), message).encode(env);
+            (atoms::hb_beamr(), frame.id, (atoms::error(), reason)).encode(env)
+        });
+    }
+
+    /// Marks the instance stopped and answers every request it will never serve.
+    fn shutdown(&self) {
+        self.shared.stop();
+        let deferred: Vec<Command> = self.deferred.borrow_mut().drain(..).collect();
+        for command in deferred.into_iter().chain(self.shared.mailbox.close()) {
+            if let Command::Call { caller, id, .. } | Command::Memory { caller, id, .. } = command {
+                self.send_failure(Frame { caller, id }, &CallFailure::Stopped);
+            }
+        }
+    }
+}
+
+/// The host function behind every import: ask the calling process, serve it meanwhile.
+fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let index = env.data().0;
+    let context = context();
+    let frame = *context.frames.borrow().last().expect("imports run inside a call");
+    context.watch_caller(frame.caller);
+    let import = &context.shared.imports[index];
+    let resource = context.resource.clone();
+    let args: Vec<WasmValue> = args.iter().map(WasmValue::from_wasmer).collect();
+    context.send(frame.caller, |env| {
+        let request = make_tuple(
+            env,
+            &[
+                atoms::import().encode(env),
+                resource.encode(env),
+                index.encode(env),
+                charlist(env, &import.module),
+                charlist(env, &import.name),
+                charlist(env, &import.signature),
+                args.encode(env),
+            ],
+        );
+        (atoms::hb_beamr(), frame.id, request).encode(env)
+    });
+    match context.await_reply(&mut env, frame) {
+        Ok(results) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
+        Err(error) => Err(RuntimeError::user(Box::new(error))),
+    }
+}
+
+/// HyperBEAM hands module, function and signature names to Erlang as strings (charlists).
+pub fn charlist<'a>(env: Env<'a>, s: &str) -> Term<'a> {
+    s.chars().map(|c| c as u32).collect::<Vec<u32>>().encode(env)
+}
+
+pub fn set_wasm_stack_size() {
+    wasmer::sys::vm::set_stack_size(WASM_STACK_SIZE);
+}

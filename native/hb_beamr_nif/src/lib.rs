@@ -1,0 +1,25 @@
+//! hb_beamr's NIF: thin glue between Erlang and beamr_core / wasmer.
+//!
+//! * [`nifs`]: the functions Erlang calls; they queue commands and return at once.
+//! * [`executor`]: one thread per instance owning the Store; runs wasm and imports.
+//! * [`mailbox`], [`command`]: the queue between the two.
+//! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
+//! * [`codec`], [`trap`], [`memory`]: values, errors and memory access.
+
+mod atoms;
+mod codec;
+mod command;
+mod executor;
+mod instance;
+mod mailbox;
+mod memory;
+mod nifs;
+mod registry;
+mod trap;
+
+fn load(_env: rustler::Env, _info: rustler::Term) -> bool {
+    executor::set_wasm_stack_size();
+    true
+}
+
+rustler::init!("hb_beamr_nif", load = load);

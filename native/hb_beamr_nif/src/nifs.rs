@@ -1,0 +1,253 @@
+//! The NIF functions. Each checks its arguments, queues a command and returns
+//! `{ok, Id}`; the outcome arrives later as `{hb_beamr, Id, Result}`.
+//! Only `start` does real work here (preparing and compiling), on a dirty scheduler.
+
+use std::sync::Arc;
+
+use beamr_core::engine::{compile, CompileError};
+use beamr_core::prepare::{PrepareOptions, RESERVED_EXPORT_PREFIX};
+use beamr_core::signature::signature;
+use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifResult, ResourceArc, Term, TermType};
+use wasmer::{ExternType, Module};
+
+use crate::atoms;
+use crate::codec::{decode_args, BadArg};
+use crate::command::{Command, MemoryOp};
+use crate::executor::{self, charlist};
+use crate::instance::{next_id, ExportedFunction, ImportedFunction, InstanceResource, Shared};
+use crate::registry;
+
+fn error<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
+    (atoms::error(), reason).encode(env)
+}
+
+fn badarg<'a>(env: Env<'a>, detail: impl Encoder) -> Term<'a> {
+    error(env, (atoms::badarg(), detail))
+}
+
+/// Start options: `wamr_compat` (boolean, default true) and `mode` (`wasm | aot`; both
+/// compile with Cranelift, the mode is accepted for compatibility).
+fn decode_options(opts: Term) -> Result<PrepareOptions, Term> {
+    let mut options = PrepareOptions::default();
+    let env = opts.get_env();
+    for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
+        if key == atoms::wamr_compat().encode(env) {
+            options.wamr_compat = value.decode().map_err(|_| value)?;
+        } else if key == atoms::mode().encode(env) {
+            let mode: Atom = value.decode().map_err(|_| value)?;
+            if mode != atoms::wasm() && mode != atoms::aot() {
+                return Err(value);
+            }
+        }
+    }
+    Ok(options)
+}
+
+#[rustler::nif(schedule = "DirtyCpu")]
+fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) -> Term<'a> {
+    let options = match decode_options(opts) {
+        Ok(options) => options,
+        Err(bad) => return badarg(env, bad),
+    };
+    let compiled = match compile(source.as_slice(), &options) {
+        Ok(compiled) => compiled,
+        Err(CompileError::InvalidModule(message)) => {
+            return error(env, (atoms::invalid_module(), message))
+        }
+    };
+    let module = compiled.module;
+    let shared = Arc::new(Shared::new(owner, exported_functions(&module), imported_functions(&module)));
+    let resource = InstanceResource::new(shared);
+    if resource.monitor(Some(env), &owner).is_none() {
+        return error(env, atoms::stopped());
+    }
+    let (imports, exports) = (imports_term(env, &module), exports_term(env, &module));
+    registry::insert(owner, resource.clone());
+    let id = next_id();
+    if let Err(e) = executor::spawn(resource.clone(), module, env.pid(), id) {
+        resource.shared.stop();
+        return error(env, (atoms::other(), e.to_string()));
+    }
+    (atoms::ok(), id, imports, exports).encode(env)
+}
+
+fn exported_functions(module: &Module) -> Vec<ExportedFunction> {
+    module
+        .exports()
+        .filter(|e| !e.name().starts_with(RESERVED_EXPORT_PREFIX))
+        .filter_map(|e| match e.ty() {
+            ExternType::Function(ty) => Some(ExportedFunction { name: e.name().to_string(), ty: ty.clone() }),
+            _ => None,
+        })
+        .collect()
+}
+
+fn imported_functions(module: &Module) -> Vec<ImportedFunction> {
+    module
+        .imports()
+        .filter_map(|i| match i.ty() {
+            ExternType::Function(ty) => Some(ImportedFunction {
+                module: i.module().to_string(),
+                name: i.name().to_string(),
+                signature: signature(ty),
+                ty: ty.clone(),
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `[{func, Module, Name, Sig}]`, as HyperBEAM lists imports.
+fn imports_term<'a>(env: Env<'a>, module: &Module) -> Term<'a> {
+    let items: Vec<Term> = imported_functions(module)
+        .iter()
+        .map(|i| {
+            let sig = charlist(env, &i.signature);
+            (atoms::func(), charlist(env, &i.module), charlist(env, &i.name), sig).encode(env)
+        })
+        .collect();
+    items.encode(env)
+}
+
+/// `[{func | memory | table | global | tag, Name, Sig}]`; Sig is "" but for functions.
+fn exports_term<'a>(env: Env<'a>, module: &Module) -> Term<'a> {
+    let items: Vec<Term> = module
+        .exports()
+        .filter(|e| !e.name().starts_with(RESERVED_EXPORT_PREFIX))
+        .map(|e| {
+            let (kind, sig) = match e.ty() {
+                ExternType::Function(ty) => (atoms::func(), signature(ty)),
+                ExternType::Memory(_) => (atoms::memory(), String::new()),
+                ExternType::Table(_) => (atoms::table(), String::new()),
+                ExternType::Global(_) => (atoms::global(), String::new()),
+                ExternType::Tag(_) => (atoms::tag(), String::new()),
+            };
+            (kind, charlist(env, e.name()), charlist(env, &sig)).encode(env)
+        })
+        .collect();
+    items.encode(env)
+}
+
+/// A function name given as a binary or a string.
+fn decode_name(term: Term) -> Option<String> {
+    match term.get_type() {
+        TermType::Binary => term.decode::<String>().ok(),
+        TermType::List => {
+            let chars: Vec<u32> = term.decode().ok()?;
+            chars.into_iter().map(char::from_u32).collect()
+        }
+        _ => None,
+    }
+}
+
+fn lookup(owner: LocalPid) -> Option<ResourceArc<InstanceResource>> {
+    registry::lookup(&owner)
+}
+
+fn submitted<'a>(env: Env<'a>, instance: &InstanceResource, command: Command) -> Term<'a> {
+    match instance.shared.submit(command) {
+        Ok(()) => atoms::ok().encode(env),
+        Err(_) => error(env, atoms::stopped()),
+    }
+}
+
+#[rustler::nif]
+fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Term<'a> {
+    let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
+    let Some(name) = decode_name(func) else { return badarg(env, (atoms::func(), func)) };
+    let shared = &instance.shared;
+    let Some(&index) = shared.export_index.get(&name) else {
+        return error(env, (atoms::not_found(), func));
+    };
+    let args = match decode_args(args, shared.exports[index].ty.params()) {
+        Ok(args) => args,
+        Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
+    };
+    let id = next_id();
+    with_id(env, id, submitted(env, &instance, Command::Call { caller: env.pid(), id, func: index, args }))
+}
+
+/// `{ok, Id}` when the command was queued, the error otherwise.
+fn with_id<'a>(env: Env<'a>, id: u64, queued: Term<'a>) -> Term<'a> {
+    if queued == atoms::ok().encode(env) {
+        (atoms::ok(), id).encode(env)
+    } else {
+        queued
+    }
+}
+
+fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
+    let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
+    let id = next_id();
+    with_id(env, id, submitted(env, &instance, Command::Memory { caller: env.pid(), id, op }))
+}
+
+#[rustler::nif]
+fn memory_size(env: Env, owner: LocalPid) -> Term {
+    memory_command(env, owner, MemoryOp::Size)
+}
+
+#[rustler::nif]
+fn memory_read(env: Env, owner: LocalPid, offset: u64, len: u64) -> Term {
+    memory_command(env, owner, MemoryOp::Read { offset, len })
+}
+
+#[rustler::nif]
+fn memory_snapshot(env: Env, owner: LocalPid) -> Term {
+    memory_command(env, owner, MemoryOp::Snapshot)
+}
+
+#[rustler::nif]
+fn memory_write<'a>(env: Env<'a>, owner: LocalPid, offset: u64, data: Binary<'a>) -> Term<'a> {
+    memory_command(env, owner, MemoryOp::Write { offset, data: data.as_slice().to_vec() })
+}
+
+#[rustler::nif]
+fn memory_read_string(env: Env, owner: LocalPid, ptr: u64) -> Term {
+    memory_command(env, owner, MemoryOp::ReadString { ptr })
+}
+
+#[rustler::nif]
+fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'a> {
+    memory_command(env, owner, MemoryOp::Restore { data: data.as_slice().to_vec() })
+}
+
+/// Answers import request `id` of import number `index` with `results`.
+#[rustler::nif]
+fn import_reply<'a>(
+    env: Env<'a>,
+    instance: ResourceArc<InstanceResource>,
+    id: u64,
+    index: usize,
+    results: Term<'a>,
+) -> NifResult<Term<'a>> {
+    let import = instance.shared.imports.get(index).ok_or(rustler::Error::BadArg)?;
+    // HyperBEAM's stub answers `[0]` to every import, also to those returning nothing;
+    // for those the reply's values are ignored, as WAMR's driver does.
+    let decoded = match import.ty.results() {
+        [] if results.is_list() => Ok(Vec::new()),
+        types => decode_args(results, types),
+    };
+    let (results, reply) = match decoded {
+        Ok(values) => (Some(values), atoms::ok().encode(env)),
+        Err(bad) => (None, (atoms::error(), BadArg::encode(&bad, env)).encode(env)),
+    };
+    // Queued even after a stop: the executor is the one to notice and unwind.
+    let _ = instance.shared.mailbox.push(Command::ImportReply { id, results });
+    Ok(reply)
+}
+
+/// The import fun for request `id` raised or returned something unusable: trap the call.
+#[rustler::nif]
+fn import_failed(instance: ResourceArc<InstanceResource>, id: u64) -> Atom {
+    let _ = instance.shared.mailbox.push(Command::ImportReply { id, results: None });
+    atoms::ok()
+}
+
+#[rustler::nif]
+fn stop(owner: LocalPid) -> Atom {
+    if let Some(instance) = lookup(owner) {
+        instance.shared.stop();
+    }
+    atoms::ok()
+}

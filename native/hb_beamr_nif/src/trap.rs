@@ -1,0 +1,137 @@
+//! Classifies why a wasm call failed into the error terms of DESIGN.md.
+
+use rustler::{Encoder, Env, Term};
+use wasmer::sys::vm::TrapCode;
+use wasmer::RuntimeError;
+
+use crate::atoms;
+
+/// Failures raised by our own host functions, carried through wasm as traps.
+#[derive(Debug)]
+pub enum HostError {
+    /// The import fun raised or returned something unusable; the Erlang side knows why.
+    ImportFailed,
+    /// The process handling the import died.
+    CallerDied,
+    /// The instance was stopped while the call waited in an import.
+    Stopped,
+}
+
+impl std::fmt::Display for HostError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HostError::ImportFailed => "import failed",
+            HostError::CallerDied => "the process handling the import died",
+            HostError::Stopped => "instance stopped",
+        })
+    }
+}
+
+impl std::error::Error for HostError {}
+
+/// The reason term of a failed call: `stopped`, `import_failed` (completed by the Erlang
+/// side, which knows the fun's error) or `{trap, Kind, Message}`.
+#[derive(Debug, Clone)]
+pub enum CallFailure {
+    Stopped,
+    ImportFailed,
+    Trap { kind: TrapKind, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    Unreachable,
+    OutOfBounds,
+    StackOverflow,
+    IntegerOverflow,
+    DivisionByZero,
+    BadConversion,
+    IndirectCallTypeMismatch,
+    TableOutOfBounds,
+    UninitializedElement,
+    UnalignedAtomic,
+    Exception,
+    CallerDied,
+    Other,
+}
+
+impl CallFailure {
+    pub fn classify(error: &RuntimeError, stopped: bool) -> CallFailure {
+        let message = error.message();
+        match error.downcast_ref::<HostError>() {
+            Some(HostError::ImportFailed) => return CallFailure::ImportFailed,
+            Some(HostError::CallerDied) => {
+                return CallFailure::Trap { kind: TrapKind::CallerDied, message }
+            }
+            Some(HostError::Stopped) => return CallFailure::Stopped,
+            None => {}
+        }
+        if stopped {
+            return CallFailure::Stopped;
+        }
+        let kind = if error.is_exception() {
+            TrapKind::Exception
+        } else {
+            match error.clone().to_trap() {
+                Some(TrapCode::StackOverflow) => TrapKind::StackOverflow,
+                Some(TrapCode::HeapAccessOutOfBounds) => TrapKind::OutOfBounds,
+                Some(TrapCode::HeapMisaligned) | Some(TrapCode::UnalignedAtomic) => {
+                    TrapKind::UnalignedAtomic
+                }
+                Some(TrapCode::TableAccessOutOfBounds) => TrapKind::TableOutOfBounds,
+                Some(TrapCode::IndirectCallToNull) => TrapKind::UninitializedElement,
+                Some(TrapCode::BadSignature) => TrapKind::IndirectCallTypeMismatch,
+                Some(TrapCode::IntegerOverflow) => TrapKind::IntegerOverflow,
+                Some(TrapCode::IntegerDivisionByZero) => TrapKind::DivisionByZero,
+                Some(TrapCode::BadConversionToInteger) => TrapKind::BadConversion,
+                Some(TrapCode::UnreachableCodeReached) => TrapKind::Unreachable,
+                Some(TrapCode::UncaughtException) => TrapKind::Exception,
+                _ => TrapKind::Other,
+            }
+        };
+        CallFailure::Trap { kind, message }
+    }
+
+    pub fn panic(message: String) -> CallFailure {
+        CallFailure::Trap { kind: TrapKind::Other, message }
+    }
+}
+
+impl Encoder for CallFailure {
+    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
+        match self {
+            CallFailure::Stopped => atoms::stopped().encode(env),
+            CallFailure::ImportFailed => atoms::import_failed().encode(env),
+            CallFailure::Trap { kind, message } => {
+                let message = message_binary(env, message);
+                (atoms::trap(), kind.atom(), message).encode(env)
+            }
+        }
+    }
+}
+
+fn message_binary<'a>(env: Env<'a>, message: &str) -> Term<'a> {
+    let mut binary = rustler::NewBinary::new(env, message.len());
+    binary.as_mut_slice().copy_from_slice(message.as_bytes());
+    rustler::Binary::from(binary).to_term(env)
+}
+
+impl TrapKind {
+    fn atom(self) -> rustler::Atom {
+        match self {
+            TrapKind::Unreachable => atoms::unreachable(),
+            TrapKind::OutOfBounds => atoms::out_of_bounds(),
+            TrapKind::StackOverflow => atoms::stack_overflow(),
+            TrapKind::IntegerOverflow => atoms::integer_overflow(),
+            TrapKind::DivisionByZero => atoms::division_by_zero(),
+            TrapKind::BadConversion => atoms::bad_conversion(),
+            TrapKind::IndirectCallTypeMismatch => atoms::indirect_call_type_mismatch(),
+            TrapKind::TableOutOfBounds => atoms::table_out_of_bounds(),
+            TrapKind::UninitializedElement => atoms::uninitialized_element(),
+            TrapKind::UnalignedAtomic => atoms::unaligned_atomic(),
+            TrapKind::Exception => atoms::exception(),
+            TrapKind::CallerDied => atoms::caller_died(),
+            TrapKind::Other => atoms::other(),
+        }
+    }
+}
