@@ -8,7 +8,7 @@ export HB_BEAMR_SHARED := $(SHARED)
 
 NIF := priv/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper wabt
-ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin -pa _build/test/lib/hb_beamr/ebin
+ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
 .PHONY: all deps nif compile test rust-test erlang-test demo bench clean
 
@@ -43,11 +43,15 @@ erlang-test: deps
 test: deps rust-test erlang-test
 
 demo: compile
-	$(ERL_RUN) -pa _build/default/lib/hb_beamr/ebin -eval 'hb_beamr_demo:main(), halt().'
+	mkdir -p _build/demo
+	erlc -o _build/demo demo/hb_beamr_demo.erl
+	$(ERL_RUN) -pa _build/demo -eval 'hb_beamr_demo:main(), halt().'
 
-bench: deps
-	rebar3 as bench compile
-	$(ERL_RUN) -pa _build/bench/lib/hb_beamr/ebin -eval 'hb_beamr_bench:main(), halt().'
+bench: compile
+	cargo build --release -p beamr_core --example direct_call
+	mkdir -p _build/bench
+	erlc -o _build/bench bench/hb_beamr_bench.erl
+	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench:main(), halt().'
 
 clean:
 	rm -rf _build priv/*.so

@@ -118,7 +118,8 @@ call(Instance, Func, Args, ImportFun, State, Opts)
         when is_pid(Instance), is_map(Opts),
              (is_function(ImportFun, 3) orelse is_function(ImportFun, 2)) ->
     case hb_beamr_nif:call(Instance, Func, Args) of
-        {ok, Id} -> await(Instance, Id, ImportFun, State, Opts);
+        {event, Id, Event} -> handle(Instance, Id, Event, ImportFun, State, Opts);
+        {wait, Id} -> await(Instance, Id, ImportFun, State, Opts);
         {error, Reason} -> {error, Reason, State}
     end;
 call(Instance, _Func, _Args, ImportFun, State, Opts) ->
@@ -128,30 +129,35 @@ bad_call_argument(Instance, _, _) when not is_pid(Instance) -> {instance, Instan
 bad_call_argument(_, _, Opts) when not is_map(Opts) -> {options, Opts};
 bad_call_argument(_, ImportFun, _) -> {import_fun, ImportFun}.
 
-%% Serves import requests of call `Id' until its result arrives.
+%% Serves call `Id' until its result arrives: events (import requests, the result)
+%% come as messages, or straight from a NIF when they come within microseconds.
 await(Instance, Id, ImportFun, State, Opts) ->
     receive
-        {hb_beamr, Id, {import, Resource, Index, Module, Name, Sig, Args}} ->
-            Request = #{instance => Instance, module => Module, func => Name,
-                        args => Args, func_sig => Sig},
-            case run_import(ImportFun, State, Request, Opts) of
-                {ok, Results, NewState} ->
-                    case hb_beamr_nif:import_reply(Resource, Id, Index, Results) of
-                        ok ->
-                            await(Instance, Id, ImportFun, NewState, Opts);
-                        {error, _} ->
-                            Why = {error, {bad_import_results, Results}},
-                            await_failure(Id, {import_failed, Module, Name, Why}, State)
-                    end;
-                {failed, Why} ->
-                    ok = hb_beamr_nif:import_failed(Resource, Id),
+        {hb_beamr, Id, Event} -> handle(Instance, Id, Event, ImportFun, State, Opts)
+    end.
+
+handle(Instance, Id, {import, Call, Index, Module, Name, Sig, Args}, ImportFun, State, Opts) ->
+    Request = #{instance => Instance, module => Module, func => Name,
+                args => Args, func_sig => Sig},
+    case run_import(ImportFun, State, Request, Opts) of
+        {ok, Results, NewState} ->
+            case hb_beamr_nif:import_reply(Call, Index, Results) of
+                wait ->
+                    await(Instance, Id, ImportFun, NewState, Opts);
+                {event, Event} ->
+                    handle(Instance, Id, Event, ImportFun, NewState, Opts);
+                {error, _} ->
+                    Why = {error, {bad_import_results, Results}},
                     await_failure(Id, {import_failed, Module, Name, Why}, State)
             end;
-        {hb_beamr, Id, {ok, Results}} ->
-            {ok, Results, State};
-        {hb_beamr, Id, {error, Reason}} ->
-            {error, Reason, State}
-    end.
+        {failed, Why} ->
+            ok = hb_beamr_nif:import_failed(Call),
+            await_failure(Id, {import_failed, Module, Name, Why}, State)
+    end;
+handle(_Instance, _Id, {ok, Results}, _ImportFun, State, _Opts) ->
+    {ok, Results, State};
+handle(_Instance, _Id, {error, Reason}, _ImportFun, State, _Opts) ->
+    {error, Reason, State}.
 
 %% The import trapped the call; the executor confirms once wasm has unwound.
 await_failure(Id, Failure, State) ->

@@ -1,9 +1,11 @@
 %%% @doc The NIF library (native/hb_beamr_nif). Every function queues a command for
-%%% an instance's executor thread and returns `{ok, Id}'; the outcome arrives as a
-%%% message `{hb_beamr, Id, Result}'. Use `hb_beamr' and `hb_beamr_io', not this.
+%%% an instance's executor thread and returns at once; the outcome arrives as a
+%%% message `{hb_beamr, Id, Event}'. Calls and import replies first wait a few
+%%% microseconds for the next event and return it directly (`{event, ...}') when it
+%%% comes that fast. Use `hb_beamr' and `hb_beamr_io', not this.
 -module(hb_beamr_nif).
 
--export([start/3, call/3, import_reply/4, import_failed/2, stop/1]).
+-export([start/3, call/3, import_reply/3, import_failed/1, stop/1]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
 
@@ -11,7 +13,10 @@
 
 -type id() :: non_neg_integer().
 -type queued() :: {ok, id()} | {error, term()}.
--export_type([id/0, queued/0]).
+-type call() :: reference().
+-type event() :: {ok, list()} | {error, term()}
+               | {import, call(), non_neg_integer(), string(), string(), string(), list()}.
+-export_type([id/0, queued/0, event/0]).
 
 -spec init() -> ok | {error, term()}.
 init() ->
@@ -29,14 +34,15 @@ priv_dir() ->
     {ok, id(), list(), list()} | {error, term()}.
 start(_Owner, _Wasm, _Opts) -> erlang:nif_error(not_loaded).
 
--spec call(pid(), binary() | string(), list()) -> queued().
+-spec call(pid(), binary() | string(), list()) ->
+    {event, id(), event()} | {wait, id()} | {error, term()}.
 call(_Instance, _Func, _Args) -> erlang:nif_error(not_loaded).
 
--spec import_reply(reference(), id(), non_neg_integer(), list()) -> ok | {error, term()}.
-import_reply(_Resource, _Id, _Index, _Results) -> erlang:nif_error(not_loaded).
+-spec import_reply(call(), non_neg_integer(), list()) -> {event, event()} | wait | {error, term()}.
+import_reply(_Call, _Index, _Results) -> erlang:nif_error(not_loaded).
 
--spec import_failed(reference(), id()) -> ok.
-import_failed(_Resource, _Id) -> erlang:nif_error(not_loaded).
+-spec import_failed(call()) -> ok.
+import_failed(_Call) -> erlang:nif_error(not_loaded).
 
 -spec stop(pid()) -> ok.
 stop(_Instance) -> erlang:nif_error(not_loaded).

@@ -23,7 +23,7 @@ fac_test_() ->
              ?assertEqual({ok, [720.0]}, hb_beamr:call(I, "fac", [6.0])),
              hb_beamr:stop(I)
          end)
-     end || File <- ["hyperbeam/test.wasm", "hyperbeam/test-64.wasm"]].
+     end || File <- ["fixtures/hyperbeam/test.wasm", "fixtures/hyperbeam/test-64.wasm"]].
 
 pow_calculator_test() ->
     with_shared("fixtures/hyperbeam/pow_calculator.wasm", fun(Wasm) ->

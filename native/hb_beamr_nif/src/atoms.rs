@@ -5,6 +5,8 @@ rustler::atoms! {
     error,
     hb_beamr,
     import,
+    event,
+    wait,
     badarg,
     not_found,
     invalid_module,

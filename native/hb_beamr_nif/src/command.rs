@@ -1,15 +1,17 @@
 //! What NIFs ask of an executor.
 
-use rustler::LocalPid;
+use rustler::{LocalPid, ResourceArc};
 
+use crate::call::CallResource;
 use crate::codec::WasmValue;
 
 pub enum Command {
-    /// Call export number `func` and send the outcome to `caller` tagged with `id`.
-    Call { caller: LocalPid, id: u64, func: usize, args: Vec<WasmValue> },
-    /// Access memory 0 and send the outcome to `caller` tagged with `id`.
+    /// Call export number `func`; its events go to `caller` (see `CallResource`).
+    Call { caller: LocalPid, call: ResourceArc<CallResource>, func: usize, args: Vec<WasmValue> },
+    /// Access memory 0 and send the outcome to `caller` as `{hb_beamr, Id, Reply}`.
     Memory { caller: LocalPid, id: u64, op: MemoryOp },
-    /// The Erlang side answered import request `id`; `None` means the import fun failed.
+    /// The Erlang side answered the pending import of call `id`; `None` means the
+    /// import fun failed.
     ImportReply { id: u64, results: Option<Vec<WasmValue>> },
     /// A monitored caller died.
     CallerDown(LocalPid),

@@ -22,6 +22,7 @@ use wasmer::{
 };
 
 use crate::atoms;
+use crate::call::{CallResource, Event};
 use crate::codec::WasmValue;
 use crate::command::Command;
 use crate::instance::{InstanceResource, Shared};
@@ -49,10 +50,10 @@ struct Context {
     caller_died: Cell<bool>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Frame {
     caller: LocalPid,
-    id: u64,
+    call: ResourceArc<CallResource>,
 }
 
 thread_local! {
@@ -66,16 +67,17 @@ fn context() -> Rc<Context> {
 /// Which import a host function stands for.
 struct ImportSlot(usize);
 
+/// Starts the executor; it instantiates `module` and reports to `starter` as `start`'s events.
 pub fn spawn(
     resource: ResourceArc<InstanceResource>,
     module: Module,
     starter: LocalPid,
-    id: u64,
+    start: ResourceArc<CallResource>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("hb_beamr_exec".into())
         .stack_size(EXECUTOR_STACK_SIZE)
-        .spawn(move || run(resource, module, Frame { caller: starter, id }))
+        .spawn(move || run(resource, module, Frame { caller: starter, call: start }))
         .map(|_| ())
 }
 
@@ -94,8 +96,8 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, start: Frame) {
         caller_died: Cell::new(false),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, start))) {
-        context.send_failure(start, &CallFailure::panic(panic_message(&panic)));
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, &start))) {
+        context.deliver(&start, Event::Done(Err(CallFailure::panic(panic_message(&panic)))));
     }
     context.shutdown();
     CONTEXT.with(|c| *c.borrow_mut() = None);
@@ -103,21 +105,26 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, start: Frame) {
 }
 
 impl Context {
-    fn serve(&self, module: Module, start: Frame) {
+    fn serve(&self, module: Module, start: &Frame) {
         let mut store = Store::new(engine().clone());
         *self.shared.interrupter.lock() = Some(store.interrupter());
         let imports = self.import_object(&mut store);
-        self.enter(start);
+        self.enter(start.clone());
         let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
         self.leave();
         let instance = match instance {
             Ok(Ok(instance)) => instance,
-            Ok(Err(InstantiationError::Start(error))) => {
-                let failure = CallFailure::classify(&error, self.shared.is_stopped());
-                return self.send_failure(start, &failure);
+            failed => {
+                let failure = match failed {
+                    Ok(Err(InstantiationError::Start(error))) => {
+                        CallFailure::classify(&error, self.shared.is_stopped())
+                    }
+                    Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
+                    Err(panic) => CallFailure::InvalidModule(panic_message(&panic)),
+                    Ok(Ok(_)) => unreachable!(),
+                };
+                return self.deliver(start, Event::Done(Err(failure)));
             }
-            Ok(Err(error)) => return self.send_invalid(start, &error.to_string()),
-            Err(panic) => return self.send_invalid(start, &panic_message(&panic)),
         };
         *self.functions.borrow_mut() = self
             .shared
@@ -126,9 +133,7 @@ impl Context {
             .map(|e| instance.exports.get_function(&e.name).expect("listed export").clone())
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
-        self.send(start.caller, |env| {
-            (atoms::hb_beamr(), start.id, (atoms::ok(), Vec::<WasmValue>::new())).encode(env)
-        });
+        self.deliver(start, Event::Done(Ok(Vec::new())));
 
         while !self.shared.is_stopped() {
             match self.next_command() {
@@ -157,7 +162,7 @@ impl Context {
 
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
-            Command::Call { caller, id, func, args } => self.call(store, Frame { caller, id }, func, &args),
+            Command::Call { caller, call, func, args } => self.call(store, Frame { caller, call }, func, &args),
             Command::Memory { caller, id, op } => {
                 let result = memory::run(self.memory.borrow().as_ref(), store, op);
                 self.send(caller, |env| {
@@ -177,21 +182,15 @@ impl Context {
     fn call(&self, store: &mut impl AsStoreMut, frame: Frame, func: usize, args: &[WasmValue]) {
         let function = self.functions.borrow()[func].clone();
         let params: Vec<Value> = args.iter().map(|a| a.to_wasmer()).collect();
-        self.enter(frame);
+        self.enter(frame.clone());
         let outcome = catch_unwind(AssertUnwindSafe(|| function.call(store, &params)));
         self.leave();
-        match outcome {
-            Ok(Ok(results)) => {
-                let results: Vec<WasmValue> = results.iter().map(WasmValue::from_wasmer).collect();
-                self.send(frame.caller, |env| {
-                    (atoms::hb_beamr(), frame.id, (atoms::ok(), results)).encode(env)
-                });
-            }
-            Ok(Err(error)) => {
-                self.send_failure(frame, &CallFailure::classify(&error, self.shared.is_stopped()))
-            }
-            Err(panic) => self.send_failure(frame, &CallFailure::panic(panic_message(&panic))),
-        }
+        let outcome = match outcome {
+            Ok(Ok(results)) => Ok(results.iter().map(WasmValue::from_wasmer).collect()),
+            Ok(Err(error)) => Err(CallFailure::classify(&error, self.shared.is_stopped())),
+            Err(panic) => Err(CallFailure::panic(panic_message(&panic))),
+        };
+        self.deliver(&frame, Event::Done(outcome));
     }
 
     fn enter(&self, frame: Frame) {
@@ -227,8 +226,8 @@ impl Context {
         }
     }
 
-    /// Serves the import's caller until it answers import request `frame.id`.
-    fn await_reply(&self, store: &mut impl AsStoreMut, frame: Frame) -> Result<Vec<WasmValue>, HostError> {
+    /// Serves the import's caller until it answers the import of call `frame`.
+    fn await_reply(&self, store: &mut impl AsStoreMut, frame: &Frame) -> Result<Vec<WasmValue>, HostError> {
         loop {
             if self.shared.is_stopped() {
                 return Err(HostError::Stopped);
@@ -237,7 +236,7 @@ impl Context {
                 return Err(HostError::CallerDied);
             }
             match self.shared.mailbox.pop() {
-                Command::ImportReply { id, results } if id == frame.id => {
+                Command::ImportReply { id, results } if id == frame.call.id => {
                     return results.ok_or(HostError::ImportFailed)
                 }
                 Command::CallerDown(pid) if pid == frame.caller => self.caller_died.set(true),
@@ -259,17 +258,15 @@ impl Context {
         let _ = self.outbox.borrow_mut().send_and_clear(&to, message);
     }
 
-    fn send_failure(&self, frame: Frame, failure: &CallFailure) {
-        self.send(frame.caller, |env| {
-            (atoms::hb_beamr(), frame.id, (atoms::error(), failure)).encode(env)
-        });
-    }
-
-    fn send_invalid(&self, frame: Frame, message: &str) {
-        self.send(frame.caller, |env| {
-            let reason = (atoms::invalid_module(), message).encode(env);
-            (atoms::hb_beamr(), frame.id, (atoms::error(), reason)).encode(env)
-        });
+    /// Hands a call's event to the NIF waiting for it, or sends it as
+    /// `{hb_beamr, Id, Event}`.
+    fn deliver(&self, frame: &Frame, event: Event) {
+        if let Err(event) = frame.call.offer(event) {
+            let call = frame.call.clone();
+            self.send(frame.caller, |env| {
+                (atoms::hb_beamr(), call.id, encode_event(env, &call, &event)).encode(env)
+            });
+        }
     }
 
     /// Marks the instance stopped and answers every request it will never serve.
@@ -277,9 +274,15 @@ impl Context {
         self.shared.stop();
         let deferred: Vec<Command> = self.deferred.borrow_mut().drain(..).collect();
         for command in deferred.into_iter().chain(self.shared.mailbox.close()) {
-            if let Command::Call { caller, id, .. } | Command::Memory { caller, id, .. } = command {
-                self.send_failure(Frame { caller, id }, &CallFailure::Stopped);
-            }
+            let id = match &command {
+                Command::Call { call, .. } => call.id,
+                Command::Memory { id, .. } => *id,
+                _ => continue,
+            };
+            let caller = command.caller().expect("calls and memory operations have callers");
+            self.send(caller, |env| {
+                (atoms::hb_beamr(), id, (atoms::error(), CallFailure::Stopped)).encode(env)
+            });
         }
     }
 }
@@ -288,29 +291,37 @@ impl Context {
 fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
     let index = env.data().0;
     let context = context();
-    let frame = *context.frames.borrow().last().expect("imports run inside a call");
+    let frame = context.frames.borrow().last().cloned().expect("imports run inside a call");
     context.watch_caller(frame.caller);
-    let import = &context.shared.imports[index];
-    let resource = context.resource.clone();
     let args: Vec<WasmValue> = args.iter().map(WasmValue::from_wasmer).collect();
-    context.send(frame.caller, |env| {
-        let request = make_tuple(
-            env,
-            &[
-                atoms::import().encode(env),
-                resource.encode(env),
-                index.encode(env),
-                charlist(env, &import.module),
-                charlist(env, &import.name),
-                charlist(env, &import.signature),
-                args.encode(env),
-            ],
-        );
-        (atoms::hb_beamr(), frame.id, request).encode(env)
-    });
-    match context.await_reply(&mut env, frame) {
+    context.deliver(&frame, Event::Import { index, args });
+    match context.await_reply(&mut env, &frame) {
         Ok(results) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
         Err(error) => Err(RuntimeError::user(Box::new(error))),
+    }
+}
+
+/// A call's event as Erlang sees it: `{ok, Results}`, `{error, Reason}` or
+/// `{import, Call, Index, Module, Name, Signature, Args}`.
+pub fn encode_event<'a>(env: Env<'a>, call: &ResourceArc<CallResource>, event: &Event) -> Term<'a> {
+    match event {
+        Event::Done(Ok(results)) => (atoms::ok(), results).encode(env),
+        Event::Done(Err(failure)) => (atoms::error(), failure).encode(env),
+        Event::Import { index, args } => {
+            let import = &call.shared.imports[*index];
+            make_tuple(
+                env,
+                &[
+                    atoms::import().encode(env),
+                    call.encode(env),
+                    index.encode(env),
+                    charlist(env, &import.module),
+                    charlist(env, &import.name),
+                    charlist(env, &import.signature),
+                    args.encode(env),
+                ],
+            )
+        }
     }
 }
 

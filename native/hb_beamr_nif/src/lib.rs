@@ -2,11 +2,12 @@
 //!
 //! * [`nifs`]: the functions Erlang calls; they queue commands and return at once.
 //! * [`executor`]: one thread per instance owning the Store; runs wasm and imports.
-//! * [`mailbox`], [`command`]: the queue between the two.
+//! * [`mailbox`], [`command`]: the queue between the two; [`call`]: one call's events.
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`]: values, errors and memory access.
 
 mod atoms;
+mod call;
 mod codec;
 mod command;
 mod executor;

@@ -11,9 +11,10 @@ use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifResult, ResourceArc, Term
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
+use crate::call::CallResource;
 use crate::codec::{decode_args, BadArg};
 use crate::command::{Command, MemoryOp};
-use crate::executor::{self, charlist};
+use crate::executor::{self, charlist, encode_event};
 use crate::instance::{next_id, ExportedFunction, ImportedFunction, InstanceResource, Shared};
 use crate::registry;
 
@@ -63,8 +64,9 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     }
     let (imports, exports) = (imports_term(env, &module), exports_term(env, &module));
     registry::insert(owner, resource.clone());
-    let id = next_id();
-    if let Err(e) = executor::spawn(resource.clone(), module, env.pid(), id) {
+    let start = CallResource::new(resource.shared.clone());
+    let id = start.id;
+    if let Err(e) = executor::spawn(resource.clone(), module, env.pid(), start) {
         resource.shared.stop();
         return error(env, (atoms::other(), e.to_string()));
     }
@@ -144,13 +146,6 @@ fn lookup(owner: LocalPid) -> Option<ResourceArc<InstanceResource>> {
     registry::lookup(&owner)
 }
 
-fn submitted<'a>(env: Env<'a>, instance: &InstanceResource, command: Command) -> Term<'a> {
-    match instance.shared.submit(command) {
-        Ok(()) => atoms::ok().encode(env),
-        Err(_) => error(env, atoms::stopped()),
-    }
-}
-
 #[rustler::nif]
 fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Term<'a> {
     let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
@@ -163,23 +158,25 @@ fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Te
         Ok(args) => args,
         Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
     };
-    let id = next_id();
-    with_id(env, id, submitted(env, &instance, Command::Call { caller: env.pid(), id, func: index, args }))
-}
-
-/// `{ok, Id}` when the command was queued, the error otherwise.
-fn with_id<'a>(env: Env<'a>, id: u64, queued: Term<'a>) -> Term<'a> {
-    if queued == atoms::ok().encode(env) {
-        (atoms::ok(), id).encode(env)
-    } else {
-        queued
+    let call = CallResource::new(shared.clone());
+    call.arm();
+    let command = Command::Call { caller: env.pid(), call: call.clone(), func: index, args };
+    if shared.submit(command).is_err() {
+        return error(env, atoms::stopped());
+    }
+    match call.wait() {
+        Some(event) => (atoms::event(), call.id, encode_event(env, &call, &event)).encode(env),
+        None => (atoms::wait(), call.id).encode(env),
     }
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
     let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
     let id = next_id();
-    with_id(env, id, submitted(env, &instance, Command::Memory { caller: env.pid(), id, op }))
+    match instance.shared.submit(Command::Memory { caller: env.pid(), id, op }) {
+        Ok(()) => (atoms::ok(), id).encode(env),
+        Err(_) => error(env, atoms::stopped()),
+    }
 }
 
 #[rustler::nif]
@@ -212,35 +209,42 @@ fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'
     memory_command(env, owner, MemoryOp::Restore { data: data.as_slice().to_vec() })
 }
 
-/// Answers import request `id` of import number `index` with `results`.
+/// Answers the pending import (number `index`) of `call` with `results`; returns the
+/// call's next event when it comes quickly, `wait` when it will come as a message.
 #[rustler::nif]
 fn import_reply<'a>(
     env: Env<'a>,
-    instance: ResourceArc<InstanceResource>,
-    id: u64,
+    call: ResourceArc<CallResource>,
     index: usize,
     results: Term<'a>,
 ) -> NifResult<Term<'a>> {
-    let import = instance.shared.imports.get(index).ok_or(rustler::Error::BadArg)?;
+    let import = call.shared.imports.get(index).ok_or(rustler::Error::BadArg)?;
     // HyperBEAM's stub answers `[0]` to every import, also to those returning nothing;
     // for those the reply's values are ignored, as WAMR's driver does.
     let decoded = match import.ty.results() {
         [] if results.is_list() => Ok(Vec::new()),
         types => decode_args(results, types),
     };
-    let (results, reply) = match decoded {
-        Ok(values) => (Some(values), atoms::ok().encode(env)),
-        Err(bad) => (None, (atoms::error(), BadArg::encode(&bad, env)).encode(env)),
+    let values = match decoded {
+        Ok(values) => values,
+        Err(bad) => {
+            let _ = call.shared.mailbox.push(Command::ImportReply { id: call.id, results: None });
+            return Ok((atoms::error(), BadArg::encode(&bad, env)).encode(env));
+        }
     };
+    call.arm();
     // Queued even after a stop: the executor is the one to notice and unwind.
-    let _ = instance.shared.mailbox.push(Command::ImportReply { id, results });
-    Ok(reply)
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.id, results: Some(values) });
+    Ok(match call.wait() {
+        Some(event) => (atoms::event(), encode_event(env, &call, &event)).encode(env),
+        None => atoms::wait().encode(env),
+    })
 }
 
-/// The import fun for request `id` raised or returned something unusable: trap the call.
+/// The import fun for `call` raised or returned something unusable: trap the call.
 #[rustler::nif]
-fn import_failed(instance: ResourceArc<InstanceResource>, id: u64) -> Atom {
-    let _ = instance.shared.mailbox.push(Command::ImportReply { id, results: None });
+fn import_failed(call: ResourceArc<CallResource>) -> Atom {
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.id, results: None });
     atoms::ok()
 }
 

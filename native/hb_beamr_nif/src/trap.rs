@@ -34,6 +34,8 @@ impl std::error::Error for HostError {}
 #[derive(Debug, Clone)]
 pub enum CallFailure {
     Stopped,
+    /// Instantiation failed to link (e.g. a non-function import).
+    InvalidModule(String),
     ImportFailed,
     Trap { kind: TrapKind, message: String },
 }
@@ -102,6 +104,9 @@ impl Encoder for CallFailure {
         match self {
             CallFailure::Stopped => atoms::stopped().encode(env),
             CallFailure::ImportFailed => atoms::import_failed().encode(env),
+            CallFailure::InvalidModule(message) => {
+                (atoms::invalid_module(), message_binary(env, message)).encode(env)
+            }
             CallFailure::Trap { kind, message } => {
                 let message = message_binary(env, message);
                 (atoms::trap(), kind.atom(), message).encode(env)
