@@ -15,6 +15,7 @@ use rustler::{Resource, ResourceArc};
 
 use crate::codec::WasmValue;
 use crate::instance::{next_id, Shared};
+use crate::mailbox::relax;
 use crate::trap::CallFailure;
 
 /// How long a NIF waits for the executor before leaving the event to a message.
@@ -82,7 +83,7 @@ impl CallResource {
             if polls % 32 == 0 && Instant::now() >= deadline {
                 break;
             }
-            std::hint::spin_loop();
+            relax(polls);
         }
         match self.state.compare_exchange(WAITING, IDLE, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => None,

@@ -25,6 +25,7 @@ use crate::atoms;
 use crate::call::{CallResource, Event};
 use crate::codec::WasmValue;
 use crate::command::Command;
+use crate::emscripten::{self, Hooks};
 use crate::instance::{InstanceResource, Shared};
 use crate::memory::{self, MemoryReply};
 use crate::trap::{CallFailure, HostError};
@@ -41,6 +42,7 @@ struct Context {
     shared: Arc<Shared>,
     functions: RefCell<Vec<Function>>,
     memory: RefCell<Option<Memory>>,
+    emscripten: RefCell<Option<Hooks>>,
     outbox: RefCell<OwnedEnv>,
     deferred: RefCell<VecDeque<Command>>,
     /// The calls in progress, innermost last. Nested calls only come from the process
@@ -89,6 +91,7 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, start: Frame) {
         shared: Arc::clone(&shared),
         functions: RefCell::new(Vec::new()),
         memory: RefCell::new(None),
+        emscripten: RefCell::new(None),
         outbox: RefCell::new(OwnedEnv::new()),
         deferred: RefCell::new(VecDeque::new()),
         frames: RefCell::new(Vec::new()),
@@ -133,6 +136,7 @@ impl Context {
             .map(|e| instance.exports.get_function(&e.name).expect("listed export").clone())
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
+        *self.emscripten.borrow_mut() = Some(Hooks::resolve(&instance));
         self.deliver(start, Event::Done(Ok(Vec::new())));
 
         while !self.shared.is_stopped() {
@@ -149,7 +153,11 @@ impl Context {
         let mut imports = Imports::new();
         for (index, import) in self.shared.imports.iter().enumerate() {
             let env = FunctionEnv::new(store, ImportSlot(index));
-            let function = Function::new_with_env(store, &env, import.ty.clone(), on_import);
+            let function = if emscripten::is_invoke(&import.module, &import.name) {
+                Function::new_with_env(store, &env, import.ty.clone(), on_invoke)
+            } else {
+                Function::new_with_env(store, &env, import.ty.clone(), on_import)
+            };
             imports.define(&import.module, &import.name, Extern::Function(function));
         }
         imports
@@ -299,6 +307,17 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
         Ok(results) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
         Err(error) => Err(RuntimeError::user(Box::new(error))),
     }
+}
+
+/// The host function behind Emscripten's `invoke_*` imports.
+fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let context = context();
+    let import = &context.shared.imports[env.data().0];
+    let hooks = context.emscripten.borrow();
+    // Instantiation has finished whenever wasm can reach an invoke (start functions
+    // aside, which Emscripten does not use).
+    let hooks = hooks.as_ref().ok_or_else(|| RuntimeError::new("invoke_* called during instantiation"))?;
+    hooks.invoke(&mut env, args, import.ty.results())
 }
 
 /// A call's event as Erlang sees it: `{ok, Results}`, `{error, Reason}` or

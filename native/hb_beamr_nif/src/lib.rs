@@ -5,11 +5,13 @@
 //! * [`mailbox`], [`command`]: the queue between the two; [`call`]: one call's events.
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`]: values, errors and memory access.
+//! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively.
 
 mod atoms;
 mod call;
 mod codec;
 mod command;
+mod emscripten;
 mod executor;
 mod instance;
 mod mailbox;

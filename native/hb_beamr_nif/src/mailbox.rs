@@ -81,7 +81,7 @@ impl Mailbox {
             }
             polls += 1;
             if polls % 64 != 0 || Instant::now() < spin_until {
-                std::hint::spin_loop();
+                relax(polls);
                 continue;
             }
             std::thread::park();
@@ -94,5 +94,19 @@ impl Mailbox {
         queue.closed = true;
         self.len.store(0, Ordering::Release);
         queue.commands.drain(..).collect()
+    }
+}
+
+/// Polls this many times before yielding between polls.
+const PURE_SPINS: u32 = 256;
+
+/// One step of a bounded busy-wait. After a short pure spin it yields the core, so a
+/// waiter never starves the thread it waits for when both share a core (two schedulers
+/// and an executor on a 2-core machine).
+pub fn relax(polls: u32) {
+    if polls < PURE_SPINS {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
     }
 }

@@ -1,0 +1,99 @@
+//! Host exports: the exports hb_beamr itself needs, under reserved names hidden from users.
+//!
+//! The host reads and writes memory 0 and calls through table 0 (Emscripten's `invoke_*`)
+//! whatever the module exports them as, if at all, and a snapshot must capture every
+//! mutable global, which a module rarely exports. So memory 0 becomes [`MEMORY_EXPORT`],
+//! table 0 [`TABLE_EXPORT`] (also when they are imported), and each mutable global, defined
+//! or imported, [`global_export_name`] of its index.
+
+use wasm_encoder::ExportKind;
+
+use super::finish::ModuleSummary;
+use super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
+
+pub(super) struct HostExport {
+    pub name: String,
+    pub kind: ExportKind,
+    pub index: u32,
+}
+
+pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
+    let memory = (summary.memory_count > 0).then(|| HostExport {
+        name: MEMORY_EXPORT.into(),
+        kind: ExportKind::Memory,
+        index: 0,
+    });
+    let table =
+        (summary.table_count > 0).then(|| HostExport { name: TABLE_EXPORT.into(), kind: ExportKind::Table, index: 0 });
+    let globals = summary.global_mutability.iter().enumerate().filter(|(_, &mutable)| mutable).map(|(index, _)| {
+        let index = index as u32;
+        HostExport { name: global_export_name(index), kind: ExportKind::Global, index }
+    });
+    memory.into_iter().chain(table).chain(globals).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::*;
+    use super::super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
+    use wasmer::{imports, Global, Instance, Memory, MemoryType, Module, Store, Table, TableType, Type, Value};
+
+    #[test]
+    fn exports_memory_table_and_mutable_globals_under_reserved_names() {
+        let wat = r#"(module
+            (memory (export "mem") 2)
+            (table 3 funcref)
+            (global $c i32 (i32.const 1))
+            (global $m (mut i64) (i64.const 5))
+            (global $n (mut i32) (i32.const 6))
+            (func (export "get") (result i64) (global.get $m)))"#;
+        let (mut store, instance) = instantiate(wat);
+        let exports = &instance.exports;
+        let memory = exports.get_memory(MEMORY_EXPORT).unwrap();
+        assert_eq!(memory, exports.get_memory("mem").unwrap());
+        assert_eq!(exports.get_table(TABLE_EXPORT).unwrap().size(&store), 3);
+        assert!(exports.get_global(&global_export_name(0)).is_err());
+        let m = exports.get_global(&global_export_name(1)).unwrap();
+        assert_eq!(m.get(&mut store), Value::I64(5));
+        m.set(&mut store, Value::I64(9)).unwrap();
+        let f = exports.get_function("get").unwrap();
+        assert_eq!(f.call(&mut store, &[]).unwrap()[0], Value::I64(9));
+        assert_eq!(exports.get_global(&global_export_name(2)).unwrap().get(&mut store), Value::I32(6));
+        assert_eq!(exports.iter().count(), 6);
+    }
+
+    #[test]
+    fn exports_imported_memory_table_and_globals() {
+        let wat = r#"(module
+            (import "env" "g" (global (mut i32)))
+            (import "env" "k" (global i32))
+            (import "env" "memory" (memory 1))
+            (import "env" "table" (table 1 funcref))
+            (global (mut i32) (i32.const 0)))"#;
+        let engine = crate::engine::engine();
+        let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
+        let mut store = Store::new(engine.clone());
+        let memory = Memory::new(&mut store, MemoryType::new(1, None, false)).unwrap();
+        let table = Table::new(&mut store, TableType::new(Type::FuncRef, 1, None), Value::FuncRef(None)).unwrap();
+        let g = Global::new_mut(&mut store, Value::I32(4));
+        let k = Global::new(&mut store, Value::I32(0));
+        let imports = imports! { "env" => { "g" => g, "k" => k, "memory" => memory.clone(), "table" => table } };
+        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let exports = &instance.exports;
+        assert_eq!(exports.get_memory(MEMORY_EXPORT).unwrap(), &memory);
+        assert!(exports.get_table(TABLE_EXPORT).is_ok());
+        assert_eq!(exports.get_global(&global_export_name(0)).unwrap().get(&mut store), Value::I32(4));
+        assert!(exports.get_global(&global_export_name(1)).is_err());
+        assert!(exports.get_global(&global_export_name(2)).is_ok());
+    }
+
+    #[test]
+    fn preparing_twice_does_not_duplicate_exports() {
+        let wat = "(module (memory 1) (global (mut i32) (i32.const 0)))";
+        let once = prepare_wat(wat).wasm;
+        let opts = super::super::PrepareOptions { wamr_compat: false };
+        let twice = super::super::prepare(&once, &opts).unwrap().wasm;
+        let module = Module::new(crate::engine::engine(), twice).unwrap();
+        assert_eq!(module.exports().count(), 2);
+    }
+}

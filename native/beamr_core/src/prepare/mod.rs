@@ -1,0 +1,287 @@
+//! Module preparation: the rewrites that make a module runnable on wasmer.
+//!
+//! wasmer (Cranelift) has neither 64-bit memories nor the legacy exception-handling
+//! instructions that AO's modules use, and hb_beamr needs a few hidden exports for
+//! snapshots plus WAMR's page layout for compatibility. [`prepare`] validates the input,
+//! runs only the passes a module needs, and validates the result against exactly what
+//! wasmer accepts, so nothing unprepared (which could make wasmer panic) gets through:
+//!
+//! 1. [`memory64`]: 64-bit memories and tables become 32-bit ones.
+//! 2. [`exceptions`]: legacy `try`/`catch`/`rethrow`/`delegate` become `try_table`/`throw_ref`.
+//! 3. [`host_exports`] and 4. [`wamr_layout`]: applied together by [`finish`], which only
+//!    rewrites the memory and export sections and copies everything else byte for byte.
+
+mod exceptions;
+mod finish;
+mod host_exports;
+mod memory64;
+mod wamr_layout;
+
+use std::fmt;
+
+use wasmparser::{Validator, WasmFeatures};
+
+/// Export names starting with this prefix are added by preparation and hidden from users.
+pub const RESERVED_EXPORT_PREFIX: &str = "__hb_beamr_";
+
+/// Memory 0, exported for the host whatever the module calls it (or if it does not export it).
+pub const MEMORY_EXPORT: &str = "__hb_beamr_memory";
+
+/// Table 0, exported for the host (Emscripten `invoke_*` calls go through it).
+pub const TABLE_EXPORT: &str = "__hb_beamr_table";
+
+/// The reserved export name of mutable global `global_index` (index space including imports),
+/// through which snapshots read and restore it.
+pub fn global_export_name(global_index: u32) -> String {
+    format!("{RESERVED_EXPORT_PREFIX}global_{global_index}")
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PrepareOptions {
+    /// Add WAMR's extra 64 KiB page (see DESIGN.md, item 4).
+    pub wamr_compat: bool,
+}
+
+impl Default for PrepareOptions {
+    fn default() -> Self {
+        PrepareOptions { wamr_compat: true }
+    }
+}
+
+#[derive(Debug)]
+pub struct PreparedModule {
+    /// A module wasmer can compile (32-bit memories, exnref exceptions only).
+    pub wasm: Vec<u8>,
+    /// 64-bit memories or tables were lowered to 32-bit ones.
+    pub memory64_lowered: bool,
+    /// Legacy exception handling was translated to exnref exception handling.
+    pub exceptions_translated: bool,
+    /// Memory 0 got WAMR's extra page.
+    pub wamr_extra_page: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrepareError(pub String);
+
+impl fmt::Display for PrepareError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for PrepareError {}
+
+/// A parse or validation error of a module being prepared.
+fn invalid(e: wasmparser::BinaryReaderError) -> PrepareError {
+    PrepareError(e.to_string())
+}
+
+/// What wasmer 7.4 with Cranelift (and exceptions enabled, as `engine` configures it)
+/// compiles; a prepared module must validate with exactly these.
+fn wasmer_features() -> WasmFeatures {
+    WasmFeatures::MUTABLE_GLOBAL
+        | WasmFeatures::SATURATING_FLOAT_TO_INT
+        | WasmFeatures::SIGN_EXTENSION
+        | WasmFeatures::FLOATS
+        | WasmFeatures::GC_TYPES
+        | WasmFeatures::BULK_MEMORY
+        | WasmFeatures::REFERENCE_TYPES
+        | WasmFeatures::MULTI_VALUE
+        | WasmFeatures::SIMD
+        | WasmFeatures::MULTI_MEMORY
+        | WasmFeatures::EXTENDED_CONST
+        | WasmFeatures::THREADS
+        | WasmFeatures::EXCEPTIONS
+}
+
+/// What preparation accepts: wasmer's features plus the two that the passes remove.
+fn input_features() -> WasmFeatures {
+    wasmer_features() | WasmFeatures::MEMORY64 | WasmFeatures::LEGACY_EXCEPTIONS
+}
+
+/// Rewrites `wasm` (a binary module) into a module wasmer can compile and run as WAMR would.
+pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, PrepareError> {
+    let types = Validator::new_with_features(input_features()).validate_all(wasm).map_err(invalid)?;
+
+    let lowered = memory64::lower(wasm, types.as_ref())?;
+    let wasm = lowered.as_deref().unwrap_or(wasm);
+    let translated = exceptions::translate_legacy_exceptions(wasm)?;
+    let wasm = translated.as_deref().unwrap_or(wasm);
+    let finished = finish::finish(wasm, opts)?;
+
+    Validator::new_with_features(wasmer_features())
+        .validate_all(&finished.wasm)
+        .map_err(|e| PrepareError(format!("preparation produced an invalid module: {e}")))?;
+    Ok(PreparedModule {
+        wasm: finished.wasm,
+        memory64_lowered: lowered.is_some(),
+        exceptions_translated: translated.is_some(),
+        wamr_extra_page: finished.wamr_extra_page,
+    })
+}
+
+/// Shared by the passes' unit tests: compiling and running prepared modules on the real engine.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+    use wasmer::sys::vm::TrapCode;
+    use wasmer::{imports, Instance, Module, RuntimeError, Store, Value};
+
+    pub const FIXTURES: &str = "/work/shared/fixtures/hyperbeam";
+
+    /// A fixture's bytes, or None when the shared fixtures are not on this machine.
+    pub fn fixture(name: &str) -> Option<Vec<u8>> {
+        std::fs::read(format!("{FIXTURES}/{name}")).ok()
+    }
+
+    pub fn prepare_wat(wat: &str) -> PreparedModule {
+        prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap()
+    }
+
+    /// Instantiates prepared WAT (no imports) and returns its store and instance.
+    pub fn instantiate(wat: &str) -> (Store, Instance) {
+        let engine = crate::engine::engine();
+        let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
+        let mut store = Store::new(engine.clone());
+        let instance = Instance::new(&mut store, &module, &imports! {}).unwrap();
+        (store, instance)
+    }
+
+    pub fn call(
+        store: &mut Store,
+        instance: &Instance,
+        name: &str,
+        args: &[Value],
+    ) -> Result<Box<[Value]>, RuntimeError> {
+        instance.exports.get_function(name).unwrap().call(store, args)
+    }
+
+    pub fn trap_code(result: Result<Box<[Value]>, RuntimeError>) -> Option<TrapCode> {
+        result.expect_err("expected a trap").to_trap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+    use super::*;
+    use std::time::Instant;
+    use wasmer::{imports, Function, FunctionType, Instance, Module, Store, Type, Value};
+
+    #[test]
+    fn rejects_garbage_and_invalid_modules() {
+        let opts = PrepareOptions::default();
+        assert!(prepare(b"not wasm at all", &opts).is_err());
+        assert!(prepare(&[], &opts).is_err());
+        let wasm = wat::parse_str("(module (func (export \"f\") (result i32) i32.const 1))").unwrap();
+        assert!(prepare(&wasm[..wasm.len() - 2], &opts).is_err());
+        // Well-formed but ill-typed.
+        let wasm = wat::parse_str("(module (func (result i32) i64.const 1))").unwrap();
+        assert!(prepare(&wasm, &opts).is_err());
+    }
+
+    #[test]
+    fn leaves_a_plain_module_behaving_the_same() {
+        let wat = r#"(module
+            (memory (export "mem") 1)
+            (data (i32.const 8) "\2a")
+            (func (export "load") (param i32) (result i32) (i32.load8_u (local.get 0))))"#;
+        let prepared = prepare_wat(wat);
+        assert!(!prepared.memory64_lowered && !prepared.exceptions_translated);
+        let (mut store, instance) = instantiate(wat);
+        let loaded = call(&mut store, &instance, "load", &[Value::I32(8)]).unwrap();
+        assert_eq!(loaded[0], Value::I32(42));
+        assert!(instance.exports.get_memory("mem").is_ok());
+        assert!(instance.exports.get_memory(MEMORY_EXPORT).is_ok());
+    }
+
+    #[test]
+    fn reserved_names() {
+        assert!(MEMORY_EXPORT.starts_with(RESERVED_EXPORT_PREFIX));
+        assert!(TABLE_EXPORT.starts_with(RESERVED_EXPORT_PREFIX));
+        assert_eq!(global_export_name(7), "__hb_beamr_global_7");
+    }
+
+    fn wasi_stubs(store: &mut Store, module: &Module) -> wasmer::Imports {
+        let mut imports = imports! {};
+        for import in module.imports() {
+            if let wasmer::ExternType::Function(ty) = import.ty() {
+                // As AOS.md describes: clock_time_get answers 1, everything else 0.
+                let answer = i32::from(import.name() == "clock_time_get");
+                let results: Vec<Value> = ty
+                    .results()
+                    .iter()
+                    .map(|t| match t {
+                        Type::I64 => Value::I64(answer.into()),
+                        _ => Value::I32(answer),
+                    })
+                    .collect();
+                let ty = FunctionType::new(ty.params().to_vec(), ty.results().to_vec());
+                let f = Function::new(store, ty, move |_| Ok(results.clone()));
+                imports.define(import.module(), import.name(), f);
+            }
+        }
+        imports
+    }
+
+    #[test]
+    fn test_calling_fixture_lowers_compiles_and_mallocs() {
+        let Some(wasm) = fixture("test-calling.wasm") else { return };
+        let prepared = prepare(&wasm, &PrepareOptions::default()).unwrap();
+        assert!(prepared.memory64_lowered);
+        let engine = crate::engine::engine();
+        let module = Module::new(engine, &prepared.wasm).unwrap();
+        let mut store = Store::new(engine.clone());
+        let imports = wasi_stubs(&mut store, &module);
+        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let ptr = call(&mut store, &instance, "malloc", &[Value::I64(100)]).unwrap();
+        assert!(matches!(ptr[0], Value::I64(p) if p != 0), "malloc(100) gave {ptr:?}");
+        let huge = call(&mut store, &instance, "malloc", &[Value::I64(128 << 20)]).unwrap();
+        assert_eq!(huge[0], Value::I64(0));
+        let memory = instance.exports.get_memory(MEMORY_EXPORT).unwrap();
+        assert_eq!(memory.view(&store).size().0, 259);
+    }
+
+    #[test]
+    fn aos_fixture_prepares_fast_and_evaluates_lua() {
+        let Some(wasm) = fixture("aos-2-pure-xs.wasm") else { return };
+        let started = Instant::now();
+        let prepared = prepare(&wasm, &PrepareOptions::default()).unwrap();
+        eprintln!("prepare(aos-2-pure-xs.wasm) took {:?}", started.elapsed());
+        assert!(prepared.memory64_lowered && prepared.exceptions_translated && prepared.wamr_extra_page);
+
+        let engine = crate::engine::engine();
+        let module = Module::new(engine, &prepared.wasm).unwrap();
+        let mut store = Store::new(engine.clone());
+        let imports = wasi_stubs(&mut store, &module);
+        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let memory = instance.exports.get_memory(MEMORY_EXPORT).unwrap().clone();
+        assert_eq!(memory.view(&store).size().0, 193);
+        let write_string = |store: &mut Store, text: &str| {
+            let ptr = match call(store, &instance, "malloc", &[Value::I64(text.len() as i64 + 1)]).unwrap()[0] {
+                Value::I64(ptr) => ptr as u64,
+                ref other => panic!("malloc gave {other:?}"),
+            };
+            memory.view(store).write(ptr, &[text.as_bytes(), &[0]].concat()).unwrap();
+            Value::I64(ptr as i64)
+        };
+        let env = r#"{"Process":{"Id":"AOS","Owner":"FOOBAR","Tags":[{"name":"Name","value":"Thomas"},{"name":"Authority","value":"FOOBAR"}]}}"#;
+        for (code, expected) in [("1 + 1", "2"), ("local s=0 for i=1,1000000 do s=s+i end return s", "500000500000")] {
+            let msg = format!(
+                r#"{{"From":"FOOBAR","Block-Height":"1","Target":"AOS","Owner":"FOOBAR","Id":"1","Module":"W","Tags":[{{"name":"Action","value":"Eval"}}],"Data":"{code}"}}"#
+            );
+            let args = [write_string(&mut store, &msg), write_string(&mut store, env)];
+            let Value::I64(out) = call(&mut store, &instance, "handle", &args).unwrap()[0] else { panic!() };
+            let view = memory.view(&store);
+            let mut json = Vec::new();
+            for address in out as u64.. {
+                match view.read_u8(address).unwrap() {
+                    0 => break,
+                    byte => json.push(byte),
+                }
+            }
+            let json = String::from_utf8(json).unwrap();
+            assert!(json.contains(&format!(r#""data":"{expected}""#)), "{json}");
+        }
+    }
+}
