@@ -48,9 +48,9 @@ demo: compile
 	$(ERL_RUN) -pa _build/demo -eval 'hb_beamr_demo:main(), halt().'
 
 bench: compile
-	cargo build --release -p beamr_core --example direct_call
+	cargo build --release -p beamr_core --example baselines
 	mkdir -p _build/bench
-	erlc -o _build/bench bench/hb_beamr_bench.erl
+	erlc -o _build/bench bench/hb_beamr_bench.erl test/hb_beamr_aos.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench:main(), halt().'
 
 clean:

@@ -4,26 +4,37 @@
 -export([main/0]).
 
 -define(CALLS, 200000).
+-define(COMPUTE_ROUNDS, 50000000).
+-define(AOS_RUNS, 50).
+-define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
 
 -spec main() -> ok.
 main() ->
+    Aos = hb_beamr_test_util:shared_file(?AOS),
+    %% Before anything else, so the compiled-module cache is cold for the first start.
+    AosRows = aos_rows(Aos),
+    Base = baselines(),
     {ok, Wat} = file:read_file("bench/bench.wat"),
     {ok, I, _, _} = hb_beamr:start(Wat),
-    Direct = direct_baselines(),
     rows([
-        {"empty NIF call (baseline)", median_us(fun() -> hb_beamr_nif:stop(self()) end), "", "~0.15"},
-        {"hb_beamr:call/3 trivial export", median_us(fun() -> {ok, _} = hb_beamr:call(I, "add", [1, 2]) end),
-         us(maps:get("direct_call", Direct)), "<= 1.5"},
+        {"empty NIF call (baseline)", median_us(fun() -> hb_beamr_nif:stop(self()) end), "", "", "us"},
+        {"hb_beamr:call/3, trivial export", median_us(fun() -> {ok, _} = hb_beamr:call(I, "add", [1, 2]) end),
+         maps:get("direct_call_ns", Base) / 1000, "<= 1.5", "us"},
         {"import round trip (wasm -> Erlang fun -> wasm)", import_round_trip_us(I),
-         us(maps:get("direct_import", Direct)), "<= 3"}
+         maps:get("direct_import_ns", Base) / 1000, "<= 3", "us"},
+        {"compute loop, 50M rounds", compute_ms(I), maps:get("direct_compute_us", Base) / 1000,
+         "<= 1.2x", "ms"}
+    ] ++ AosRows ++ [
+        {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
     hb_beamr:stop(I).
 
 %% Median of single calls, after a warm-up.
 median_us(Fun) ->
-    [Fun() || _ <- lists:seq(1, 10000)],
-    Times = lists:sort([time_ns(Fun) || _ <- lists:seq(1, ?CALLS)]),
-    lists:nth(?CALLS div 2, Times) / 1000.
+    median([time_ns(Fun) || _ <- lists:seq(1, ?CALLS)]) / 1000.
+
+median(Samples) ->
+    lists:nth(length(Samples) div 2 + 1, lists:sort(Samples)).
 
 time_ns(Fun) ->
     Started = erlang:monotonic_time(nanosecond),
@@ -33,21 +44,54 @@ time_ns(Fun) ->
 import_round_trip_us(I) ->
     Echo = fun(S, #{args := [X]}, _) -> {ok, [X], S} end,
     {ok, _, _} = hb_beamr:call(I, "echo_loop", [10000], Echo, ok),
-    {Micros, {ok, _, _}} = timer:tc(fun() -> hb_beamr:call(I, "echo_loop", [?CALLS], Echo, ok) end),
-    Micros / ?CALLS.
+    time_ns(fun() -> {ok, _, _} = hb_beamr:call(I, "echo_loop", [?CALLS], Echo, ok) end) / ?CALLS / 1000.
 
-%% The same calls made directly through wasmer from Rust (cargo example direct_call).
-direct_baselines() ->
-    Exe = filename:join(os:getenv("CARGO_TARGET_DIR"), "release/examples/direct_call"),
-    Out = os:cmd(Exe ++ " bench/bench.wat"),
-    maps:from_list([{Name, list_to_integer(Ns)} || [Name, Ns] <- [string:lexemes(L, " ") || L <- string:lexemes(Out, "\n")]]).
+compute_ms(I) ->
+    {ok, _} = hb_beamr:call(I, "compute", [?COMPUTE_ROUNDS div 10]),
+    time_ns(fun() -> {ok, _} = hb_beamr:call(I, "compute", [?COMPUTE_ROUNDS]) end) / 1000000.
 
-us(Nanos) -> Nanos / 1000.
+aos_rows(undefined) ->
+    io:format("(aos-2-pure-xs.wasm not found under ../shared: AOS rows skipped)~n"),
+    [];
+aos_rows(Wasm) ->
+    FirstStart = time_ns(fun() -> {ok, _, _, _} = hb_beamr:start(Wasm) end) / 1000000,
+    RepeatStart = median([time_ns(fun() -> {ok, X, _, _} = hb_beamr:start(Wasm), hb_beamr:stop(X) end)
+                          || _ <- lists:seq(1, 20)]) / 1000000,
+    {ok, I, _, _} = hb_beamr:start(Wasm),
+    {Msg, Env} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
+    FirstHandle = time_ns(fun() -> {ok, _} = hb_beamr_aos:handle(I, Msg, Env) end) / 1000000,
+    HandleOnly = median([begin
+                             {M, E} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
+                             time_ns(fun() -> {ok, _} = hb_beamr_aos:handle(I, M, E) end)
+                         end || _ <- lists:seq(1, ?AOS_RUNS)]) / 1000000,
+    FullFlow = median([time_ns(fun() -> <<_/binary>> = hb_beamr_aos:eval(I, <<"1 + 1">>) end)
+                       || _ <- lists:seq(1, ?AOS_RUNS)]) / 1000000,
+    LuaLoop = median([time_ns(fun() ->
+                                  hb_beamr_aos:eval(I, <<"local s=0 for i=1,1000000 do s=s+i end return s">>)
+                              end) || _ <- lists:seq(1, 5)]) / 1000000,
+    hb_beamr:stop(I),
+    [{"AOS start/1, first (prepare + compile)", FirstStart, 10.0, "<= 400", "ms"},
+     {"AOS start/1, module seen before", RepeatStart, 10.0, "<= 2", "ms"},
+     {"AOS first handle on a fresh instance", FirstHandle, 1700.0, "<= 25", "ms"},
+     {"AOS Eval \"1 + 1\", handle only", HandleOnly, 48.0, "<= 1", "ms"},
+     {"AOS Eval \"1 + 1\", write_string+handle+read_string", FullFlow, 48.0, "<= 1", "ms"},
+     {"AOS Lua loop 1..1,000,000", LuaLoop, 680.0, "<= 25", "ms"}].
+
+%% The same calls made directly through wasmer from Rust, and preparation timings
+%% (cargo example `baselines`).
+baselines() ->
+    Exe = filename:join(os:getenv("CARGO_TARGET_DIR"), "release/examples/baselines"),
+    Aos = filename:join(os:getenv("HB_BEAMR_SHARED"), ?AOS),
+    Out = os:cmd(Exe ++ " bench/bench.wat " ++ Aos),
+    maps:from_list([{Name, list_to_integer(Value)}
+                    || [Name, Value] <- [string:lexemes(L, " ") || L <- string:lexemes(Out, "\n")]]).
 
 rows(Rows) ->
-    io:format("~-48s ~12s ~16s ~10s~n", ["benchmark", "hb_beamr us", "baseline us", "target us"]),
-    [io:format("~-48s ~12s ~16s ~10s~n", [Name, fmt(V), fmt(B), T]) || {Name, V, B, T} <- Rows],
+    io:format("~-52s ~12s ~14s ~10s~n", ["benchmark", "hb_beamr", "baseline", "target"]),
+    [io:format("~-52s ~12s ~14s ~10s~n", [Name, fmt(V, Unit), fmt(B, Unit), T]) || {Name, V, B, T, Unit} <- Rows],
+    io:format("Baselines: the same wasm called from Rust through wasmer (first rows); "
+              "HyperBEAM's WAMR hb_beamr on this machine (AOS rows).~n"),
     ok.
 
-fmt(X) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]);
-fmt(X) -> X.
+fmt(X, Unit) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]) ++ " " ++ Unit;
+fmt(X, _) -> X.

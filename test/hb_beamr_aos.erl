@@ -1,0 +1,61 @@
+%%% @doc Drives AO's Lua process module (aos-2-pure-xs.wasm) as HyperBEAM's tests do
+%%% (see ../shared/fixtures/hyperbeam/AOS.md). Used by the AOS suite and `make bench'.
+-module(hb_beamr_aos).
+
+-export([eval/2, write_message/2, handle/3, output_data/1, wasi_import/3]).
+
+-define(ENV, <<"{\"Process\":{\"Id\":\"AOS\",\"Owner\":\"FOOBAR\",\"Tags\":["
+               "{\"name\":\"Name\",\"value\":\"Thomas\"},"
+               "{\"name\":\"Authority\",\"value\":\"FOOBAR\"}]}}">>).
+
+%% @doc Evaluates Lua `Code' in the process; returns the JSON result.
+-spec eval(hb_beamr:instance(), binary()) -> binary().
+eval(I, Code) ->
+    {MsgPtr, EnvPtr} = write_message(I, Code),
+    {ok, OutPtr} = handle(I, MsgPtr, EnvPtr),
+    {ok, Json} = hb_beamr_io:read_string(I, OutPtr),
+    Json.
+
+%% @doc Writes an Eval message for `Code' and the environment into the module.
+-spec write_message(hb_beamr:instance(), binary()) -> {pos_integer(), pos_integer()}.
+write_message(I, Code) ->
+    Msg = <<"{\"From\":\"FOOBAR\",\"Block-Height\":\"1\",\"Target\":\"AOS\",\"Owner\":\"FOOBAR\","
+            "\"Id\":\"1\",\"Module\":\"W\",\"Tags\":[{\"name\":\"Action\",\"value\":\"Eval\"}],"
+            "\"Data\":\"", Code/binary, "\"}">>,
+    {ok, MsgPtr} = hb_beamr_io:write_string(I, Msg),
+    {ok, EnvPtr} = hb_beamr_io:write_string(I, ?ENV),
+    {MsgPtr, EnvPtr}.
+
+%% @doc Calls `handle'; the result points to a JSON string.
+-spec handle(hb_beamr:instance(), pos_integer(), pos_integer()) -> {ok, integer()} | {error, term()}.
+handle(I, MsgPtr, EnvPtr) ->
+    case hb_beamr:call(I, "handle", [MsgPtr, EnvPtr], fun wasi_import/3, [], #{}) of
+        {ok, [OutPtr], _Output} -> {ok, OutPtr};
+        {error, Reason, _} -> {error, Reason}
+    end.
+
+%% @doc `Output.data' of a result (the results here hold no escaped quotes in it).
+-spec output_data(binary()) -> binary() | nomatch.
+output_data(Json) ->
+    case re:run(Json, <<"\"data\":\"([^\"]*)\"">>, [{capture, all_but_first, binary}]) of
+        {match, [Data]} -> Data;
+        nomatch -> nomatch
+    end.
+
+%% @doc The minimal WASI of AOS.md; the state collects what the module writes.
+-spec wasi_import(list(), hb_beamr:import_request(), map()) -> {ok, [integer()], list()}.
+wasi_import(Out, #{func := "fd_write", args := [_Fd, Iovs, Count, RetPtr], instance := I}, _) ->
+    Chunks = [begin
+                  {ok, <<Ptr:64/little, Len:64/little>>} = hb_beamr_io:read(I, Iovs + K * 16, 16),
+                  {ok, Chunk} = hb_beamr_io:read(I, Ptr, Len),
+                  Chunk
+              end || K <- lists:seq(0, Count - 1)],
+    ok = hb_beamr_io:write(I, RetPtr, <<(iolist_size(Chunks)):64/little>>),
+    {ok, [0], [Chunks | Out]};
+wasi_import(Out, #{func := "fd_read", args := [_Fd, _Iovs, _Count, RetPtr], instance := I}, _) ->
+    ok = hb_beamr_io:write(I, RetPtr, <<0:64>>),
+    {ok, [0], Out};
+wasi_import(Out, #{func := "clock_time_get"}, _) ->
+    {ok, [1], Out};
+wasi_import(Out, _Request, _) ->
+    {ok, [0], Out}.
