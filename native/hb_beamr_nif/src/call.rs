@@ -1,16 +1,16 @@
-//! One call in progress, as a resource: import requests carry it so the reply finds the
-//! call, and it holds the hand-over slot that lets a NIF take the call's next event
-//! (its result or an import request) directly when it comes within microseconds.
+//! One call in progress: the hand-over slot through which a NIF can take the call's
+//! next event (its result or an import request) directly when it comes within
+//! microseconds, and the resource that import requests carry so the reply finds the call.
 //!
 //! Messages from a foreign thread wake a sleeping BEAM scheduler, which costs tens of
 //! microseconds; short calls and import round trips therefore spin briefly in the NIF
 //! (bounded, well under the 1 ms a NIF may take) and fall back to messages.
 
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use rustler::{Resource, ResourceArc};
 
 use crate::codec::WasmValue;
@@ -22,35 +22,33 @@ use crate::trap::CallFailure;
 pub const HANDOVER_SPIN: Duration = Duration::from_micros(20);
 
 pub enum Event {
-    Import { index: usize, args: Vec<WasmValue> },
+    Import { call: ResourceArc<CallResource>, index: usize, args: Vec<WasmValue> },
     Done(Result<Vec<WasmValue>, CallFailure>),
 }
-
-pub struct CallResource {
-    pub shared: Arc<Shared>,
-    pub id: u64,
-    state: AtomicU8,
-    event: Mutex<Option<Event>>,
-}
-
-#[rustler::resource_impl]
-impl Resource for CallResource {}
 
 /// Nobody waits in a NIF: the executor sends events as messages.
 const IDLE: u8 = 0;
 /// A NIF spins for the next event.
 const WAITING: u8 = 1;
-/// The executor left the next event in the slot.
-const FILLED: u8 = 2;
+/// The executor claimed the slot and is writing the event.
+const WRITING: u8 = 2;
+/// The event is in the slot.
+const FILLED: u8 = 3;
 
-impl CallResource {
-    pub fn new(shared: Arc<Shared>) -> ResourceArc<CallResource> {
-        ResourceArc::new(CallResource {
-            shared,
-            id: next_id(),
-            state: AtomicU8::new(IDLE),
-            event: Mutex::new(None),
-        })
+pub struct CallSlot {
+    pub id: u64,
+    state: AtomicU8,
+    /// Written only by the executor between WRITING and FILLED, read only by the NIF
+    /// after it saw FILLED and before it sets IDLE: the state machine serialises access.
+    event: UnsafeCell<Option<Event>>,
+}
+
+// SAFETY: `event` is only touched under the ownership protocol of `state` (see above).
+unsafe impl Sync for CallSlot {}
+
+impl CallSlot {
+    pub fn new() -> Arc<CallSlot> {
+        Arc::new(CallSlot { id: next_id(), state: AtomicU8::new(IDLE), event: UnsafeCell::new(None) })
     }
 
     /// Announces that the current NIF will wait for the next event (before it queues
@@ -61,14 +59,17 @@ impl CallResource {
 
     /// Executor side: hands `event` to a waiting NIF, or gives it back to be sent.
     pub fn offer(&self, event: Event) -> Result<(), Event> {
-        if self.state.load(Ordering::Acquire) != WAITING {
+        if self
+            .state
+            .compare_exchange(WAITING, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return Err(event);
         }
-        *self.event.lock() = Some(event);
-        match self.state.compare_exchange(WAITING, FILLED, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => Ok(()),
-            Err(_) => Err(self.event.lock().take().expect("event just stored")),
-        }
+        // SAFETY: WRITING gives the executor exclusive access to `event`.
+        unsafe { *self.event.get() = Some(event) };
+        self.state.store(FILLED, Ordering::Release);
+        Ok(())
     }
 
     /// NIF side, after `arm`: the next event if it comes within `HANDOVER_SPIN`.
@@ -77,7 +78,7 @@ impl CallResource {
         let mut polls = 0u32;
         loop {
             if self.state.load(Ordering::Acquire) == FILLED {
-                return self.take();
+                return Some(self.take());
             }
             polls += 1;
             if polls % 32 == 0 && Instant::now() >= deadline {
@@ -85,15 +86,30 @@ impl CallResource {
             }
             relax(polls);
         }
-        match self.state.compare_exchange(WAITING, IDLE, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => None,
-            Err(_) => self.take(),
+        if self.state.compare_exchange(WAITING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            return None;
         }
+        // The executor claimed the slot just now: its write takes nanoseconds.
+        while self.state.load(Ordering::Acquire) != FILLED {
+            std::hint::spin_loop();
+        }
+        Some(self.take())
     }
 
-    fn take(&self) -> Option<Event> {
-        let event = self.event.lock().take();
+    fn take(&self) -> Event {
+        // SAFETY: FILLED hands `event` to the waiting NIF until it stores IDLE.
+        let event = unsafe { (*self.event.get()).take() }.expect("a filled slot holds an event");
         self.state.store(IDLE, Ordering::Release);
         event
     }
 }
+
+/// A call as Erlang code sees it inside an import request: `import_reply` and
+/// `import_failed` take it to answer that call's pending import.
+pub struct CallResource {
+    pub shared: Arc<Shared>,
+    pub slot: Arc<CallSlot>,
+}
+
+#[rustler::resource_impl]
+impl Resource for CallResource {}

@@ -5,7 +5,7 @@
 //! `neg_infinity`; results always come back signed, with the same atoms for non-finite
 //! floats. Values cross threads as [`WasmValue`] because wasmer's `Value` is tied to a Store.
 
-use rustler::{Encoder, Env, Term, TermType};
+use rustler::{Encoder, Env, ListIterator, Term, TermType};
 use wasmer::{Type, Value};
 
 use crate::atoms;
@@ -44,16 +44,16 @@ impl<'a> BadArg<'a> {
 
 /// Decodes an Erlang list of arguments against the parameter types of a function.
 pub fn decode_args<'a>(list: Term<'a>, types: &[Type]) -> Result<Vec<WasmValue>, BadArg<'a>> {
-    let items: Vec<Term<'a>> = list.decode().map_err(|_| BadArg::NotAList)?;
-    if items.len() != types.len() {
-        return Err(BadArg::Arity { expected: types.len(), got: items.len() });
+    let got = list.list_length().map_err(|_| BadArg::NotAList)?;
+    if got != types.len() {
+        return Err(BadArg::Arity { expected: types.len(), got });
     }
+    let items: ListIterator<'a> = list.decode().map_err(|_| BadArg::NotAList)?;
     items
-        .iter()
         .zip(types)
         .enumerate()
         .map(|(i, (term, ty))| {
-            decode_value(*term, *ty).ok_or(BadArg::Value { position: i + 1, value: *term, ty: *ty })
+            decode_value(term, *ty).ok_or(BadArg::Value { position: i + 1, value: term, ty: *ty })
         })
         .collect()
 }

@@ -1,13 +1,15 @@
 //! What NIFs ask of an executor.
 
-use rustler::{LocalPid, ResourceArc};
+use std::sync::Arc;
 
-use crate::call::CallResource;
+use rustler::LocalPid;
+
+use crate::call::CallSlot;
 use crate::codec::WasmValue;
 
 pub enum Command {
-    /// Call export number `func`; its events go to `caller` (see `CallResource`).
-    Call { caller: LocalPid, call: ResourceArc<CallResource>, func: usize, args: Vec<WasmValue> },
+    /// Call export number `func`; its events go to `caller` (see `CallSlot`).
+    Call { caller: LocalPid, slot: Arc<CallSlot>, func: usize, args: Vec<WasmValue> },
     /// Access memory 0 and send the outcome to `caller` as `{hb_beamr, Id, Reply}`.
     Memory { caller: LocalPid, id: u64, op: MemoryOp },
     /// The Erlang side answered the pending import of call `id`; `None` means the

@@ -5,7 +5,7 @@
 //! process's commands (memory access, nested calls) until the reply arrives; commands
 //! from other processes wait until the outermost call is over.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -22,7 +22,7 @@ use wasmer::{
 };
 
 use crate::atoms;
-use crate::call::{CallResource, Event};
+use crate::call::{CallResource, CallSlot, Event};
 use crate::codec::WasmValue;
 use crate::command::Command;
 use crate::emscripten::{self, Hooks};
@@ -47,15 +47,28 @@ struct Context {
     deferred: RefCell<VecDeque<Command>>,
     /// The calls in progress, innermost last. Nested calls only come from the process
     /// handling an import, so every frame of the stack has the same caller.
-    frames: RefCell<Vec<Frame>>,
+    frames: RefCell<Vec<Rc<Frame>>>,
     caller_monitor: Cell<Option<Monitor>>,
     caller_died: Cell<bool>,
 }
 
-#[derive(Clone)]
 struct Frame {
     caller: LocalPid,
-    call: ResourceArc<CallResource>,
+    slot: Arc<CallSlot>,
+    /// Created at the call's first import: most calls never need one.
+    handle: OnceCell<ResourceArc<CallResource>>,
+}
+
+impl Frame {
+    fn new(caller: LocalPid, slot: Arc<CallSlot>) -> Rc<Frame> {
+        Rc::new(Frame { caller, slot, handle: OnceCell::new() })
+    }
+
+    fn handle(&self, shared: &Arc<Shared>) -> ResourceArc<CallResource> {
+        self.handle
+            .get_or_init(|| ResourceArc::new(CallResource { shared: Arc::clone(shared), slot: Arc::clone(&self.slot) }))
+            .clone()
+    }
 }
 
 thread_local! {
@@ -74,16 +87,17 @@ pub fn spawn(
     resource: ResourceArc<InstanceResource>,
     module: Module,
     starter: LocalPid,
-    start: ResourceArc<CallResource>,
+    start: Arc<CallSlot>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("hb_beamr_exec".into())
         .stack_size(EXECUTOR_STACK_SIZE)
-        .spawn(move || run(resource, module, Frame { caller: starter, call: start }))
+        .spawn(move || run(resource, module, starter, start))
         .map(|_| ())
 }
 
-fn run(resource: ResourceArc<InstanceResource>, module: Module, start: Frame) {
+fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPid, start: Arc<CallSlot>) {
+    let start = Frame::new(starter, start);
     let shared = Arc::clone(&resource.shared);
     shared.mailbox.bind_executor();
     let context = Rc::new(Context {
@@ -108,11 +122,11 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, start: Frame) {
 }
 
 impl Context {
-    fn serve(&self, module: Module, start: &Frame) {
+    fn serve(&self, module: Module, start: &Rc<Frame>) {
         let mut store = Store::new(engine().clone());
         *self.shared.interrupter.lock() = Some(store.interrupter());
         let imports = self.import_object(&mut store);
-        self.enter(start.clone());
+        self.enter(Rc::clone(start));
         let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
         self.leave();
         let instance = match instance {
@@ -170,7 +184,7 @@ impl Context {
 
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
-            Command::Call { caller, call, func, args } => self.call(store, Frame { caller, call }, func, &args),
+            Command::Call { caller, slot, func, args } => self.call(store, Frame::new(caller, slot), func, &args),
             Command::Memory { caller, id, op } => {
                 let result = memory::run(self.memory.borrow().as_ref(), store, op);
                 self.send(caller, |env| {
@@ -187,10 +201,10 @@ impl Context {
         }
     }
 
-    fn call(&self, store: &mut impl AsStoreMut, frame: Frame, func: usize, args: &[WasmValue]) {
+    fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: usize, args: &[WasmValue]) {
         let function = self.functions.borrow()[func].clone();
         let params: Vec<Value> = args.iter().map(|a| a.to_wasmer()).collect();
-        self.enter(frame.clone());
+        self.enter(Rc::clone(&frame));
         let outcome = catch_unwind(AssertUnwindSafe(|| function.call(store, &params)));
         self.leave();
         let outcome = match outcome {
@@ -201,7 +215,7 @@ impl Context {
         self.deliver(&frame, Event::Done(outcome));
     }
 
-    fn enter(&self, frame: Frame) {
+    fn enter(&self, frame: Rc<Frame>) {
         let mut frames = self.frames.borrow_mut();
         if frames.is_empty() {
             self.shared.busy.store(true, Ordering::Release);
@@ -244,7 +258,7 @@ impl Context {
                 return Err(HostError::CallerDied);
             }
             match self.shared.mailbox.pop() {
-                Command::ImportReply { id, results } if id == frame.call.id => {
+                Command::ImportReply { id, results } if id == frame.slot.id => {
                     return results.ok_or(HostError::ImportFailed)
                 }
                 Command::CallerDown(pid) if pid == frame.caller => self.caller_died.set(true),
@@ -269,10 +283,10 @@ impl Context {
     /// Hands a call's event to the NIF waiting for it, or sends it as
     /// `{hb_beamr, Id, Event}`.
     fn deliver(&self, frame: &Frame, event: Event) {
-        if let Err(event) = frame.call.offer(event) {
-            let call = frame.call.clone();
+        if let Err(event) = frame.slot.offer(event) {
+            let shared = &self.shared;
             self.send(frame.caller, |env| {
-                (atoms::hb_beamr(), call.id, encode_event(env, &call, &event)).encode(env)
+                (atoms::hb_beamr(), frame.slot.id, encode_event(env, shared, &event)).encode(env)
             });
         }
     }
@@ -283,7 +297,7 @@ impl Context {
         let deferred: Vec<Command> = self.deferred.borrow_mut().drain(..).collect();
         for command in deferred.into_iter().chain(self.shared.mailbox.close()) {
             let id = match &command {
-                Command::Call { call, .. } => call.id,
+                Command::Call { slot, .. } => slot.id,
                 Command::Memory { id, .. } => *id,
                 _ => continue,
             };
@@ -302,7 +316,8 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     let frame = context.frames.borrow().last().cloned().expect("imports run inside a call");
     context.watch_caller(frame.caller);
     let args: Vec<WasmValue> = args.iter().map(WasmValue::from_wasmer).collect();
-    context.deliver(&frame, Event::Import { index, args });
+    let call = frame.handle(&context.shared);
+    context.deliver(&frame, Event::Import { call, index, args });
     match context.await_reply(&mut env, &frame) {
         Ok(results) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
         Err(error) => Err(RuntimeError::user(Box::new(error))),
@@ -322,12 +337,12 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
 
 /// A call's event as Erlang sees it: `{ok, Results}`, `{error, Reason}` or
 /// `{import, Call, Index, Module, Name, Signature, Args}`.
-pub fn encode_event<'a>(env: Env<'a>, call: &ResourceArc<CallResource>, event: &Event) -> Term<'a> {
+pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: &Event) -> Term<'a> {
     match event {
         Event::Done(Ok(results)) => (atoms::ok(), results).encode(env),
         Event::Done(Err(failure)) => (atoms::error(), failure).encode(env),
-        Event::Import { index, args } => {
-            let import = &call.shared.imports[*index];
+        Event::Import { call, index, args } => {
+            let import = &shared.imports[*index];
             make_tuple(
                 env,
                 &[

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use rustler::{Env, LocalPid, Monitor, Resource, ResourceArc};
 use wasmer::{FunctionType, Interrupter};
@@ -35,7 +36,9 @@ pub struct Shared {
     pub mailbox: Mailbox,
     pub stopped: AtomicBool,
     /// Set while the executor runs a call, so stop knows whether to interrupt wasm.
-    pub busy: AtomicBool,
+    /// On a cache line of its own: the executor writes it around every call, and it must
+    /// not share a line with the mailbox the NIFs write.
+    pub busy: CachePadded<AtomicBool>,
     pub exited: AtomicBool,
     pub interrupter: Mutex<Option<Interrupter>>,
     pub exports: Vec<ExportedFunction>,
@@ -82,7 +85,7 @@ impl Shared {
             owner,
             mailbox: Mailbox::new(),
             stopped: AtomicBool::new(false),
-            busy: AtomicBool::new(false),
+            busy: CachePadded::new(AtomicBool::new(false)),
             exited: AtomicBool::new(false),
             interrupter: Mutex::new(None),
             exports,

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
+use crossbeam_utils::CachePadded;
 use once_cell::sync::OnceCell;
 use parking_lot::Mutex;
 
@@ -16,9 +17,11 @@ use crate::command::Command;
 /// How long an idle executor keeps polling before it parks.
 const SPIN: Duration = Duration::from_micros(50);
 
+/// Padded so the lines NIFs and the executor both write (queue, length) do not share a
+/// line with neighbouring fields.
 pub struct Mailbox {
-    queue: Mutex<Queue>,
-    len: AtomicUsize,
+    queue: CachePadded<Mutex<Queue>>,
+    len: CachePadded<AtomicUsize>,
     executor: OnceCell<Thread>,
 }
 
@@ -33,8 +36,8 @@ pub struct Closed;
 impl Mailbox {
     pub fn new() -> Self {
         Mailbox {
-            queue: Mutex::new(Queue { commands: VecDeque::new(), closed: false }),
-            len: AtomicUsize::new(0),
+            queue: CachePadded::new(Mutex::new(Queue { commands: VecDeque::new(), closed: false })),
+            len: CachePadded::new(AtomicUsize::new(0)),
             executor: OnceCell::new(),
         }
     }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use beamr_core::engine::{compile, CompileError};
 use beamr_core::prepare::{PrepareOptions, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
-use rustler::{Atom, Binary, Encoder, Env, LocalPid, NifResult, ResourceArc, Term, TermType};
+use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, NifResult, ResourceArc, Term, TermType};
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
-use crate::call::CallResource;
+use crate::call::{CallResource, CallSlot};
 use crate::codec::{decode_args, BadArg};
 use crate::command::{Command, MemoryOp};
 use crate::executor::{self, charlist, encode_event};
@@ -64,7 +64,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     }
     let (imports, exports) = (imports_term(env, &module), exports_term(env, &module));
     registry::insert(owner, resource.clone());
-    let start = CallResource::new(resource.shared.clone());
+    let start = CallSlot::new();
     let id = start.id;
     if let Err(e) = executor::spawn(resource.clone(), module, env.pid(), start) {
         resource.shared.stop();
@@ -135,8 +135,8 @@ fn decode_name(term: Term) -> Option<String> {
     match term.get_type() {
         TermType::Binary => term.decode::<String>().ok(),
         TermType::List => {
-            let chars: Vec<u32> = term.decode().ok()?;
-            chars.into_iter().map(char::from_u32).collect()
+            let chars: ListIterator = term.decode().ok()?;
+            chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect()
         }
         _ => None,
     }
@@ -158,15 +158,15 @@ fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Te
         Ok(args) => args,
         Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
     };
-    let call = CallResource::new(shared.clone());
-    call.arm();
-    let command = Command::Call { caller: env.pid(), call: call.clone(), func: index, args };
+    let slot = CallSlot::new();
+    slot.arm();
+    let command = Command::Call { caller: env.pid(), slot: slot.clone(), func: index, args };
     if shared.submit(command).is_err() {
         return error(env, atoms::stopped());
     }
-    match call.wait() {
-        Some(event) => (atoms::event(), call.id, encode_event(env, &call, &event)).encode(env),
-        None => (atoms::wait(), call.id).encode(env),
+    match slot.wait() {
+        Some(event) => (atoms::event(), slot.id, encode_event(env, shared, &event)).encode(env),
+        None => (atoms::wait(), slot.id).encode(env),
     }
 }
 
@@ -228,15 +228,15 @@ fn import_reply<'a>(
     let values = match decoded {
         Ok(values) => values,
         Err(bad) => {
-            let _ = call.shared.mailbox.push(Command::ImportReply { id: call.id, results: None });
+            let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
             return Ok((atoms::error(), BadArg::encode(&bad, env)).encode(env));
         }
     };
-    call.arm();
+    call.slot.arm();
     // Queued even after a stop: the executor is the one to notice and unwind.
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.id, results: Some(values) });
-    Ok(match call.wait() {
-        Some(event) => (atoms::event(), encode_event(env, &call, &event)).encode(env),
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: Some(values) });
+    Ok(match call.slot.wait() {
+        Some(event) => (atoms::event(), encode_event(env, &call.shared, &event)).encode(env),
         None => atoms::wait().encode(env),
     })
 }
@@ -244,7 +244,7 @@ fn import_reply<'a>(
 /// The import fun for `call` raised or returned something unusable: trap the call.
 #[rustler::nif]
 fn import_failed(call: ResourceArc<CallResource>) -> Atom {
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.id, results: None });
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
     atoms::ok()
 }
 

@@ -34,17 +34,31 @@
 //! (necessarily an imported one, as in dynamically linked side modules) cannot be folded
 //! and is reported as unsupported.
 //!
-//! Limits: the minimum of a 64-bit memory must be at most [`MAX_LOWERED_PAGES`] and that of
-//! a 64-bit table at most [`MAX_LOWERED_TABLE_ELEMENTS`], otherwise the module cannot be
-//! prepared; larger (or absent) maximums are clamped to those values, so a grow beyond
-//! them returns -1, which the spec allows any engine to do. The clamp is monotone, so an
-//! import of a lowered memory or table matches an export exactly when it did before.
+//! Limits: maximums of 64-bit memories above [`MAX_LOWERED_PAGES`] and of 64-bit tables
+//! above [`MAX_LOWERED_TABLE_ELEMENTS`] (or absent) are clamped to those values, so a grow
+//! beyond them returns -1, which the spec allows any engine to do. The clamp is monotone, so
+//! an import of a lowered memory or table matches an export exactly when it did before.
+//!
+//! A minimum above those values cannot be lowered. Such a module is still valid, it just
+//! can never be instantiated (no engine can allocate 2^48 pages), so it must compile but
+//! fail to instantiate. Each such memory or table, defined or imported, becomes an import
+//! of a small 32-bit one from [`UNSATISFIABLE_MODULE`] under a name that says what went
+//! wrong: nothing provides it, so instantiation fails with a link error naming it. An
+//! import is renamed in place; a definition moves to the end of the imports, which shifts
+//! the indices of the memories (or tables) defined after it, so every reference to one
+//! (instructions, segments, exports) is renumbered. The name section is copied as is, so
+//! its memory and table names may then be off, which cannot matter for a module that never
+//! runs.
 
 use wasm_encoder::reencode::{utils, Error as ReencodeError, Reencode};
-use wasm_encoder::{CodeSection, ConstExpr, DataSection, ElementSection, Encode, Function, InstructionSink, MemArg};
-use wasmparser::types::TypesRef;
+use wasm_encoder::{
+    CodeSection, ConstExpr, DataSection, ElementSection, Encode, Function, ImportSection, InstructionSink, MemArg,
+    MemorySection, SectionId, TableSection,
+};
+use wasmparser::types::{EntityType, TypesRef};
 use wasmparser::{
-    CodeSectionReader, DataKind, ElementKind, FunctionBody, MemArgTarget, Operator, Parser, RefType, ValType,
+    CodeSectionReader, DataKind, ElementKind, FunctionBody, ImportSectionReader, MemArgTarget, MemorySectionReader,
+    Operator, Parser, TableSectionReader, TypeRef, ValType,
 };
 
 use super::PrepareError;
@@ -59,20 +73,33 @@ const MAX_LOWERED_TABLE_ELEMENTS: u64 = 1 << 27;
 /// What every address, index, length or delta ≥ 2^32 becomes (see the module docs).
 const SENTINEL: u32 = 0xFFFF_FFF0;
 
+/// The module that the imports replacing unfittable memories and tables (see the module
+/// docs) come from; nothing provides them.
+const UNSATISFIABLE_MODULE: &str = "hb_beamr";
+
 /// Lowers every 64-bit memory and table of a module already validated as `types`, or
 /// returns None when it has none.
 pub(super) fn lower(wasm: &[u8], types: TypesRef<'_>) -> Result<Option<Vec<u8>>, PrepareError> {
-    let memory64: Vec<bool> = (0..types.memory_count()).map(|i| types.memory_at(i).memory64).collect();
-    let tables: Vec<(bool, RefType)> = (0..types.table_count())
-        .map(|i| {
-            let table = types.table_at(i);
-            (table.table64, table.element_type)
-        })
-        .collect();
-    if !memory64.contains(&true) && !tables.iter().any(|(table64, _)| *table64) {
+    let imports: Vec<EntityType> = types.core_imports().into_iter().flatten().map(|(_, _, ty)| ty).collect();
+    let imported = |kind: fn(&EntityType) -> bool| imports.iter().filter(|&ty| kind(ty)).count();
+    let memories = entities(
+        (0..types.memory_count()).map(|i| types.memory_at(i)).map(|memory| (memory.memory64, memory.initial)),
+        imported(|ty| matches!(ty, EntityType::Memory(_))),
+        MAX_LOWERED_PAGES,
+        "memory",
+        "pages",
+    );
+    let tables = entities(
+        (0..types.table_count()).map(|i| types.table_at(i)).map(|table| (table.table64, table.initial)),
+        imported(|ty| matches!(ty, EntityType::Table(_))),
+        MAX_LOWERED_TABLE_ELEMENTS,
+        "table",
+        "elements",
+    );
+    if !memories.iter().chain(&tables).any(|entity| entity.is64) {
         return Ok(None);
     }
-    let mut lowering = Lowering { types, memory64, tables };
+    let mut lowering = Lowering { types, memories, tables, definitions_imported: false };
     let mut module = wasm_encoder::Module::new();
     lowering.parse_core_module(&mut module, Parser::new(0), wasm).map_err(|e| match e {
         ReencodeError::UserError(e) => e,
@@ -121,17 +148,71 @@ impl Shape {
     }
 }
 
+/// A memory or table of the original module.
+struct Entity {
+    is64: bool,
+    imported: bool,
+    /// Its index in the lowered module, which differs from the original one when unfittable
+    /// definitions before it moved to the imports.
+    new_index: u32,
+    /// For a 64-bit one whose minimum cannot be lowered: the name of the unsatisfiable
+    /// import that replaces it.
+    unfittable: Option<String>,
+}
+
+/// The memories (or tables) of a module, given whether each is 64-bit and its minimum
+/// (imports first, the first `imported` of them imported), with the new index order: the
+/// imports, then the unfittable definitions (which become imports), then the others.
+fn entities(
+    limits: impl Iterator<Item = (bool, u64)>,
+    imported: usize,
+    cap: u64,
+    what: &str,
+    unit: &str,
+) -> Vec<Entity> {
+    let mut entities: Vec<Entity> = limits
+        .enumerate()
+        .map(|(index, (is64, initial))| Entity {
+            is64,
+            imported: index < imported,
+            new_index: index as u32,
+            unfittable: (is64 && initial > cap)
+                .then(|| format!("{what} {index} of {initial} {unit} does not fit in 32 bits (at most {cap} {unit})")),
+        })
+        .collect();
+    let moved = entities[imported..].iter().filter(|entity| entity.unfittable.is_some()).count();
+    let (mut next_moved, mut next_kept) = (imported, imported + moved);
+    for entity in &mut entities[imported..] {
+        let next = if entity.unfittable.is_some() { &mut next_moved } else { &mut next_kept };
+        entity.new_index = *next as u32;
+        *next += 1;
+    }
+    entities
+}
+
+/// The type of the import replacing an unfittable memory or table: the same with a minimum
+/// of zero, so that it lowers to a valid 32-bit type.
+fn emptied(ty: TypeRef) -> TypeRef {
+    match ty {
+        TypeRef::Memory(memory) => TypeRef::Memory(wasmparser::MemoryType { initial: 0, ..memory }),
+        TypeRef::Table(table) => TypeRef::Table(wasmparser::TableType { initial: 0, ..table }),
+        other => other,
+    }
+}
+
 struct Lowering<'a> {
     types: TypesRef<'a>,
-    /// Per memory index (imports first): is it 64-bit?
-    memory64: Vec<bool>,
-    /// Per table index (imports first): is it 64-bit, and its element type.
-    tables: Vec<(bool, RefType)>,
+    /// By original memory index (imports first).
+    memories: Vec<Entity>,
+    /// By original table index (imports first).
+    tables: Vec<Entity>,
+    /// The imports replacing unfittable definitions have been emitted.
+    definitions_imported: bool,
 }
 
 impl Lowering<'_> {
     fn is_lowered(&self, target: MemArgTarget) -> bool {
-        matches!(target, MemArgTarget::Memory(memory) if self.memory64[memory as usize])
+        matches!(target, MemArgTarget::Memory(memory) if self.memories[memory as usize].is64)
     }
 
     fn memory_op(&self, target: MemArgTarget, operands: &[Operand], widen: Widen) -> Option<Shape> {
@@ -139,11 +220,43 @@ impl Lowering<'_> {
     }
 
     fn table_op(&self, table: u32, operands: &[Operand], widen: Widen) -> Option<Shape> {
-        self.tables[table as usize].0.then(|| Shape::new(operands, widen))
+        self.tables[table as usize].is64.then(|| Shape::new(operands, widen))
     }
 
     fn table_element(&self, table: u32) -> Operand {
-        Operand::Value(ValType::Ref(self.tables[table as usize].1))
+        Operand::Value(ValType::Ref(self.types.table_at(table).element_type))
+    }
+
+    /// Emits the import replacing an unfittable memory or table of type `ty`.
+    fn import_unsatisfiable(
+        &mut self,
+        imports: &mut ImportSection,
+        name: &str,
+        ty: TypeRef,
+    ) -> Result<(), ReencodeError<PrepareError>> {
+        imports.import(UNSATISFIABLE_MODULE, name, self.entity_type(emptied(ty))?);
+        Ok(())
+    }
+
+    /// Emits the imports replacing the unfittable definitions, in their new index order,
+    /// once: after the module's own imports, or in an import section of their own.
+    fn import_unfittable_definitions(
+        &mut self,
+        imports: &mut ImportSection,
+    ) -> Result<(), ReencodeError<PrepareError>> {
+        self.definitions_imported = true;
+        let types = self.types;
+        let memories = self.memories.iter().enumerate().map(|(i, m)| (m, TypeRef::Memory(types.memory_at(i as u32))));
+        let tables = self.tables.iter().enumerate().map(|(i, t)| (t, TypeRef::Table(types.table_at(i as u32))));
+        let unfittable: Vec<(String, TypeRef)> = memories
+            .chain(tables)
+            .filter(|(entity, _)| !entity.imported)
+            .filter_map(|(entity, ty)| Some((entity.unfittable.clone()?, ty)))
+            .collect();
+        for (name, ty) in unfittable {
+            self.import_unsatisfiable(imports, &name, ty)?;
+        }
+        Ok(())
     }
 
     /// The shape of `op` if it touches a lowered memory or table, else None.
@@ -274,7 +387,7 @@ impl Lowering<'_> {
             O::MemoryFill { mem } => self.memory_op(MemArgTarget::Memory(mem), &[A, V(I32), A], Widen::None),
             O::MemoryInit { mem, .. } => self.memory_op(MemArgTarget::Memory(mem), &[A, V(I32), V(I32)], Widen::None),
             O::MemoryCopy { dst_mem, src_mem } => {
-                Shape::copy(self.memory64[dst_mem as usize], self.memory64[src_mem as usize])
+                Shape::copy(self.memories[dst_mem as usize].is64, self.memories[src_mem as usize].is64)
             }
 
             O::CallIndirect { table_index, .. } => self.table_op(table_index, &[A], Widen::None),
@@ -285,7 +398,7 @@ impl Lowering<'_> {
             O::TableFill { table } => self.table_op(table, &[A, self.table_element(table), A], Widen::None),
             O::TableInit { table, .. } => self.table_op(table, &[A, V(I32), V(I32)], Widen::None),
             O::TableCopy { dst_table, src_table } => {
-                Shape::copy(self.tables[dst_table as usize].0, self.tables[src_table as usize].0)
+                Shape::copy(self.tables[dst_table as usize].is64, self.tables[src_table as usize].is64)
             }
             _ => None,
         }
@@ -439,6 +552,15 @@ impl ScratchLocals {
 impl Reencode for Lowering<'_> {
     type Error = PrepareError;
 
+    fn memory_index(&mut self, memory: u32) -> Result<u32, ReencodeError<PrepareError>> {
+        Ok(self.memories[memory as usize].new_index)
+    }
+
+    fn table_index(&mut self, table: u32) -> Result<u32, ReencodeError<PrepareError>> {
+        Ok(self.tables[table as usize].new_index)
+    }
+
+    /// Only called for memories that fit (the others become unsatisfiable imports).
     fn memory_type(
         &mut self,
         ty: wasmparser::MemoryType,
@@ -446,12 +568,12 @@ impl Reencode for Lowering<'_> {
         let mut lowered = utils::memory_type(self, ty);
         if ty.memory64 {
             lowered.memory64 = false;
-            (lowered.minimum, lowered.maximum) =
-                lower_limits(ty.initial, ty.maximum, MAX_LOWERED_PAGES, "memory", "pages")?;
+            lowered.maximum = Some(clamp_maximum(ty.maximum, MAX_LOWERED_PAGES));
         }
         Ok(lowered)
     }
 
+    /// Only called for tables that fit (the others become unsatisfiable imports).
     fn table_type(
         &mut self,
         ty: wasmparser::TableType,
@@ -459,10 +581,81 @@ impl Reencode for Lowering<'_> {
         let mut lowered = utils::table_type(self, ty)?;
         if ty.table64 {
             lowered.table64 = false;
-            (lowered.minimum, lowered.maximum) =
-                lower_limits(ty.initial, ty.maximum, MAX_LOWERED_TABLE_ELEMENTS, "table", "elements")?;
+            lowered.maximum = Some(clamp_maximum(ty.maximum, MAX_LOWERED_TABLE_ELEMENTS));
         }
         Ok(lowered)
+    }
+
+    /// Renames the unfittable imports and appends the unfittable definitions.
+    fn parse_import_section(
+        &mut self,
+        imports: &mut ImportSection,
+        section: ImportSectionReader<'_>,
+    ) -> Result<(), ReencodeError<PrepareError>> {
+        let (mut memories, mut tables) = (0..self.memories.len(), 0..self.tables.len());
+        for import in section.into_imports() {
+            let import = import?;
+            let entity = match import.ty {
+                TypeRef::Memory(_) => memories.next().map(|index| &self.memories[index]),
+                TypeRef::Table(_) => tables.next().map(|index| &self.tables[index]),
+                _ => None,
+            };
+            match entity.and_then(|entity| entity.unfittable.clone()) {
+                Some(name) => self.import_unsatisfiable(imports, &name, import.ty)?,
+                None => self.parse_import(imports, import)?,
+            }
+        }
+        self.import_unfittable_definitions(imports)
+    }
+
+    /// A module without imports gets an import section for its unfittable definitions
+    /// where the import section belongs: before the first section that must follow it.
+    fn intersperse_section_hook(
+        &mut self,
+        module: &mut wasm_encoder::Module,
+        _after: Option<SectionId>,
+        before: Option<SectionId>,
+    ) -> Result<(), ReencodeError<PrepareError>> {
+        if !self.definitions_imported && !matches!(before, Some(SectionId::Type | SectionId::Import)) {
+            let mut imports = ImportSection::new();
+            self.import_unfittable_definitions(&mut imports)?;
+            if !imports.is_empty() {
+                module.section(&imports);
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves out the unfittable memories, imported instead.
+    fn parse_memory_section(
+        &mut self,
+        memories: &mut MemorySection,
+        section: MemorySectionReader<'_>,
+    ) -> Result<(), ReencodeError<PrepareError>> {
+        let first = self.memories.len() - section.count() as usize;
+        for (index, memory) in (first..).zip(section) {
+            let memory = memory?;
+            if self.memories[index].unfittable.is_none() {
+                memories.memory(self.memory_type(memory)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Leaves out the unfittable tables, imported instead.
+    fn parse_table_section(
+        &mut self,
+        tables: &mut TableSection,
+        section: TableSectionReader<'_>,
+    ) -> Result<(), ReencodeError<PrepareError>> {
+        let first = self.tables.len() - section.count() as usize;
+        for (index, table) in (first..).zip(section) {
+            let table = table?;
+            if self.tables[index].unfittable.is_none() {
+                self.parse_table(tables, table)?;
+            }
+        }
+        Ok(())
     }
 
     fn mem_arg(&mut self, arg: wasmparser::MemArg) -> Result<MemArg, ReencodeError<PrepareError>> {
@@ -479,9 +672,9 @@ impl Reencode for Lowering<'_> {
         datum: wasmparser::Data<'_>,
     ) -> Result<(), ReencodeError<PrepareError>> {
         match datum.kind {
-            DataKind::Active { memory_index, offset_expr } if self.memory64[memory_index as usize] => {
+            DataKind::Active { memory_index, offset_expr } if self.memories[memory_index as usize].is64 => {
                 let offset = lowered_offset(&offset_expr)?;
-                data.active(memory_index, &offset, datum.data.iter().copied());
+                data.active(self.memory_index(memory_index)?, &offset, datum.data.iter().copied());
                 Ok(())
             }
             _ => utils::parse_data(self, data, datum),
@@ -494,9 +687,14 @@ impl Reencode for Lowering<'_> {
         element: wasmparser::Element<'_>,
     ) -> Result<(), ReencodeError<PrepareError>> {
         match element.kind {
-            ElementKind::Active { table_index, offset_expr } if self.tables[table_index.unwrap_or(0) as usize].0 => {
+            ElementKind::Active { table_index, offset_expr } if self.tables[table_index.unwrap_or(0) as usize].is64 => {
                 let offset = lowered_offset(&offset_expr)?;
                 let items = self.element_items(element.items)?;
+                // An implicit table 0 stays implicit only if it is still table 0.
+                let table_index = match (table_index, self.table_index(table_index.unwrap_or(0))?) {
+                    (None, 0) => None,
+                    (_, new_index) => Some(new_index),
+                };
                 elements.active(table_index, &offset, items);
                 Ok(())
             }
@@ -529,22 +727,9 @@ impl Reencode for Lowering<'_> {
     }
 }
 
-/// The 32-bit limits of a lowered memory or table: the minimum must fit under `cap`, the
-/// maximum is clamped to it.
-fn lower_limits(
-    initial: u64,
-    maximum: Option<u64>,
-    cap: u64,
-    what: &str,
-    unit: &str,
-) -> Result<(u64, Option<u64>), ReencodeError<PrepareError>> {
-    if initial > cap {
-        return Err(ReencodeError::UserError(PrepareError(format!(
-            "memory64 lowering: a 64-bit {what} of {initial} {unit} does not fit in a 32-bit {what} \
-             (at most {cap} {unit})"
-        ))));
-    }
-    Ok((initial, Some(maximum.map_or(cap, |max| max.min(cap)))))
+/// The maximum of a lowered memory or table: at most `cap`.
+fn clamp_maximum(maximum: Option<u64>, cap: u64) -> u64 {
+    maximum.map_or(cap, |max| max.min(cap))
 }
 
 #[cfg(test)]
@@ -752,7 +937,7 @@ mod tests {
     }
 
     #[test]
-    fn limits_are_clamped_or_rejected() {
+    fn limits_are_clamped() {
         let limits = |wat: &str| {
             let wasm = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions { wamr_compat: false })?.wasm;
             let types = wasmparser::Validator::new().validate_all(&wasm).unwrap();
@@ -762,8 +947,104 @@ mod tests {
         assert_eq!(limits("(module (memory i64 3))").unwrap(), (false, 3, Some(65535)));
         assert_eq!(limits("(module (memory i64 3 0x1_0000_0000_0000))").unwrap(), (false, 3, Some(65535)));
         assert_eq!(limits("(module (memory i64 192 32768))").unwrap(), (false, 192, Some(32768)));
-        assert!(limits("(module (memory i64 65536))").is_err());
-        let table = wat::parse_str("(module (table i64 0x1_0000_0000 funcref))").unwrap();
-        assert!(prepare(&table, &PrepareOptions::default()).is_err());
+        assert_eq!(limits("(module (memory i64 65535))").unwrap(), (false, 65535, Some(65535)));
+    }
+
+    /// Prepares and compiles `wat`, which must then fail to instantiate with `imports`, with
+    /// a message naming `what`.
+    fn assert_unlinkable(wat: &str, imports: impl FnOnce(&mut wasmer::Store) -> wasmer::Imports, what: &str) {
+        let prepared = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap();
+        let engine = crate::engine::engine();
+        let module = wasmer::Module::new(engine, &prepared.wasm).unwrap();
+        let mut store = wasmer::Store::new(engine.clone());
+        let imports = imports(&mut store);
+        let error = wasmer::Instance::new(&mut store, &module, &imports).expect_err("instantiated");
+        let error = error.to_string();
+        assert!(error.contains(what), "{error}");
+    }
+
+    #[test]
+    fn unfittable_memories_and_tables_compile_but_never_instantiate() {
+        let none = |_: &mut wasmer::Store| wasmer::imports! {};
+        assert_unlinkable(
+            "(module (memory i64 0x1_0000_0000_0000))",
+            none,
+            "memory 0 of 281474976710656 pages does not fit in 32 bits (at most 65535 pages)",
+        );
+        assert_unlinkable(
+            "(module (table i64 0xffff_ffff_ffff_ffff funcref))",
+            none,
+            "table 0 of 18446744073709551615 elements does not fit in 32 bits (at most 134217728 elements)",
+        );
+        assert_unlinkable(
+            "(module (memory i64 65536 65537 shared) (func (drop (i32.atomic.load (i64.const 0)))))",
+            none,
+            "memory 0 of 65536 pages",
+        );
+        // An unfittable import is renamed: whatever provides the original cannot satisfy it.
+        let memory = |store: &mut wasmer::Store| {
+            let memory = wasmer::Memory::new(store, wasmer::MemoryType::new(1, None, false)).unwrap();
+            wasmer::imports! { "env" => { "m" => memory } }
+        };
+        assert_unlinkable(
+            r#"(module (memory (import "env" "m") i64 0x1_0000_0000))"#,
+            memory,
+            "memory 0 of 4294967296",
+        );
+    }
+
+    #[test]
+    fn unfittable_definitions_become_imports_and_indices_follow() {
+        // The unfittable memory and table move after the imported memory, ahead of the other
+        // definitions, whose indices all shift by one.
+        let wat = r#"(module
+            (type $r (func (result i32)))
+            (import "env" "m" (memory 1))
+            (memory $huge i64 0x1_0000_0000_0000)
+            (memory $small (export "small") i64 2 3)
+            (table $t i64 0x1_0000_0000 funcref)
+            (table $u (export "u") i64 4 funcref)
+            (data (memory $small) (i64.const 8) "\2a")
+            (elem (table $u) (i64.const 3) func $seven)
+            (func $seven (result i32) (i32.const 7))
+            (func (export "load") (param i64) (result i32) (i32.load8_u $small (local.get 0)))
+            (func (export "grow") (result i64) (memory.grow $small (i64.const 1)))
+            (func (export "call") (param i64) (result i32) (call_indirect $u (type $r) (local.get 0)))
+            (func (export "size") (result i64) (table.size $u)))"#;
+        let prepared = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap();
+        let engine = crate::engine::engine();
+        let module = wasmer::Module::new(engine, &prepared.wasm).unwrap();
+        let names: Vec<(String, String)> =
+            module.imports().map(|import| (import.module().to_string(), import.name().to_string())).collect();
+        assert_eq!(names[0], ("env".to_string(), "m".to_string()));
+        assert_eq!(names[1].0, super::UNSATISFIABLE_MODULE);
+        assert!(names[1].1.starts_with("memory 1 of 281474976710656 pages"), "{}", names[1].1);
+        assert!(names[2].1.starts_with("table 0 of 4294967296 elements"), "{}", names[2].1);
+        assert_eq!(names.len(), 3);
+
+        // Providing the unsatisfiable imports shows that every reference followed its memory
+        // or table.
+        let mut store = wasmer::Store::new(engine.clone());
+        let env = wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
+        let huge = wasmer::Memory::new(&mut store, wasmer::MemoryType::new(0, Some(65535), false)).unwrap();
+        let table = wasmer::Table::new(
+            &mut store,
+            wasmer::TableType::new(wasmer::Type::FuncRef, 0, Some(1 << 27)),
+            Value::FuncRef(None),
+        )
+        .unwrap();
+        let imports = wasmer::imports! {
+            "env" => { "m" => env.clone() },
+            super::UNSATISFIABLE_MODULE => { &names[1].1 => huge, &names[2].1 => table },
+        };
+        let instance = wasmer::Instance::new(&mut store, &module, &imports).unwrap();
+        let s = &mut store;
+        assert_eq!(call(s, &instance, "load", &[Value::I64(8)]).unwrap()[0], Value::I32(42));
+        assert_eq!(env.view(s).read_u8(8).unwrap(), 0);
+        assert_eq!(call(s, &instance, "grow", &[]).unwrap()[0], Value::I64(2));
+        assert_eq!(instance.exports.get_memory("small").unwrap().view(s).size().0, 3);
+        assert_eq!(call(s, &instance, "call", &[Value::I64(3)]).unwrap()[0], Value::I32(7));
+        assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(4));
+        assert_eq!(instance.exports.get_table("u").unwrap().size(s), 4);
     }
 }
