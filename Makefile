@@ -7,17 +7,17 @@ SHARED ?= $(abspath ../shared)
 export HB_BEAMR_SHARED := $(SHARED)
 
 NIF := priv/libhb_beamr_nif.so
-DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper wabt
+DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
 .PHONY: all deps nif compile test rust-test erlang-test demo bench clean
 
 all: compile
 
-# Installs Erlang, rebar3 and wabt from Debian when they are missing.
+# Installs Erlang, rebar3, PropEr and wabt from Debian when they are missing.
 deps:
 	@if ! command -v erl >/dev/null || ! command -v rebar3 >/dev/null || ! command -v wast2json >/dev/null \
-	   || ! erl -noshell -eval 'case code:lib_dir(eunit) of {error,_} -> halt(1); _ -> halt(0) end.'; then \
+	   || ! erl -noshell -eval 'case {code:lib_dir(eunit), code:lib_dir(proper)} of {{error,_},_} -> halt(1); {_,{error,_}} -> halt(1); {_,P} -> halt(case filelib:is_file(filename:join(P, "include/proper.hrl")) of true -> 0; false -> 1 end) end.'; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
 	  else \
