@@ -69,13 +69,39 @@ aos_rows(Wasm) ->
     LuaLoop = median([time_ns(fun() ->
                                   hb_beamr_aos:eval(I, <<"local s=0 for i=1,1000000 do s=s+i end return s">>)
                               end) || _ <- lists:seq(1, 5)]) / 1000000,
+    {SerializeGBs, RestoreGBs, GrowthMB} = snapshot_rates(I),
     hb_beamr:stop(I),
     [{"AOS start/1, first (prepare + compile)", FirstStart, 10.0, "<= 400", "ms"},
      {"AOS start/1, module seen before", RepeatStart, 10.0, "<= 2", "ms"},
      {"AOS first handle on a fresh instance", FirstHandle, 1700.0, "<= 25", "ms"},
      {"AOS Eval \"1 + 1\", handle only", HandleOnly, 48.0, "<= 1", "ms"},
      {"AOS Eval \"1 + 1\", write_string+handle+read_string", FullFlow, 48.0, "<= 1", "ms"},
-     {"AOS Lua loop 1..1,000,000", LuaLoop, 680.0, "<= 25", "ms"}].
+     {"AOS Lua loop 1..1,000,000", LuaLoop, 680.0, "<= 25", "ms"},
+     {"serialize (12.6 MB memory)", SerializeGBs, "", ">= 2", "GB/s"},
+     {"deserialize (12.6 MB memory)", RestoreGBs, "", ">= 2", "GB/s"},
+     {"resident growth over 200 more snapshot+restore", GrowthMB, "", "~0", "MB"}].
+
+%% Throughput of serialize/deserialize, and whether repeating them grows the VM.
+snapshot_rates(I) ->
+    {ok, Snapshot} = hb_beamr:serialize(I),
+    Runs = 50,
+    Bytes = byte_size(Snapshot) * Runs,
+    Serialize = time_ns(fun() -> [{ok, _} = hb_beamr:serialize(I) || _ <- lists:seq(1, Runs)] end),
+    Restore = time_ns(fun() -> [ok = hb_beamr:deserialize(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
+    Cycle = fun() -> [begin {ok, _} = hb_beamr:serialize(I), ok = hb_beamr:deserialize(I, Snapshot) end
+                      || _ <- lists:seq(1, 200)],
+                     erlang:garbage_collect()
+            end,
+    Cycle(),
+    Before = resident_mb(),
+    Cycle(),
+    {Bytes / Serialize, Bytes / Restore, resident_mb() - Before}.
+
+resident_mb() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [_, Rest] = binary:split(Status, <<"VmRSS:">>),
+    [Kb | _] = string:lexemes(Rest, " \t\n"),
+    binary_to_integer(Kb) / 1024.
 
 %% The same calls made directly through wasmer from Rust, and preparation timings
 %% (cargo example `baselines`).

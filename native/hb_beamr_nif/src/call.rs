@@ -9,17 +9,19 @@
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustler::{Resource, ResourceArc};
 
 use crate::codec::WasmValue;
 use crate::instance::{next_id, Shared};
-use crate::mailbox::relax;
+use crate::spin::Spin;
 use crate::trap::CallFailure;
 
-/// How long a NIF waits for the executor before leaving the event to a message.
-pub const HANDOVER_SPIN: Duration = Duration::from_micros(20);
+/// How long a NIF waits for the executor before leaving the event to a message, and
+/// how much of that it spins without yielding.
+const HANDOVER_SPIN: Duration = Duration::from_micros(20);
+const HANDOVER_SPIN_BEFORE_YIELDING: Duration = Duration::from_micros(5);
 
 pub enum Event {
     Import { call: ResourceArc<CallResource>, index: usize, args: Vec<WasmValue> },
@@ -74,17 +76,14 @@ impl CallSlot {
 
     /// NIF side, after `arm`: the next event if it comes within `HANDOVER_SPIN`.
     pub fn wait(&self) -> Option<Event> {
-        let deadline = Instant::now() + HANDOVER_SPIN;
-        let mut polls = 0u32;
+        let mut spin = Spin::new(HANDOVER_SPIN_BEFORE_YIELDING, HANDOVER_SPIN);
         loop {
             if self.state.load(Ordering::Acquire) == FILLED {
                 return Some(self.take());
             }
-            polls += 1;
-            if polls % 32 == 0 && Instant::now() >= deadline {
+            if !spin.step() {
                 break;
             }
-            relax(polls);
         }
         if self.state.compare_exchange(WAITING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
             return None;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use rustler::LocalPid;
 
+use crate::bytes::Bytes;
 use crate::call::CallSlot;
 use crate::codec::WasmValue;
 
@@ -26,11 +27,11 @@ pub enum MemoryOp {
     Read { offset: u64, len: u64 },
     /// All of memory 0.
     Snapshot,
-    Write { offset: u64, data: Vec<u8> },
+    Write { offset: u64, data: Bytes },
     /// The bytes from `ptr` up to (excluding) the first NUL.
     ReadString { ptr: u64 },
     /// Write at offset 0, growing the memory first when `data` does not fit.
-    Restore { data: Vec<u8> },
+    Restore { data: Bytes },
 }
 
 impl Command {

@@ -2,12 +2,14 @@
 //!
 //! * [`nifs`]: the functions Erlang calls; they queue commands and return at once.
 //! * [`executor`]: one thread per instance owning the Store; runs wasm and imports.
-//! * [`mailbox`], [`command`]: the queue between the two; [`call`]: one call's events.
+//! * [`mailbox`], [`command`]: the queue between the two; [`call`]: one call's events;
+//!   [`spin`]: the bounded busy-wait both sides use.
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
-//! * [`codec`], [`trap`], [`memory`]: values, errors and memory access.
+//! * [`codec`], [`trap`], [`memory`], [`bytes`]: values, errors and memory access.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively.
 
 mod atoms;
+mod bytes;
 mod call;
 mod codec;
 mod command;
@@ -18,6 +20,7 @@ mod mailbox;
 mod memory;
 mod nifs;
 mod registry;
+mod spin;
 mod trap;
 
 fn load(_env: rustler::Env, _info: rustler::Term) -> bool {

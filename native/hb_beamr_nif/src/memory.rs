@@ -40,9 +40,9 @@ pub fn run(memory: Option<&Memory>, store: &mut impl AsStoreMut, op: MemoryOp) -
         MemoryOp::Size => Ok(MemoryReply::Size(size(memory, store))),
         MemoryOp::Read { offset, len } => read(memory, store, offset, len),
         MemoryOp::Snapshot => read(memory, store, 0, size(memory, store)),
-        MemoryOp::Write { offset, data } => write(memory, store, offset, &data),
+        MemoryOp::Write { offset, data } => data.with_slice(|data| write(memory, store, offset, data)),
         MemoryOp::ReadString { ptr } => read_string(memory, store, ptr),
-        MemoryOp::Restore { data } => restore(memory, store, &data),
+        MemoryOp::Restore { data } => data.with_slice(|data| restore(memory, store, data)),
     }
 }
 

@@ -11,6 +11,7 @@ use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, NifResult, Res
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
+use crate::bytes::Bytes;
 use crate::call::{CallResource, CallSlot};
 use crate::codec::{decode_args, BadArg};
 use crate::command::{Command, MemoryOp};
@@ -196,7 +197,7 @@ fn memory_snapshot(env: Env, owner: LocalPid) -> Term {
 
 #[rustler::nif]
 fn memory_write<'a>(env: Env<'a>, owner: LocalPid, offset: u64, data: Binary<'a>) -> Term<'a> {
-    memory_command(env, owner, MemoryOp::Write { offset, data: data.as_slice().to_vec() })
+    memory_command(env, owner, MemoryOp::Write { offset, data: Bytes::new(data) })
 }
 
 #[rustler::nif]
@@ -206,7 +207,7 @@ fn memory_read_string(env: Env, owner: LocalPid, ptr: u64) -> Term {
 
 #[rustler::nif]
 fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'a> {
-    memory_command(env, owner, MemoryOp::Restore { data: data.as_slice().to_vec() })
+    memory_command(env, owner, MemoryOp::Restore { data: Bytes::new(data) })
 }
 
 /// Answers the pending import (number `index`) of `call` with `results`; returns the

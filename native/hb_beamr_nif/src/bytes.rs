@@ -1,0 +1,37 @@
+//! Binaries handed to the executor without copying large ones.
+//!
+//! A large refc binary is kept alive in a process-independent environment (copying the
+//! term there only takes a reference), so restoring a 12 MiB snapshot copies it once,
+//! straight into wasm memory. Small binaries are copied: cheaper than an environment.
+
+use rustler::env::SavedTerm;
+use rustler::{Binary, Env, OwnedEnv};
+
+/// Below this size a copy costs less than a process-independent environment.
+const SHARE_THRESHOLD: usize = 64 * 1024;
+
+pub enum Bytes {
+    Copied(Vec<u8>),
+    Shared { env: OwnedEnv, term: SavedTerm },
+}
+
+impl Bytes {
+    pub fn new(binary: Binary) -> Bytes {
+        if binary.len() < SHARE_THRESHOLD {
+            return Bytes::Copied(binary.as_slice().to_vec());
+        }
+        let env = OwnedEnv::new();
+        let term = env.save(binary);
+        Bytes::Shared { env, term }
+    }
+
+    pub fn with_slice<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        match self {
+            Bytes::Copied(data) => f(data),
+            Bytes::Shared { env, term } => env.run(|env: Env| {
+                let binary: Binary = term.load(env).decode().expect("a saved binary");
+                f(binary.as_slice())
+            }),
+        }
+    }
+}
