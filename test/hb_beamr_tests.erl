@@ -216,6 +216,12 @@ fixture_binary() ->
       7, 7, 1, 3, "add", 0, 0,
       10, 9, 1, 7, 0, 16#20, 0, 16#20, 1, 16#6a, 16#0b>>.
 
+start_functions_test() ->
+    ?assertMatch({error, {trap, unreachable, _}}, hb_beamr:start(fixture("start_traps.wat"))),
+    {ok, I, [{func, "env", "seed", "()i"}], _} = hb_beamr:start(fixture("start_imports.wat")),
+    ?assertEqual({ok, [0]}, hb_beamr:call(I, "seeded", [])),
+    ?assertMatch({error, {invalid_module, _}}, hb_beamr:start(fixture("imports_memory.wat"))).
+
 binary_module_test() ->
     {ok, I, [], [{func, "add", "(ii)i"}]} = hb_beamr:start(fixture_binary()),
     ?assertEqual({ok, [3]}, hb_beamr:call(I, "add", [1, 2])),

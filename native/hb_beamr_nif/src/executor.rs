@@ -126,7 +126,9 @@ impl Context {
         let mut store = Store::new(engine().clone());
         *self.shared.interrupter.lock() = Some(store.interrupter());
         let imports = self.import_object(&mut store);
-        self.enter(Rc::clone(start));
+        if !self.enter(Rc::clone(start)) {
+            return self.deliver(start, Event::Done(Err(CallFailure::Stopped)));
+        }
         let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
         self.leave();
         let instance = match instance {
@@ -204,7 +206,9 @@ impl Context {
     fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: usize, args: &[WasmValue]) {
         let function = self.functions.borrow()[func].clone();
         let params: Vec<Value> = args.iter().map(|a| a.to_wasmer()).collect();
-        self.enter(Rc::clone(&frame));
+        if !self.enter(Rc::clone(&frame)) {
+            return self.deliver(&frame, Event::Done(Err(CallFailure::Stopped)));
+        }
         let outcome = catch_unwind(AssertUnwindSafe(|| function.call(store, &params)));
         self.leave();
         let outcome = match outcome {
@@ -215,12 +219,22 @@ impl Context {
         self.deliver(&frame, Event::Done(outcome));
     }
 
-    fn enter(&self, frame: Rc<Frame>) {
+    /// Announces a call about to run wasm; false (and nothing entered) when the
+    /// instance is stopping. Checking after announcing means a concurrent stop either
+    /// sees the executor busy (and keeps interrupting it) or is seen here.
+    fn enter(&self, frame: Rc<Frame>) -> bool {
         let mut frames = self.frames.borrow_mut();
         if frames.is_empty() {
-            self.shared.busy.store(true, Ordering::Release);
+            self.shared.busy.store(true, Ordering::SeqCst);
+        }
+        if self.shared.is_stopped() {
+            if frames.is_empty() {
+                self.shared.busy.store(false, Ordering::SeqCst);
+            }
+            return false;
         }
         frames.push(frame);
+        true
     }
 
     fn leave(&self) {

@@ -95,7 +95,7 @@ impl Shared {
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.stopped.load(Ordering::Acquire)
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// Queues a command unless the instance is stopping or gone.
@@ -110,12 +110,13 @@ impl Shared {
     /// signal is retried from a helper thread, since one can land between two wasm
     /// calls); an executor waiting in an import notices the flag when woken.
     pub fn stop(self: &Arc<Self>) {
-        if self.stopped.swap(true, Ordering::AcqRel) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
         registry::remove(&self.owner);
         let _ = self.mailbox.push(Command::Stop);
-        if self.busy.load(Ordering::Acquire) {
+        // SeqCst pairs with the executor's `busy` store then `stopped` load.
+        if self.busy.load(Ordering::SeqCst) {
             let shared = Arc::clone(self);
             let _ = std::thread::Builder::new().name("hb_beamr_stop".into()).spawn(move || {
                 let deadline = std::time::Instant::now() + INTERRUPT_GIVE_UP;
