@@ -16,7 +16,6 @@ rustler::atoms! {
     unterminated,
     too_large,
     no_memory,
-    malloc_failed,
     import_failed,
     nan,
     infinity,
@@ -44,7 +43,6 @@ rustler::atoms! {
     uninitialized_element,
     unaligned_atomic,
     exception,
-    timeout,
     caller_died,
     other,
 }

@@ -131,20 +131,17 @@ impl Context {
         }
         let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
         self.leave();
-        let instance = match instance {
-            Ok(Ok(instance)) => instance,
-            failed => {
-                let failure = match failed {
-                    Ok(Err(InstantiationError::Start(error))) => {
-                        CallFailure::classify(&error, self.shared.is_stopped())
-                    }
-                    Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
-                    Err(panic) => CallFailure::InvalidModule(panic_message(&panic)),
-                    Ok(Ok(_)) => unreachable!(),
-                };
-                return self.deliver(start, Event::Done(Err(failure)));
-            }
+        let failure = match instance {
+            Ok(Ok(instance)) => return self.serve_instance(&mut store, &instance, start),
+            Ok(Err(InstantiationError::Start(error))) => CallFailure::classify(&error, self.shared.is_stopped()),
+            Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
+            Err(panic) => CallFailure::InvalidModule(panic_message(&panic)),
         };
+        self.deliver(start, Event::Done(Err(failure)));
+    }
+
+    /// Reports a successful start, then serves commands until the instance stops.
+    fn serve_instance(&self, store: &mut Store, instance: &Instance, start: &Frame) {
         *self.functions.borrow_mut() = self
             .shared
             .exports
@@ -152,14 +149,12 @@ impl Context {
             .map(|e| instance.exports.get_function(&e.name).expect("listed export").clone())
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
-        *self.emscripten.borrow_mut() = Some(Hooks::resolve(&instance));
+        *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
         self.deliver(start, Event::Done(Ok(Vec::new())));
 
         while !self.shared.is_stopped() {
             match self.next_command() {
-                command @ (Command::Call { .. } | Command::Memory { .. }) => {
-                    self.execute(&mut store, command)
-                }
+                command @ (Command::Call { .. } | Command::Memory { .. }) => self.execute(store, command),
                 Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
             }
         }
