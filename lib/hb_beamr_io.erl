@@ -42,7 +42,13 @@ read_string(Instance, Ptr) ->
 %% `malloc'.
 -spec write_string(hb_beamr:instance(), iodata()) -> {ok, non_neg_integer()} | {error, term()}.
 write_string(Instance, Data) ->
-    Bin = iolist_to_binary([Data, 0]),
+    try iolist_to_binary([Data, 0]) of
+        Bin -> write_new(Instance, Bin)
+    catch
+        error:badarg -> {error, {badarg, {write_string, Data}}}
+    end.
+
+write_new(Instance, Bin) ->
     case malloc(Instance, byte_size(Bin)) of
         {ok, Ptr} ->
             case write(Instance, Ptr, Bin) of
