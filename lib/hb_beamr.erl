@@ -78,6 +78,7 @@ to_binary(Wasm) ->
     end.
 
 %% The instance's identity: its death (or stop/1) ends the instance.
+-spec owner() -> no_return().
 owner() ->
     receive after infinity -> ok end.
 
