@@ -23,7 +23,7 @@ fn main() {
 }
 
 fn direct_calls(source: &[u8]) {
-    let module: Module = beamr_core::engine::compile(source, &PrepareOptions::default()).unwrap().module;
+    let module: Module = beamr_core::compile::compile(source, &PrepareOptions::default()).unwrap().module;
     let mut store = Store::new(beamr_core::engine::engine().clone());
     let echo = Function::new_typed(&mut store, |x: i32| x);
     let instance = Instance::new(&mut store, &module, &imports! { "env" => { "echo" => echo } }).unwrap();

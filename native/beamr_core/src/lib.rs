@@ -2,9 +2,12 @@
 //!
 //! * [`prepare`] rewrites a module so wasmer can run it (memory64 lowering,
 //!   legacy exceptions, snapshot globals, WAMR page layout).
-//! * [`engine`] owns the process-wide wasmer engine and the compiled-module cache.
+//! * [`engine`] owns the process-wide wasmer engine; [`compile`] turns bytes into a
+//!   compiled module through preparation, keeping modules in a [`cache`].
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
 
+pub mod cache;
+pub mod compile;
 pub mod engine;
 pub mod prepare;
 pub mod signature;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use beamr_core::engine::{compile, CompileError};
+use beamr_core::compile::{compile, CompileError};
 use beamr_core::prepare::{PrepareOptions, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
 use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, NifResult, ResourceArc, Term, TermType};

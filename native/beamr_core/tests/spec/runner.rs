@@ -330,7 +330,7 @@ impl<'a> Runner<'a> {
 }
 
 /// hb_beamr's pipeline without its cache: prepare, then compile with the shared engine.
-/// A panic in either is a rejection, as `beamr_core::engine::compile` treats it.
+/// A panic in either is a rejection, as `beamr_core::compile::compile` treats it.
 fn compile_bytes(bytes: &[u8]) -> Result<Compiled, String> {
     let module = catch_unwind(|| {
         let prepared =
