@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rustler::{Resource, ResourceArc};
 
-use crate::codec::WasmValue;
+use crate::codec::Values;
 use crate::instance::{next_id, Shared};
 use crate::spin::Spin;
 use crate::trap::CallFailure;
@@ -24,8 +24,8 @@ const HANDOVER_SPIN: Duration = Duration::from_micros(20);
 const HANDOVER_SPIN_BEFORE_YIELDING: Duration = Duration::from_micros(5);
 
 pub enum Event {
-    Import { call: ResourceArc<CallResource>, index: usize, args: Vec<WasmValue> },
-    Done(Result<Vec<WasmValue>, CallFailure>),
+    Import { call: ResourceArc<CallResource>, index: usize, args: Values },
+    Done(Result<Values, CallFailure>),
 }
 
 /// Nobody waits in a NIF: the executor sends events as messages.

@@ -6,9 +6,14 @@
 //! floats. Values cross threads as [`WasmValue`] because wasmer's `Value` is tied to a Store.
 
 use rustler::{Encoder, Env, ListIterator, Term, TermType};
+use smallvec::SmallVec;
 use wasmer::{Type, Value};
 
 use crate::atoms;
+
+/// Argument and result lists: almost always a handful, kept inline so that a call's
+/// values cost no allocation on one thread and free on the other.
+pub type Values = SmallVec<[WasmValue; 4]>;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum WasmValue {
@@ -43,7 +48,7 @@ impl<'a> BadArg<'a> {
 }
 
 /// Decodes an Erlang list of arguments against the parameter types of a function.
-pub fn decode_args<'a>(list: Term<'a>, types: &[Type]) -> Result<Vec<WasmValue>, BadArg<'a>> {
+pub fn decode_args<'a>(list: Term<'a>, types: &[Type]) -> Result<Values, BadArg<'a>> {
     let got = list.list_length().map_err(|_| BadArg::NotAList)?;
     if got != types.len() {
         return Err(BadArg::Arity { expected: types.len(), got });

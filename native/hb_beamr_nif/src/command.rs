@@ -6,16 +6,16 @@ use rustler::LocalPid;
 
 use crate::bytes::Bytes;
 use crate::call::CallSlot;
-use crate::codec::WasmValue;
+use crate::codec::Values;
 
 pub enum Command {
     /// Call export number `func`; its events go to `caller` (see `CallSlot`).
-    Call { caller: LocalPid, slot: Arc<CallSlot>, func: usize, args: Vec<WasmValue> },
+    Call { caller: LocalPid, slot: Arc<CallSlot>, func: usize, args: Values },
     /// Access memory 0 and send the outcome to `caller` as `{hb_beamr, Id, Reply}`.
     Memory { caller: LocalPid, id: u64, op: MemoryOp },
     /// The Erlang side answered the pending import of call `id`; `None` means the
     /// import fun failed.
-    ImportReply { id: u64, results: Option<Vec<WasmValue>> },
+    ImportReply { id: u64, results: Option<Values> },
     /// A monitored caller died.
     CallerDown(LocalPid),
     /// Wakes the executor so it notices the instance's stop flag.

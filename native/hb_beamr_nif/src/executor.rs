@@ -15,6 +15,7 @@ use std::sync::Arc;
 use beamr_core::engine::{engine, panic_message};
 use beamr_core::prepare::MEMORY_EXPORT;
 use rustler::types::tuple::make_tuple;
+use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
 use wasmer::{
     AsStoreMut, Extern, Function, FunctionEnv, FunctionEnvMut, Imports, Instance, InstantiationError,
@@ -23,7 +24,7 @@ use wasmer::{
 
 use crate::atoms;
 use crate::call::{CallResource, CallSlot, Event};
-use crate::codec::WasmValue;
+use crate::codec::{Values, WasmValue};
 use crate::command::Command;
 use crate::emscripten::{self, Hooks};
 use crate::instance::{InstanceResource, Shared};
@@ -150,7 +151,7 @@ impl Context {
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
-        self.deliver(start, Event::Done(Ok(Vec::new())));
+        self.deliver(start, Event::Done(Ok(Values::new())));
 
         while !self.shared.is_stopped() {
             match self.next_command() {
@@ -200,7 +201,7 @@ impl Context {
 
     fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: usize, args: &[WasmValue]) {
         let function = self.functions.borrow()[func].clone();
-        let params: Vec<Value> = args.iter().map(|a| a.to_wasmer()).collect();
+        let params: SmallVec<[Value; 4]> = args.iter().map(|a| a.to_wasmer()).collect();
         if !self.enter(Rc::clone(&frame)) {
             return self.deliver(&frame, Event::Done(Err(CallFailure::Stopped)));
         }
@@ -258,7 +259,7 @@ impl Context {
     }
 
     /// Serves the import's caller until it answers the import of call `frame`.
-    fn await_reply(&self, store: &mut impl AsStoreMut, frame: &Frame) -> Result<Vec<WasmValue>, HostError> {
+    fn await_reply(&self, store: &mut impl AsStoreMut, frame: &Frame) -> Result<Values, HostError> {
         loop {
             if self.shared.is_stopped() {
                 return Err(HostError::Stopped);
@@ -324,7 +325,7 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     let context = context();
     let frame = context.frames.borrow().last().cloned().expect("imports run inside a call");
     context.watch_caller(frame.caller);
-    let args: Vec<WasmValue> = args.iter().map(WasmValue::from_wasmer).collect();
+    let args: Values = args.iter().map(WasmValue::from_wasmer).collect();
     let call = frame.handle(&context.shared);
     context.deliver(&frame, Event::Import { call, index, args });
     match context.await_reply(&mut env, &frame) {
@@ -348,7 +349,7 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
 /// `{import, Call, Index, Module, Name, Signature, Args}`.
 pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: &Event) -> Term<'a> {
     match event {
-        Event::Done(Ok(results)) => (atoms::ok(), results).encode(env),
+        Event::Done(Ok(results)) => (atoms::ok(), results.as_slice()).encode(env),
         Event::Done(Err(failure)) => (atoms::error(), failure).encode(env),
         Event::Import { call, index, args } => {
             let import = &shared.imports[*index];
@@ -361,7 +362,7 @@ pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: &Event) -> Term<'a
                     charlist(env, &import.module),
                     charlist(env, &import.name),
                     charlist(env, &import.signature),
-                    args.encode(env),
+                    args.as_slice().encode(env),
                 ],
             )
         }

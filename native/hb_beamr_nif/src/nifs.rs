@@ -2,6 +2,7 @@
 //! `{ok, Id}`; the outcome arrives later as `{hb_beamr, Id, Result}`.
 //! Only `start` does real work here (preparing and compiling), on a dirty scheduler.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use beamr_core::compile::{compile, CompileError};
@@ -13,7 +14,7 @@ use wasmer::{ExternType, Module};
 use crate::atoms;
 use crate::bytes::Bytes;
 use crate::call::{CallResource, CallSlot};
-use crate::codec::{decode_args, BadArg};
+use crate::codec::{decode_args, BadArg, Values};
 use crate::command::{Command, MemoryOp};
 use crate::executor::{self, charlist, encode_event};
 use crate::instance::{next_id, ExportedFunction, ImportedFunction, InstanceResource, Shared};
@@ -131,13 +132,13 @@ fn exports_term<'a>(env: Env<'a>, module: &Module) -> Term<'a> {
     items.encode(env)
 }
 
-/// A function name given as a binary or a string.
-fn decode_name(term: Term) -> Option<String> {
+/// A function name given as a binary (borrowed, no copy) or a string.
+fn decode_name<'a>(term: Term<'a>) -> Option<Cow<'a, str>> {
     match term.get_type() {
-        TermType::Binary => term.decode::<String>().ok(),
+        TermType::Binary => std::str::from_utf8(Binary::from_term(term).ok()?.as_slice()).ok().map(Cow::Borrowed),
         TermType::List => {
             let chars: ListIterator = term.decode().ok()?;
-            chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect()
+            chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect::<Option<String>>().map(Cow::Owned)
         }
         _ => None,
     }
@@ -152,7 +153,7 @@ fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Te
     let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
     let Some(name) = decode_name(func) else { return badarg(env, (atoms::func(), func)) };
     let shared = &instance.shared;
-    let Some(&index) = shared.export_index.get(&name) else {
+    let Some(&index) = shared.export_index.get(name.as_ref()) else {
         return error(env, (atoms::not_found(), func));
     };
     let args = match decode_args(args, shared.exports[index].ty.params()) {
@@ -223,7 +224,7 @@ fn import_reply<'a>(
     // HyperBEAM's stub answers `[0]` to every import, also to those returning nothing;
     // for those the reply's values are ignored, as WAMR's driver does.
     let decoded = match import.ty.results() {
-        [] if results.is_list() => Ok(Vec::new()),
+        [] if results.is_list() => Ok(Values::new()),
         types => decode_args(results, types),
     };
     let values = match decoded {
