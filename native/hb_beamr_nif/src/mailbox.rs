@@ -2,14 +2,14 @@
 //!
 //! Round trips must take microseconds, so the executor spins briefly before parking
 //! (`std::thread::park` is futex-based on Linux), and a command that finds the executor
-//! idle skips the queue: it goes through one atomic pointer that the executor polls,
+//! idle skips the queue: it goes through a one-command lane that the executor polls,
 //! which costs fewer cache-line transfers between cores than a lock, a length and a ring
-//! buffer. Commands from one process never overtake each other: a process waits for the
+//! buffer, and no allocation. Commands from one process never overtake each other: a process waits for the
 //! answer to each command before it sends the next.
 
 use std::collections::VecDeque;
-use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::thread::Thread;
 use std::time::Duration;
 
@@ -27,8 +27,8 @@ const SPIN_BEFORE_PARKING: Duration = Duration::from_micros(50);
 /// Padded so the lines NIFs and the executor both write (queue, length) do not share a
 /// line with neighbouring fields.
 pub struct Mailbox {
-    /// A lone command for an idle executor; null when empty.
-    fast: CachePadded<AtomicPtr<Command>>,
+    /// A lone command for an idle executor.
+    fast: CachePadded<Lane>,
     queue: CachePadded<Mutex<Queue>>,
     len: CachePadded<AtomicUsize>,
     closed: AtomicBool,
@@ -45,7 +45,7 @@ pub struct Closed;
 impl Mailbox {
     pub fn new() -> Self {
         Mailbox {
-            fast: CachePadded::new(AtomicPtr::new(ptr::null_mut())),
+            fast: CachePadded::new(Lane::new()),
             queue: CachePadded::new(Mutex::new(Queue { commands: VecDeque::new() })),
             len: CachePadded::new(AtomicUsize::new(0)),
             closed: AtomicBool::new(false),
@@ -74,23 +74,18 @@ impl Mailbox {
         self.wake()
     }
 
-    /// Hands the command over through `fast` when nothing is queued before it.
+    /// Hands the command over through the lane when nothing is queued before it.
     fn push_fast(&self, command: Command) -> Result<(), Command> {
-        if self.len.load(Ordering::Acquire) != 0 || !self.fast.load(Ordering::Acquire).is_null() {
+        if self.len.load(Ordering::Acquire) != 0 {
             return Err(command);
         }
-        let boxed = Box::into_raw(Box::new(command));
-        if self.fast.compare_exchange(ptr::null_mut(), boxed, Ordering::SeqCst, Ordering::Relaxed).is_err() {
-            // SAFETY: the pointer was never published.
-            return Err(*unsafe { Box::from_raw(boxed) });
-        }
+        self.fast.put(command)?;
         // A close that ran concurrently may have missed the command: take it back if it
         // is still there (then nobody else will answer it).
-        if self.closed.load(Ordering::SeqCst)
-            && self.fast.compare_exchange(boxed, ptr::null_mut(), Ordering::SeqCst, Ordering::Relaxed).is_ok()
-        {
-            // SAFETY: taken back from `fast`, so this thread owns it again.
-            return Err(*unsafe { Box::from_raw(boxed) });
+        if self.closed.load(Ordering::SeqCst) {
+            if let Some(command) = self.fast.take() {
+                return Err(command);
+            }
         }
         Ok(())
     }
@@ -104,17 +99,8 @@ impl Mailbox {
         Ok(())
     }
 
-    fn take_fast(&self) -> Option<Command> {
-        if self.fast.load(Ordering::Acquire).is_null() {
-            return None;
-        }
-        let taken = self.fast.swap(ptr::null_mut(), Ordering::SeqCst);
-        // SAFETY: a non-null pointer in `fast` is an owned, published Box.
-        (!taken.is_null()).then(|| *unsafe { Box::from_raw(taken) })
-    }
-
     fn try_pop(&self) -> Option<Command> {
-        if let Some(command) = self.take_fast() {
+        if let Some(command) = self.fast.take() {
             return Some(command);
         }
         if self.len.load(Ordering::Acquire) == 0 {
@@ -144,12 +130,51 @@ impl Mailbox {
         let mut queue = self.queue.lock();
         self.closed.store(true, Ordering::SeqCst);
         self.len.store(0, Ordering::Release);
-        self.take_fast().into_iter().chain(queue.commands.drain(..)).collect()
+        self.fast.take().into_iter().chain(queue.commands.drain(..)).collect()
     }
 }
 
-impl Drop for Mailbox {
-    fn drop(&mut self) {
-        drop(self.take_fast());
+/// A single-command hand-over between any thread and the executor.
+struct Lane {
+    state: AtomicU8,
+    /// Written only by the thread that moved `state` from EMPTY to WRITING, read only by
+    /// the thread that moved it from FULL to TAKING: the state machine serialises access.
+    command: UnsafeCell<Option<Command>>,
+}
+
+const EMPTY: u8 = 0;
+const WRITING: u8 = 1;
+const FULL: u8 = 2;
+const TAKING: u8 = 3;
+
+// SAFETY: `command` is only touched under the ownership protocol of `state` (see above).
+unsafe impl Sync for Lane {}
+
+impl Lane {
+    fn new() -> Lane {
+        Lane { state: AtomicU8::new(EMPTY), command: UnsafeCell::new(None) }
+    }
+
+    fn put(&self, command: Command) -> Result<(), Command> {
+        if self.state.compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            return Err(command);
+        }
+        // SAFETY: WRITING gives this thread exclusive access to `command`.
+        unsafe { *self.command.get() = Some(command) };
+        // SeqCst: a pusher's publish and a closer's flag must not both go unseen.
+        self.state.store(FULL, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn take(&self) -> Option<Command> {
+        if self.state.load(Ordering::Acquire) != FULL
+            || self.state.compare_exchange(FULL, TAKING, Ordering::SeqCst, Ordering::Relaxed).is_err()
+        {
+            return None;
+        }
+        // SAFETY: TAKING gives this thread exclusive access to `command`.
+        let command = unsafe { (*self.command.get()).take() };
+        self.state.store(EMPTY, Ordering::Release);
+        command
     }
 }
