@@ -100,8 +100,7 @@ request(Instance, Op, Args) when node(Instance) =/= node() ->
     erpc:call(node(Instance), ?MODULE, request, [Instance, Op, Args]);
 request(Instance, Op, Args) ->
     case apply(hb_beamr_nif, Op, [Instance | Args]) of
-        {ok, Id} ->
-            receive {hb_beamr, Id, Reply} -> Reply end;
-        {error, Reason} ->
-            {error, Reason}
+        {event, _Id, Reply} -> Reply;
+        {wait, Id} -> receive {hb_beamr, Id, Reply} -> Reply end;
+        {error, Reason} -> {error, Reason}
     end.

@@ -1,8 +1,8 @@
 %%% @doc The NIF library (native/hb_beamr_nif). Every function queues a command for
-%%% an instance's executor thread and returns at once; the outcome arrives as a
-%%% message `{hb_beamr, Id, Event}'. Calls and import replies first wait a few
-%%% microseconds for the next event and return it directly (`{event, ...}') when it
-%%% comes that fast. Use `hb_beamr' and `hb_beamr_io', not this.
+%%% an instance's executor thread, waits a few microseconds for the outcome and returns
+%%% it directly (`{event, ...}') when it comes that fast; otherwise it returns
+%%% `{wait, Id}' and the outcome arrives as a message `{hb_beamr, Id, Event}'.
+%%% Use `hb_beamr' and `hb_beamr_io', not this.
 -module(hb_beamr_nif).
 
 -export([start/3, call/3, import_reply/3, import_failed/1, stop/1]).
@@ -12,7 +12,7 @@
 -on_load(init/0).
 
 -type id() :: non_neg_integer().
--type queued() :: {ok, id()} | {error, term()}.
+-type queued() :: {event, id(), term()} | {wait, id()} | {error, term()}.
 -type call() :: reference().
 -type event() :: {ok, list()} | {error, term()}
                | {import, call(), non_neg_integer(), string(), string(), string(), list()}.

@@ -1,20 +1,22 @@
-//! One call in progress: the hand-over slot through which a NIF can take the call's
-//! next event (its result or an import request) directly when it comes within
-//! microseconds, and the resource that import requests carry so the reply finds the call.
+//! One request in progress: the hand-over slot through which a NIF can take the next
+//! event of a call (its result or an import request) or a memory operation's outcome
+//! directly when it comes within microseconds, and the resource that import requests carry
+//! so the reply finds the call.
 //!
 //! Messages from a foreign thread wake a sleeping BEAM scheduler, which costs tens of
 //! microseconds; short calls and import round trips therefore spin briefly in the NIF
 //! (bounded, well under the 1 ms a NIF may take) and fall back to messages.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustler::{Resource, ResourceArc};
 
 use crate::codec::Values;
-use crate::instance::{next_id, Shared};
+use crate::memory::MemoryResult;
+use crate::instance::Shared;
 use crate::spin::Spin;
 use crate::trap::CallFailure;
 
@@ -26,6 +28,8 @@ const HANDOVER_SPIN_BEFORE_YIELDING: Duration = Duration::from_micros(5);
 pub enum Event {
     Import { call: ResourceArc<CallResource>, index: usize, args: Values },
     Done(Result<Values, CallFailure>),
+    /// The outcome of a memory operation (these use the same hand-over).
+    Memory(MemoryResult),
 }
 
 /// Nobody waits in a NIF: the executor sends events as messages.
@@ -37,7 +41,10 @@ const WRITING: u8 = 2;
 /// The event is in the slot.
 const FILLED: u8 = 3;
 
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 pub struct CallSlot {
+    /// Tags the request's messages, unique in this VM.
     pub id: u64,
     state: AtomicU8,
     /// Written only by the executor between WRITING and FILLED, read only by the NIF
@@ -50,7 +57,7 @@ unsafe impl Sync for CallSlot {}
 
 impl CallSlot {
     pub fn new() -> Arc<CallSlot> {
-        Arc::new(CallSlot { id: next_id(), state: AtomicU8::new(IDLE), event: UnsafeCell::new(None) })
+        Arc::new(CallSlot { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), state: AtomicU8::new(IDLE), event: UnsafeCell::new(None) })
     }
 
     /// Announces that the current NIF will wait for the next event (before it queues

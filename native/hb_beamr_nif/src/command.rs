@@ -11,8 +11,8 @@ use crate::codec::Values;
 pub enum Command {
     /// Call export number `func`; its events go to `caller` (see `CallSlot`).
     Call { caller: LocalPid, slot: Arc<CallSlot>, func: usize, args: Values },
-    /// Access memory 0 and send the outcome to `caller` as `{hb_beamr, Id, Reply}`.
-    Memory { caller: LocalPid, id: u64, op: MemoryOp },
+    /// Access memory 0; the outcome goes to `caller` (see `CallSlot`).
+    Memory { caller: LocalPid, slot: Arc<CallSlot>, op: MemoryOp },
     /// The Erlang side answered the pending import of call `id`; `None` means the
     /// import fun failed.
     ImportReply { id: u64, results: Option<Values> },

@@ -115,7 +115,7 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPi
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, &start))) {
-        context.deliver(&start, Event::Done(Err(CallFailure::panic(panic_message(&panic)))));
+        context.finish(&start, Err(CallFailure::panic(panic_message(&panic))));
     }
     context.shutdown();
     CONTEXT.with(|c| *c.borrow_mut() = None);
@@ -128,7 +128,7 @@ impl Context {
         *self.shared.interrupter.lock() = Some(store.interrupter());
         let imports = self.import_object(&mut store);
         if !self.enter(Rc::clone(start)) {
-            return self.deliver(start, Event::Done(Err(CallFailure::Stopped)));
+            return self.finish(start, Err(CallFailure::Stopped));
         }
         let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
         self.leave();
@@ -138,7 +138,7 @@ impl Context {
             Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
             Err(panic) => CallFailure::InvalidModule(panic_message(&panic)),
         };
-        self.deliver(start, Event::Done(Err(failure)));
+        self.finish(start, Err(failure));
     }
 
     /// Reports a successful start, then serves commands until the instance stops.
@@ -151,7 +151,7 @@ impl Context {
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
-        self.deliver(start, Event::Done(Ok(Values::new())));
+        self.finish(start, Ok(Values::new()));
 
         while !self.shared.is_stopped() {
             match self.next_command() {
@@ -183,17 +183,9 @@ impl Context {
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
             Command::Call { caller, slot, func, args } => self.call(store, Frame::new(caller, slot), func, &args),
-            Command::Memory { caller, id, op } => {
+            Command::Memory { caller, slot, op } => {
                 let result = memory::run(self.memory.borrow().as_ref(), store, op);
-                self.send(caller, |env| {
-                    let reply = match result {
-                        Ok(MemoryReply::Size(size)) => (atoms::ok(), size).encode(env),
-                        Ok(MemoryReply::Bytes(bytes)) => (atoms::ok(), bytes.release(env)).encode(env),
-                        Ok(MemoryReply::Done) => atoms::ok().encode(env),
-                        Err(error) => (atoms::error(), error).encode(env),
-                    };
-                    (atoms::hb_beamr(), id, reply).encode(env)
-                });
+                self.deliver(caller, &slot, Event::Memory(result));
             }
             _ => unreachable!("only calls and memory operations are executed"),
         }
@@ -203,7 +195,7 @@ impl Context {
         let function = self.functions.borrow()[func].clone();
         let params: SmallVec<[Value; 4]> = args.iter().map(|a| a.to_wasmer()).collect();
         if !self.enter(Rc::clone(&frame)) {
-            return self.deliver(&frame, Event::Done(Err(CallFailure::Stopped)));
+            return self.finish(&frame, Err(CallFailure::Stopped));
         }
         let outcome = catch_unwind(AssertUnwindSafe(|| function.call(store, &params)));
         self.leave();
@@ -212,7 +204,7 @@ impl Context {
             Ok(Err(error)) => Err(CallFailure::classify(&error, self.shared.is_stopped())),
             Err(panic) => Err(CallFailure::panic(panic_message(&panic))),
         };
-        self.deliver(&frame, Event::Done(outcome));
+        self.finish(&frame, outcome);
     }
 
     /// Announces a call about to run wasm; false (and nothing entered) when the
@@ -290,15 +282,17 @@ impl Context {
         let _ = self.outbox.borrow_mut().send_and_clear(&to, message);
     }
 
-    /// Hands a call's event to the NIF waiting for it, or sends it as
+    /// Hands an event to the NIF waiting for it, or sends it to `caller` as
     /// `{hb_beamr, Id, Event}`.
-    fn deliver(&self, frame: &Frame, event: Event) {
-        if let Err(event) = frame.slot.offer(event) {
+    fn deliver(&self, caller: LocalPid, slot: &CallSlot, event: Event) {
+        if let Err(event) = slot.offer(event) {
             let shared = &self.shared;
-            self.send(frame.caller, |env| {
-                (atoms::hb_beamr(), frame.slot.id, encode_event(env, shared, &event)).encode(env)
-            });
+            self.send(caller, |env| (atoms::hb_beamr(), slot.id, encode_event(env, shared, event)).encode(env));
         }
+    }
+
+    fn finish(&self, frame: &Frame, outcome: Result<Values, CallFailure>) {
+        self.deliver(frame.caller, &frame.slot, Event::Done(outcome));
     }
 
     /// Marks the instance stopped and answers every request it will never serve.
@@ -307,8 +301,7 @@ impl Context {
         let deferred: Vec<Command> = self.deferred.borrow_mut().drain(..).collect();
         for command in deferred.into_iter().chain(self.shared.mailbox.close()) {
             let id = match &command {
-                Command::Call { slot, .. } => slot.id,
-                Command::Memory { id, .. } => *id,
+                Command::Call { slot, .. } | Command::Memory { slot, .. } => slot.id,
                 _ => continue,
             };
             let caller = command.caller().expect("calls and memory operations have callers");
@@ -327,7 +320,7 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     context.watch_caller(frame.caller);
     let args: Values = args.iter().map(WasmValue::from_wasmer).collect();
     let call = frame.handle(&context.shared);
-    context.deliver(&frame, Event::Import { call, index, args });
+    context.deliver(frame.caller, &frame.slot, Event::Import { call, index, args });
     match context.await_reply(&mut env, &frame) {
         Ok(results) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
         Err(error) => Err(RuntimeError::user(Box::new(error))),
@@ -345,14 +338,19 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     hooks.invoke(&mut env, args, import.ty.results())
 }
 
-/// A call's event as Erlang sees it: `{ok, Results}`, `{error, Reason}` or
-/// `{import, Call, Index, Module, Name, Signature, Args}`.
-pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: &Event) -> Term<'a> {
+/// An event as Erlang sees it: a call's `{ok, Results}`, `{error, Reason}` or
+/// `{import, Call, Index, Module, Name, Signature, Args}`, or a memory operation's reply
+/// (`{ok, Size}`, `{ok, Bytes}`, `ok`, `{error, Reason}`).
+pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: Event) -> Term<'a> {
     match event {
         Event::Done(Ok(results)) => (atoms::ok(), results.as_slice()).encode(env),
         Event::Done(Err(failure)) => (atoms::error(), failure).encode(env),
+        Event::Memory(Ok(MemoryReply::Size(size))) => (atoms::ok(), size).encode(env),
+        Event::Memory(Ok(MemoryReply::Bytes(bytes))) => (atoms::ok(), bytes.release(env)).encode(env),
+        Event::Memory(Ok(MemoryReply::Done)) => atoms::ok().encode(env),
+        Event::Memory(Err(error)) => (atoms::error(), error).encode(env),
         Event::Import { call, index, args } => {
-            let import = &shared.imports[*index];
+            let import = &shared.imports[index];
             make_tuple(
                 env,
                 &[

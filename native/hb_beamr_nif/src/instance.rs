@@ -5,7 +5,7 @@
 //! check arguments before queueing, and the interrupter that stops running wasm.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,13 +61,6 @@ impl Resource for InstanceResource {
             let _ = self.shared.mailbox.push(Command::CallerDown(pid));
         }
     }
-}
-
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A fresh tag for the messages of one request.
-pub fn next_id() -> u64 {
-    NEXT_ID.fetch_add(1, Ordering::Relaxed)
 }
 
 /// How often and how long a stop keeps interrupting wasm that has not yet noticed it.

@@ -17,7 +17,7 @@ use crate::call::{CallResource, CallSlot};
 use crate::codec::{decode_args, BadArg, Values};
 use crate::command::{Command, MemoryOp};
 use crate::executor::{self, charlist, encode_event};
-use crate::instance::{next_id, ExportedFunction, ImportedFunction, InstanceResource, Shared};
+use crate::instance::{ExportedFunction, ImportedFunction, InstanceResource, Shared};
 use crate::registry;
 
 fn error<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
@@ -166,18 +166,26 @@ fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Te
     if shared.submit(command).is_err() {
         return error(env, atoms::stopped());
     }
-    match slot.wait() {
-        Some(event) => (atoms::event(), slot.id, encode_event(env, shared, &event)).encode(env),
-        None => (atoms::wait(), slot.id).encode(env),
-    }
+    awaited(env, shared, &slot)
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
     let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
-    let id = next_id();
-    match instance.shared.submit(Command::Memory { caller: env.pid(), id, op }) {
-        Ok(()) => (atoms::ok(), id).encode(env),
-        Err(_) => error(env, atoms::stopped()),
+    let shared = &instance.shared;
+    let slot = CallSlot::new();
+    slot.arm();
+    if shared.submit(Command::Memory { caller: env.pid(), slot: slot.clone(), op }).is_err() {
+        return error(env, atoms::stopped());
+    }
+    awaited(env, shared, &slot)
+}
+
+/// `{event, Id, Event}` when the executor answered within the hand-over spin,
+/// `{wait, Id}` when the answer will come as a message.
+fn awaited<'a>(env: Env<'a>, shared: &Shared, slot: &CallSlot) -> Term<'a> {
+    match slot.wait() {
+        Some(event) => (atoms::event(), slot.id, encode_event(env, shared, event)).encode(env),
+        None => (atoms::wait(), slot.id).encode(env),
     }
 }
 
@@ -238,7 +246,7 @@ fn import_reply<'a>(
     // Queued even after a stop: the executor is the one to notice and unwind.
     let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: Some(values) });
     Ok(match call.slot.wait() {
-        Some(event) => (atoms::event(), encode_event(env, &call.shared, &event)).encode(env),
+        Some(event) => (atoms::event(), encode_event(env, &call.shared, event)).encode(env),
         None => atoms::wait().encode(env),
     })
 }
