@@ -22,6 +22,8 @@ main() ->
          maps:get("direct_call_ns", Base) / 1000, "<= 1.5", "us"},
         {"import round trip (wasm -> Erlang fun -> wasm)", import_round_trip_us(I),
          maps:get("direct_import_ns", Base) / 1000, "<= 3", "us"},
+        {"hb_beamr_io:read/3, 16 bytes", median_us(fun() -> {ok, _} = hb_beamr_io:read(I, 0, 16) end),
+         "", "", "us"},
         {"compute loop, 50M rounds", compute_ms(I), maps:get("direct_compute_us", Base) / 1000,
          "<= 1.2x", "ms"}
     ] ++ AosRows ++ [
