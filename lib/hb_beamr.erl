@@ -143,9 +143,9 @@ handle(Instance, Id, {import, Call, Index, Module, Name, Sig, Args}, ImportFun, 
     case run_import(ImportFun, State, Request, Opts) of
         {ok, Results, NewState} ->
             case hb_beamr_nif:import_reply(Call, Index, Results) of
-                wait ->
+                {wait, Id} ->
                     await(Instance, Id, ImportFun, NewState, Opts);
-                {event, Event} ->
+                {event, Id, Event} ->
                     handle(Instance, Id, Event, ImportFun, NewState, Opts);
                 {error, _} ->
                     Why = {error, {bad_import_results, Results}},

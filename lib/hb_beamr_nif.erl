@@ -38,7 +38,7 @@ start(_Owner, _Wasm, _Opts) -> erlang:nif_error(not_loaded).
     {event, id(), event()} | {wait, id()} | {error, term()}.
 call(_Instance, _Func, _Args) -> erlang:nif_error(not_loaded).
 
--spec import_reply(call(), non_neg_integer(), list()) -> {event, event()} | wait | {error, term()}.
+-spec import_reply(call(), non_neg_integer(), list()) -> {event, id(), event()} | {wait, id()} | {error, term()}.
 import_reply(_Call, _Index, _Results) -> erlang:nif_error(not_loaded).
 
 -spec import_failed(call()) -> ok.

@@ -1,5 +1,6 @@
-//! The NIF functions. Each checks its arguments, queues a command and returns
-//! `{ok, Id}`; the outcome arrives later as `{hb_beamr, Id, Result}`.
+//! The NIF functions. Each checks its arguments, queues a command for the instance's
+//! executor and waits a few microseconds for the outcome: `{event, Id, Event}` when it
+//! came that fast, `{wait, Id}` when it will arrive as a message `{hb_beamr, Id, Event}`.
 //! Only `start` does real work here (preparing and compiling), on a dirty scheduler.
 
 use std::borrow::Cow;
@@ -64,7 +65,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     if resource.monitor(Some(env), &owner).is_none() {
         return error(env, atoms::stopped());
     }
-    let (imports, exports) = (imports_term(env, &module), exports_term(env, &module));
+    let (imports, exports) = (imports_term(env, &resource.shared.imports), exports_term(env, &module));
     registry::insert(owner, resource.clone());
     let start = CallSlot::new();
     let id = start.id;
@@ -102,8 +103,8 @@ fn imported_functions(module: &Module) -> Vec<ImportedFunction> {
 }
 
 /// `[{func, Module, Name, Sig}]`, as HyperBEAM lists imports.
-fn imports_term<'a>(env: Env<'a>, module: &Module) -> Term<'a> {
-    let items: Vec<Term> = imported_functions(module)
+fn imports_term<'a>(env: Env<'a>, imports: &[ImportedFunction]) -> Term<'a> {
+    let items: Vec<Term> = imports
         .iter()
         .map(|i| {
             let sig = charlist(env, &i.signature);
@@ -144,13 +145,9 @@ fn decode_name<'a>(term: Term<'a>) -> Option<Cow<'a, str>> {
     }
 }
 
-fn lookup(owner: LocalPid) -> Option<ResourceArc<InstanceResource>> {
-    registry::lookup(&owner)
-}
-
 #[rustler::nif]
 fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Term<'a> {
-    let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
+    let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
     let Some(name) = decode_name(func) else { return badarg(env, (atoms::func(), func)) };
     let shared = &instance.shared;
     let Some(&index) = shared.export_index.get(name.as_ref()) else {
@@ -160,21 +157,21 @@ fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Te
         Ok(args) => args,
         Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
     };
-    let slot = CallSlot::new();
-    slot.arm();
-    let command = Command::Call { caller: env.pid(), slot: slot.clone(), func: index, args };
-    if shared.submit(command).is_err() {
-        return error(env, atoms::stopped());
-    }
-    awaited(env, shared, &slot)
+    let caller = env.pid();
+    request(env, shared, |slot| Command::Call { caller, slot, func: index, args })
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
-    let Some(instance) = lookup(owner) else { return error(env, atoms::stopped()) };
-    let shared = &instance.shared;
+    let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
+    let caller = env.pid();
+    request(env, &instance.shared, |slot| Command::Memory { caller, slot, op })
+}
+
+/// Queues the command built around a fresh slot and waits briefly for its outcome.
+fn request<'a>(env: Env<'a>, shared: &Shared, command: impl FnOnce(Arc<CallSlot>) -> Command) -> Term<'a> {
     let slot = CallSlot::new();
     slot.arm();
-    if shared.submit(Command::Memory { caller: env.pid(), slot: slot.clone(), op }).is_err() {
+    if shared.submit(command(slot.clone())).is_err() {
         return error(env, atoms::stopped());
     }
     awaited(env, shared, &slot)
@@ -219,8 +216,8 @@ fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'
     memory_command(env, owner, MemoryOp::Restore { data: Bytes::new(data) })
 }
 
-/// Answers the pending import (number `index`) of `call` with `results`; returns the
-/// call's next event when it comes quickly, `wait` when it will come as a message.
+/// Answers the pending import (number `index`) of `call` with `results`, then waits
+/// briefly for the call's next event like `call` does.
 #[rustler::nif]
 fn import_reply<'a>(
     env: Env<'a>,
@@ -245,10 +242,7 @@ fn import_reply<'a>(
     call.slot.arm();
     // Queued even after a stop: the executor is the one to notice and unwind.
     let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: Some(values) });
-    Ok(match call.slot.wait() {
-        Some(event) => (atoms::event(), encode_event(env, &call.shared, event)).encode(env),
-        None => atoms::wait().encode(env),
-    })
+    Ok(awaited(env, &call.shared, &call.slot))
 }
 
 /// The import fun for `call` raised or returned something unusable: trap the call.
@@ -260,7 +254,7 @@ fn import_failed(call: ResourceArc<CallResource>) -> Atom {
 
 #[rustler::nif]
 fn stop(owner: LocalPid) -> Atom {
-    if let Some(instance) = lookup(owner) {
+    if let Some(instance) = registry::lookup(&owner) {
         instance.shared.stop();
     }
     atoms::ok()
