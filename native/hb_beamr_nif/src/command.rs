@@ -5,14 +5,14 @@ use std::sync::Arc;
 use rustler::LocalPid;
 
 use crate::bytes::Bytes;
-use crate::call::CallSlot;
+use crate::handover::ReplySlot;
 use crate::codec::Values;
 
 pub enum Command {
-    /// Call export number `func`; its events go to `caller` (see `CallSlot`).
-    Call { caller: LocalPid, slot: Arc<CallSlot>, func: usize, args: Values },
-    /// Access memory 0; the outcome goes to `caller` (see `CallSlot`).
-    Memory { caller: LocalPid, slot: Arc<CallSlot>, op: MemoryOp },
+    /// Call export number `func`; its events go to `caller` (see `ReplySlot`).
+    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: usize, args: Values },
+    /// Access memory 0; the outcome goes to `caller` (see `ReplySlot`).
+    Memory { caller: LocalPid, slot: Arc<ReplySlot>, op: MemoryOp },
     /// The Erlang side answered the pending import of call `id`; `None` means the
     /// import fun failed.
     ImportReply { id: u64, results: Option<Values> },

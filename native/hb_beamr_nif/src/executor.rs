@@ -23,7 +23,7 @@ use wasmer::{
 };
 
 use crate::atoms;
-use crate::call::{CallResource, CallSlot, Event};
+use crate::handover::{CallResource, ReplySlot, Event};
 use crate::codec::{Values, WasmValue};
 use crate::command::Command;
 use crate::emscripten::{self, Hooks};
@@ -55,13 +55,13 @@ struct Context {
 
 struct Frame {
     caller: LocalPid,
-    slot: Arc<CallSlot>,
+    slot: Arc<ReplySlot>,
     /// Created at the call's first import: most calls never need one.
     handle: OnceCell<ResourceArc<CallResource>>,
 }
 
 impl Frame {
-    fn new(caller: LocalPid, slot: Arc<CallSlot>) -> Rc<Frame> {
+    fn new(caller: LocalPid, slot: Arc<ReplySlot>) -> Rc<Frame> {
         Rc::new(Frame { caller, slot, handle: OnceCell::new() })
     }
 
@@ -88,7 +88,7 @@ pub fn spawn(
     resource: ResourceArc<InstanceResource>,
     module: Module,
     starter: LocalPid,
-    start: Arc<CallSlot>,
+    start: Arc<ReplySlot>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("hb_beamr_exec".into())
@@ -97,7 +97,7 @@ pub fn spawn(
         .map(|_| ())
 }
 
-fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPid, start: Arc<CallSlot>) {
+fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPid, start: Arc<ReplySlot>) {
     let start = Frame::new(starter, start);
     let shared = Arc::clone(&resource.shared);
     shared.mailbox.bind_executor();
@@ -284,7 +284,7 @@ impl Context {
 
     /// Hands an event to the NIF waiting for it, or sends it to `caller` as
     /// `{hb_beamr, Id, Event}`.
-    fn deliver(&self, caller: LocalPid, slot: &CallSlot, event: Event) {
+    fn deliver(&self, caller: LocalPid, slot: &ReplySlot, event: Event) {
         if let Err(event) = slot.offer(event) {
             let shared = &self.shared;
             self.send(caller, |env| (atoms::hb_beamr(), slot.id, encode_event(env, shared, event)).encode(env));

@@ -2,7 +2,7 @@
 //!
 //! * [`nifs`]: the functions Erlang calls; they queue commands and return at once.
 //! * [`executor`]: one thread per instance owning the Store; runs wasm and imports.
-//! * [`mailbox`], [`command`]: the queue between the two; [`call`]: one call's events;
+//! * [`mailbox`], [`command`]: the queue between the two; [`handover`]: a request's events;
 //!   [`spin`]: the bounded busy-wait both sides use.
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`], [`bytes`]: values, errors and memory access.
@@ -10,7 +10,7 @@
 
 mod atoms;
 mod bytes;
-mod call;
+mod handover;
 mod codec;
 mod command;
 mod emscripten;

@@ -14,7 +14,7 @@ use wasmer::{ExternType, Module};
 
 use crate::atoms;
 use crate::bytes::Bytes;
-use crate::call::{CallResource, CallSlot};
+use crate::handover::{CallResource, ReplySlot};
 use crate::codec::{decode_args, BadArg, Values};
 use crate::command::{Command, MemoryOp};
 use crate::executor::{self, charlist, encode_event};
@@ -67,7 +67,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     }
     let (imports, exports) = (imports_term(env, &resource.shared.imports), exports_term(env, &module));
     registry::insert(owner, resource.clone());
-    let start = CallSlot::new();
+    let start = ReplySlot::new();
     let id = start.id;
     if let Err(e) = executor::spawn(resource.clone(), module, env.pid(), start) {
         resource.shared.stop();
@@ -168,8 +168,8 @@ fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
 }
 
 /// Queues the command built around a fresh slot and waits briefly for its outcome.
-fn request<'a>(env: Env<'a>, shared: &Shared, command: impl FnOnce(Arc<CallSlot>) -> Command) -> Term<'a> {
-    let slot = CallSlot::new();
+fn request<'a>(env: Env<'a>, shared: &Shared, command: impl FnOnce(Arc<ReplySlot>) -> Command) -> Term<'a> {
+    let slot = ReplySlot::new();
     slot.arm();
     if shared.submit(command(slot.clone())).is_err() {
         return error(env, atoms::stopped());
@@ -179,7 +179,7 @@ fn request<'a>(env: Env<'a>, shared: &Shared, command: impl FnOnce(Arc<CallSlot>
 
 /// `{event, Id, Event}` when the executor answered within the hand-over spin,
 /// `{wait, Id}` when the answer will come as a message.
-fn awaited<'a>(env: Env<'a>, shared: &Shared, slot: &CallSlot) -> Term<'a> {
+fn awaited<'a>(env: Env<'a>, shared: &Shared, slot: &ReplySlot) -> Term<'a> {
     match slot.wait() {
         Some(event) => (atoms::event(), slot.id, encode_event(env, shared, event)).encode(env),
         None => (atoms::wait(), slot.id).encode(env),

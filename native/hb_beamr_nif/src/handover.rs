@@ -43,7 +43,7 @@ const FILLED: u8 = 3;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-pub struct CallSlot {
+pub struct ReplySlot {
     /// Tags the request's messages, unique in this VM.
     pub id: u64,
     state: AtomicU8,
@@ -53,11 +53,11 @@ pub struct CallSlot {
 }
 
 // SAFETY: `event` is only touched under the ownership protocol of `state` (see above).
-unsafe impl Sync for CallSlot {}
+unsafe impl Sync for ReplySlot {}
 
-impl CallSlot {
-    pub fn new() -> Arc<CallSlot> {
-        Arc::new(CallSlot { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), state: AtomicU8::new(IDLE), event: UnsafeCell::new(None) })
+impl ReplySlot {
+    pub fn new() -> Arc<ReplySlot> {
+        Arc::new(ReplySlot { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), state: AtomicU8::new(IDLE), event: UnsafeCell::new(None) })
     }
 
     /// Announces that the current NIF will wait for the next event (before it queues
@@ -114,7 +114,7 @@ impl CallSlot {
 /// `import_failed` take it to answer that call's pending import.
 pub struct CallResource {
     pub shared: Arc<Shared>,
-    pub slot: Arc<CallSlot>,
+    pub slot: Arc<ReplySlot>,
 }
 
 #[rustler::resource_impl]
