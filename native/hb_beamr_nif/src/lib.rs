@@ -10,11 +10,11 @@
 
 mod atoms;
 mod bytes;
-mod handover;
 mod codec;
 mod command;
 mod emscripten;
 mod executor;
+mod handover;
 mod instance;
 mod mailbox;
 mod memory;
