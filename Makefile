@@ -5,6 +5,7 @@
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/hb_beamr/target
 SHARED ?= $(abspath ../shared)
 export HB_BEAMR_SHARED := $(SHARED)
+export SPEC_TESTS_DIR := $(SHARED)/spec-tests
 
 NIF := priv/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt

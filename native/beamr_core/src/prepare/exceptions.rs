@@ -184,6 +184,7 @@ fn malformed(what: &str) -> PrepareError {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_support::fixture;
     use super::super::wasmer_features;
     use super::*;
     use std::time::Instant;
@@ -638,9 +639,7 @@ mod tests {
 
     #[test]
     fn aos_module_translates_quickly_to_a_valid_module() {
-        let Ok(wasm) = std::fs::read("/work/shared/fixtures/hyperbeam/aos-2-pure-xs.wasm") else {
-            return;
-        };
+        let wasm = fixture("aos-2-pure-xs.wasm");
         let started = Instant::now();
         let translated = translate_legacy_exceptions(&wasm).unwrap().expect("aos uses legacy EH");
         eprintln!("translated aos-2-pure-xs.wasm in {:?}", started.elapsed());

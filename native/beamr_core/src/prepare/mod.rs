@@ -127,11 +127,13 @@ pub(crate) mod test_support {
     use wasmer::sys::vm::TrapCode;
     use wasmer::{imports, Instance, Module, RuntimeError, Store, Value};
 
-    pub const FIXTURES: &str = "/work/shared/fixtures/hyperbeam";
-
-    /// A fixture's bytes, or None when the shared fixtures are not on this machine.
-    pub fn fixture(name: &str) -> Option<Vec<u8>> {
-        std::fs::read(format!("{FIXTURES}/{name}")).ok()
+    /// A HyperBEAM fixture's bytes, from `$HB_BEAMR_SHARED` (set by the Makefile) or the
+    /// ../shared beside the clone; a missing fixture fails the test rather than skipping it.
+    pub fn fixture(name: &str) -> Vec<u8> {
+        let shared = std::env::var("HB_BEAMR_SHARED")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
+        let path = format!("{shared}/fixtures/hyperbeam/{name}");
+        std::fs::read(&path).unwrap_or_else(|e| panic!("HyperBEAM fixture {path}: {e}"))
     }
 
     pub fn prepare_wat(wat: &str) -> PreparedModule {
@@ -226,7 +228,7 @@ mod tests {
 
     #[test]
     fn test_calling_fixture_lowers_compiles_and_mallocs() {
-        let Some(wasm) = fixture("test-calling.wasm") else { return };
+        let wasm = fixture("test-calling.wasm");
         let prepared = prepare(&wasm, &PrepareOptions::default()).unwrap();
         assert!(prepared.memory64_lowered);
         let engine = crate::engine::engine();
@@ -244,7 +246,7 @@ mod tests {
 
     #[test]
     fn aos_fixture_prepares_fast_and_evaluates_lua() {
-        let Some(wasm) = fixture("aos-2-pure-xs.wasm") else { return };
+        let wasm = fixture("aos-2-pure-xs.wasm");
         let started = Instant::now();
         let prepared = prepare(&wasm, &PrepareOptions::default()).unwrap();
         eprintln!("prepare(aos-2-pure-xs.wasm) took {:?}", started.elapsed());

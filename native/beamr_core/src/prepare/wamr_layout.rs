@@ -95,7 +95,7 @@ mod tests {
             ("test-calling.wasm", 258, 259),
             ("aos-2-pure-xs.wasm", 192, 193),
         ] {
-            let Some(wasm) = fixture(name) else { continue };
+            let wasm = fixture(name);
             assert_eq!(pages(&wasm, true).0, wamr, "{name}");
             assert_eq!(pages(&wasm, false).0, plain, "{name}");
         }
