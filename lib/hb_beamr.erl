@@ -89,7 +89,11 @@ stop(Instance) when is_pid(Instance), node(Instance) =:= node() ->
     exit(Instance, kill),
     ok;
 stop(Instance) when is_pid(Instance) ->
-    erpc:call(node(Instance), ?MODULE, stop, [Instance]).
+    try erpc:call(node(Instance), ?MODULE, stop, [Instance])
+    catch
+        %% A node that cannot be reached holds no instance any more.
+        error:{erpc, noconnection} -> ok
+    end.
 
 %% @doc Calls an export; every import is answered by `stub/3'.
 -spec call(instance(), name(), [value()]) -> {ok, [value()]} | {error, reason()}.
