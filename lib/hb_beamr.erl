@@ -15,7 +15,7 @@
 
 -export([start/1, start/2, stop/1]).
 -export([call/3, call/4, call/5, call/6]).
--export([serialize/1, deserialize/2, stub/3, load_driver/0]).
+-export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 
 -type instance() :: pid().
 -type name() :: binary() | string().
@@ -33,6 +33,7 @@
                    | exception | out_of_gas | timeout | caller_died | other.
 -type reason() :: {trap, trap_kind(), binary()} | {not_found, name()} | {badarg, term()}
                 | {invalid_module, term()} | stopped
+                | {memory_limit, Initial :: non_neg_integer(), Limit :: non_neg_integer()}
                 | {import_failed, string(), string(), {atom(), term()}}.
 -export_type([instance/0, value/0, import_fun/0, import_request/0, reason/0]).
 
@@ -41,15 +42,17 @@
 start(Wasm) ->
     start(Wasm, #{}).
 
-%% @doc Loads a module. Options: `mode => wasm | aot' (both compile with Cranelift) and
-%% `wamr_compat => boolean()' (default true: WAMR's extra memory page).
+%% @doc Loads a module. Options: `mode => wasm | aot' (both compile with Cranelift),
+%% `wamr_compat => boolean()' (default true: WAMR's extra memory page), `gas => boolean()'
+%% (accepted: metering is always compiled in) and `memory_limit => Bytes' (memory 0 may
+%% not grow beyond it; the application env `memory_limit' gives a default).
 -spec start(iodata(), wasm | aot | map()) ->
     {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.
 start(Wasm, Mode) when Mode =:= wasm; Mode =:= aot ->
     start(Wasm, #{mode => Mode});
 start(Wasm, Opts) when is_map(Opts) ->
     case to_binary(Wasm) of
-        {ok, Bin} -> start_owned(Bin, Opts);
+        {ok, Bin} -> start_owned(Bin, with_env_defaults(Opts));
         error -> {error, {badarg, wasm}}
     end;
 start(_Wasm, Opts) ->
@@ -69,6 +72,12 @@ start_owned(Wasm, Opts) ->
         {error, Reason} ->
             exit(Owner, kill),
             {error, Reason}
+    end.
+
+with_env_defaults(Opts) ->
+    case application:get_env(hb_beamr, memory_limit) of
+        {ok, Limit} -> maps:merge(#{memory_limit => Limit}, Opts);
+        undefined -> Opts
     end.
 
 to_binary(Wasm) when is_binary(Wasm) -> {ok, Wasm};
@@ -114,6 +123,9 @@ call(Instance, Func, Args, ImportFun, State) ->
     call(Instance, Func, Args, ImportFun, State, #{}).
 
 %% @doc Calls an export; imports are answered by `ImportFun', threading `State'.
+%% `Opts' goes to the import fun; besides, `timeout => Ms' ends the call with
+%% `{trap, timeout, _}' once the deadline passes, and `gas => N' with `{trap, out_of_gas, _}'
+%% once it has used N units of fuel (see `gas_used/1').
 -spec call(instance(), name(), [value()], import_fun(), term(), map()) ->
     {ok, [value()], term()} | {error, reason(), term()}.
 call(Instance, Func, Args, ImportFun, State, Opts)
@@ -122,13 +134,18 @@ call(Instance, Func, Args, ImportFun, State, Opts)
 call(Instance, Func, Args, ImportFun, State, Opts)
         when is_pid(Instance), is_map(Opts),
              (is_function(ImportFun, 3) orelse is_function(ImportFun, 2)) ->
-    case hb_beamr_nif:call(Instance, Func, Args) of
+    case queue_call(Instance, Func, Args, Opts) of
         {event, Id, Event} -> handle(Instance, Id, Event, ImportFun, State, Opts);
         {wait, Id} -> await(Instance, Id, ImportFun, State, Opts);
         {error, Reason} -> {error, Reason, State}
     end;
 call(Instance, _Func, _Args, ImportFun, State, Opts) ->
     {error, {badarg, bad_call_argument(Instance, ImportFun, Opts)}, State}.
+
+queue_call(Instance, Func, Args, Opts) when map_size(Opts) =:= 0 ->
+    hb_beamr_nif:call(Instance, Func, Args);
+queue_call(Instance, Func, Args, Opts) ->
+    hb_beamr_nif:call(Instance, Func, Args, Opts).
 
 bad_call_argument(Instance, _, _) when not is_pid(Instance) -> {instance, Instance};
 bad_call_argument(_, _, Opts) when not is_map(Opts) -> {options, Opts};
@@ -193,6 +210,17 @@ serialize(Instance) ->
 -spec deserialize(instance(), binary()) -> ok | {error, reason()}.
 deserialize(Instance, Bin) ->
     hb_beamr_io:restore(Instance, Bin).
+
+%% @doc The fuel the instance's last call used: one unit per wasm operator, charged per
+%% function entry and loop iteration (see the README). The same call on the same state
+%% always uses the same amount.
+-spec gas_used(instance()) -> {ok, non_neg_integer()} | {error, reason()}.
+gas_used(Instance) when is_pid(Instance), node(Instance) =/= node() ->
+    erpc:call(node(Instance), ?MODULE, gas_used, [Instance]);
+gas_used(Instance) when is_pid(Instance) ->
+    hb_beamr_nif:gas_used(Instance);
+gas_used(Instance) ->
+    {error, {badarg, {instance, Instance}}}.
 
 %% @doc The default import fun: answers every import with `[0]'.
 -spec stub(term(), import_request(), map()) -> {ok, [0], term()}.

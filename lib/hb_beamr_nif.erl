@@ -5,7 +5,7 @@
 %%% Use `hb_beamr' and `hb_beamr_io', not this.
 -module(hb_beamr_nif).
 
--export([start/3, call/3, import_reply/3, import_failed/1, stop/1]).
+-export([start/3, call/3, call/4, import_reply/3, import_failed/1, stop/1, gas_used/1]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
 
@@ -37,6 +37,14 @@ start(_Owner, _Wasm, _Opts) -> erlang:nif_error(not_loaded).
 -spec call(pid(), binary() | string(), list()) ->
     {event, id(), event()} | {wait, id()} | {error, term()}.
 call(_Instance, _Func, _Args) -> erlang:nif_error(not_loaded).
+
+%% call/3 with call options (`timeout', `gas').
+-spec call(pid(), binary() | string(), list(), map()) ->
+    {event, id(), event()} | {wait, id()} | {error, term()}.
+call(_Instance, _Func, _Args, _Opts) -> erlang:nif_error(not_loaded).
+
+-spec gas_used(pid()) -> {ok, non_neg_integer()} | {error, stopped}.
+gas_used(_Instance) -> erlang:nif_error(not_loaded).
 
 -spec import_reply(call(), non_neg_integer(), list()) -> {event, id(), event()} | {wait, id()} | {error, term()}.
 import_reply(_Call, _Index, _Results) -> erlang:nif_error(not_loaded).

@@ -2,6 +2,7 @@
 -module(hb_beamr_test_util).
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
+-export([executor_threads/0, settle/2]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -35,6 +36,25 @@ shared_dir() ->
     case os:getenv("HB_BEAMR_SHARED") of
         false -> filename:join(root(), "../shared");
         Dir -> Dir
+    end.
+
+%% @doc The number of this VM's executor threads (one per live instance).
+-spec executor_threads() -> non_neg_integer().
+executor_threads() ->
+    Tasks = "/proc/" ++ os:getpid() ++ "/task",
+    {ok, Threads} = file:list_dir(Tasks),
+    length([T || T <- Threads, file:read_file(filename:join([Tasks, T, "comm"])) =:= {ok, <<"hb_beamr_exec\n">>}]).
+
+%% @doc Polls `Measure' for up to 5 s until it returns `Expected'; returns the last value.
+-spec settle(fun(() -> term()), term()) -> term().
+settle(Measure, Expected) ->
+    settle(Measure, Expected, 100).
+
+settle(Measure, Expected, Tries) ->
+    case Measure() of
+        Expected -> Expected;
+        _ when Tries > 0 -> timer:sleep(50), settle(Measure, Expected, Tries - 1);
+        Other -> Other
     end.
 
 %% rebar3 and make run the suites from the project root.

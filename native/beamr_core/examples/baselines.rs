@@ -23,7 +23,8 @@ fn main() {
 }
 
 fn direct_calls(source: &[u8]) {
-    let module: Module = beamr_core::compile::compile(source, &PrepareOptions::default()).unwrap().module;
+    // Plain wasmer: no preparation, so no interruption checks (bench.wat needs no lowering).
+    let module = Module::new(beamr_core::engine::engine(), wat::parse_bytes(source).unwrap()).unwrap();
     let mut store = Store::new(beamr_core::engine::engine().clone());
     let echo = Function::new_typed(&mut store, |x: i32| x);
     let instance = Instance::new(&mut store, &module, &imports! { "env" => { "echo" => echo } }).unwrap();

@@ -69,7 +69,7 @@ mod tests {
         let opts = PrepareOptions::default();
         assert!(!compile(ADD.as_bytes(), &opts).unwrap().cached);
         assert!(compile(ADD.as_bytes(), &opts).unwrap().cached);
-        let other_opts = PrepareOptions { wamr_compat: false };
+        let other_opts = PrepareOptions { wamr_compat: false, ..Default::default() };
         assert!(!compile(ADD.as_bytes(), &other_opts).unwrap().cached);
     }
 

@@ -4,10 +4,12 @@
 //!   legacy exceptions, snapshot globals, WAMR page layout).
 //! * [`engine`] owns the process-wide wasmer engine; [`compile`] turns bytes into a
 //!   compiled module through preparation, keeping modules in a [`cache`].
+//! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
 
 pub mod cache;
 pub mod compile;
 pub mod engine;
+pub mod fuel;
 pub mod prepare;
 pub mod signature;

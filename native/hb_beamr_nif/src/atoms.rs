@@ -44,5 +44,12 @@ rustler::atoms! {
     unaligned_atomic,
     exception,
     caller_died,
+    out_of_gas,
+    timeout,
+    gas,
+    memory_limit,
+    resource_limit,
+    thread,
+    options,
     other,
 }

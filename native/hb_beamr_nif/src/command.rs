@@ -1,6 +1,7 @@
 //! What NIFs ask of an executor.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use rustler::LocalPid;
 
@@ -10,7 +11,7 @@ use crate::codec::Values;
 
 pub enum Command {
     /// Call export number `func`; its events go to `caller` (see `ReplySlot`).
-    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: usize, args: Values },
+    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: usize, args: Values, limits: Limits },
     /// Access memory 0; the outcome goes to `caller` (see `ReplySlot`).
     Memory { caller: LocalPid, slot: Arc<ReplySlot>, op: MemoryOp },
     /// The Erlang side answered the pending import of call `id`; `None` means the
@@ -20,6 +21,14 @@ pub enum Command {
     CallerDown(LocalPid),
     /// Wakes the executor so it notices the instance's stop flag.
     Stop,
+}
+
+/// What a call may use (call/6 options). Only an outermost call's limits apply: a nested
+/// call runs within the call that is waiting for its import.
+#[derive(Clone, Copy, Default)]
+pub struct Limits {
+    pub deadline: Option<Instant>,
+    pub gas: Option<u64>,
 }
 
 pub enum MemoryOp {

@@ -11,30 +11,41 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use beamr_core::engine::{engine, panic_message};
+use beamr_core::fuel::{Meter, SLICE};
+use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
 use beamr_core::prepare::MEMORY_EXPORT;
 use rustler::types::tuple::make_tuple;
 use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
 use wasmer::{
-    AsStoreMut, Extern, Function, FunctionEnv, FunctionEnvMut, Imports, Instance, InstantiationError,
-    Memory, Module, RuntimeError, Store, Value,
+    AsStoreMut, Extern, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global, Imports, Instance,
+    InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Type, Value,
 };
 
 use crate::atoms;
 use crate::handover::{CallResource, ReplySlot, Event};
 use crate::codec::{Values, WasmValue};
-use crate::command::Command;
+use crate::command::{Command, Limits};
 use crate::emscripten::{self, Hooks};
 use crate::instance::{InstanceResource, Shared};
 use crate::memory::{self, MemoryReply};
-use crate::trap::{CallFailure, HostError};
+use crate::trap::{CallFailure, HostError, Resource, TrapKind};
 
 /// wasm runs on its own stack of this size (wasmer's default of 1 MiB is too small for
 /// interpreters such as AO's Lua).
 const WASM_STACK_SIZE: usize = 16 << 20;
 const EXECUTOR_STACK_SIZE: usize = 16 << 20;
+
+/// Every nested call (an import handler calling back into the instance, `invoke_*`
+/// calling a table entry) runs host frames on the executor's stack and takes a wasm stack
+/// of its own, so nesting is bounded: deeper calls trap as `stack_overflow`. Lua, the
+/// deepest nester among AO's modules, stops at 200 nested C calls.
+const MAX_NESTING: usize = 1000;
+/// A nested call needs at least this much of the executor's stack left.
+const STACK_RESERVE: usize = 2 << 20;
 
 /// Everything an instance's executor needs besides the Store, reachable from host
 /// functions through a thread-local (host functions only get the Store).
@@ -51,6 +62,15 @@ struct Context {
     frames: RefCell<Vec<Rc<Frame>>>,
     caller_monitor: Cell<Option<Monitor>>,
     caller_died: Cell<bool>,
+    /// The module's fuel countdown (see `beamr_core::prepare::interrupt`).
+    fuel: RefCell<Option<Global>>,
+    /// The outermost call's fuel accounting and deadline.
+    meter: RefCell<Option<Meter>>,
+    deadline: Cell<Option<Instant>>,
+    /// Nested wasm calls in progress (through import handlers or `invoke_*`).
+    nesting: Cell<usize>,
+    /// An address near the top of the executor's stack, to measure how much is in use.
+    stack_top: usize,
 }
 
 struct Frame {
@@ -112,6 +132,11 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPi
         frames: RefCell::new(Vec::new()),
         caller_monitor: Cell::new(None),
         caller_died: Cell::new(false),
+        fuel: RefCell::new(None),
+        meter: RefCell::new(None),
+        deadline: Cell::new(None),
+        nesting: Cell::new(0),
+        stack_top: stack_address(),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, &start))) {
@@ -119,13 +144,18 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPi
     }
     context.shutdown();
     CONTEXT.with(|c| *c.borrow_mut() = None);
-    shared.exited.store(true, Ordering::Release);
+}
+
+/// The address of a local of the calling frame.
+#[inline(never)]
+fn stack_address() -> usize {
+    let marker = 0u8;
+    std::hint::black_box(&marker) as *const u8 as usize
 }
 
 impl Context {
     fn serve(&self, module: Module, start: &Rc<Frame>) {
         let mut store = Store::new(engine().clone());
-        *self.shared.interrupter.lock() = Some(store.interrupter());
         let imports = self.import_object(&mut store);
         if !self.enter(Rc::clone(start)) {
             return self.finish(start, Err(CallFailure::Stopped));
@@ -135,6 +165,7 @@ impl Context {
         let failure = match instance {
             Ok(Ok(instance)) => return self.serve_instance(&mut store, &instance, start),
             Ok(Err(InstantiationError::Start(error))) => CallFailure::classify(&error, self.shared.is_stopped()),
+            Ok(Err(InstantiationError::Link(LinkError::Resource(_)))) => CallFailure::ResourceLimit(Resource::Memory),
             Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
             Err(panic) => CallFailure::InvalidModule(panic_message(&panic)),
         };
@@ -150,6 +181,7 @@ impl Context {
             .map(|e| instance.exports.get_function(&e.name).expect("listed export").clone())
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
+        *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
         self.finish(start, Ok(Values::new()));
 
@@ -172,6 +204,8 @@ impl Context {
             };
             imports.define(&import.module, &import.name, Extern::Function(function));
         }
+        let check = Function::new(store, FunctionType::new([Type::I64], [Type::I64]), on_check);
+        imports.define(CHECK_MODULE, CHECK_NAME, Extern::Function(check));
         imports
     }
 
@@ -182,7 +216,9 @@ impl Context {
 
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
-            Command::Call { caller, slot, func, args } => self.call(store, Frame::new(caller, slot), func, &args),
+            Command::Call { caller, slot, func, args, limits } => {
+                self.call(store, Frame::new(caller, slot), func, &args, limits)
+            }
             Command::Memory { caller, slot, op } => {
                 let result = memory::run(self.memory.borrow().as_ref(), store, op);
                 self.deliver(caller, &slot, Event::Memory(result));
@@ -191,13 +227,24 @@ impl Context {
         }
     }
 
-    fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: usize, args: &[WasmValue]) {
+    fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: usize, args: &[WasmValue], limits: Limits) {
         let function = self.functions.borrow()[func].clone();
         let params: SmallVec<[Value; 4]> = args.iter().map(|a| a.to_wasmer()).collect();
+        let outermost = self.frames.borrow().is_empty();
+        if !outermost && !self.may_nest() {
+            let message = HostError::NestedTooDeep.to_string();
+            return self.finish(&frame, Err(CallFailure::Trap { kind: TrapKind::StackOverflow, message }));
+        }
         if !self.enter(Rc::clone(&frame)) {
             return self.finish(&frame, Err(CallFailure::Stopped));
         }
-        let outcome = catch_unwind(AssertUnwindSafe(|| function.call(store, &params)));
+        if outermost {
+            self.start_metering(store, limits);
+        }
+        let outcome = self.nested(|| catch_unwind(AssertUnwindSafe(|| function.call(store, &params))));
+        if outermost {
+            self.stop_metering(store);
+        }
         self.leave();
         let outcome = match outcome {
             Ok(Ok(results)) => Ok(results.iter().map(WasmValue::from_wasmer).collect()),
@@ -208,21 +255,62 @@ impl Context {
     }
 
     /// Announces a call about to run wasm; false (and nothing entered) when the
-    /// instance is stopping. Checking after announcing means a concurrent stop either
-    /// sees the executor busy (and keeps interrupting it) or is seen here.
+    /// instance is stopping. A stop that comes later is noticed by the module's next check.
     fn enter(&self, frame: Rc<Frame>) -> bool {
-        let mut frames = self.frames.borrow_mut();
-        if frames.is_empty() {
-            self.shared.busy.store(true, Ordering::SeqCst);
-        }
         if self.shared.is_stopped() {
-            if frames.is_empty() {
-                self.shared.busy.store(false, Ordering::SeqCst);
-            }
             return false;
         }
-        frames.push(frame);
+        self.frames.borrow_mut().push(frame);
         true
+    }
+
+    /// Whether one more wasm call may nest inside the ones running.
+    fn may_nest(&self) -> bool {
+        let used = self.stack_top.saturating_sub(stack_address());
+        self.nesting.get() < MAX_NESTING && used + STACK_RESERVE < EXECUTOR_STACK_SIZE
+    }
+
+    /// Runs `f` (a wasm call) counted as one nesting level.
+    fn nested<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.nesting.set(self.nesting.get() + 1);
+        let result = f();
+        self.nesting.set(self.nesting.get() - 1);
+        result
+    }
+
+    fn start_metering(&self, store: &mut impl AsStoreMut, limits: Limits) {
+        let (meter, fuel) = Meter::start(limits.gas);
+        *self.meter.borrow_mut() = Some(meter);
+        self.deadline.set(limits.deadline);
+        if let Some(global) = self.fuel.borrow().as_ref() {
+            global.set(store, Value::I64(fuel)).expect("the fuel global is a mutable i64");
+        }
+    }
+
+    /// Records what the call used for `gas_used`.
+    fn stop_metering(&self, store: &mut impl AsStoreMut) {
+        self.deadline.set(None);
+        let Some(meter) = self.meter.take() else { return };
+        let fuel = match self.fuel.borrow().as_ref().map(|global| global.get(store)) {
+            Some(Value::I64(fuel)) => fuel,
+            _ => return,
+        };
+        self.shared.gas_used.store(meter.finish(fuel), Ordering::Release);
+    }
+
+    /// The module ran out of fuel: stop, time out, or run on with more.
+    fn check(&self, fuel: i64) -> Result<i64, HostError> {
+        if self.shared.is_stopped() {
+            return Err(HostError::Stopped);
+        }
+        if self.deadline.get().is_some_and(|deadline| Instant::now() >= deadline) {
+            return Err(HostError::Timeout);
+        }
+        match self.meter.borrow_mut().as_mut() {
+            Some(meter) => meter.refill(fuel).map_err(|_| HostError::OutOfGas),
+            // Instantiation (a start function) runs outside any call: no budget.
+            None => Ok(SLICE),
+        }
     }
 
     fn leave(&self) {
@@ -233,7 +321,6 @@ impl Context {
                 self.resource.demonitor(None, &monitor);
             }
             self.caller_died.set(false);
-            self.shared.busy.store(false, Ordering::Release);
         }
     }
 
@@ -261,7 +348,10 @@ impl Context {
             }
             match self.shared.mailbox.pop() {
                 Command::ImportReply { id, results } if id == frame.slot.id => {
-                    return results.ok_or(HostError::ImportFailed)
+                    if self.deadline.get().is_some_and(|deadline| Instant::now() >= deadline) {
+                        return Err(HostError::Timeout);
+                    }
+                    return results.ok_or(HostError::ImportFailed);
                 }
                 Command::CallerDown(pid) if pid == frame.caller => self.caller_died.set(true),
                 command if command.caller() == Some(frame.caller) => self.execute(store, command),
@@ -335,7 +425,22 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     // Instantiation has finished whenever wasm can reach an invoke (start functions
     // aside, which Emscripten does not use).
     let hooks = hooks.as_ref().ok_or_else(|| RuntimeError::new("invoke_* called during instantiation"))?;
-    hooks.invoke(&mut env, args, import.ty.results())
+    if !context.may_nest() {
+        return Err(RuntimeError::user(Box::new(HostError::NestedTooDeep)));
+    }
+    context.nested(|| hooks.invoke(&mut env, args, import.ty.results()))
+}
+
+/// The host function behind the module's interruption checks.
+fn on_check(args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let fuel = match args {
+        [Value::I64(fuel)] => *fuel,
+        _ => return Err(RuntimeError::new("interruption check: bad arguments")),
+    };
+    match context().check(fuel) {
+        Ok(fuel) => Ok(vec![Value::I64(fuel)]),
+        Err(error) => Err(RuntimeError::user(Box::new(error))),
+    }
 }
 
 /// An event as Erlang sees it: a call's `{ok, Results}`, `{error, Reason}` or

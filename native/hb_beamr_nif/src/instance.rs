@@ -2,17 +2,14 @@
 //!
 //! The Store and wasmer Instance never leave the executor thread; this holds only what
 //! other threads need: the mailbox, the stop flag, the export/import tables used to
-//! check arguments before queueing, and the interrupter that stops running wasm.
+//! check arguments before queueing, and what the last call used.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 use rustler::{Env, LocalPid, Monitor, Resource, ResourceArc};
-use wasmer::{FunctionType, Interrupter};
+use wasmer::FunctionType;
 
 use crate::command::Command;
 use crate::mailbox::{Closed, Mailbox};
@@ -35,12 +32,8 @@ pub struct Shared {
     pub owner: LocalPid,
     pub mailbox: Mailbox,
     pub stopped: AtomicBool,
-    /// Set while the executor runs a call, so stop knows whether to interrupt wasm.
-    /// On a cache line of its own: the executor writes it around every call, and it must
-    /// not share a line with the mailbox the NIFs write.
-    pub busy: CachePadded<AtomicBool>,
-    pub exited: AtomicBool,
-    pub interrupter: Mutex<Option<Interrupter>>,
+    /// The fuel the last outermost call used (`hb_beamr:gas_used/1`).
+    pub gas_used: AtomicU64,
     pub exports: Vec<ExportedFunction>,
     pub export_index: HashMap<String, usize>,
     pub imports: Vec<ImportedFunction>,
@@ -63,10 +56,6 @@ impl Resource for InstanceResource {
     }
 }
 
-/// How often and how long a stop keeps interrupting wasm that has not yet noticed it.
-const INTERRUPT_RETRY: Duration = Duration::from_millis(2);
-const INTERRUPT_GIVE_UP: Duration = Duration::from_secs(10);
-
 impl Shared {
     pub fn new(
         owner: LocalPid,
@@ -78,9 +67,7 @@ impl Shared {
             owner,
             mailbox: Mailbox::new(),
             stopped: AtomicBool::new(false),
-            busy: CachePadded::new(AtomicBool::new(false)),
-            exited: AtomicBool::new(false),
-            interrupter: Mutex::new(None),
+            gas_used: AtomicU64::new(0),
             exports,
             export_index,
             imports,
@@ -99,28 +86,15 @@ impl Shared {
         self.mailbox.push(command)
     }
 
-    /// Ends the instance: idempotent, returns at once. Running wasm is interrupted (the
-    /// signal is retried from a helper thread, since one can land between two wasm
-    /// calls); an executor waiting in an import notices the flag when woken.
+    /// Ends the instance: idempotent, returns at once. Running wasm notices at its next
+    /// interruption check (see `beamr_core::prepare::interrupt`) and an executor waiting
+    /// for a command or an import reply is woken by the `Stop` command.
     pub fn stop(self: &Arc<Self>) {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
         registry::remove(&self.owner);
         let _ = self.mailbox.push(Command::Stop);
-        // SeqCst pairs with the executor's `busy` store then `stopped` load.
-        if self.busy.load(Ordering::SeqCst) {
-            let shared = Arc::clone(self);
-            let _ = std::thread::Builder::new().name("hb_beamr_stop".into()).spawn(move || {
-                let deadline = std::time::Instant::now() + INTERRUPT_GIVE_UP;
-                while !shared.exited.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
-                    if let Some(interrupter) = shared.interrupter.lock().as_ref() {
-                        interrupter.interrupt();
-                    }
-                    std::thread::sleep(INTERRUPT_RETRY);
-                }
-            });
-        }
     }
 }
 

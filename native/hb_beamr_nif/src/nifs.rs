@@ -4,10 +4,13 @@
 //! Only `start` does real work here (preparing and compiling), on a dirty scheduler.
 
 use std::borrow::Cow;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use beamr_core::compile::{compile, CompileError};
-use beamr_core::prepare::{PrepareOptions, RESERVED_EXPORT_PREFIX};
+use beamr_core::prepare::interrupt::CHECK_MODULE;
+use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
 use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, NifResult, ResourceArc, Term, TermType};
 use wasmer::{ExternType, Module};
@@ -16,10 +19,11 @@ use crate::atoms;
 use crate::bytes::Bytes;
 use crate::handover::{CallResource, ReplySlot};
 use crate::codec::{decode_args, BadArg, Values};
-use crate::command::{Command, MemoryOp};
+use crate::command::{Command, Limits, MemoryOp};
 use crate::executor::{self, charlist, encode_event};
 use crate::instance::{ExportedFunction, ImportedFunction, InstanceResource, Shared};
 use crate::registry;
+use crate::trap::{CallFailure, Resource};
 
 fn error<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
     (atoms::error(), reason).encode(env)
@@ -29,22 +33,70 @@ fn badarg<'a>(env: Env<'a>, detail: impl Encoder) -> Term<'a> {
     error(env, (atoms::badarg(), detail))
 }
 
-/// Start options: `wamr_compat` (boolean, default true) and `mode` (`wasm | aot`; both
-/// compile with Cranelift, the mode is accepted for compatibility).
-fn decode_options(opts: Term) -> Result<PrepareOptions, Term> {
-    let mut options = PrepareOptions::default();
-    let env = opts.get_env();
+/// `{options, {Key, Value}}`: the option that has a bad value.
+fn bad_option<'a>(key: Term<'a>, value: Term<'a>) -> Term<'a> {
+    (atoms::options(), (key, value)).encode(key.get_env())
+}
+
+/// Start options (see the README): `wamr_compat`, `mode` (`wasm | aot`; both compile
+/// with Cranelift), `gas` (metering is always compiled in, so this only validates),
+/// `memory_limit` (bytes). Other keys are left to the Erlang side.
+struct StartOptions {
+    prepare: PrepareOptions,
+    memory_limit: Option<u64>,
+}
+
+fn decode_options(opts: Term) -> Result<StartOptions, Term> {
+    let mut options = StartOptions { prepare: PrepareOptions::default(), memory_limit: None };
     for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
-        if key == atoms::wamr_compat().encode(env) {
-            options.wamr_compat = value.decode().map_err(|_| value)?;
-        } else if key == atoms::mode().encode(env) {
-            let mode: Atom = value.decode().map_err(|_| value)?;
+        let Ok(key_atom) = key.decode::<Atom>() else { continue };
+        let bad = || bad_option(key, value);
+        if key_atom == atoms::wamr_compat() {
+            options.prepare.wamr_compat = value.decode().map_err(|_| bad())?;
+        } else if key_atom == atoms::mode() {
+            let mode: Atom = value.decode().map_err(|_| bad())?;
             if mode != atoms::wasm() && mode != atoms::aot() {
-                return Err(value);
+                return Err(bad());
             }
+        } else if key_atom == atoms::gas() {
+            value.decode::<bool>().map_err(|_| bad())?;
+        } else if key_atom == atoms::memory_limit() {
+            let limit: u64 = value.decode().map_err(|_| bad())?;
+            options.memory_limit = Some(limit);
+            options.prepare.max_pages = Some(limit / wasmer::WASM_PAGE_SIZE as u64);
         }
     }
     Ok(options)
+}
+
+/// Call options (call/6 `Opts`): `timeout => Ms | infinity`, `gas => N | infinity`. The
+/// map is also the import fun's options, so other keys are the caller's own.
+fn decode_limits(opts: Term) -> Result<Limits, Term> {
+    let mut limits = Limits::default();
+    for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
+        let Ok(key_atom) = key.decode::<Atom>() else { continue };
+        let unbounded = value.decode::<Atom>().is_ok_and(|a| a == atoms::infinity());
+        if key_atom == atoms::timeout() && !unbounded {
+            let ms: u64 = value.decode().map_err(|_| bad_option(key, value))?;
+            // A deadline beyond what the clock can represent is no deadline.
+            limits.deadline = Instant::now().checked_add(Duration::from_millis(ms));
+        } else if key_atom == atoms::gas() && !unbounded {
+            limits.gas = Some(value.decode().map_err(|_| bad_option(key, value))?);
+        }
+    }
+    Ok(limits)
+}
+
+/// The initial size of memory 0 in bytes.
+fn initial_memory(module: &Module) -> u64 {
+    module
+        .exports()
+        .find(|e| e.name() == MEMORY_EXPORT)
+        .and_then(|e| match e.ty() {
+            ExternType::Memory(ty) => Some(ty.minimum.bytes().0 as u64),
+            _ => None,
+        })
+        .unwrap_or(0)
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -53,13 +105,19 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         Ok(options) => options,
         Err(bad) => return badarg(env, bad),
     };
-    let compiled = match compile(source.as_slice(), &options) {
+    let compiled = match compile(source.as_slice(), &options.prepare) {
         Ok(compiled) => compiled,
         Err(CompileError::InvalidModule(message)) => {
             return error(env, (atoms::invalid_module(), message))
         }
     };
     let module = compiled.module;
+    if let Some(limit) = options.memory_limit {
+        let initial = initial_memory(&module);
+        if initial > limit {
+            return error(env, (atoms::memory_limit(), initial, limit));
+        }
+    }
     let shared = Arc::new(Shared::new(owner, exported_functions(&module), imported_functions(&module)));
     let resource = InstanceResource::new(shared);
     if resource.monitor(Some(env), &owner).is_none() {
@@ -69,9 +127,9 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     registry::insert(owner, resource.clone());
     let start = ReplySlot::new();
     let id = start.id;
-    if let Err(e) = executor::spawn(resource.clone(), module, env.pid(), start) {
+    if executor::spawn(resource.clone(), module, env.pid(), start).is_err() {
         resource.shared.stop();
-        return error(env, (atoms::other(), e.to_string()));
+        return error(env, CallFailure::ResourceLimit(Resource::Thread));
     }
     (atoms::ok(), id, imports, exports).encode(env)
 }
@@ -90,6 +148,7 @@ fn exported_functions(module: &Module) -> Vec<ExportedFunction> {
 fn imported_functions(module: &Module) -> Vec<ImportedFunction> {
     module
         .imports()
+        .filter(|i| i.module() != CHECK_MODULE)
         .filter_map(|i| match i.ty() {
             ExternType::Function(ty) => Some(ImportedFunction {
                 module: i.module().to_string(),
@@ -147,6 +206,20 @@ fn decode_name<'a>(term: Term<'a>) -> Option<Cow<'a, str>> {
 
 #[rustler::nif]
 fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Term<'a> {
+    call_export(env, owner, func, args, Limits::default())
+}
+
+/// `call/3` with call/6's options.
+#[rustler::nif(name = "call")]
+fn call_limited<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Term<'a>, opts: Term<'a>) -> Term<'a> {
+    // (Not named `args`: rustler's generated code uses that name for the NIF's arguments.)
+    match decode_limits(opts) {
+        Ok(limits) => call_export(env, owner, func, arguments, limits),
+        Err(bad) => badarg(env, bad),
+    }
+}
+
+fn call_export<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>, limits: Limits) -> Term<'a> {
     let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
     let Some(name) = decode_name(func) else { return badarg(env, (atoms::func(), func)) };
     let shared = &instance.shared;
@@ -158,7 +231,7 @@ fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Te
         Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
     };
     let caller = env.pid();
-    request(env, shared, |slot| Command::Call { caller, slot, func: index, args })
+    request(env, shared, |slot| Command::Call { caller, slot, func: index, args, limits })
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
@@ -250,6 +323,15 @@ fn import_reply<'a>(
 fn import_failed(call: ResourceArc<CallResource>) -> Atom {
     let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
     atoms::ok()
+}
+
+/// `{ok, Gas}`: the fuel the instance's last call used (see `beamr_core::fuel`).
+#[rustler::nif]
+fn gas_used(env: Env, owner: LocalPid) -> Term {
+    match registry::lookup(&owner) {
+        Some(instance) => (atoms::ok(), instance.shared.gas_used.load(Ordering::Acquire)).encode(env),
+        None => error(env, atoms::stopped()),
+    }
 }
 
 #[rustler::nif]

@@ -13,8 +13,14 @@ pub enum HostError {
     ImportFailed,
     /// The process handling the import died.
     CallerDied,
-    /// The instance was stopped while the call waited in an import.
+    /// The instance was stopped while the call ran or waited in an import.
     Stopped,
+    /// The call's deadline passed.
+    Timeout,
+    /// The call used its gas budget.
+    OutOfGas,
+    /// Calls nested too deeply (through imports or `invoke_*`) for the executor's stack.
+    NestedTooDeep,
 }
 
 impl std::fmt::Display for HostError {
@@ -23,6 +29,9 @@ impl std::fmt::Display for HostError {
             HostError::ImportFailed => "import failed",
             HostError::CallerDied => "the process handling the import died",
             HostError::Stopped => "instance stopped",
+            HostError::Timeout => "the call's deadline passed",
+            HostError::OutOfGas => "the call used its gas budget",
+            HostError::NestedTooDeep => "calls nested too deeply (through imports or invoke_*)",
         })
     }
 }
@@ -36,8 +45,16 @@ pub enum CallFailure {
     Stopped,
     /// Instantiation failed to link (e.g. a non-function import).
     InvalidModule(String),
+    /// The OS refused what the instance needs (a thread, memory mappings).
+    ResourceLimit(Resource),
     ImportFailed,
     Trap { kind: TrapKind, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resource {
+    Thread,
+    Memory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +70,8 @@ pub enum TrapKind {
     UninitializedElement,
     UnalignedAtomic,
     Exception,
+    OutOfGas,
+    Timeout,
     CallerDied,
     Other,
 }
@@ -66,6 +85,11 @@ impl CallFailure {
                 return CallFailure::Trap { kind: TrapKind::CallerDied, message }
             }
             Some(HostError::Stopped) => return CallFailure::Stopped,
+            Some(HostError::Timeout) => return CallFailure::Trap { kind: TrapKind::Timeout, message },
+            Some(HostError::OutOfGas) => return CallFailure::Trap { kind: TrapKind::OutOfGas, message },
+            Some(HostError::NestedTooDeep) => {
+                return CallFailure::Trap { kind: TrapKind::StackOverflow, message }
+            }
             None => {}
         }
         if stopped {
@@ -107,6 +131,8 @@ impl Encoder for CallFailure {
             CallFailure::InvalidModule(message) => {
                 (atoms::invalid_module(), message_binary(env, message)).encode(env)
             }
+            CallFailure::ResourceLimit(Resource::Thread) => (atoms::resource_limit(), atoms::thread()).encode(env),
+            CallFailure::ResourceLimit(Resource::Memory) => (atoms::resource_limit(), atoms::memory()).encode(env),
             CallFailure::Trap { kind, message } => {
                 let message = message_binary(env, message);
                 (atoms::trap(), kind.atom(), message).encode(env)
@@ -135,6 +161,8 @@ impl TrapKind {
             TrapKind::UninitializedElement => atoms::uninitialized_element(),
             TrapKind::UnalignedAtomic => atoms::unaligned_atomic(),
             TrapKind::Exception => atoms::exception(),
+            TrapKind::OutOfGas => atoms::out_of_gas(),
+            TrapKind::Timeout => atoms::timeout(),
             TrapKind::CallerDied => atoms::caller_died(),
             TrapKind::Other => atoms::other(),
         }

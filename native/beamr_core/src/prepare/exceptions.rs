@@ -211,7 +211,8 @@ mod tests {
             let engine = crate::engine::engine();
             let module = Module::new(engine, translate(wat)).unwrap();
             let mut store = Store::new(engine.clone());
-            let instance = Instance::new(&mut store, &module, &imports! {}).unwrap();
+            let imports = crate::prepare::test_support::with_check(&mut store, imports! {});
+            let instance = Instance::new(&mut store, &module, &imports).unwrap();
             Running { store, instance }
         }
 

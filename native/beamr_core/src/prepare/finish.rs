@@ -82,12 +82,15 @@ pub(super) fn finish(wasm: &[u8], opts: &PrepareOptions) -> Result<Finished, Pre
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(invalid)?;
         match &payload {
-            Payload::MemorySection(reader) if wamr_extra_page => {
+            Payload::MemorySection(reader) if wamr_extra_page || opts.max_pages.is_some() => {
                 let mut memories = MemorySection::new();
                 for (index, memory) in reader.clone().into_iter().enumerate() {
                     let mut memory = utils::memory_type(&mut RoundtripReencoder, memory.map_err(invalid)?);
-                    if index == 0 {
+                    if index == 0 && wamr_extra_page {
                         wamr_layout::add_page(&mut memory);
+                    }
+                    if let (0, Some(limit), Some(_)) = (index, opts.max_pages, summary.defined_memory0) {
+                        limit_growth(&mut memory, limit);
                     }
                     memories.memory(memory);
                 }
@@ -134,6 +137,13 @@ fn export_section(
         section.export(&export.name, export.kind, export.index);
     }
     Ok(section)
+}
+
+/// Caps how far a memory may grow. One that starts beyond the cap keeps its initial size
+/// as its maximum: whoever set the cap refuses to instantiate it (see `memory_limit`).
+fn limit_growth(memory: &mut wasm_encoder::MemoryType, max_pages: u64) {
+    let maximum = memory.maximum.map_or(max_pages, |maximum| maximum.min(max_pages));
+    memory.maximum = Some(maximum.max(memory.minimum));
 }
 
 /// Whether a section with this id must come after the export section.

@@ -59,7 +59,8 @@ mod tests {
         let f = exports.get_function("get").unwrap();
         assert_eq!(f.call(&mut store, &[]).unwrap()[0], Value::I64(9));
         assert_eq!(exports.get_global(&global_export_name(2)).unwrap().get(&mut store), Value::I32(6));
-        assert_eq!(exports.iter().count(), 6);
+        // Besides: `get`, `mem` and the interruption pass's fuel global.
+        assert_eq!(exports.iter().count(), 7);
     }
 
     #[test]
@@ -78,6 +79,7 @@ mod tests {
         let g = Global::new_mut(&mut store, Value::I32(4));
         let k = Global::new(&mut store, Value::I32(0));
         let imports = imports! { "env" => { "g" => g, "k" => k, "memory" => memory.clone(), "table" => table } };
+        let imports = super::super::test_support::with_check(&mut store, imports);
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
         let exports = &instance.exports;
         assert_eq!(exports.get_memory(MEMORY_EXPORT).unwrap(), &memory);
@@ -91,7 +93,7 @@ mod tests {
     fn preparing_twice_does_not_duplicate_exports() {
         let wat = "(module (memory 1) (global (mut i32) (i32.const 0)))";
         let once = prepare_wat(wat).wasm;
-        let opts = super::super::PrepareOptions { wamr_compat: false };
+        let opts = super::super::PrepareOptions { wamr_compat: false, ..Default::default() };
         let twice = super::super::prepare(&once, &opts).unwrap().wasm;
         let module = Module::new(crate::engine::engine(), twice).unwrap();
         assert_eq!(module.exports().count(), 2);

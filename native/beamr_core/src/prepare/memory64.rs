@@ -928,7 +928,8 @@ mod tests {
         let too_far = prepare_wat(r#"(module (memory i64 1) (data (i64.const 0x1_0000_0000) ""))"#);
         let module = wasmer::Module::new(engine, too_far.wasm).unwrap();
         let mut store = wasmer::Store::new(engine.clone());
-        assert!(wasmer::Instance::new(&mut store, &module, &wasmer::imports! {}).is_err());
+        let imports = crate::prepare::test_support::with_check(&mut store, wasmer::imports! {});
+        assert!(wasmer::Instance::new(&mut store, &module, &imports).is_err());
 
         let imported =
             wat::parse_str(r#"(module (global (import "env" "base") i64) (memory i64 1) (data (global.get 0) "x"))"#)
@@ -939,7 +940,7 @@ mod tests {
     #[test]
     fn limits_are_clamped() {
         let limits = |wat: &str| {
-            let wasm = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions { wamr_compat: false })?.wasm;
+            let wasm = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions { wamr_compat: false, ..Default::default() })?.wasm;
             let types = wasmparser::Validator::new().validate_all(&wasm).unwrap();
             let memory = types.as_ref().memory_at(0);
             Ok::<_, super::PrepareError>((memory.memory64, memory.initial, memory.maximum))
@@ -958,6 +959,7 @@ mod tests {
         let module = wasmer::Module::new(engine, &prepared.wasm).unwrap();
         let mut store = wasmer::Store::new(engine.clone());
         let imports = imports(&mut store);
+        let imports = crate::prepare::test_support::with_check(&mut store, imports);
         let error = wasmer::Instance::new(&mut store, &module, &imports).expect_err("instantiated");
         let error = error.to_string();
         assert!(error.contains(what), "{error}");
@@ -1020,7 +1022,8 @@ mod tests {
         assert_eq!(names[1].0, super::UNSATISFIABLE_MODULE);
         assert!(names[1].1.starts_with("memory 1 of 281474976710656 pages"), "{}", names[1].1);
         assert!(names[2].1.starts_with("table 0 of 4294967296 elements"), "{}", names[2].1);
-        assert_eq!(names.len(), 3);
+        assert_eq!(names[3].0, crate::prepare::interrupt::CHECK_MODULE);
+        assert_eq!(names.len(), 4);
 
         // Providing the unsatisfiable imports shows that every reference followed its memory
         // or table.
@@ -1037,6 +1040,7 @@ mod tests {
             "env" => { "m" => env.clone() },
             super::UNSATISFIABLE_MODULE => { &names[1].1 => huge, &names[2].1 => table },
         };
+        let imports = crate::prepare::test_support::with_check(&mut store, imports);
         let instance = wasmer::Instance::new(&mut store, &module, &imports).unwrap();
         let s = &mut store;
         assert_eq!(call(s, &instance, "load", &[Value::I64(8)]).unwrap()[0], Value::I32(42));

@@ -10,10 +10,13 @@
 //! 2. [`exceptions`]: legacy `try`/`catch`/`rethrow`/`delegate` become `try_table`/`throw_ref`.
 //! 3. [`host_exports`] and 4. [`wamr_layout`]: applied together by [`finish`], which only
 //!    rewrites the memory and export sections and copies everything else byte for byte.
+//! 5. [`interrupt`]: the fuel countdown through which running wasm is stopped, timed out
+//!    and metered.
 
 mod exceptions;
 mod finish;
 mod host_exports;
+pub mod interrupt;
 mod memory64;
 mod wamr_layout;
 
@@ -40,11 +43,13 @@ pub fn global_export_name(global_index: u32) -> String {
 pub struct PrepareOptions {
     /// Add WAMR's extra 64 KiB page (see DESIGN.md, item 4).
     pub wamr_compat: bool,
+    /// Memory 0 may not grow beyond this many 64 KiB pages (`memory.grow` returns -1).
+    pub max_pages: Option<u64>,
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { wamr_compat: true }
+        PrepareOptions { wamr_compat: true, max_pages: None }
     }
 }
 
@@ -108,12 +113,14 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
     let translated = exceptions::translate_legacy_exceptions(wasm)?;
     let wasm = translated.as_deref().unwrap_or(wasm);
     let finished = finish::finish(wasm, opts)?;
+    let instrumented = interrupt::instrument(&finished.wasm)?;
+    let wasm = instrumented.unwrap_or(finished.wasm);
 
     Validator::new_with_features(wasmer_features())
-        .validate_all(&finished.wasm)
+        .validate_all(&wasm)
         .map_err(|e| PrepareError(format!("preparation produced an invalid module: {e}")))?;
     Ok(PreparedModule {
-        wasm: finished.wasm,
+        wasm,
         memory64_lowered: lowered.is_some(),
         exceptions_translated: translated.is_some(),
         wamr_extra_page: finished.wamr_extra_page,
@@ -125,7 +132,7 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
 pub(crate) mod test_support {
     use super::*;
     use wasmer::sys::vm::TrapCode;
-    use wasmer::{imports, Instance, Module, RuntimeError, Store, Value};
+    use wasmer::{imports, Imports, Instance, Module, RuntimeError, Store, Value};
 
     /// A HyperBEAM fixture's bytes, from `$HB_BEAMR_SHARED` (set by the Makefile) or the
     /// ../shared beside the clone; a missing fixture fails the test rather than skipping it.
@@ -145,8 +152,15 @@ pub(crate) mod test_support {
         let engine = crate::engine::engine();
         let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
         let mut store = Store::new(engine.clone());
-        let instance = Instance::new(&mut store, &module, &imports! {}).unwrap();
+        let imports = with_check(&mut store, imports! {});
+        let instance = Instance::new(&mut store, &module, &imports).unwrap();
         (store, instance)
+    }
+
+    /// `imports` plus the interruption check, never interrupting.
+    pub fn with_check(store: &mut Store, mut imports: Imports) -> Imports {
+        imports.define(interrupt::CHECK_MODULE, interrupt::CHECK_NAME, interrupt::unlimited_check(store));
+        imports
     }
 
     pub fn call(
@@ -205,8 +219,8 @@ mod tests {
     }
 
     fn wasi_stubs(store: &mut Store, module: &Module) -> wasmer::Imports {
-        let mut imports = imports! {};
-        for import in module.imports() {
+        let mut imports = with_check(store, imports! {});
+        for import in module.imports().filter(|i| i.module() != interrupt::CHECK_MODULE) {
             if let wasmer::ExternType::Function(ty) = import.ty() {
                 // As AOS.md describes: clock_time_get answers 1, everything else 0.
                 let answer = i32::from(import.name() == "clock_time_get");

@@ -52,7 +52,7 @@ mod tests {
 
     /// Memory 0's (initial, maximum) pages after preparation.
     fn pages(wasm: &[u8], wamr_compat: bool) -> (u64, Option<u64>) {
-        let prepared = prepare(wasm, &PrepareOptions { wamr_compat }).unwrap();
+        let prepared = prepare(wasm, &PrepareOptions { wamr_compat, ..Default::default() }).unwrap();
         let types = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(&prepared.wasm)
             .unwrap();

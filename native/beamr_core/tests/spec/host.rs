@@ -7,9 +7,17 @@
 
 use std::collections::HashMap;
 
+use beamr_core::prepare::interrupt;
 use wasmer::{Extern, Function, FunctionType, Global, Memory, MemoryType, Store, Table, TableType, Type, Value};
 
 use super::linking::Exported;
+
+/// What preparation's interruption checks import: a check that never interrupts.
+pub fn interruption(store: &mut Store) -> Exported {
+    let check = interrupt::unlimited_check(store);
+    let externs = HashMap::from([(interrupt::CHECK_NAME.to_string(), Extern::from(check))]);
+    Exported { externs, index64: HashMap::new() }
+}
 
 pub fn spectest(store: &mut Store) -> Exported {
     let mut externs: HashMap<String, Extern> = HashMap::new();

@@ -11,7 +11,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 
 use beamr_core::engine::{engine, panic_message};
-use beamr_core::prepare::{prepare, PrepareOptions};
+use beamr_core::prepare::{interrupt, prepare, PrepareOptions};
 use wasmer::{Extern, Instance, InstantiationError, LinkError, Module, Store, Value};
 
 use super::exclusions::{self, Exclusion};
@@ -141,11 +141,15 @@ impl<'a> Runner<'a> {
     fn new(file: &'a str) -> Runner<'a> {
         let mut store = Store::new(engine().clone());
         let spectest = Slot::Live(Rc::new(host::spectest(&mut store)));
+        let interruption = Slot::Live(Rc::new(host::interruption(&mut store)));
         Runner {
             file,
             line: 0,
             store,
-            registered: HashMap::from([("spectest".to_string(), spectest)]),
+            registered: HashMap::from([
+                ("spectest".to_string(), spectest),
+                (interrupt::CHECK_MODULE.to_string(), interruption),
+            ]),
             named: HashMap::new(),
             current: None,
             definitions: HashMap::new(),
@@ -334,7 +338,7 @@ impl<'a> Runner<'a> {
 fn compile_bytes(bytes: &[u8]) -> Result<Compiled, String> {
     let module = catch_unwind(|| {
         let prepared =
-            prepare(bytes, &PrepareOptions { wamr_compat: false }).map_err(|e| format!("prepare rejected it: {e}"))?;
+            prepare(bytes, &PrepareOptions { wamr_compat: false, ..Default::default() }).map_err(|e| format!("prepare rejected it: {e}"))?;
         Module::new(engine(), &prepared.wasm).map_err(|e| format!("wasmer rejected it: {e}"))
     })
     .map_err(|panic| format!("panicked while compiling: {}", panic_message(&panic)))??;

@@ -1,0 +1,104 @@
+//! Fuel accounting for one call: how much fuel to grant the module's countdown (see
+//! [`crate::prepare::interrupt`]) and how much the call has used, against an optional gas
+//! budget.
+//!
+//! Fuel is granted in slices so that the module calls back into the host regularly: that
+//! call is where stop requests and deadlines are noticed, so the slice bounds how long
+//! they take to act (a slice is about a millisecond of wasm).
+
+/// The most fuel granted at once.
+pub const SLICE: i64 = 1 << 20;
+
+#[derive(Debug)]
+pub struct Meter {
+    budget: Option<u64>,
+    used: u64,
+    /// The fuel last handed to the module.
+    granted: i64,
+}
+
+/// The call would use more than its budget.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OutOfGas;
+
+impl Meter {
+    /// A meter for a call allowed `budget` units (unbounded when `None`), with the fuel
+    /// to start it with.
+    pub fn start(budget: Option<u64>) -> (Meter, i64) {
+        let mut meter = Meter { budget, used: 0, granted: 0 };
+        let fuel = meter.grant();
+        (meter, fuel)
+    }
+
+    /// The module ran out of its fuel (`fuel` is the overdraft, at most zero): account for
+    /// what it used and grant more, unless that exceeds the budget.
+    pub fn refill(&mut self, fuel: i64) -> Result<i64, OutOfGas> {
+        self.account(fuel);
+        if self.budget.is_some_and(|budget| self.used > budget) {
+            return Err(OutOfGas);
+        }
+        Ok(self.grant())
+    }
+
+    /// What the call used in all, given the fuel left at its end. A call stopped for
+    /// lack of gas used its whole budget.
+    pub fn finish(mut self, fuel: i64) -> u64 {
+        self.account(fuel);
+        self.budget.map_or(self.used, |budget| self.used.min(budget))
+    }
+
+    fn account(&mut self, fuel: i64) {
+        self.used = self.used.saturating_add(self.granted.saturating_sub(fuel) as u64);
+        self.granted = fuel;
+    }
+
+    fn grant(&mut self) -> i64 {
+        let left = self.budget.map_or(u64::MAX, |budget| budget.saturating_sub(self.used));
+        self.granted = left.min(SLICE as u64) as i64;
+        self.granted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs charges of the given costs the way instrumented code does.
+    fn run(budget: Option<u64>, charges: &[i64]) -> (Result<(), OutOfGas>, u64) {
+        let (mut meter, mut fuel) = Meter::start(budget);
+        for cost in charges {
+            fuel -= cost;
+            if fuel < 0 {
+                match meter.refill(fuel) {
+                    Ok(more) => fuel = more,
+                    Err(e) => return (Err(e), meter.finish(fuel)),
+                }
+            }
+        }
+        (Ok(()), meter.finish(fuel))
+    }
+
+    #[test]
+    fn counts_every_unit_across_slices() {
+        let charges = vec![SLICE / 3 + 7; 100];
+        let total: i64 = charges.iter().sum();
+        assert_eq!(run(None, &charges), (Ok(()), total as u64));
+        assert_eq!(run(Some(total as u64), &charges), (Ok(()), total as u64));
+    }
+
+    #[test]
+    fn stops_at_the_first_charge_beyond_the_budget() {
+        assert_eq!(run(Some(10), &[4, 4, 2]), (Ok(()), 10));
+        assert_eq!(run(Some(10), &[4, 4, 3]), (Err(OutOfGas), 10));
+        assert_eq!(run(Some(0), &[1]), (Err(OutOfGas), 0));
+        assert_eq!(run(Some(0), &[]), (Ok(()), 0));
+    }
+
+    #[test]
+    fn a_large_budget_is_granted_in_slices() {
+        let (_, fuel) = Meter::start(Some(u64::MAX));
+        assert_eq!(fuel, SLICE);
+        let (_, fuel) = Meter::start(Some(5));
+        assert_eq!(fuel, 5);
+    }
+}
