@@ -16,6 +16,8 @@ main() ->
     Base = baselines(),
     {ok, Wat} = file:read_file("bench/bench.wat"),
     {ok, I, _, _} = hb_beamr:start(Wat),
+    Compute = compute_ms(I),
+    DirectCompute = maps:get("direct_compute_us", Base) / 1000,
     rows([
         {"empty NIF call (baseline)", median_us(fun() -> hb_beamr_nif:stop(self()) end), "", "", "us"},
         {"hb_beamr:call/3, trivial export", median_us(fun() -> {ok, _} = hb_beamr:call(I, "add", [1, 2]) end),
@@ -24,8 +26,12 @@ main() ->
          maps:get("direct_import_ns", Base) / 1000, "<= 3", "us"},
         {"hb_beamr_io:read/3, 16 bytes", median_us(fun() -> {ok, _} = hb_beamr_io:read(I, 0, 16) end),
          "", "", "us"},
-        {"compute loop, 50M rounds", compute_ms(I), maps:get("direct_compute_us", Base) / 1000,
-         "<= 1.2x", "ms"}
+        {"compute loop, 50M rounds (with interruption checks)", Compute, DirectCompute, "", "ms"},
+        {"  interruption checks' cost on the compute loop", Compute / DirectCompute, "", "<= 1.05", "x"},
+        {"stop/1 of a running loop until the caller has {error, stopped}", stop_latency_ms(Wat), "", "<= 10", "ms"},
+        {"longest call/3 NIF over 100,000 calls (idle)", longest_nif_us(I, 0), "", "<= 100", "us"},
+        {"longest call/3 NIF over 100,000 calls (2 busy Erlang processes)", longest_nif_us(I, 2), "",
+         "<= 100", "us"}
     ] ++ AosRows ++ [
         {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
@@ -52,6 +58,30 @@ compute_ms(I) ->
     {ok, _} = hb_beamr:call(I, "compute", [?COMPUTE_ROUNDS div 10]),
     time_ns(fun() -> {ok, _} = hb_beamr:call(I, "compute", [?COMPUTE_ROUNDS]) end) / 1000000.
 
+%% Median over 20 stops of a call spinning in a loop: stop/1 until the caller's answer.
+stop_latency_ms(Wat) ->
+    median([begin
+                {ok, I, _, _} = hb_beamr:start(Wat),
+                Self = self(),
+                spawn(fun() -> Self ! {stopped, hb_beamr:call(I, "compute", [-1])} end),
+                timer:sleep(5),
+                time_ns(fun() -> ok = hb_beamr:stop(I), receive {stopped, {error, stopped}} -> ok end end)
+            end || _ <- lists:seq(1, 20)]) / 1000000.
+
+%% The longest a call/3 NIF ran (it waits a few microseconds for the answer), with `Busy'
+%% Erlang processes spinning beside the caller.
+longest_nif_us(I, Busy) ->
+    Spinners = [spawn(fun Spin() -> Spin() end) || _ <- lists:seq(1, Busy)],
+    Longest = lists:max([time_ns(fun() -> hb_beamr_nif:call(I, "add", [1, 2]) end)
+                         || _ <- lists:seq(1, 100000)]),
+    [exit(S, kill) || S <- Spinners],
+    flush_results(),
+    Longest / 1000.
+
+%% Answers that came as messages because the NIF stopped waiting.
+flush_results() ->
+    receive {hb_beamr, _, _} -> flush_results() after 100 -> ok end.
+
 aos_rows(undefined) ->
     io:format("(aos-2-pure-xs.wasm not found under ../shared: AOS rows skipped)~n"),
     [];
@@ -71,6 +101,10 @@ aos_rows(Wasm) ->
     LuaLoop = median([time_ns(fun() ->
                                   hb_beamr_aos:eval(I, <<"local s=0 for i=1,1000000 do s=s+i end return s">>)
                               end) || _ <- lists:seq(1, 5)]) / 1000000,
+    LuaLoopGas = median([time_ns(fun() ->
+                                     hb_beamr_aos:eval(I, <<"local s=0 for i=1,1000000 do s=s+i end return s">>,
+                                                       #{gas => 1000000000000})
+                                 end) || _ <- lists:seq(1, 5)]) / 1000000,
     {SerializeGBs, RestoreGBs, GrowthMB} = snapshot_rates(I),
     hb_beamr:stop(I),
     [{"AOS start/1, first (prepare + compile)", FirstStart, 10.0, "<= 400", "ms"},
@@ -79,6 +113,7 @@ aos_rows(Wasm) ->
      {"AOS Eval \"1 + 1\", handle only", HandleOnly, 48.0, "<= 1", "ms"},
      {"AOS Eval \"1 + 1\", write_string+handle+read_string", FullFlow, 48.0, "<= 1", "ms"},
      {"AOS Lua loop 1..1,000,000", LuaLoop, 680.0, "<= 25", "ms"},
+     {"  the same with a gas budget (gas => 10^12)", LuaLoopGas, LuaLoop, "<= 1.5x", "ms"},
      {"serialize (12.6 MB memory)", SerializeGBs, "", ">= 2", "GB/s"},
      {"deserialize (12.6 MB memory)", RestoreGBs, "", ">= 2", "GB/s"},
      {"resident growth over 200 more snapshot+restore", GrowthMB, "", "~0", "MB"}].

@@ -2,7 +2,7 @@
 %%% (see ../shared/fixtures/hyperbeam/AOS.md). Used by the AOS suite and `make bench'.
 -module(hb_beamr_aos).
 
--export([eval/2, write_message/2, handle/3, output_data/1, wasi_import/3]).
+-export([eval/2, eval/3, write_message/2, handle/3, handle/4, output_data/1, wasi_import/3]).
 
 -define(ENV, <<"{\"Process\":{\"Id\":\"AOS\",\"Owner\":\"FOOBAR\",\"Tags\":["
                "{\"name\":\"Name\",\"value\":\"Thomas\"},"
@@ -11,8 +11,13 @@
 %% @doc Evaluates Lua `Code' in the process; returns the JSON result.
 -spec eval(hb_beamr:instance(), binary()) -> binary().
 eval(I, Code) ->
+    eval(I, Code, #{}).
+
+%% @doc `eval/2' with call options (`timeout', `gas').
+-spec eval(hb_beamr:instance(), binary(), map()) -> binary().
+eval(I, Code, Opts) ->
     {MsgPtr, EnvPtr} = write_message(I, Code),
-    {ok, OutPtr} = handle(I, MsgPtr, EnvPtr),
+    {ok, OutPtr} = handle(I, MsgPtr, EnvPtr, Opts),
     {ok, Json} = hb_beamr_io:read_string(I, OutPtr),
     Json.
 
@@ -29,7 +34,11 @@ write_message(I, Code) ->
 %% @doc Calls `handle'; the result points to a JSON string.
 -spec handle(hb_beamr:instance(), pos_integer(), pos_integer()) -> {ok, integer()} | {error, term()}.
 handle(I, MsgPtr, EnvPtr) ->
-    case hb_beamr:call(I, "handle", [MsgPtr, EnvPtr], fun wasi_import/3, [], #{}) of
+    handle(I, MsgPtr, EnvPtr, #{}).
+
+-spec handle(hb_beamr:instance(), pos_integer(), pos_integer(), map()) -> {ok, integer()} | {error, term()}.
+handle(I, MsgPtr, EnvPtr, Opts) ->
+    case hb_beamr:call(I, "handle", [MsgPtr, EnvPtr], fun wasi_import/3, [], Opts) of
         {ok, [OutPtr], _Output} -> {ok, OutPtr};
         {error, Reason, _} -> {error, Reason}
     end.
