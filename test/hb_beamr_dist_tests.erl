@@ -8,22 +8,12 @@ remote_node_test_() ->
     {setup, fun start_peer/0, fun stop_peer/1, fun({_, Node}) -> {timeout, 60, fun() -> remote(Node) end} end}.
 
 start_peer() ->
-    ok = distribute(),
+    ok = hb_beamr_test_util:distribute(),
     {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), args => ["-pa" | code:get_path()]}),
     {Peer, Node}.
 
 stop_peer({Peer, _}) ->
     peer:stop(Peer).
-
-%% The suite may run in a node without distribution: start it (and epmd) here.
-distribute() ->
-    case is_alive() of
-        true -> ok;
-        false ->
-            _ = os:cmd("epmd -daemon"),
-            {ok, _} = net_kernel:start([list_to_atom("hb_beamr_test_" ++ os:getpid()), shortnames]),
-            ok
-    end.
 
 remote(Node) ->
     Wasm = hb_beamr_test_util:fixture("core.wat"),

@@ -6,6 +6,8 @@
 
 -define(DEEP, 100000).
 
+-export([start_until_refused/2]).
+
 start() ->
     start(#{}).
 
@@ -177,3 +179,35 @@ check_import_is_hidden_test() ->
     ?assertEqual(["env"], lists:usort([M || {func, M, _, _} <- Imports])),
     ?assertEqual([], [N || {_, "__hb_beamr" ++ _ = N, _} <- Exports]),
     hb_beamr:stop(I).
+
+%% The OS refuses a mapping (here: an address-space limit with room for one instance's
+%% memory reservation, not two): start/1 says so, and the VM and its instances live on.
+resource_limit_in_a_child_vm_test_() ->
+    {timeout, 120, fun() ->
+        ok = hb_beamr_test_util:distribute(),
+        Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(12 bsl 30), os:find_executable("erl")]},
+        {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
+                                             args => ["-pa" | code:get_path()]}),
+        Wasm = hb_beamr_test_util:fixture("core.wat"),
+        {Started, Refused} = erpc:call(Node, ?MODULE, start_until_refused, [Wasm, 16]),
+        ?assertEqual({error, {resource_limit, memory}}, Refused),
+        ?assertMatch([_ | _], Started),
+        ?assertEqual([{ok, [3]} || _ <- Started], [erpc:call(Node, hb_beamr, call, [I, "add", [1, 2]]) || I <- Started]),
+        [ok = erpc:call(Node, hb_beamr, stop, [I]) || I <- Started],
+        {ok, Again, _, _} = erpc:call(Node, hb_beamr, start, [Wasm]),
+        ok = erpc:call(Node, hb_beamr, stop, [Again]),
+        peer:stop(Peer)
+    end}.
+
+%% @private Starts instances until one is refused (or `Max' are running).
+-spec start_until_refused(binary(), pos_integer()) -> {[hb_beamr:instance()], term()}.
+start_until_refused(Wasm, Max) ->
+    start_until_refused(Wasm, Max, []).
+
+start_until_refused(_Wasm, 0, Started) ->
+    {Started, none_refused};
+start_until_refused(Wasm, Max, Started) ->
+    case hb_beamr:start(Wasm) of
+        {ok, I, _, _} -> start_until_refused(Wasm, Max - 1, [I | Started]);
+        Refused -> {Started, Refused}
+    end.

@@ -2,7 +2,7 @@
 -module(hb_beamr_test_util).
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
--export([executor_threads/0, settle/2]).
+-export([executor_threads/0, settle/2, distribute/0]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -55,6 +55,17 @@ settle(Measure, Expected, Tries) ->
         Expected -> Expected;
         _ when Tries > 0 -> timer:sleep(50), settle(Measure, Expected, Tries - 1);
         Other -> Other
+    end.
+
+%% @doc Makes this node distributed (starting epmd) if it is not, for peer nodes.
+-spec distribute() -> ok.
+distribute() ->
+    case is_alive() of
+        true -> ok;
+        false ->
+            _ = os:cmd("epmd -daemon"),
+            {ok, _} = net_kernel:start([list_to_atom("hb_beamr_test_" ++ os:getpid()), shortnames]),
+            ok
     end.
 
 %% rebar3 and make run the suites from the project root.
