@@ -5,9 +5,12 @@
 //! * [`engine`] owns the process-wide wasmer engine; [`compile`] turns bytes into a
 //!   compiled module through preparation, keeping modules in a [`cache`].
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
+//! * [`handoff`] holds the hand-overs between NIFs and executor threads
+//!   (command mailbox, reply slot), generic over what they carry.
 
 pub mod cache;
 pub mod compile;
 pub mod engine;
+pub mod handoff;
 pub mod prepare;
 pub mod signature;
