@@ -28,7 +28,6 @@ pub struct Lane<T> {
 // SAFETY: `value` is only accessed under the ownership protocol of `state` (see above),
 // which hands it from thread to thread with release/acquire transitions.
 unsafe impl<T: Send> Sync for Lane<T> {}
-unsafe impl<T: Send> Send for Lane<T> {}
 
 /// Why `put` handed the value back.
 #[derive(Debug, PartialEq, Eq)]

@@ -38,7 +38,6 @@ pub struct Slot<E> {
 // SAFETY: `event` is only accessed under the ownership protocol of `state` (see above),
 // which hands it from thread to thread with release/acquire transitions.
 unsafe impl<E: Send> Sync for Slot<E> {}
-unsafe impl<E: Send> Send for Slot<E> {}
 
 impl<E> Slot<E> {
     pub fn new() -> Slot<E> {
