@@ -130,15 +130,9 @@ snapshot_rates(I) ->
                      erlang:garbage_collect()
             end,
     Cycle(),
-    Before = resident_mb(),
+    Before = hb_beamr_test_util:resident_mb(),
     Cycle(),
-    {Bytes / Serialize, Bytes / Restore, resident_mb() - Before}.
-
-resident_mb() ->
-    {ok, Status} = file:read_file("/proc/self/status"),
-    [_, Rest] = binary:split(Status, <<"VmRSS:">>),
-    [Kb | _] = string:lexemes(Rest, " \t\n"),
-    binary_to_integer(Kb) / 1024.
+    {Bytes / Serialize, Bytes / Restore, hb_beamr_test_util:resident_mb() - Before}.
 
 %% The same calls made directly through wasmer from Rust, and preparation timings
 %% (cargo example `baselines`).

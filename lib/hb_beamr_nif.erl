@@ -49,7 +49,7 @@ gas_used(_Instance) -> erlang:nif_error(not_loaded).
 -spec import_reply(call(), non_neg_integer(), list()) -> {event, id(), event()} | {wait, id()} | {error, term()}.
 import_reply(_Call, _Index, _Results) -> erlang:nif_error(not_loaded).
 
--spec import_failed(call()) -> ok.
+-spec import_failed(call()) -> ok | {error, badarg}.
 import_failed(_Call) -> erlang:nif_error(not_loaded).
 
 -spec stop(pid()) -> ok.

@@ -2,7 +2,7 @@
 -module(hb_beamr_test_util).
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
--export([executor_threads/0, settle/2, distribute/0]).
+-export([executor_threads/0, settle/2, distribute/0, resident_mb/0]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -56,6 +56,14 @@ settle(Measure, Expected, Tries) ->
         _ when Tries > 0 -> timer:sleep(50), settle(Measure, Expected, Tries - 1);
         Other -> Other
     end.
+
+%% @doc This VM's resident memory in MB.
+-spec resident_mb() -> float().
+resident_mb() ->
+    {ok, Status} = file:read_file("/proc/self/status"),
+    [_, Rest] = binary:split(Status, <<"VmRSS:">>),
+    [Kb | _] = string:lexemes(Rest, " \t\n"),
+    binary_to_integer(Kb) / 1024.
 
 %% @doc Makes this node distributed (starting epmd) if it is not, for peer nodes.
 -spec distribute() -> ok.

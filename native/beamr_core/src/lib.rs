@@ -5,11 +5,16 @@
 //! * [`engine`] owns the process-wide wasmer engine; [`compile`] turns bytes into a
 //!   compiled module through preparation, keeping modules in a [`cache`].
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
+//! * [`store_exceptions`] drops the exception objects a Store keeps once nothing can reach them.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
+//! * [`handoff`] holds the hand-overs between NIFs and executor threads
+//!   (command mailbox, reply slot), generic over what they carry.
 
 pub mod cache;
 pub mod compile;
 pub mod engine;
 pub mod fuel;
+pub mod handoff;
 pub mod prepare;
 pub mod signature;
+pub mod store_exceptions;

@@ -17,6 +17,7 @@ use beamr_core::engine::{engine, panic_message};
 use beamr_core::fuel::{Meter, SLICE};
 use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
 use beamr_core::prepare::MEMORY_EXPORT;
+use beamr_core::store_exceptions;
 use rustler::types::tuple::make_tuple;
 use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
@@ -71,6 +72,8 @@ struct Context {
     nesting: Cell<usize>,
     /// An address near the top of the executor's stack, to measure how much is in use.
     stack_top: usize,
+    /// The module can keep an exnref from one call to the next (see `store_exceptions`).
+    exceptions_outlive_calls: bool,
 }
 
 struct Frame {
@@ -137,6 +140,7 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPi
         deadline: Cell::new(None),
         nesting: Cell::new(0),
         stack_top: stack_address(),
+        exceptions_outlive_calls: store_exceptions::may_outlive_calls(&module),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
     if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, &start))) {
@@ -238,19 +242,18 @@ impl Context {
         if !self.enter(Rc::clone(&frame)) {
             return self.finish(&frame, Err(CallFailure::Stopped));
         }
-        if outermost {
-            self.start_metering(store, limits);
-        }
+        let mark = outermost.then(|| self.start_outermost(store, limits));
         let outcome = self.nested(|| catch_unwind(AssertUnwindSafe(|| function.call(store, &params))));
-        if outermost {
-            self.stop_metering(store);
-        }
-        self.leave();
+        // Converted before the call's exceptions are dropped: an error may refer to one.
         let outcome = match outcome {
             Ok(Ok(results)) => Ok(results.iter().map(WasmValue::from_wasmer).collect()),
             Ok(Err(error)) => Err(CallFailure::classify(&error, self.shared.is_stopped())),
             Err(panic) => Err(CallFailure::panic(panic_message(&panic))),
         };
+        if let Some(mark) = mark {
+            self.end_outermost(store, mark);
+        }
+        self.leave();
         self.finish(&frame, outcome);
     }
 
@@ -276,6 +279,21 @@ impl Context {
         let result = f();
         self.nesting.set(self.nesting.get() - 1);
         result
+    }
+
+    /// Sets up an outermost call: its limits, and where its exceptions will start.
+    fn start_outermost(&self, store: &mut impl AsStoreMut, limits: Limits) -> store_exceptions::Mark {
+        self.start_metering(store, limits);
+        store_exceptions::mark(store)
+    }
+
+    /// Records what the call used and drops the exceptions it threw, which nothing can
+    /// reach any more unless the module keeps exnrefs across calls.
+    fn end_outermost(&self, store: &mut impl AsStoreMut, mark: store_exceptions::Mark) {
+        self.stop_metering(store);
+        if !self.exceptions_outlive_calls {
+            store_exceptions::drop_since(store, mark);
+        }
     }
 
     fn start_metering(&self, store: &mut impl AsStoreMut, limits: Limits) {

@@ -5,25 +5,28 @@
 //!
 //! Messages from a foreign thread wake a sleeping BEAM scheduler, which costs tens of
 //! microseconds; short calls and import round trips therefore spin briefly in the NIF
-//! (bounded, well under the 1 ms a NIF may take) and fall back to messages.
+//! and fall back to messages. The protocol (beamr_core's `Slot`) never makes a NIF wait
+//! for the executor beyond the spin bound: a NIF that gives up while the executor is
+//! writing leaves the event to it, and the executor sends it as a message.
+//!
+//! Import replies come from Erlang, so any term may arrive: only the process that
+//! issued the request may answer its imports, once per import request.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustler::{Resource, ResourceArc};
+use beamr_core::handoff::Slot;
+use rustler::{LocalPid, Resource, ResourceArc};
 
 use crate::codec::Values;
-use crate::memory::MemoryResult;
 use crate::instance::Shared;
-use crate::spin::Spin;
+use crate::memory::MemoryResult;
 use crate::trap::CallFailure;
 
-/// How long a NIF waits for the executor before leaving the event to a message, and
-/// how much of that it spins without yielding.
+/// How long a NIF spins for the executor before leaving the event to a message. Pure
+/// spinning (a yield can give away a whole time slice): a NIF must return within 100 µs.
 const HANDOVER_SPIN: Duration = Duration::from_micros(20);
-const HANDOVER_SPIN_BEFORE_YIELDING: Duration = Duration::from_micros(5);
 
 pub enum Event {
     Import { call: ResourceArc<CallResource>, index: usize, args: Values },
@@ -32,81 +35,68 @@ pub enum Event {
     Memory(MemoryResult),
 }
 
-/// Nobody waits in a NIF: the executor sends events as messages.
-const IDLE: u8 = 0;
-/// A NIF spins for the next event.
-const WAITING: u8 = 1;
-/// The executor claimed the slot and is writing the event.
-const WRITING: u8 = 2;
-/// The event is in the slot.
-const FILLED: u8 = 3;
-
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct ReplySlot {
     /// Tags the request's messages, unique in this VM.
     pub id: u64,
-    state: AtomicU8,
-    /// Written only by the executor between WRITING and FILLED, read only by the NIF
-    /// after it saw FILLED and before it sets IDLE: the state machine serialises access.
-    event: UnsafeCell<Option<Event>>,
+    /// The process that issued the request, which receives its events and alone may
+    /// answer its imports.
+    caller: LocalPid,
+    /// 1 + the index of the import request still unanswered, 0 when there is none.
+    /// It stays set when the call ends otherwise (stop, caller death), so a handler that
+    /// was running then can still answer once; the executor ignores that answer.
+    pending_import: AtomicUsize,
+    slot: Slot<Event>,
 }
 
-// SAFETY: `event` is only touched under the ownership protocol of `state` (see above).
-unsafe impl Sync for ReplySlot {}
-
 impl ReplySlot {
-    pub fn new() -> Arc<ReplySlot> {
-        Arc::new(ReplySlot { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), state: AtomicU8::new(IDLE), event: UnsafeCell::new(None) })
+    pub fn new(caller: LocalPid) -> Arc<ReplySlot> {
+        Arc::new(ReplySlot {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            caller,
+            pending_import: AtomicUsize::new(0),
+            slot: Slot::new(),
+        })
     }
 
     /// Announces that the current NIF will wait for the next event (before it queues
-    /// the command that leads to that event).
-    pub fn arm(&self) {
-        self.state.store(WAITING, Ordering::SeqCst);
+    /// the command that leads to that event). False when an earlier hand-over on this
+    /// slot has not finished: then the NIF must not wait, the event comes as a message.
+    #[must_use]
+    pub fn arm(&self) -> bool {
+        self.slot.arm()
     }
 
     /// Executor side: hands `event` to a waiting NIF, or gives it back to be sent.
     pub fn offer(&self, event: Event) -> Result<(), Event> {
-        if self
-            .state
-            .compare_exchange(WAITING, WRITING, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(event);
+        if let Event::Import { index, .. } = &event {
+            // Before the request can reach Erlang, by either path.
+            self.pending_import.store(index + 1, Ordering::Release);
         }
-        // SAFETY: WRITING gives the executor exclusive access to `event`.
-        unsafe { *self.event.get() = Some(event) };
-        self.state.store(FILLED, Ordering::Release);
-        Ok(())
+        self.slot.offer(event)
     }
 
-    /// NIF side, after `arm`: the next event if it comes within `HANDOVER_SPIN`.
+    /// NIF side, after a successful `arm`: the next event if it comes within
+    /// `HANDOVER_SPIN`; otherwise it will come as a message.
     pub fn wait(&self) -> Option<Event> {
-        let mut spin = Spin::new(HANDOVER_SPIN_BEFORE_YIELDING, HANDOVER_SPIN);
-        loop {
-            if self.state.load(Ordering::Acquire) == FILLED {
-                return Some(self.take());
-            }
-            if !spin.step() {
-                break;
-            }
-        }
-        if self.state.compare_exchange(WAITING, IDLE, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-            return None;
-        }
-        // The executor claimed the slot just now: its write takes nanoseconds.
-        while self.state.load(Ordering::Acquire) != FILLED {
-            std::hint::spin_loop();
-        }
-        Some(self.take())
+        self.slot.wait(HANDOVER_SPIN)
     }
 
-    fn take(&self) -> Event {
-        // SAFETY: FILLED hands `event` to the waiting NIF until it stores IDLE.
-        let event = unsafe { (*self.event.get()).take() }.expect("a filled slot holds an event");
-        self.state.store(IDLE, Ordering::Release);
-        event
+    /// Takes the right to answer the pending import request (`index`, or whichever is
+    /// pending when `None`) for process `from`: granted once per request, and only to
+    /// the request's caller.
+    pub fn claim_reply(&self, from: LocalPid, index: Option<usize>) -> bool {
+        if from != self.caller {
+            return false;
+        }
+        match index {
+            Some(index) => self
+                .pending_import
+                .compare_exchange(index + 1, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok(),
+            None => self.pending_import.swap(0, Ordering::AcqRel) != 0,
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! * [`nifs`]: the functions Erlang calls; they queue commands and return at once.
 //! * [`executor`]: one thread per instance owning the Store; runs wasm and imports.
-//! * [`mailbox`], [`command`]: the queue between the two; [`handover`]: a request's events;
-//!   [`spin`]: the bounded busy-wait both sides use.
+//! * [`mailbox`], [`command`]: the queue between the two; [`handover`]: a request's events
+//!   (both thin users of `beamr_core::handoff`).
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`], [`bytes`]: values, errors and memory access.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively.
@@ -20,7 +20,6 @@ mod mailbox;
 mod memory;
 mod nifs;
 mod registry;
-mod spin;
 mod trap;
 
 fn load(_env: rustler::Env, _info: rustler::Term) -> bool {

@@ -12,7 +12,7 @@ use beamr_core::compile::{compile, CompileError};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
-use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, NifResult, ResourceArc, Term, TermType};
+use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, ResourceArc, Term, TermType};
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
@@ -125,7 +125,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     }
     let (imports, exports) = (imports_term(env, &resource.shared.imports), exports_term(env, &module));
     registry::insert(owner, resource.clone());
-    let start = ReplySlot::new();
+    let start = ReplySlot::new(env.pid());
     let id = start.id;
     if executor::spawn(resource.clone(), module, env.pid(), start).is_err() {
         resource.shared.stop();
@@ -230,30 +230,35 @@ fn call_export<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>
         Ok(args) => args,
         Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
     };
-    let caller = env.pid();
-    request(env, shared, |slot| Command::Call { caller, slot, func: index, args, limits })
+    request(env, shared, |caller, slot| Command::Call { caller, slot, func: index, args, limits })
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
     let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
-    let caller = env.pid();
-    request(env, &instance.shared, |slot| Command::Memory { caller, slot, op })
+    request(env, &instance.shared, |caller, slot| Command::Memory { caller, slot, op })
 }
 
-/// Queues the command built around a fresh slot and waits briefly for its outcome.
-fn request<'a>(env: Env<'a>, shared: &Shared, command: impl FnOnce(Arc<ReplySlot>) -> Command) -> Term<'a> {
-    let slot = ReplySlot::new();
-    slot.arm();
-    if shared.submit(command(slot.clone())).is_err() {
+/// Queues the command built around a fresh slot for the calling process and waits
+/// briefly for its outcome.
+fn request<'a>(
+    env: Env<'a>,
+    shared: &Shared,
+    command: impl FnOnce(LocalPid, Arc<ReplySlot>) -> Command,
+) -> Term<'a> {
+    let caller = env.pid();
+    let slot = ReplySlot::new(caller);
+    let armed = slot.arm();
+    if shared.submit(command(caller, slot.clone())).is_err() {
         return error(env, atoms::stopped());
     }
-    awaited(env, shared, &slot)
+    awaited(env, shared, &slot, armed)
 }
 
 /// `{event, Id, Event}` when the executor answered within the hand-over spin,
-/// `{wait, Id}` when the answer will come as a message.
-fn awaited<'a>(env: Env<'a>, shared: &Shared, slot: &ReplySlot) -> Term<'a> {
-    match slot.wait() {
+/// `{wait, Id}` when the answer will come as a message (always when the slot could not
+/// be armed).
+fn awaited<'a>(env: Env<'a>, shared: &Shared, slot: &ReplySlot, armed: bool) -> Term<'a> {
+    match armed.then(|| slot.wait()).flatten() {
         Some(event) => (atoms::event(), slot.id, encode_event(env, shared, event)).encode(env),
         None => (atoms::wait(), slot.id).encode(env),
     }
@@ -290,15 +295,15 @@ fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'
 }
 
 /// Answers the pending import (number `index`) of `call` with `results`, then waits
-/// briefly for the call's next event like `call` does.
+/// briefly for the call's next event like `call` does. `{error, badarg}` when the
+/// caller may not answer: no such import is pending (never was, or was answered
+/// already), or the caller is not the process the import request went to.
 #[rustler::nif]
-fn import_reply<'a>(
-    env: Env<'a>,
-    call: ResourceArc<CallResource>,
-    index: usize,
-    results: Term<'a>,
-) -> NifResult<Term<'a>> {
-    let import = call.shared.imports.get(index).ok_or(rustler::Error::BadArg)?;
+fn import_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize, results: Term<'a>) -> Term<'a> {
+    let Some(import) = call.shared.imports.get(index) else { return error(env, atoms::badarg()) };
+    if !call.slot.claim_reply(env.pid(), Some(index)) {
+        return error(env, atoms::badarg());
+    }
     // HyperBEAM's stub answers `[0]` to every import, also to those returning nothing;
     // for those the reply's values are ignored, as WAMR's driver does.
     let decoded = match import.ty.results() {
@@ -309,20 +314,24 @@ fn import_reply<'a>(
         Ok(values) => values,
         Err(bad) => {
             let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
-            return Ok((atoms::error(), BadArg::encode(&bad, env)).encode(env));
+            return (atoms::error(), BadArg::encode(&bad, env)).encode(env);
         }
     };
-    call.slot.arm();
+    let armed = call.slot.arm();
     // Queued even after a stop: the executor is the one to notice and unwind.
     let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: Some(values) });
-    Ok(awaited(env, &call.shared, &call.slot))
+    awaited(env, &call.shared, &call.slot, armed)
 }
 
 /// The import fun for `call` raised or returned something unusable: trap the call.
+/// `{error, badarg}` under the same conditions as `import_reply`.
 #[rustler::nif]
-fn import_failed(call: ResourceArc<CallResource>) -> Atom {
+fn import_failed<'a>(env: Env<'a>, call: ResourceArc<CallResource>) -> Term<'a> {
+    if !call.slot.claim_reply(env.pid(), None) {
+        return error(env, atoms::badarg());
+    }
     let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
-    atoms::ok()
+    atoms::ok().encode(env)
 }
 
 /// `{ok, Gas}`: the fuel the instance's last call used (see `beamr_core::fuel`).
