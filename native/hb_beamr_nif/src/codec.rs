@@ -39,7 +39,7 @@ impl<'a> BadArg<'a> {
             BadArg::NotAList => atoms::arg().encode(env),
             BadArg::Arity { expected, got } => (atoms::arity(), *expected, *got).encode(env),
             BadArg::Value { position, value, ty } => {
-                let ty = crate::executor::charlist(env, &beamr_core::signature::type_char(*ty).to_string());
+                let ty = charlist(env, &beamr_core::signature::type_char(*ty).to_string());
                 (atoms::arg(), *position, *value, ty).encode(env)
             }
         };
@@ -153,4 +153,9 @@ impl WasmValue {
             other => WasmValue::NullRef(other.ty()),
         }
     }
+}
+
+/// HyperBEAM hands module, function and signature names to Erlang as strings (charlists).
+pub fn charlist<'a>(env: Env<'a>, s: &str) -> Term<'a> {
+    s.chars().map(|c| c as u32).collect::<Vec<u32>>().encode(env)
 }

@@ -28,7 +28,7 @@ use wasmer::{
 
 use crate::atoms;
 use crate::handover::{CallResource, ReplySlot, Event};
-use crate::codec::{Values, WasmValue};
+use crate::codec::{charlist, Values, WasmValue};
 use crate::command::{Command, Limits};
 use crate::emscripten::{self, Hooks};
 use crate::instance::{InstanceResource, Shared};
@@ -490,10 +490,6 @@ pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: Event) -> Term<'a>
     }
 }
 
-/// HyperBEAM hands module, function and signature names to Erlang as strings (charlists).
-pub fn charlist<'a>(env: Env<'a>, s: &str) -> Term<'a> {
-    s.chars().map(|c| c as u32).collect::<Vec<u32>>().encode(env)
-}
 
 pub fn set_wasm_stack_size() {
     wasmer::sys::vm::set_stack_size(WASM_STACK_SIZE);

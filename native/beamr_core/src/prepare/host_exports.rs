@@ -8,7 +8,7 @@
 
 use wasm_encoder::ExportKind;
 
-use super::finish::ModuleSummary;
+use super::summary::ModuleSummary;
 use super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
 
 pub(super) struct HostExport {

@@ -17,6 +17,7 @@ mod exceptions;
 mod finish;
 mod host_exports;
 pub mod interrupt;
+mod summary;
 mod memory64;
 mod wamr_layout;
 

@@ -11,7 +11,7 @@
 
 use wasmparser::{BinaryReaderError, ExternalKind, Operator, Parser, Payload};
 
-use super::finish::ModuleSummary;
+use super::summary::ModuleSummary;
 use super::memory64::MAX_LOWERED_PAGES;
 use super::{invalid, PrepareError};
 
