@@ -21,6 +21,14 @@ mod summary;
 mod memory64;
 mod wamr_layout;
 
+// Generated-module tests (README, Tests): wasm-smith robustness, memory64 twins, legacy exceptions.
+#[cfg(test)]
+mod generated_legacy_exceptions;
+#[cfg(test)]
+mod generated_memory64;
+#[cfg(test)]
+mod generated_smith;
+
 use std::fmt;
 
 use wasmparser::{Validator, WasmFeatures};
@@ -105,9 +113,31 @@ fn input_features() -> WasmFeatures {
     wasmer_features() | WasmFeatures::MEMORY64 | WasmFeatures::LEGACY_EXCEPTIONS
 }
 
+/// wasmer 7.4's Cranelift translator gives an exnref read from a global or a table another
+/// IR type than an exnref local, and panics (poisoning the engine for every later compile)
+/// as soon as one flows into a local; it also refuses exnref element segments. So a module
+/// that declares or imports an exnref global or table is refused here, with an error.
+/// (Exceptions themselves, caught with `catch_ref` into locals, are unaffected.)
+fn refuse_exnref_storage(types: wasmparser::types::TypesRef<'_>) -> Result<(), PrepareError> {
+    let is_exn = |ty: wasmparser::RefType| {
+        matches!(ty.heap_type(), wasmparser::HeapType::Abstract { ty: wasmparser::AbstractHeapType::Exn, .. })
+    };
+    let global = (0..types.global_count()).find(|&i| match types.global_at(i).content_type {
+        wasmparser::ValType::Ref(ty) => is_exn(ty),
+        _ => false,
+    });
+    let table = (0..types.table_count()).find(|&i| is_exn(types.table_at(i).element_type));
+    match (global, table) {
+        (Some(i), _) => Err(PrepareError(format!("unsupported: global {i} holds exnref, which wasmer cannot compile"))),
+        (_, Some(i)) => Err(PrepareError(format!("unsupported: table {i} holds exnref, which wasmer cannot compile"))),
+        _ => Ok(()),
+    }
+}
+
 /// Rewrites `wasm` (a binary module) into a module wasmer can compile and run as WAMR would.
 pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, PrepareError> {
     let types = Validator::new_with_features(input_features()).validate_all(wasm).map_err(invalid)?;
+    refuse_exnref_storage(types.as_ref())?;
 
     let lowered = memory64::lower(wasm, types.as_ref())?;
     let wasm = lowered.as_deref().unwrap_or(wasm);
@@ -176,6 +206,41 @@ pub(crate) mod test_support {
     pub fn trap_code(result: Result<Box<[Value]>, RuntimeError>) -> Option<TrapCode> {
         result.expect_err("expected a trap").to_trap()
     }
+
+    /// A deterministic PRNG (SplitMix64) for the generated-module tests: a seed is a test case.
+    pub struct Rng(u64);
+
+    impl Rng {
+        pub fn new(seed: u64) -> Rng {
+            Rng(seed ^ 0x5EED_0FBE_A320_2400)
+        }
+
+        pub fn next_u64(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+
+        /// Uniform in `0..n` (n > 0).
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.next_u64() % n
+        }
+
+        /// True with probability `percent`/100.
+        pub fn chance(&mut self, percent: u64) -> bool {
+            self.below(100) < percent
+        }
+
+        pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+            &items[self.below(items.len() as u64) as usize]
+        }
+
+        pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+            (0..len).map(|_| self.next_u64() as u8).collect()
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +275,30 @@ mod tests {
         assert_eq!(loaded[0], Value::I32(42));
         assert!(instance.exports.get_memory("mem").is_ok());
         assert!(instance.exports.get_memory(MEMORY_EXPORT).is_ok());
+    }
+
+    /// Found by the wasm-smith harness (seed 1077): reading an exnref global or table into a
+    /// local made wasmer's Cranelift translator panic ("declared type of variable var0
+    /// doesn't match type of value v2"), which also poisoned the engine's lock.
+    #[test]
+    fn refuses_exnref_globals_and_tables_wasmer_cannot_compile() {
+        let opts = PrepareOptions::default();
+        for wat in [
+            "(module (global exnref (ref.null exn)) (func (local exnref) (local.set 0 (global.get 0))))",
+            "(module (import \"m\" \"g\" (global exnref)) (func (local exnref) (local.set 0 (global.get 0))))",
+            "(module (table 1 exnref) (func (local exnref) (local.set 0 (table.get 0 (i32.const 0)))))",
+            "(module (table i64 1 exnref))",
+        ] {
+            let error = prepare(&wat::parse_str(wat).unwrap(), &opts).unwrap_err();
+            assert!(error.0.contains("exnref, which wasmer cannot compile"), "{wat}: {error}");
+        }
+        // Exceptions caught into exnref locals are fine.
+        let (mut store, instance) = instantiate(
+            r#"(module (tag $t)
+                (func (export "f") (local exnref)
+                    (local.set 0 (block (result exnref) (try_table (catch_all_ref 0) (throw $t)) unreachable))))"#,
+        );
+        call(&mut store, &instance, "f", &[]).unwrap();
     }
 
     #[test]
