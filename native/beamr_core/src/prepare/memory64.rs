@@ -840,14 +840,15 @@ mod tests {
     fn memory_size_and_grow_are_widened() {
         let (mut store, instance) = instantiate(MEMORY);
         let s = &mut store;
-        // WAMR layout gives this module one extra page (it uses memory.grow/size).
+        // WAMR layout gives this module one extra page (it uses memory.grow/size), and one
+        // more page to its maximum: 2 of at most 5.
         assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(2));
         assert_eq!(call(s, &instance, "grow", &[Value::I64(1)]).unwrap()[0], Value::I64(2));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(2)]).unwrap()[0], Value::I64(-1));
+        assert_eq!(call(s, &instance, "grow", &[Value::I64(3)]).unwrap()[0], Value::I64(-1));
         assert_eq!(call(s, &instance, "grow", &[Value::I64(0x1_0000_0000)]).unwrap()[0], Value::I64(-1));
         assert_eq!(call(s, &instance, "grow", &[Value::I64(-1)]).unwrap()[0], Value::I64(-1));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(1)]).unwrap()[0], Value::I64(3));
-        assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(4));
+        assert_eq!(call(s, &instance, "grow", &[Value::I64(2)]).unwrap()[0], Value::I64(3));
+        assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(5));
     }
 
     #[test]
