@@ -9,8 +9,8 @@
 //!
 //! A lowered 64-bit memory must stay below 4 GiB for its out-of-bounds guarantee (see
 //! `memory64`), so its maximum is capped at [`MAX_LOWERED_PAGES`] instead: at that cap the
-//! last page WAMR would allow cannot be grown (`memory.grow` returns -1), and a memory that
-//! starts there gets no extra page at all.
+//! last page WAMR would allow cannot be grown (`memory.grow` returns -1). A memory (of either
+//! kind) that starts at 65,535 pages or more gets no extra page at all.
 
 use wasmparser::{BinaryReaderError, ExternalKind, Operator, Parser, Payload};
 
