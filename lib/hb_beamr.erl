@@ -18,7 +18,8 @@
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 
 -type instance() :: pid().
--type name() :: binary() | string().
+%% An integer N names entry N of table 0 (an indirect call, as in HyperBEAM's seed).
+-type name() :: binary() | string() | integer().
 -type value() :: integer() | float() | nan | infinity | neg_infinity | null.
 -type import_request() :: #{instance := instance(), module := string(), func := string(),
                             args := [value()], func_sig := string(), options => map()}.

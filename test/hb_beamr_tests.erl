@@ -181,6 +181,15 @@ import_failures_test() ->
                  hb_beamr:call(I, "call_host_add", [1, 2], Throws, s4)),
     ?assertEqual({ok, [3], s5}, hb_beamr:call(I, "call_host_add", [1, 2], fun adder/3, s5)).
 
+%% A WAMR AOT image cannot run here; the error says to start the .wasm it came from.
+wamr_aot_image_test() ->
+    Image = <<0, "aot", 3, 0, 0, 0, "machine code for WAMR">>,
+    [begin
+         {error, {invalid_module, Message}} = hb_beamr:start(Image, Mode),
+         ?assertNotEqual(nomatch, binary:match(Message, <<"WAMR AOT image">>)),
+         ?assertNotEqual(nomatch, binary:match(Message, <<"start the .wasm">>))
+     end || Mode <- [aot, wasm, #{}]].
+
 bad_inputs_test() ->
     ?assertMatch({error, {invalid_module, _}}, hb_beamr:start(<<"definitely not wasm">>)),
     Wasm = fixture_binary(),
@@ -195,7 +204,7 @@ bad_inputs_test() ->
     ?assertMatch({error, {badarg, {arg, 1, foo, "i"}}}, hb_beamr:call(I, "add", [foo, 1])),
     ?assertMatch({error, {badarg, {arg, 2, 1.5, "i"}}}, hb_beamr:call(I, "add", [1, 1.5])),
     ?assertMatch({error, {badarg, _}}, hb_beamr:call(I, "add", not_a_list)),
-    ?assertMatch({error, {badarg, _}}, hb_beamr:call(I, 42, [])),
+    ?assertEqual({error, {badarg, {func, {x}}}}, hb_beamr:call(I, {x}, [])),
     ?assertMatch({error, {badarg, {instance, _}}}, hb_beamr:call(not_a_pid, "add", [1, 2])),
     ?assertMatch({error, {badarg, _}}, hb_beamr_io:read(I, -1, 4)),
     ?assertMatch({error, {badarg, _}}, hb_beamr_io:write(I, 0, "not a binary")),

@@ -47,6 +47,9 @@ pub fn compile(source: &[u8], opts: &PrepareOptions) -> Result<CompiledModule, C
     if let Some(module) = CACHE.lock().get(&key) {
         return Ok(CompiledModule { module, cached: true });
     }
+    if let Some(message) = crate::wamr_aot::rejection(source) {
+        return Err(CompileError::InvalidModule(message));
+    }
     let wasm = wat::parse_bytes(source).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
     let prepared = prepare(&wasm, opts).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
     // wasmer panics on some inputs (e.g. 64-bit memories); a panic is just a bad module here.
@@ -79,5 +82,14 @@ mod tests {
         assert!(matches!(compile(b"not wasm at all", &opts), Err(CompileError::InvalidModule(_))));
         let wasm = wat::parse_str(ADD).unwrap();
         assert!(matches!(compile(&wasm[..wasm.len() - 3], &opts), Err(CompileError::InvalidModule(_))));
+    }
+
+    #[test]
+    fn a_wamr_aot_image_says_to_start_the_wasm_instead() {
+        let Err(CompileError::InvalidModule(message)) = compile(b"\0aot\x03\0\0\0image", &PrepareOptions::default())
+        else {
+            panic!("an AOT image compiled");
+        };
+        assert!(message.contains("WAMR AOT image") && message.contains(".wasm"), "{message}");
     }
 }

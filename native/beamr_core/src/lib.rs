@@ -5,6 +5,7 @@
 //! * [`engine`] owns the process-wide wasmer engine; [`compile`] turns bytes into a
 //!   compiled module through preparation, keeping modules in a [`cache`].
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
+//! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
 //! * [`store_exceptions`] drops the exception objects a Store keeps once nothing can reach them.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
 //! * [`handoff`] holds the hand-overs between NIFs and executor threads
@@ -18,3 +19,4 @@ pub mod handoff;
 pub mod prepare;
 pub mod signature;
 pub mod store_exceptions;
+pub mod wamr_aot;

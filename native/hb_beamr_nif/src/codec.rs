@@ -5,11 +5,12 @@
 //! `neg_infinity`; results always come back signed, with the same atoms for non-finite
 //! floats. Values cross threads as [`WasmValue`] because wasmer's `Value` is tied to a Store.
 
-use rustler::{Encoder, Env, ListIterator, Term, TermType};
+use rustler::{Encoder, Env, ListIterator, OwnedEnv, Term, TermType};
 use smallvec::SmallVec;
 use wasmer::{Type, Value};
 
 use crate::atoms;
+use crate::trap::CallFailure;
 
 /// Argument and result lists: almost always a handful, kept inline so that a call's
 /// values cost no allocation on one thread and free on the other.
@@ -61,6 +62,28 @@ pub fn decode_args<'a>(list: Term<'a>, types: &[Type]) -> Result<Values, BadArg<
             decode_value(term, *ty).ok_or(BadArg::Value { position: i + 1, value: term, ty: *ty })
         })
         .collect()
+}
+
+/// An argument list to check against types that only the executor knows (those of a table
+/// entry): it crosses threads in the external term format, and [`UncheckedArgs::check`]
+/// decodes it with [`decode_args`], so the values and errors are those of any other call.
+pub struct UncheckedArgs(Vec<u8>);
+
+impl UncheckedArgs {
+    pub fn new(list: Term) -> Result<UncheckedArgs, BadArg> {
+        if !list.is_list() {
+            return Err(BadArg::NotAList);
+        }
+        Ok(UncheckedArgs(list.to_binary().as_slice().to_vec()))
+    }
+
+    /// The arguments as values of `types`, or `{badarg, Detail}` as a call's failure.
+    pub fn check(&self, types: &[Type]) -> Result<Values, CallFailure> {
+        OwnedEnv::new().run(|env| {
+            let (list, _) = env.binary_to_term(&self.0).expect("encoded by UncheckedArgs::new");
+            decode_args(list, types).map_err(|bad| CallFailure::BadArg(bad.encode(env).to_binary().as_slice().to_vec()))
+        })
+    }
 }
 
 fn decode_value(term: Term, ty: Type) -> Option<WasmValue> {

@@ -7,11 +7,11 @@ use rustler::LocalPid;
 
 use crate::bytes::Bytes;
 use crate::handover::ReplySlot;
-use crate::codec::Values;
+use crate::codec::{UncheckedArgs, Values};
 
 pub enum Command {
-    /// Call export number `func`; its events go to `caller` (see `ReplySlot`).
-    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: usize, args: Values, limits: Limits },
+    /// Call `func`; its events go to `caller` (see `ReplySlot`).
+    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: Callee, limits: Limits },
     /// Access memory 0; the outcome goes to `caller` (see `ReplySlot`).
     Memory { caller: LocalPid, slot: Arc<ReplySlot>, op: MemoryOp },
     /// The Erlang side answered the pending import of call `id`; `None` means the
@@ -21,6 +21,15 @@ pub enum Command {
     CallerDown(LocalPid),
     /// Wakes the executor so it notices the instance's stop flag.
     Stop,
+}
+
+/// The function a call runs, with its arguments.
+pub enum Callee {
+    /// Export number `n` of `Shared::exports`; the arguments were checked against its type.
+    Export(usize, Values),
+    /// Entry `n` of table 0, whose type only the executor can see (entries change as wasm
+    /// runs), so it checks the arguments.
+    TableEntry(u32, UncheckedArgs),
 }
 
 /// What a call may use (call/6 options). Only an outermost call's limits apply: a nested

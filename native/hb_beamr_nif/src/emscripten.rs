@@ -5,10 +5,14 @@
 //! the call fails; a wasm exception (a C++ throw or longjmp) is then reported to the module
 //! through `setThrew(1, 0)` and the invoke returns zeros, while traps and host errors
 //! (stop, dead caller) propagate.
+//!
+//! memory64 builds pass pointer-sized values as i64: the index (`invoke_vjj : (III)`), the
+//! stack pointer and `setThrew`'s first parameter. So the index is taken from the low 32
+//! bits of an i32 or i64, as WAMR does, and `setThrew` gets its arguments in its own types.
 
 use wasmer::{AsStoreMut, Function, Instance, RuntimeError, Table, Type, Value};
 
-use beamr_core::prepare::TABLE_EXPORT;
+use crate::table;
 
 /// What `invoke_*` needs from the instance, resolved once after instantiation.
 pub struct Hooks {
@@ -29,7 +33,7 @@ fn first_function(instance: &Instance, names: &[&str]) -> Option<Function> {
 impl Hooks {
     pub fn resolve(instance: &Instance) -> Hooks {
         Hooks {
-            table: instance.exports.get_table(TABLE_EXPORT).ok().cloned(),
+            table: table::table0(instance),
             set_threw: first_function(instance, &["setThrew"]),
             stack_save: first_function(instance, &["stackSave", "emscripten_stack_get_current"]),
             stack_restore: first_function(instance, &["stackRestore", "_emscripten_stack_restore"]),
@@ -46,14 +50,11 @@ impl Hooks {
     ) -> Result<Vec<Value>, RuntimeError> {
         let index = match args.first() {
             Some(Value::I32(index)) => *index as u32,
-            _ => return Err(RuntimeError::new("invoke_*: the first argument must be an i32 table index")),
+            Some(Value::I64(index)) => *index as u32,
+            _ => return Err(RuntimeError::new("invoke_*: the first argument must be an integer table index")),
         };
-        let table = self.table.as_ref().ok_or_else(|| RuntimeError::new("invoke_*: the module has no table"))?;
-        let function = match table.get(store, index) {
-            Some(Value::FuncRef(Some(function))) => function,
-            Some(_) => return Err(RuntimeError::new(format!("invoke_*: table entry {index} is null"))),
-            None => return Err(RuntimeError::new(format!("invoke_*: table index {index} is out of bounds"))),
-        };
+        let function =
+            table::entry(store, self.table.as_ref(), index).map_err(|error| RuntimeError::user(Box::new(error)))?;
         let saved_stack = match &self.stack_save {
             Some(save) => save.call(store, &[])?.first().cloned(),
             None => None,
@@ -66,8 +67,12 @@ impl Hooks {
                 }
                 match &self.set_threw {
                     Some(set_threw) if error.is_exception() => {
-                        set_threw.call(store, &[Value::I32(1), Value::I32(0)])?;
-                        Ok(results.iter().map(|ty| zero(*ty)).collect())
+                        // setThrew(threw = 1, value = 0), in its own parameter types.
+                        let params = set_threw.ty(store).params().to_vec();
+                        let threw: Vec<Value> =
+                            params.iter().enumerate().map(|(i, ty)| number(*ty, i64::from(i == 0))).collect();
+                        set_threw.call(store, &threw)?;
+                        Ok(results.iter().map(|ty| number(*ty, 0)).collect())
                     }
                     _ => Err(error),
                 }
@@ -76,13 +81,14 @@ impl Hooks {
     }
 }
 
-fn zero(ty: Type) -> Value {
+/// `n` as a value of type `ty` (references are null whatever `n` is).
+fn number(ty: Type, n: i64) -> Value {
     match ty {
-        Type::I32 => Value::I32(0),
-        Type::I64 => Value::I64(0),
-        Type::F32 => Value::F32(0.0),
-        Type::F64 => Value::F64(0.0),
-        Type::V128 => Value::V128(0),
+        Type::I32 => Value::I32(n as i32),
+        Type::I64 => Value::I64(n),
+        Type::F32 => Value::F32(n as f32),
+        Type::F64 => Value::F64(n as f64),
+        Type::V128 => Value::V128(n as u128),
         Type::FuncRef => Value::FuncRef(None),
         Type::ExternRef => Value::ExternRef(None),
         Type::ExceptionRef => Value::ExceptionRef(None),

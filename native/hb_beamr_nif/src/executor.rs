@@ -23,16 +23,17 @@ use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
 use wasmer::{
     AsStoreMut, Extern, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global, Imports, Instance,
-    InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Type, Value,
+    InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Table, Type, Value,
 };
 
 use crate::atoms;
 use crate::handover::{CallResource, ReplySlot, Event};
 use crate::codec::{charlist, Values, WasmValue};
-use crate::command::{Command, Limits};
+use crate::command::{Callee, Command, Limits};
 use crate::emscripten::{self, Hooks};
 use crate::instance::{InstanceResource, Shared};
 use crate::memory::{self, MemoryReply};
+use crate::table;
 use crate::trap::{CallFailure, HostError, Resource, TrapKind};
 
 /// wasm runs on its own stack of this size (wasmer's default of 1 MiB is too small for
@@ -55,6 +56,8 @@ struct Context {
     shared: Arc<Shared>,
     functions: RefCell<Vec<Function>>,
     memory: RefCell<Option<Memory>>,
+    /// Table 0, whose entries integer function references call.
+    table: RefCell<Option<Table>>,
     emscripten: RefCell<Option<Hooks>>,
     outbox: RefCell<OwnedEnv>,
     deferred: RefCell<VecDeque<Command>>,
@@ -129,6 +132,7 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPi
         shared: Arc::clone(&shared),
         functions: RefCell::new(Vec::new()),
         memory: RefCell::new(None),
+        table: RefCell::new(None),
         emscripten: RefCell::new(None),
         outbox: RefCell::new(OwnedEnv::new()),
         deferred: RefCell::new(VecDeque::new()),
@@ -185,6 +189,7 @@ impl Context {
             .map(|e| instance.exports.get_function(&e.name).expect("listed export").clone())
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
+        *self.table.borrow_mut() = table::table0(instance);
         *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
         self.finish(start, Ok(Values::new()));
@@ -220,9 +225,7 @@ impl Context {
 
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
-            Command::Call { caller, slot, func, args, limits } => {
-                self.call(store, Frame::new(caller, slot), func, &args, limits)
-            }
+            Command::Call { caller, slot, func, limits } => self.call(store, Frame::new(caller, slot), func, limits),
             Command::Memory { caller, slot, op } => {
                 let result = memory::run(self.memory.borrow().as_ref(), store, op);
                 self.deliver(caller, &slot, Event::Memory(result));
@@ -231,9 +234,11 @@ impl Context {
         }
     }
 
-    fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: usize, args: &[WasmValue], limits: Limits) {
-        let function = self.functions.borrow()[func].clone();
-        let params: SmallVec<[Value; 4]> = args.iter().map(|a| a.to_wasmer()).collect();
+    fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: Callee, limits: Limits) {
+        let (function, params) = match self.callee(store, func) {
+            Ok(callee) => callee,
+            Err(failure) => return self.finish(&frame, Err(failure)),
+        };
         let outermost = self.frames.borrow().is_empty();
         if !outermost && !self.may_nest() {
             let message = HostError::NestedTooDeep.to_string();
@@ -255,6 +260,24 @@ impl Context {
         }
         self.leave();
         self.finish(&frame, outcome);
+    }
+
+    /// The function a call runs and its arguments as wasm values.
+    fn callee(
+        &self,
+        store: &mut impl AsStoreMut,
+        func: Callee,
+    ) -> Result<(Function, SmallVec<[Value; 4]>), CallFailure> {
+        let (function, args) = match func {
+            Callee::Export(index, args) => (self.functions.borrow()[index].clone(), args),
+            Callee::TableEntry(index, args) => {
+                let function = table::entry(store, self.table.borrow().as_ref(), index)
+                    .map_err(|error| CallFailure::from(&error))?;
+                let args = args.check(function.ty(store).params())?;
+                (function, args)
+            }
+        };
+        Ok((function, args.iter().map(|a| a.to_wasmer()).collect()))
     }
 
     /// Announces a call about to run wasm; false (and nothing entered) when the

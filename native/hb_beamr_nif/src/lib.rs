@@ -6,7 +6,8 @@
 //!   (both thin users of `beamr_core::handoff`).
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`], [`bytes`]: values, errors and memory access.
-//! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively.
+//! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively; [`table`]: the
+//!   entries of table 0 that they and integer function references call.
 
 mod atoms;
 mod bytes;
@@ -20,6 +21,7 @@ mod mailbox;
 mod memory;
 mod nifs;
 mod registry;
+mod table;
 mod trap;
 
 fn load(_env: rustler::Env, _info: rustler::Term) -> bool {

@@ -18,12 +18,12 @@ use wasmer::{ExternType, Module};
 use crate::atoms;
 use crate::bytes::Bytes;
 use crate::handover::{CallResource, ReplySlot};
-use crate::codec::{charlist, decode_args, BadArg, Values};
-use crate::command::{Command, Limits, MemoryOp};
+use crate::codec::{charlist, decode_args, BadArg, UncheckedArgs, Values};
+use crate::command::{Callee, Command, Limits, MemoryOp};
 use crate::executor::{self, encode_event};
 use crate::instance::{ExportedFunction, ImportedFunction, InstanceResource, Shared};
 use crate::registry;
-use crate::trap::{CallFailure, Resource};
+use crate::trap::{CallFailure, Resource, TrapKind};
 
 fn error<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
     (atoms::error(), reason).encode(env)
@@ -221,6 +221,9 @@ fn call_limited<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Te
 
 fn call_export<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>, limits: Limits) -> Term<'a> {
     let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
+    if func.get_type() == TermType::Integer {
+        return call_table_entry(env, &instance.shared, func, args, limits);
+    }
     let Some(name) = decode_name(func) else { return badarg(env, (atoms::func(), func)) };
     let shared = &instance.shared;
     let Some(&index) = shared.export_index.get(name.as_ref()) else {
@@ -230,7 +233,22 @@ fn call_export<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>
         Ok(args) => args,
         Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
     };
-    request(env, shared, |caller, slot| Command::Call { caller, slot, func: index, args, limits })
+    request(env, shared, |caller, slot| Command::Call { caller, slot, func: Callee::Export(index, args), limits })
+}
+
+/// A call of entry `func` (an integer) of table 0, as HyperBEAM's seed allowed. The entry's
+/// type is known only to the executor, which checks the arguments against it; an integer
+/// that cannot index any table traps here.
+fn call_table_entry<'a>(env: Env<'a>, shared: &Shared, func: Term<'a>, args: Term<'a>, limits: Limits) -> Term<'a> {
+    let Ok(index) = func.decode::<u32>() else {
+        let message = format!("table index {func:?} is out of bounds of table 0");
+        return error(env, CallFailure::Trap { kind: TrapKind::TableOutOfBounds, message });
+    };
+    let args = match UncheckedArgs::new(args) {
+        Ok(args) => args,
+        Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
+    };
+    request(env, shared, |caller, slot| Command::Call { caller, slot, func: Callee::TableEntry(index, args), limits })
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {

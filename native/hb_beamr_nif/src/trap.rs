@@ -21,18 +21,26 @@ pub enum HostError {
     OutOfGas,
     /// Calls nested too deeply (through imports or `invoke_*`) for the executor's stack.
     NestedTooDeep,
+    /// A call through table 0 (`invoke_*`, an integer function reference) found no entry at
+    /// this index, a null entry, or something other than a function.
+    TableOutOfBounds(u32),
+    UninitializedElement(u32),
+    NotAFunction(u32),
 }
 
 impl std::fmt::Display for HostError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            HostError::ImportFailed => "import failed",
-            HostError::CallerDied => "the process handling the import died",
-            HostError::Stopped => "instance stopped",
-            HostError::Timeout => "the call's deadline passed",
-            HostError::OutOfGas => "the call used its gas budget",
-            HostError::NestedTooDeep => "calls nested too deeply (through imports or invoke_*)",
-        })
+        match self {
+            HostError::ImportFailed => f.write_str("import failed"),
+            HostError::CallerDied => f.write_str("the process handling the import died"),
+            HostError::Stopped => f.write_str("instance stopped"),
+            HostError::Timeout => f.write_str("the call's deadline passed"),
+            HostError::OutOfGas => f.write_str("the call used its gas budget"),
+            HostError::NestedTooDeep => f.write_str("calls nested too deeply (through imports or invoke_*)"),
+            HostError::TableOutOfBounds(index) => write!(f, "table index {index} is out of bounds of table 0"),
+            HostError::UninitializedElement(index) => write!(f, "entry {index} of table 0 is null"),
+            HostError::NotAFunction(index) => write!(f, "entry {index} of table 0 is not a function"),
+        }
     }
 }
 
@@ -49,6 +57,9 @@ pub enum CallFailure {
     ResourceLimit(Resource),
     ImportFailed,
     Trap { kind: TrapKind, message: String },
+    /// `{badarg, Detail}` found by the executor (an integer function reference's arguments
+    /// against the table entry's type), in the external term format.
+    BadArg(Vec<u8>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,19 +89,8 @@ pub enum TrapKind {
 
 impl CallFailure {
     pub fn classify(error: &RuntimeError, stopped: bool) -> CallFailure {
-        let message = error.message();
-        match error.downcast_ref::<HostError>() {
-            Some(HostError::ImportFailed) => return CallFailure::ImportFailed,
-            Some(HostError::CallerDied) => {
-                return CallFailure::Trap { kind: TrapKind::CallerDied, message }
-            }
-            Some(HostError::Stopped) => return CallFailure::Stopped,
-            Some(HostError::Timeout) => return CallFailure::Trap { kind: TrapKind::Timeout, message },
-            Some(HostError::OutOfGas) => return CallFailure::Trap { kind: TrapKind::OutOfGas, message },
-            Some(HostError::NestedTooDeep) => {
-                return CallFailure::Trap { kind: TrapKind::StackOverflow, message }
-            }
-            None => {}
+        if let Some(host) = error.downcast_ref::<HostError>() {
+            return CallFailure::from(host);
         }
         if stopped {
             return CallFailure::Stopped;
@@ -115,11 +115,28 @@ impl CallFailure {
                 _ => TrapKind::Other,
             }
         };
-        CallFailure::Trap { kind, message }
+        CallFailure::Trap { kind, message: error.message() }
     }
 
     pub fn panic(message: String) -> CallFailure {
         CallFailure::Trap { kind: TrapKind::Other, message }
+    }
+}
+
+impl From<&HostError> for CallFailure {
+    fn from(error: &HostError) -> CallFailure {
+        let trap = |kind| CallFailure::Trap { kind, message: error.to_string() };
+        match error {
+            HostError::ImportFailed => CallFailure::ImportFailed,
+            HostError::Stopped => CallFailure::Stopped,
+            HostError::CallerDied => trap(TrapKind::CallerDied),
+            HostError::Timeout => trap(TrapKind::Timeout),
+            HostError::OutOfGas => trap(TrapKind::OutOfGas),
+            HostError::NestedTooDeep => trap(TrapKind::StackOverflow),
+            HostError::TableOutOfBounds(_) => trap(TrapKind::TableOutOfBounds),
+            HostError::UninitializedElement(_) => trap(TrapKind::UninitializedElement),
+            HostError::NotAFunction(_) => trap(TrapKind::IndirectCallTypeMismatch),
+        }
     }
 }
 
@@ -137,6 +154,7 @@ impl Encoder for CallFailure {
                 let message = message_binary(env, message);
                 (atoms::trap(), kind.atom(), message).encode(env)
             }
+            CallFailure::BadArg(term) => env.binary_to_term(term).expect("encoded by UncheckedArgs::check").0,
         }
     }
 }

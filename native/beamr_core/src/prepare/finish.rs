@@ -15,7 +15,8 @@ pub(super) struct Finished {
     pub wamr_extra_page: bool,
 }
 
-pub(super) fn finish(wasm: &[u8], opts: &PrepareOptions) -> Result<Finished, PrepareError> {
+/// `memory0_lowered`: memory 0 was a 64-bit memory (see [`wamr_layout::add_page`]).
+pub(super) fn finish(wasm: &[u8], opts: &PrepareOptions, memory0_lowered: bool) -> Result<Finished, PrepareError> {
     let summary = ModuleSummary::read(wasm).map_err(invalid)?;
     let added_exports = host_exports::host_exports(&summary);
     let wamr_extra_page = opts.wamr_compat && wamr_layout::needs_extra_page(wasm, &summary)?;
@@ -31,7 +32,7 @@ pub(super) fn finish(wasm: &[u8], opts: &PrepareOptions) -> Result<Finished, Pre
                 for (index, memory) in reader.clone().into_iter().enumerate() {
                     let mut memory = utils::memory_type(&mut RoundtripReencoder, memory.map_err(invalid)?);
                     if index == 0 && wamr_extra_page {
-                        wamr_layout::add_page(&mut memory);
+                        wamr_layout::add_page(&mut memory, memory0_lowered);
                     }
                     if let (0, Some(limit), Some(_)) = (index, opts.max_pages, summary.defined_memory0) {
                         limit_growth(&mut memory, limit);

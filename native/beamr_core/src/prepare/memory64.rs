@@ -21,9 +21,25 @@
 //! offset` of a 32-bit heap in 64 bits, without wrapping), as is any bulk operation whose
 //! destination, source or length became `SENTINEL` (even with a zero length, since the
 //! address then lies beyond the end), and `memory.grow` by `SENTINEL` pages fails with -1.
-//! `SENTINEL` is 16-byte aligned so that an atomic access still traps as out of bounds rather
-//! than as unaligned. Lowered tables are clamped to wasmer's own table limit, far below it.
-//! A static `offset` ≥ 2^32 in a memory argument (always out of bounds) becomes `SENTINEL`.
+//! Lowered tables are clamped to wasmer's own table limit, far below it. A static `offset`
+//! ≥ 2^32 in a memory argument (always out of bounds) becomes `SENTINEL | (offset & 15)`.
+//!
+//! Atomics trap as `unaligned` or `out of bounds`, and which one must be decided on the real
+//! effective address `address + offset`: the threads proposal checks its alignment first,
+//! then the bounds, and wasmer does the same on the narrowed address and offset. So the
+//! address operand of an atomic keeps its low four bits when it is narrowed:
+//!
+//! ```text
+//! local.tee $scratch  i32.wrap_i64  local.get $scratch  i64.const 32  i64.shr_u  i64.eqz
+//! i32.const 1  i32.sub  i32.const SENTINEL  i32.and  i32.or
+//! ```
+//!
+//! which is `SENTINEL | (address & 15)` for an address ≥ 2^32 (`SENTINEL` is 16-byte aligned,
+//! and no atomic is wider than 8 bytes), just as out of bounds but aligned as the original.
+//! The same holds for the offset, so the narrowed `address + offset` is aligned exactly when
+//! the real one is. Other accesses never trap as unaligned and keep the shorter sequence, as
+//! do `memory.atomic.wait*`/`notify`, which wasmer checks for bounds before alignment (also
+//! on 32-bit memories).
 //!
 //! Results grow back to i64: `memory.size`/`table.size` zero-extend, `memory.grow`/
 //! `table.grow` sign-extend so that -1 stays -1 (sizes are far below 2^31, so this is exact).
@@ -131,11 +147,13 @@ struct Shape {
     operands: [Operand; 3],
     len: usize,
     widen: Widen,
+    /// An atomic access, which traps when its effective address is not aligned.
+    atomic: bool,
 }
 
 impl Shape {
     fn new(operands: &[Operand], widen: Widen) -> Shape {
-        let mut shape = Shape { operands: [Operand::Address; 3], len: operands.len(), widen };
+        let mut shape = Shape { operands: [Operand::Address; 3], len: operands.len(), widen, atomic: false };
         shape.operands[..operands.len()].copy_from_slice(operands);
         shape
     }
@@ -219,6 +237,11 @@ impl Lowering<'_> {
         self.is_lowered(target).then(|| Shape::new(operands, widen))
     }
 
+    /// An atomic access to memory: its only address is the deepest operand.
+    fn atomic_op(&self, target: MemArgTarget, operands: &[Operand]) -> Option<Shape> {
+        self.memory_op(target, operands, Widen::None).map(|shape| Shape { atomic: true, ..shape })
+    }
+
     fn table_op(&self, table: u32, operands: &[Operand], widen: Widen) -> Option<Shape> {
         self.tables[table as usize].is64.then(|| Shape::new(operands, widen))
     }
@@ -279,13 +302,6 @@ impl Lowering<'_> {
             | O::I64Load16U { memarg }
             | O::I64Load32S { memarg }
             | O::I64Load32U { memarg }
-            | O::I32AtomicLoad { memarg }
-            | O::I64AtomicLoad { memarg }
-            | O::I32AtomicLoad8U { memarg }
-            | O::I32AtomicLoad16U { memarg }
-            | O::I64AtomicLoad8U { memarg }
-            | O::I64AtomicLoad16U { memarg }
-            | O::I64AtomicLoad32U { memarg }
             | O::V128Load { memarg }
             | O::V128Load8x8S { memarg }
             | O::V128Load8x8U { memarg }
@@ -300,10 +316,34 @@ impl Lowering<'_> {
             | O::V128Load32Zero { memarg }
             | O::V128Load64Zero { memarg } => self.memory_op(memarg.target, &[A], Widen::None),
 
-            O::I32Store { memarg }
-            | O::I32Store8 { memarg }
-            | O::I32Store16 { memarg }
-            | O::I32AtomicStore { memarg }
+            O::I32Store { memarg } | O::I32Store8 { memarg } | O::I32Store16 { memarg } => {
+                self.memory_op(memarg.target, &[A, V(I32)], Widen::None)
+            }
+            O::I64Store { memarg } | O::I64Store8 { memarg } | O::I64Store16 { memarg } | O::I64Store32 { memarg } => {
+                self.memory_op(memarg.target, &[A, V(I64)], Widen::None)
+            }
+            O::F32Store { memarg } => self.memory_op(memarg.target, &[A, V(F32)], Widen::None),
+            O::F64Store { memarg } => self.memory_op(memarg.target, &[A, V(F64)], Widen::None),
+
+            O::V128Store { memarg }
+            | O::V128Load8Lane { memarg, .. }
+            | O::V128Load16Lane { memarg, .. }
+            | O::V128Load32Lane { memarg, .. }
+            | O::V128Load64Lane { memarg, .. }
+            | O::V128Store8Lane { memarg, .. }
+            | O::V128Store16Lane { memarg, .. }
+            | O::V128Store32Lane { memarg, .. }
+            | O::V128Store64Lane { memarg, .. } => self.memory_op(memarg.target, &[A, V(V128)], Widen::None),
+
+            O::I32AtomicLoad { memarg }
+            | O::I64AtomicLoad { memarg }
+            | O::I32AtomicLoad8U { memarg }
+            | O::I32AtomicLoad16U { memarg }
+            | O::I64AtomicLoad8U { memarg }
+            | O::I64AtomicLoad16U { memarg }
+            | O::I64AtomicLoad32U { memarg } => self.atomic_op(memarg.target, &[A]),
+
+            O::I32AtomicStore { memarg }
             | O::I32AtomicStore8 { memarg }
             | O::I32AtomicStore16 { memarg }
             | O::I32AtomicRmwAdd { memarg }
@@ -323,14 +363,9 @@ impl Lowering<'_> {
             | O::I32AtomicRmw16XorU { memarg }
             | O::I32AtomicRmwXchg { memarg }
             | O::I32AtomicRmw8XchgU { memarg }
-            | O::I32AtomicRmw16XchgU { memarg }
-            | O::MemoryAtomicNotify { memarg } => self.memory_op(memarg.target, &[A, V(I32)], Widen::None),
+            | O::I32AtomicRmw16XchgU { memarg } => self.atomic_op(memarg.target, &[A, V(I32)]),
 
-            O::I64Store { memarg }
-            | O::I64Store8 { memarg }
-            | O::I64Store16 { memarg }
-            | O::I64Store32 { memarg }
-            | O::I64AtomicStore { memarg }
+            O::I64AtomicStore { memarg }
             | O::I64AtomicStore8 { memarg }
             | O::I64AtomicStore16 { memarg }
             | O::I64AtomicStore32 { memarg }
@@ -357,28 +392,18 @@ impl Lowering<'_> {
             | O::I64AtomicRmwXchg { memarg }
             | O::I64AtomicRmw8XchgU { memarg }
             | O::I64AtomicRmw16XchgU { memarg }
-            | O::I64AtomicRmw32XchgU { memarg } => self.memory_op(memarg.target, &[A, V(I64)], Widen::None),
-
-            O::F32Store { memarg } => self.memory_op(memarg.target, &[A, V(F32)], Widen::None),
-            O::F64Store { memarg } => self.memory_op(memarg.target, &[A, V(F64)], Widen::None),
-
-            O::V128Store { memarg }
-            | O::V128Load8Lane { memarg, .. }
-            | O::V128Load16Lane { memarg, .. }
-            | O::V128Load32Lane { memarg, .. }
-            | O::V128Load64Lane { memarg, .. }
-            | O::V128Store8Lane { memarg, .. }
-            | O::V128Store16Lane { memarg, .. }
-            | O::V128Store32Lane { memarg, .. }
-            | O::V128Store64Lane { memarg, .. } => self.memory_op(memarg.target, &[A, V(V128)], Widen::None),
+            | O::I64AtomicRmw32XchgU { memarg } => self.atomic_op(memarg.target, &[A, V(I64)]),
 
             O::I32AtomicRmwCmpxchg { memarg }
             | O::I32AtomicRmw8CmpxchgU { memarg }
-            | O::I32AtomicRmw16CmpxchgU { memarg } => self.memory_op(memarg.target, &[A, V(I32), V(I32)], Widen::None),
+            | O::I32AtomicRmw16CmpxchgU { memarg } => self.atomic_op(memarg.target, &[A, V(I32), V(I32)]),
             O::I64AtomicRmwCmpxchg { memarg }
             | O::I64AtomicRmw8CmpxchgU { memarg }
             | O::I64AtomicRmw16CmpxchgU { memarg }
-            | O::I64AtomicRmw32CmpxchgU { memarg } => self.memory_op(memarg.target, &[A, V(I64), V(I64)], Widen::None),
+            | O::I64AtomicRmw32CmpxchgU { memarg } => self.atomic_op(memarg.target, &[A, V(I64), V(I64)]),
+            // wasmer checks these (a runtime call) for bounds before alignment, whatever the
+            // memory, so they need no alignment-keeping narrowing.
+            O::MemoryAtomicNotify { memarg } => self.memory_op(memarg.target, &[A, V(I32)], Widen::None),
             O::MemoryAtomicWait32 { memarg } => self.memory_op(memarg.target, &[A, V(I32), V(I64)], Widen::None),
             O::MemoryAtomicWait64 { memarg } => self.memory_op(memarg.target, &[A, V(I64), V(I64)], Widen::None),
 
@@ -469,7 +494,11 @@ impl Lowering<'_> {
             set_aside[count] = local;
             count += 1;
         }
-        narrow(scratch, code);
+        if shape.atomic {
+            narrow_keeping_alignment(scratch, code);
+        } else {
+            narrow(scratch, code);
+        }
         for &local in set_aside[..count].iter().rev() {
             InstructionSink::new(code).local_get(local);
         }
@@ -526,6 +555,24 @@ fn narrow(scratch: &mut ScratchLocals, code: &mut Vec<u8>) {
         .i64_shr_u()
         .i64_eqz()
         .select();
+}
+
+/// Narrows the i64 address of an atomic access on top of the stack to an i32: an address
+/// ≥ 2^32 becomes `SENTINEL | (address & 15)`, out of bounds but aligned as the original.
+fn narrow_keeping_alignment(scratch: &mut ScratchLocals, code: &mut Vec<u8>) {
+    let local = scratch.local(wasm_encoder::ValType::I64, usize::MAX);
+    InstructionSink::new(code)
+        .local_tee(local)
+        .i32_wrap_i64()
+        .local_get(local)
+        .i64_const(32)
+        .i64_shr_u()
+        .i64_eqz()
+        .i32_const(1)
+        .i32_sub()
+        .i32_const(SENTINEL as i32)
+        .i32_and()
+        .i32_or();
 }
 
 /// The extra locals of one function. Each is keyed by type and operand position so that
@@ -661,7 +708,8 @@ impl Reencode for Lowering<'_> {
     fn mem_arg(&mut self, arg: wasmparser::MemArg) -> Result<MemArg, ReencodeError<PrepareError>> {
         let mut lowered = utils::mem_arg(self, arg)?;
         if self.is_lowered(arg.target) && lowered.offset > u64::from(u32::MAX) {
-            lowered.offset = u64::from(SENTINEL);
+            // Out of bounds, but aligned as the original (see the module docs).
+            lowered.offset = u64::from(SENTINEL) | (lowered.offset & 15);
         }
         Ok(lowered)
     }
@@ -753,6 +801,7 @@ mod tests {
         (func (export "fill") (param i64 i32 i64) (memory.fill (local.get 0) (local.get 1) (local.get 2)))
         (func (export "copy") (param i64 i64 i64) (memory.copy (local.get 0) (local.get 1) (local.get 2))))"#;
 
+    #[track_caller]
     fn oob(result: Result<Box<[Value]>, wasmer::RuntimeError>) {
         assert_eq!(trap_code(result), Some(TrapCode::HeapAccessOutOfBounds));
     }
@@ -791,14 +840,15 @@ mod tests {
     fn memory_size_and_grow_are_widened() {
         let (mut store, instance) = instantiate(MEMORY);
         let s = &mut store;
-        // WAMR layout gives this module one extra page (it uses memory.grow/size).
+        // WAMR layout gives this module one extra page (it uses memory.grow/size), and one
+        // more page to its maximum: 2 of at most 5.
         assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(2));
         assert_eq!(call(s, &instance, "grow", &[Value::I64(1)]).unwrap()[0], Value::I64(2));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(2)]).unwrap()[0], Value::I64(-1));
+        assert_eq!(call(s, &instance, "grow", &[Value::I64(3)]).unwrap()[0], Value::I64(-1));
         assert_eq!(call(s, &instance, "grow", &[Value::I64(0x1_0000_0000)]).unwrap()[0], Value::I64(-1));
         assert_eq!(call(s, &instance, "grow", &[Value::I64(-1)]).unwrap()[0], Value::I64(-1));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(1)]).unwrap()[0], Value::I64(3));
-        assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(4));
+        assert_eq!(call(s, &instance, "grow", &[Value::I64(2)]).unwrap()[0], Value::I64(3));
+        assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(5));
     }
 
     #[test]
@@ -856,6 +906,58 @@ mod tests {
         oob(call(s, &instance, "cas", &[Value::I64(0x1_0000_0008), Value::I32(0), Value::I32(1)]));
         oob(call(s, &instance, "splat", &[Value::I64(0x1_0000_0000)]));
         oob(call(s, &instance, "lane", &[Value::I64(0x1_0000_0000)]));
+    }
+
+    #[track_caller]
+    fn unaligned(result: Result<Box<[Value]>, wasmer::RuntimeError>) {
+        let code = trap_code(result);
+        assert!(matches!(code, Some(TrapCode::HeapMisaligned | TrapCode::UnalignedAtomic)), "{code:?}");
+    }
+
+    /// The threads proposal decides on the effective address `address + offset`: unaligned
+    /// traps first, then out of bounds; narrowing must not change which one an atomic gets.
+    #[test]
+    fn atomics_beyond_4_gib_trap_by_their_real_effective_address() {
+        let (mut store, instance) = instantiate(
+            r#"(module (memory i64 1 1 shared)
+                (func (export "load") (param i64) (result i32) (i32.atomic.load (local.get 0)))
+                (func (export "load_off3") (param i64) (result i32) (i32.atomic.load offset=3 (local.get 0)))
+                (func (export "load_off_huge") (param i64) (result i32)
+                    (i32.atomic.load offset=0x1_0000_0001 (local.get 0)))
+                (func (export "rmw_off4") (param i64) (result i64) (i64.atomic.rmw.add offset=4 (local.get 0) (i64.const 1)))
+                (func (export "cas") (param i64) (result i32)
+                    (i32.atomic.rmw.cmpxchg (local.get 0) (i32.const 0) (i32.const 1)))
+                (func (export "notify") (param i64) (result i32) (memory.atomic.notify (local.get 0) (i32.const 0)))
+                (func (export "wait") (param i64) (result i32)
+                    (memory.atomic.wait32 (local.get 0) (i32.const 1) (i64.const 0))))"#,
+        );
+        let s = &mut store;
+        let at = |address: i64| [Value::I64(address)];
+        // In bounds: as a 32-bit memory would.
+        assert_eq!(call(s, &instance, "load_off3", &at(1)).unwrap()[0], Value::I32(0));
+        unaligned(call(s, &instance, "load", &at(1)));
+        // Aligned effective addresses beyond 4 GiB are out of bounds, however the address
+        // and the offset split them...
+        oob(call(s, &instance, "load_off3", &at(0x1_0000_0001)));
+        oob(call(s, &instance, "load", &at(0x1_0000_0004)));
+        oob(call(s, &instance, "load_off_huge", &at(3)));
+        oob(call(s, &instance, "load_off3", &at(0xFFFF_FFFD)));
+        oob(call(s, &instance, "rmw_off4", &at(0x1_0000_0004)));
+        oob(call(s, &instance, "cas", &at(-4)));
+        oob(call(s, &instance, "notify", &at(0x2_0000_0000)));
+        oob(call(s, &instance, "wait", &at(0x1_0000_0000)));
+        // ...and unaligned ones are unaligned, even beyond 4 GiB.
+        unaligned(call(s, &instance, "load", &at(0x1_0000_0001)));
+        unaligned(call(s, &instance, "load_off3", &at(0x1_0000_0002)));
+        unaligned(call(s, &instance, "load_off_huge", &at(0)));
+        unaligned(call(s, &instance, "load_off3", &at(0xFFFF_FFFE)));
+        unaligned(call(s, &instance, "rmw_off4", &at(0x1_0000_0002)));
+        unaligned(call(s, &instance, "cas", &at(-1)));
+        // wasmer checks notify and wait for bounds first, as it does on 32-bit memories.
+        unaligned(call(s, &instance, "notify", &at(2)));
+        unaligned(call(s, &instance, "wait", &at(6)));
+        oob(call(s, &instance, "notify", &at(0x2_0000_0003)));
+        oob(call(s, &instance, "wait", &at(0x1_0000_000E)));
     }
 
     #[test]

@@ -139,11 +139,12 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
     let types = Validator::new_with_features(input_features()).validate_all(wasm).map_err(invalid)?;
     refuse_exnref_storage(types.as_ref())?;
 
+    let memory0_is_64 = types.as_ref().memory_count() > 0 && types.as_ref().memory_at(0).memory64;
     let lowered = memory64::lower(wasm, types.as_ref())?;
     let wasm = lowered.as_deref().unwrap_or(wasm);
     let translated = exceptions::translate_legacy_exceptions(wasm)?;
     let wasm = translated.as_deref().unwrap_or(wasm);
-    let finished = finish::finish(wasm, opts)?;
+    let finished = finish::finish(wasm, opts, memory0_is_64)?;
     let instrumented = interrupt::instrument(&finished.wasm)?;
     let wasm = instrumented.unwrap_or(finished.wasm);
 
@@ -363,6 +364,9 @@ mod tests {
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
         let memory = instance.exports.get_memory(MEMORY_EXPORT).unwrap().clone();
         assert_eq!(memory.view(&store).size().0, 193);
+        // WAMR's page is added to the maximum too: the process runs grown to 32,769 pages.
+        assert_eq!(memory.grow(&mut store, 32769 - 193).unwrap().0, 193);
+        assert!(memory.grow(&mut store, 1).is_err());
         let write_string = |store: &mut Store, text: &str| {
             let ptr = match call(store, &instance, "malloc", &[Value::I64(text.len() as i64 + 1)]).unwrap()[0] {
                 Value::I64(ptr) => ptr as u64,
