@@ -6,6 +6,7 @@
 //!   (both thin users of `beamr_core::handoff`).
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`], [`bytes`]: values, errors and memory access.
+//! * [`state`]: full snapshots (memory, globals, table 0) and their restore.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively.
 
 mod atoms;
@@ -20,6 +21,7 @@ mod mailbox;
 mod memory;
 mod nifs;
 mod registry;
+mod state;
 mod trap;
 
 fn load(_env: rustler::Env, _info: rustler::Term) -> bool {
