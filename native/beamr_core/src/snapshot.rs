@@ -6,7 +6,8 @@
 //!      0     8  magic "HBBEAMRS"
 //!      8     4  version (u32 LE), currently 1
 //!     12     4  flags (u32 LE), 0: a full snapshot
-//!     16     8  checksum: xxh3-64 of every byte from offset 24 to the end
+//!     16     8  checksum: xxh3-64 of every byte from offset 24 up to memory's bytes,
+//!               followed by the xxh3-64 (u64 LE) of each 256 KiB segment of memory
 //!     24     8  total length of the snapshot in bytes (u64 LE)
 //!     32    32  module id: SHA-256 of the prepared module (wasmer's ModuleInfo hash)
 //!     64     …  sections, each: tag (u8), payload length (u64 LE), payload;
@@ -21,8 +22,10 @@
 //! in the module id or a length reads as a corrupt snapshot, never as "another module";
 //! the total length is checked before hashing, so truncation is reported cheaply; memory
 //! comes last so that encoding copies it straight from wasm memory into the output (one
-//! pass, hashed chunk by chunk while the chunk is still in cache) and decoding lends it
-//! out as a slice of the input. The module id is the prepared module's SHA-256, so it
+//! pass, each segment hashed right after it is copied, while it is still in cache) and
+//! decoding lends it out as a slice of the input. Hashing memory per segment lets two
+//! threads share the work: a restore must hash everything before it writes anything, and
+//! at 1 GiB one thread's hash pass plus the copy fall short of 4 GB/s. The module id is the prepared module's SHA-256, so it
 //! also binds the preparation options that change the module (WAMR layout, memory limit).
 //! xxh3 detects corruption, not tampering: a snapshot is trusted input as far as intent
 //! goes, and everything in it is validated before use.
@@ -46,8 +49,10 @@ const TAG_TABLE: u8 = 2;
 const TAG_MEMORY: u8 = 3;
 const SECTION_HEADER: usize = 9;
 
-/// Memory is copied and hashed in chunks of this size, small enough to stay in L2.
-const CHUNK: usize = 256 * 1024;
+/// Memory is copied and hashed in segments of this size, small enough to stay in L2.
+const SEGMENT: usize = 256 * 1024;
+/// From this much memory on, two threads copy and hash it.
+const PARALLEL_FROM: usize = 8 << 20;
 
 pub type ModuleId = [u8; 32];
 
@@ -186,19 +191,19 @@ impl Parts<'_> {
                 w.u32(entry.unwrap_or(NULL));
             }
         }
-        let mut hasher = XxHash3_64::with_seed(0);
         if self.memory_len.is_some() {
             w.section(TAG_MEMORY, memory.len());
         }
         let meta_end = w.at;
-        hasher.write(&w.out[CHECKSUMMED_FROM..meta_end]);
-        // Copy and hash chunk by chunk: each chunk is hashed while still in cache.
-        let dst = &mut w.out[meta_end..];
-        for (dst, src) in dst.chunks_mut(CHUNK).zip(memory.chunks(CHUNK)) {
-            dst.copy_from_slice(src);
-            hasher.write(dst);
-        }
-        out[16..24].copy_from_slice(&hasher.finish().to_le_bytes());
+        let (meta, dst) = out.split_at_mut(meta_end);
+        let digests = segment_digests(memory.len(), |range| {
+            // SAFETY: the ranges handed out are disjoint, so no two threads write the same bytes.
+            let dst = unsafe { std::slice::from_raw_parts_mut(dst.as_ptr().add(range.start) as *mut u8, range.len()) };
+            dst.copy_from_slice(&memory[range]);
+            XxHash3_64::oneshot_with_seed(0, dst)
+        });
+        let sum = checksum(&meta[CHECKSUMMED_FROM..], &digests);
+        out[16..24].copy_from_slice(&sum.to_le_bytes());
     }
 
     /// `encode_into` a new vector.
@@ -207,6 +212,35 @@ impl Parts<'_> {
         self.encode_into(&mut out, memory);
         out
     }
+}
+
+/// The checksum of a snapshot: `meta` then the memory segments' digests.
+fn checksum(meta: &[u8], digests: &[u64]) -> u64 {
+    let mut hasher = XxHash3_64::with_seed(0);
+    hasher.write(meta);
+    for digest in digests {
+        hasher.write(&digest.to_le_bytes());
+    }
+    hasher.finish()
+}
+
+/// `digest(range)` for each segment of `len` bytes of memory, in order; large memories
+/// are split between two threads.
+fn segment_digests(len: usize, digest: impl Fn(std::ops::Range<usize>) -> u64 + Sync) -> Vec<u64> {
+    let segments = len.div_ceil(SEGMENT);
+    let range = |i: usize| i * SEGMENT..((i + 1) * SEGMENT).min(len);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2);
+    if len < PARALLEL_FROM || threads < 2 {
+        return (0..segments).map(|i| digest(range(i))).collect();
+    }
+    let half = segments / 2;
+    std::thread::scope(|scope| {
+        let second = scope.spawn(|| (half..segments).map(|i| digest(range(i))).collect::<Vec<u64>>());
+        let mut digests: Vec<u64> = (0..half).map(|i| digest(range(i))).collect();
+        // A panic in the helper is a bug; let it surface like one on this thread.
+        digests.extend(second.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        digests
+    })
 }
 
 struct Writer<'a> {
@@ -288,13 +322,26 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>, SnapshotError> {
     if total != bytes.len() as u64 {
         return Err(invalid(format!("length {} where the header says {total}", bytes.len())));
     }
-    if checksum != XxHash3_64::oneshot_with_seed(0, &bytes[CHECKSUMMED_FROM..]) {
+    let module: ModuleId = header.take(32)?.try_into().unwrap();
+    // Sections are parsed (bounds-checked) before the checksum is verified, to find where
+    // memory starts; nothing parsed is used unless the checksum matches.
+    let parsed = parse_sections(bytes, module);
+    let memory_start = match &parsed {
+        Ok(snapshot) => snapshot.memory.map_or(bytes.len(), |m| m.as_ptr() as usize - bytes.as_ptr() as usize),
+        Err(_) => bytes.len(),
+    };
+    let memory = &bytes[memory_start..];
+    let digests = segment_digests(memory.len(), |range| XxHash3_64::oneshot_with_seed(0, &memory[range]));
+    if checksum != self::checksum(&bytes[CHECKSUMMED_FROM..memory_start], &digests) {
         return Err(invalid("checksum mismatch: corrupted"));
     }
     if flags != 0 {
         return Err(invalid(format!("unsupported flags {flags:#x}")));
     }
-    let module: ModuleId = header.take(32)?.try_into().unwrap();
+    parsed
+}
+
+fn parse_sections(bytes: &[u8], module: ModuleId) -> Result<Snapshot<'_>, SnapshotError> {
 
     let mut snapshot = Snapshot { module, globals: Vec::new(), table: None, memory: None };
     let mut body = Reader { input: bytes, at: HEADER_LEN, what: "section header" };
@@ -467,6 +514,19 @@ mod tests {
         }
     }
 
+    /// Large memories are copied and hashed by two threads: same result, same checks.
+    #[test]
+    fn large_memory_round_trips_and_detects_flips_in_either_half() {
+        let memory: Vec<u8> = (0..(PARALLEL_FROM + 3 * PAGE)).map(|i| (i % 253) as u8).collect();
+        let bytes = sample(&memory);
+        assert_eq!(decode(&bytes).unwrap().memory, Some(&memory[..]));
+        for at in [bytes.len() - memory.len() + 5, bytes.len() - memory.len() / 3, bytes.len() - 1] {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x80;
+            assert!(matches!(decode(&flipped), Err(SnapshotError::Invalid(_))), "flip at {at}");
+        }
+    }
+
     #[test]
     fn another_module_is_a_mismatch_not_invalid() {
         let memory = sample_memory();
@@ -492,7 +552,7 @@ mod tests {
         fn reseal(mut bytes: Vec<u8>) -> Vec<u8> {
             let len = bytes.len() as u64;
             bytes[24..32].copy_from_slice(&len.to_le_bytes());
-            let sum = XxHash3_64::oneshot_with_seed(0, &bytes[CHECKSUMMED_FROM..]);
+            let sum = checksum(&bytes[CHECKSUMMED_FROM..], &[]);
             bytes[16..24].copy_from_slice(&sum.to_le_bytes());
             bytes
         }
