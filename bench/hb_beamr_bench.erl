@@ -1,7 +1,7 @@
 %%% @doc `make bench': prints a table of hb_beamr timings beside baselines measured in
 %%% the same run. Not a test: nothing here asserts.
 -module(hb_beamr_bench).
--export([main/0]).
+-export([main/0, state_rows/0]).
 
 -define(CALLS, 200000).
 -define(COMPUTE_ROUNDS, 50000000).
@@ -32,7 +32,7 @@ main() ->
         {"longest call/3 NIF over 100,000 calls (idle)", longest_nif_us(I, 0), "", "<= 100", "us"},
         {"longest call/3 NIF over 100,000 calls (2 busy Erlang processes)", longest_nif_us(I, 2), "",
          "<= 100", "us"}
-    ] ++ AosRows ++ [
+    ] ++ AosRows ++ gib_rows() ++ [
         {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
     hb_beamr:stop(I).
@@ -106,6 +106,7 @@ aos_rows(Wasm) ->
                                                        #{gas => 1000000000000})
                                  end) || _ <- lists:seq(1, 5)]) / 1000000,
     {SerializeGBs, RestoreGBs, GrowthMB} = snapshot_rates(I),
+    {SnapGBs, StateRestoreGBs, StateGrowthMB} = state_rates(I, 50, 100),
     hb_beamr:stop(I),
     [{"AOS start/1, first (prepare + compile)", FirstStart, 10.0, "<= 400", "ms"},
      {"AOS start/1, module seen before", RepeatStart, 10.0, "<= 2", "ms"},
@@ -116,7 +117,47 @@ aos_rows(Wasm) ->
      {"  the same with a gas budget (gas => 10^12)", LuaLoopGas, LuaLoop, "<= 1.5x", "ms"},
      {"serialize (12.6 MB memory)", SerializeGBs, "", ">= 2", "GB/s"},
      {"deserialize (12.6 MB memory)", RestoreGBs, "", ">= 2", "GB/s"},
-     {"resident growth over 200 more snapshot+restore", GrowthMB, "", "~0", "MB"}].
+     {"resident growth over 200 more snapshot+restore", GrowthMB, "", "~0", "MB"},
+     {"snapshot/1, full state (12.6 MB memory)", SnapGBs, "", ">= 4", "GB/s"},
+     {"restore/2, full state (12.6 MB memory)", StateRestoreGBs, "", ">= 4", "GB/s"},
+     {"  resident growth over 100 snapshot+restore", StateGrowthMB, "", "~0", "MB"}].
+
+%% Only the full-snapshot rows (quick look while working on them).
+-spec state_rows() -> ok.
+state_rows() ->
+    {ok, Wasm} = file:read_file(filename:join(os:getenv("HB_BEAMR_SHARED"), ?AOS)),
+    {ok, I, _, _} = hb_beamr:start(Wasm),
+    _ = hb_beamr_aos:eval(I, <<"1 + 1">>),
+    {SnapGBs, RestoreGBs, GrowthMB} = state_rates(I, 50, 100),
+    hb_beamr:stop(I),
+    rows([{"snapshot/1, full state (12.6 MB memory)", SnapGBs, "", ">= 4", "GB/s"},
+          {"restore/2, full state (12.6 MB memory)", RestoreGBs, "", ">= 4", "GB/s"},
+          {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}] ++ gib_rows()).
+
+%% snapshot/1 and restore/2 of a 1 GiB memory (bench/snapshot_1g.wat).
+gib_rows() ->
+    {ok, Wat} = file:read_file("bench/snapshot_1g.wat"),
+    {ok, I, _, _} = hb_beamr:start(Wat),
+    {ok, [16385]} = hb_beamr:call(I, "fill", []),
+    {SnapGBs, RestoreGBs, GrowthMB} = state_rates(I, 5, 100),
+    hb_beamr:stop(I),
+    [{"snapshot/1, full state (1 GiB memory)", SnapGBs, "", ">= 4", "GB/s"},
+     {"restore/2, full state (1 GiB memory)", RestoreGBs, "", ">= 4", "GB/s"},
+     {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}].
+
+%% Throughput of full snapshots and restores (`Runs' of each; the result binary is
+%% dropped right away as a caller would), and resident growth over `Cycles' more.
+state_rates(I, Runs, Cycles) ->
+    {ok, Snapshot} = hb_beamr:snapshot(I),
+    Bytes = byte_size(Snapshot) * Runs,
+    Snap = time_ns(fun() -> [begin {ok, _} = hb_beamr:snapshot(I), erlang:garbage_collect() end
+                             || _ <- lists:seq(1, Runs)] end),
+    Restore = time_ns(fun() -> [ok = hb_beamr:restore(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
+    Cycle = fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S), erlang:garbage_collect() end,
+    Cycle(),
+    Before = hb_beamr_test_util:resident_mb(),
+    [Cycle() || _ <- lists:seq(1, Cycles)],
+    {Bytes / Snap, Bytes / Restore, hb_beamr_test_util:resident_mb() - Before}.
 
 %% Throughput of serialize/deserialize, and whether repeating them grows the VM.
 snapshot_rates(I) ->

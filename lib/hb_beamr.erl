@@ -16,6 +16,7 @@
 -export([start/1, start/2, stop/1]).
 -export([call/3, call/4, call/5, call/6]).
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
+-export([snapshot/1, restore/2]).
 
 -type instance() :: pid().
 %% An integer N names entry N of table 0 (an indirect call, as in HyperBEAM's seed).
@@ -34,6 +35,9 @@
                    | exception | out_of_gas | timeout | caller_died | other.
 -type reason() :: {trap, trap_kind(), binary()} | {not_found, name()} | {badarg, term()}
                 | {invalid_module, term()} | stopped
+                | {invalid_snapshot, binary()} | {snapshot_mismatch, binary()}
+                | {unsnapshottable, {global | table | module_hash, non_neg_integer()}}
+                | call_in_progress
                 | {memory_limit, Initial :: non_neg_integer(), Limit :: non_neg_integer()}
                 | {import_failed, string(), string(), {atom(), term()}}.
 -export_type([instance/0, value/0, import_fun/0, import_request/0, reason/0]).
@@ -46,14 +50,17 @@ start(Wasm) ->
 %% @doc Loads a module. Options: `mode => wasm | aot' (both compile with Cranelift),
 %% `wamr_compat => boolean()' (default true: WAMR's extra memory page), `gas => boolean()'
 %% (accepted: metering is always compiled in) and `memory_limit => Bytes' (memory 0 may
-%% not grow beyond it; the application env `memory_limit' gives a default).
+%% not grow beyond it; the application env `memory_limit' gives a default) and
+%% `restore => Snapshot' (start in the state of a `snapshot/1' of the same module).
 -spec start(iodata(), wasm | aot | map()) ->
     {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.
 start(Wasm, Mode) when Mode =:= wasm; Mode =:= aot ->
     start(Wasm, #{mode => Mode});
+start(_Wasm, #{restore := Snapshot}) when not is_binary(Snapshot) ->
+    {error, {badarg, {options, {restore, Snapshot}}}};
 start(Wasm, Opts) when is_map(Opts) ->
     case to_binary(Wasm) of
-        {ok, Bin} -> start_owned(Bin, with_env_defaults(Opts));
+        {ok, Bin} -> start_restored(start_owned(Bin, with_env_defaults(Opts)), Opts);
         error -> {error, {badarg, wasm}}
     end;
 start(_Wasm, Opts) ->
@@ -74,6 +81,16 @@ start_owned(Wasm, Opts) ->
             exit(Owner, kill),
             {error, Reason}
     end.
+
+%% `restore => Snapshot': the instance starts as usual, then takes the snapshot's state
+%% before anyone else can see it; a snapshot it refuses fails the start.
+start_restored({ok, Instance, Imports, Exports}, #{restore := Snapshot}) ->
+    case restore(Instance, Snapshot) of
+        ok -> {ok, Instance, Imports, Exports};
+        {error, Reason} -> stop(Instance), {error, Reason}
+    end;
+start_restored(Result, _Opts) ->
+    Result.
 
 with_env_defaults(Opts) ->
     case application:get_env(hb_beamr, memory_limit) of
@@ -211,6 +228,28 @@ serialize(Instance) ->
 -spec deserialize(instance(), binary()) -> ok | {error, reason()}.
 deserialize(Instance, Bin) ->
     hb_beamr_io:restore(Instance, Bin).
+
+%% @doc The instance's whole state: memory 0, every mutable global (exported or not, such
+%% as `__stack_pointer') and table 0, in a versioned, checksummed binary bound to the
+%% module and its preparation options (see the README). Taken between calls: from inside
+%% an import handler it is `{error, call_in_progress}'.
+-spec snapshot(instance()) -> {ok, binary()} | {error, reason()}.
+snapshot(Instance) when is_pid(Instance) ->
+    hb_beamr_io:request(Instance, state_snapshot, []);
+snapshot(Instance) ->
+    {error, {badarg, {instance, Instance}}}.
+
+%% @doc Puts the instance in the state `Snapshot' (from `snapshot/1' on an instance of the
+%% same module, on any node) holds. The whole snapshot is validated first: a truncated or
+%% corrupted one gives `{error, {invalid_snapshot, Why}}', one of another module
+%% `{error, {snapshot_mismatch, Why}}', and the instance is left as it was.
+-spec restore(instance(), binary()) -> ok | {error, reason()}.
+restore(Instance, Snapshot) when is_pid(Instance), is_binary(Snapshot) ->
+    hb_beamr_io:request(Instance, state_restore, [Snapshot]);
+restore(Instance, Snapshot) when is_pid(Instance) ->
+    {error, {badarg, {snapshot, Snapshot}}};
+restore(Instance, _Snapshot) ->
+    {error, {badarg, {instance, Instance}}}.
 
 %% @doc The fuel the instance's last call used: one unit per wasm operator, charged per
 %% function entry and loop iteration (see the README). The same call on the same state

@@ -8,6 +8,7 @@
 -export([start/3, call/3, call/4, import_reply/3, import_failed/1, stop/1, gas_used/1]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
+-export([state_snapshot/1, state_restore/2]).
 
 -on_load(init/0).
 
@@ -72,3 +73,10 @@ memory_snapshot(_Instance) -> erlang:nif_error(not_loaded).
 
 -spec memory_restore(pid(), binary()) -> queued().
 memory_restore(_Instance, _Data) -> erlang:nif_error(not_loaded).
+
+%% The whole state (memory 0, mutable globals, table 0) in the snapshot format.
+-spec state_snapshot(pid()) -> queued().
+state_snapshot(_Instance) -> erlang:nif_error(not_loaded).
+
+-spec state_restore(pid(), binary()) -> queued().
+state_restore(_Instance, _Snapshot) -> erlang:nif_error(not_loaded).

@@ -7,6 +7,7 @@
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
 //! * [`store_exceptions`] drops the exception objects a Store keeps once nothing can reach them.
+//! * [`snapshot`] encodes, decodes and validates full snapshots of an instance's state.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
 //! * [`handoff`] holds the hand-overs between NIFs and executor threads
 //!   (command mailbox, reply slot), generic over what they carry.
@@ -18,5 +19,6 @@ pub mod fuel;
 pub mod handoff;
 pub mod prepare;
 pub mod signature;
+pub mod snapshot;
 pub mod store_exceptions;
 pub mod wamr_aot;

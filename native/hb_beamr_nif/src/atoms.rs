@@ -52,4 +52,9 @@ rustler::atoms! {
     thread,
     options,
     other,
+    // snapshots
+    invalid_snapshot,
+    snapshot_mismatch,
+    unsnapshottable,
+    call_in_progress,
 }

@@ -8,6 +8,7 @@ use rustler::LocalPid;
 use crate::bytes::Bytes;
 use crate::handover::ReplySlot;
 use crate::codec::{UncheckedArgs, Values};
+use crate::state::StateOp;
 
 pub enum Command {
     /// Call `func`; its events go to `caller` (see `ReplySlot`).
@@ -50,6 +51,8 @@ pub enum MemoryOp {
     ReadString { ptr: u64 },
     /// Write at offset 0, growing the memory first when `data` does not fit.
     Restore { data: Bytes },
+    /// The whole state (memory, globals, table): served by `state.rs`, not `memory.rs`.
+    State(StateOp),
 }
 
 impl Command {

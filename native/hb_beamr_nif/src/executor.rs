@@ -29,10 +29,11 @@ use wasmer::{
 use crate::atoms;
 use crate::handover::{CallResource, ReplySlot, Event};
 use crate::codec::{charlist, Values, WasmValue};
-use crate::command::{Callee, Command, Limits};
+use crate::command::{Callee, Command, Limits, MemoryOp};
 use crate::emscripten::{self, Hooks};
 use crate::instance::{InstanceResource, Shared};
-use crate::memory::{self, MemoryReply};
+use crate::memory::{self, MemoryError, MemoryReply};
+use crate::state::{StateAccess, StateError, StateOp, StateReply};
 use crate::table;
 use crate::trap::{CallFailure, HostError, Resource, TrapKind};
 
@@ -58,6 +59,8 @@ struct Context {
     memory: RefCell<Option<Memory>>,
     /// Table 0, whose entries integer function references call.
     table: RefCell<Option<Table>>,
+    /// Snapshot and restore of the whole state (see `state.rs`).
+    state: RefCell<Option<StateAccess>>,
     emscripten: RefCell<Option<Hooks>>,
     outbox: RefCell<OwnedEnv>,
     deferred: RefCell<VecDeque<Command>>,
@@ -133,6 +136,7 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPi
         functions: RefCell::new(Vec::new()),
         memory: RefCell::new(None),
         table: RefCell::new(None),
+        state: RefCell::new(None),
         emscripten: RefCell::new(None),
         outbox: RefCell::new(OwnedEnv::new()),
         deferred: RefCell::new(VecDeque::new()),
@@ -171,7 +175,7 @@ impl Context {
         let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
         self.leave();
         let failure = match instance {
-            Ok(Ok(instance)) => return self.serve_instance(&mut store, &instance, start),
+            Ok(Ok(instance)) => return self.serve_instance(&mut store, &module, &instance, start),
             Ok(Err(InstantiationError::Start(error))) => CallFailure::classify(&error, self.shared.is_stopped()),
             Ok(Err(InstantiationError::Link(LinkError::Resource(_)))) => CallFailure::ResourceLimit(Resource::Memory),
             Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
@@ -181,7 +185,7 @@ impl Context {
     }
 
     /// Reports a successful start, then serves commands until the instance stops.
-    fn serve_instance(&self, store: &mut Store, instance: &Instance, start: &Frame) {
+    fn serve_instance(&self, store: &mut Store, module: &Module, instance: &Instance, start: &Frame) {
         *self.functions.borrow_mut() = self
             .shared
             .exports
@@ -192,6 +196,7 @@ impl Context {
         *self.table.borrow_mut() = table::table0(instance);
         *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
+        *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance));
         self.finish(start, Ok(Values::new()));
 
         while !self.shared.is_stopped() {
@@ -226,11 +231,31 @@ impl Context {
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
             Command::Call { caller, slot, func, limits } => self.call(store, Frame::new(caller, slot), func, limits),
+            Command::Memory { caller, slot, op: MemoryOp::State(op) } => {
+                let result = self.state_op(store, op);
+                self.deliver(caller, &slot, Event::Memory(result));
+            }
             Command::Memory { caller, slot, op } => {
                 let result = memory::run(self.memory.borrow().as_ref(), store, op);
                 self.deliver(caller, &slot, Event::Memory(result));
             }
             _ => unreachable!("only calls and memory operations are executed"),
+        }
+    }
+
+    /// A full snapshot or restore; refused inside a call (from an import handler), whose
+    /// wasm frames are state that no snapshot holds.
+    fn state_op(&self, store: &mut impl AsStoreMut, op: StateOp) -> memory::MemoryResult {
+        if !self.frames.borrow().is_empty() {
+            return Err(MemoryError::State(StateError::CallInProgress));
+        }
+        let state = self.state.borrow();
+        let state = state.as_ref().expect("the instance is running");
+        match catch_unwind(AssertUnwindSafe(|| state.run(store, op))) {
+            Ok(Ok(StateReply::Captured(binary))) => Ok(MemoryReply::Bytes(binary)),
+            Ok(Ok(StateReply::Restored)) => Ok(MemoryReply::Done),
+            Ok(Err(error)) => Err(MemoryError::State(error)),
+            Err(_) => Err(MemoryError::State(StateError::Panicked)),
         }
     }
 

@@ -6,6 +6,7 @@
 //!   (both thin users of `beamr_core::handoff`).
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`], [`bytes`]: values, errors and memory access.
+//! * [`state`]: full snapshots (memory, globals, table 0) and their restore.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively; [`table`]: the
 //!   entries of table 0 that they and integer function references call.
 
@@ -21,6 +22,7 @@ mod mailbox;
 mod memory;
 mod nifs;
 mod registry;
+mod state;
 mod table;
 mod trap;
 

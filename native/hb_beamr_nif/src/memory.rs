@@ -5,6 +5,7 @@ use wasmer::{AsStoreMut, AsStoreRef, Memory, Pages, WASM_PAGE_SIZE};
 
 use crate::atoms;
 use crate::command::MemoryOp;
+use crate::state::StateError;
 
 pub enum MemoryReply {
     Size(u64),
@@ -19,6 +20,8 @@ pub enum MemoryError {
     /// Restoring needs more pages than the memory may grow to.
     TooLarge { len: u64, max: u64 },
     NoMemory,
+    /// A full snapshot or restore failed (see `state.rs`).
+    State(StateError),
 }
 
 pub type MemoryResult = Result<MemoryReply, MemoryError>;
@@ -43,6 +46,7 @@ pub fn run(memory: Option<&Memory>, store: &mut impl AsStoreMut, op: MemoryOp) -
         MemoryOp::Write { offset, data } => data.with_slice(|data| write(memory, store, offset, data)),
         MemoryOp::ReadString { ptr } => read_string(memory, store, ptr),
         MemoryOp::Restore { data } => data.with_slice(|data| restore(memory, store, data)),
+        MemoryOp::State(_) => unreachable!("the executor serves state operations through state.rs"),
     }
 }
 
@@ -120,6 +124,7 @@ impl Encoder for MemoryError {
             }
             MemoryError::TooLarge { len, max } => (atoms::too_large(), len, max).encode(env),
             MemoryError::NoMemory => atoms::no_memory().encode(env),
+            MemoryError::State(ref error) => error.encode(env),
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::command::{Callee, Command, Limits, MemoryOp};
 use crate::executor::{self, encode_event};
 use crate::instance::{ExportedFunction, ImportedFunction, InstanceResource, Shared};
 use crate::registry;
+use crate::state::StateOp;
 use crate::trap::{CallFailure, Resource, TrapKind};
 
 fn error<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
@@ -367,4 +368,16 @@ fn stop(owner: LocalPid) -> Atom {
         instance.shared.stop();
     }
     atoms::ok()
+}
+
+/// `{ok, Snapshot}`: the instance's whole state in `beamr_core::snapshot`'s format.
+#[rustler::nif]
+fn state_snapshot(env: Env, owner: LocalPid) -> Term {
+    memory_command(env, owner, MemoryOp::State(StateOp::Capture))
+}
+
+/// Restores a snapshot from `state_snapshot` after validating all of it.
+#[rustler::nif]
+fn state_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'a> {
+    memory_command(env, owner, MemoryOp::State(StateOp::Apply { data: Bytes::new(data) }))
 }
