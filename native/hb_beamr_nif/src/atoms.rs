@@ -52,4 +52,18 @@ rustler::atoms! {
     thread,
     options,
     other,
+    // artifacts, caches, deterministic mode
+    deterministic,
+    cache_dir,
+    invalid_artifact,
+    not_an_artifact,
+    truncated,
+    malformed,
+    bad_mac,
+    format_version,
+    engine_mismatch,
+    compiled,
+    memory_hits,
+    disk_hits,
+    artifact_loads,
 }

@@ -7,7 +7,9 @@
 //! * [`instance`], [`registry`]: the resource shared by both, found by owner pid.
 //! * [`codec`], [`trap`], [`memory`], [`bytes`]: values, errors and memory access.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively.
+//! * [`artifacts`]: wasm, compiled artifacts and the caches behind `start` and `compile`.
 
+mod artifacts;
 mod atoms;
 mod bytes;
 mod codec;
