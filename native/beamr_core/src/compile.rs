@@ -162,9 +162,15 @@ pub fn compile_cached(
         Ok((build(source, opts)?, Origin::Compiled))
     })?;
     if let Some(disk) = disk {
-        // Also when the module came from memory: it may have been compiled without this
-        // cache (or the entry was removed). Failing to write only costs a later compile.
-        if origin != Origin::Disk && !disk.contains(&header) {
+        // Compiled: the entry was missing or bad (it is replaced). From memory: the module
+        // may have been compiled without this cache. Failing to write only costs a later
+        // compile.
+        let store = match origin {
+            Origin::Compiled => true,
+            Origin::Memory => !disk.contains(&header),
+            Origin::Disk | Origin::Artifact => false,
+        };
+        if store {
             if let Ok(payload) = serialize(&module) {
                 let _ = disk.store(&header, &payload);
             }
@@ -302,9 +308,12 @@ mod tests {
         assert!(disk.contains(&first.header));
         // A fresh process would miss in memory: load the entry directly.
         assert!(load_entry(&disk, &first.header).is_some());
-        // A corrupt entry is ignored (and a compile replaces it).
+        // A corrupt entry is ignored, and a compile replaces it.
         std::fs::write(disk.entry_path(&first.header), b"junk").unwrap();
         assert!(load_entry(&disk, &first.header).is_none());
+        CACHE.lock().insert((first.header.source_sha256, opts.clone()), Cell::default());
+        assert_eq!(compile_cached(wat.as_bytes(), &opts, Some(&disk)).unwrap().origin, Origin::Compiled);
+        assert!(load_entry(&disk, &first.header).is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
