@@ -209,9 +209,8 @@ fn deserialize_verified(payload: &[u8], kind: EngineKind) -> Result<Module, Comp
 
 /// The disk cache's entry for `header`, if it has a good one.
 fn load_entry(disk: &DiskCache, header: &Header) -> Option<Module> {
-    let bytes = disk.load(header)?;
-    let (_, payload) = artifact::open(&bytes, &[disk.key()]).ok()?;
-    deserialize_verified(payload, header.options.engine_kind()).ok()
+    let entry = disk.load(header)?;
+    deserialize_verified(entry.payload(), header.options.engine_kind()).ok()
 }
 
 /// Loads an artifact made by [`to_artifact`], if one of `keys` authenticates it.

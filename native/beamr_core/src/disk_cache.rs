@@ -31,6 +31,19 @@ use crate::artifact::{self, Header, Key};
 pub const KEY_FILE: &str = "hb_beamr.key";
 const ENTRY_SUFFIX: &str = ".hbm";
 
+/// An authenticated entry read from the cache.
+pub struct Entry {
+    bytes: Vec<u8>,
+    payload: std::ops::Range<usize>,
+}
+
+impl Entry {
+    /// The serialized module, for `Module::deserialize` (its MAC verified).
+    pub fn payload(&self) -> &[u8] {
+        &self.bytes[self.payload.clone()]
+    }
+}
+
 pub struct DiskCache {
     dir: PathBuf,
     key: Key,
@@ -129,15 +142,17 @@ impl DiskCache {
     }
 
     /// The entry for `header`, if there is one that this cache's key authenticates and that
-    /// was compiled from the same source with the same options for this engine: the whole
-    /// artifact (pass it to `artifact::open` again to get the payload; this returns the
-    /// bytes so the caller owns them). Anything else is `None`.
-    pub fn load(&self, header: &Header) -> Option<Vec<u8>> {
+    /// was compiled from the same source with the same options for this engine. Anything
+    /// else is `None`.
+    pub fn load(&self, header: &Header) -> Option<Entry> {
         let bytes = fs::read(self.entry_path(header)).ok()?;
-        match artifact::open(&bytes, &[&self.key]) {
-            Ok((found, _)) if found == *header => Some(bytes),
-            _ => None,
+        let (found, payload) = artifact::open(&bytes, &[&self.key]).ok()?;
+        if found != *header {
+            return None;
         }
+        let start = payload.as_ptr() as usize - bytes.as_ptr() as usize;
+        let payload = start..start + payload.len();
+        Some(Entry { bytes, payload })
     }
 
     pub fn contains(&self, header: &Header) -> bool {
@@ -181,11 +196,10 @@ mod tests {
         assert!(Arc::ptr_eq(&cache, &DiskCache::open(&dir).unwrap()));
         assert_eq!(read_key(&dir.join(KEY_FILE)).unwrap(), *cache.key());
 
-        assert_eq!(cache.load(&header(1)), None);
+        assert!(cache.load(&header(1)).is_none());
         cache.store(&header(1), b"code").unwrap();
-        let bytes = cache.load(&header(1)).unwrap();
-        assert_eq!(artifact::open(&bytes, &[cache.key()]).unwrap().1, b"code");
-        assert_eq!(cache.load(&header(2)), None);
+        assert_eq!(cache.load(&header(1)).unwrap().payload(), b"code");
+        assert!(cache.load(&header(2)).is_none());
         // No temporary files are left behind.
         let names: Vec<String> =
             fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
@@ -200,13 +214,13 @@ mod tests {
         let path = cache.entry_path(&header(1));
         // Written by someone with another key.
         fs::write(&path, artifact::seal(&header(1), b"evil", &Key::random())).unwrap();
-        assert_eq!(cache.load(&header(1)), None);
+        assert!(cache.load(&header(1)).is_none());
         // Corrupt.
         fs::write(&path, b"\0hbbeamr garbage").unwrap();
-        assert_eq!(cache.load(&header(1)), None);
+        assert!(cache.load(&header(1)).is_none());
         // A genuine entry of another module renamed to this one's name.
         fs::write(&path, artifact::seal(&header(2), b"other", cache.key())).unwrap();
-        assert_eq!(cache.load(&header(1)), None);
+        assert!(cache.load(&header(1)).is_none());
         // Replaced by a good one.
         cache.store(&header(1), b"code").unwrap();
         assert!(cache.load(&header(1)).is_some());
