@@ -230,7 +230,6 @@ pub fn to_artifact(compiled: &CompiledModule, key: &Key) -> Result<Vec<u8>, Comp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
 
     const ADD: &str = r#"(module (func (export "add") (param i32 i32) (result i32)
         local.get 0 local.get 1 i32.add))"#;
@@ -297,7 +296,7 @@ mod tests {
 
     #[test]
     fn the_disk_cache_is_filled_then_used() {
-        let dir = PathBuf::from(std::env::temp_dir()).join(format!("hb_beamr_compile_{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("hb_beamr_compile_{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let disk = DiskCache::open(&dir).unwrap();
         let wat = unique_wat("disk");
