@@ -1,7 +1,7 @@
 %%% @doc `make bench': prints a table of hb_beamr timings beside baselines measured in
 %%% the same run. Not a test: nothing here asserts.
 -module(hb_beamr_bench).
--export([main/0, state_rows/0]).
+-export([main/0, state_rows/0, child_start/2]).
 
 -define(CALLS, 200000).
 -define(COMPUTE_ROUNDS, 50000000).
@@ -108,8 +108,11 @@ aos_rows(Wasm) ->
     {SerializeGBs, RestoreGBs, GrowthMB} = snapshot_rates(I),
     {SnapGBs, StateRestoreGBs, StateGrowthMB} = state_rates(I, 50, 100),
     hb_beamr:stop(I),
+    {ColdChildMs, WarmChildMs} = disk_cache_starts_ms(),
     [{"AOS start/1, first (prepare + compile)", FirstStart, 10.0, "<= 400", "ms"},
      {"AOS start/1, module seen before", RepeatStart, 10.0, "<= 2", "ms"},
+     {"AOS start/2 in a fresh VM, empty disk cache (cache_dir)", ColdChildMs, 10.0, "", "ms"},
+     {"AOS start/2 in a fresh VM with a warm disk cache", WarmChildMs, 10.0, "<= 10", "ms"},
      {"AOS first handle on a fresh instance", FirstHandle, 1700.0, "<= 25", "ms"},
      {"AOS Eval \"1 + 1\", handle only", HandleOnly, 48.0, "<= 1", "ms"},
      {"AOS Eval \"1 + 1\", write_string+handle+read_string", FullFlow, 48.0, "<= 1", "ms"},
@@ -158,6 +161,32 @@ state_rates(I, Runs, Cycles) ->
     Before = hb_beamr_test_util:resident_mb(),
     [Cycle() || _ <- lists:seq(1, Cycles)],
     {Bytes / Snap, Bytes / Restore, hb_beamr_test_util:resident_mb() - Before}.
+
+%% Starts aos-2-pure-xs in child VMs sharing a fresh cache_dir: the first child compiles and
+%% fills the cache, the next ones load from it (median of 5). Each child times its own first
+%% start/2 (the NIF is loaded beforehand, so VM boot is not counted).
+disk_cache_starts_ms() ->
+    Dir = filename:join("/tmp", "hb_beamr_bench_cache_" ++ os:getpid()),
+    _ = file:del_dir_r(Dir),
+    Wasm = filename:join(os:getenv("HB_BEAMR_SHARED"), ?AOS),
+    Paths = lists:append([["-pa", filename:dirname(code:which(M))] || M <- [hb_beamr, ?MODULE]]),
+    Child = fun() ->
+        Cmd = lists:flatten(["erl -noshell ", lists:join(" ", Paths),
+                             " -eval 'hb_beamr_bench:child_start(\"", Wasm, "\", \"", Dir, "\"), halt().'"]),
+        list_to_float(string:trim(os:cmd(Cmd)))
+    end,
+    Cold = Child(),
+    Warm = median([Child() || _ <- lists:seq(1, 5)]),
+    _ = file:del_dir_r(Dir),
+    {Cold, Warm}.
+
+%% In a child VM: prints the milliseconds of one start/2 with `cache_dir => Dir'.
+-spec child_start(string(), string()) -> ok.
+child_start(WasmPath, Dir) ->
+    ok = hb_beamr:load_driver(),
+    {ok, Wasm} = file:read_file(WasmPath),
+    Ms = time_ns(fun() -> {ok, _, _, _} = hb_beamr:start(Wasm, #{cache_dir => Dir}) end) / 1000000,
+    io:format("~f~n", [Ms]).
 
 %% Throughput of serialize/deserialize, and whether repeating them grows the VM.
 snapshot_rates(I) ->

@@ -13,7 +13,7 @@
 %%% '''
 -module(hb_beamr).
 
--export([start/1, start/2, stop/1]).
+-export([start/1, start/2, stop/1, compile/2]).
 -export([call/3, call/4, call/5, call/6]).
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 -export([snapshot/1, restore/2]).
@@ -34,7 +34,8 @@
                    | table_out_of_bounds | uninitialized_element | unaligned_atomic
                    | exception | out_of_gas | timeout | caller_died | other.
 -type reason() :: {trap, trap_kind(), binary()} | {not_found, name()} | {badarg, term()}
-                | {invalid_module, term()} | stopped
+                | {invalid_module, term()} | {invalid_artifact, term()} | {cache_dir, string()}
+                | stopped
                 | {invalid_snapshot, binary()} | {snapshot_mismatch, binary()}
                 | {unsnapshottable, {global | table | module_hash, non_neg_integer()}}
                 | call_in_progress
@@ -47,11 +48,14 @@
 start(Wasm) ->
     start(Wasm, #{}).
 
-%% @doc Loads a module. Options: `mode => wasm | aot' (both compile with Cranelift),
-%% `wamr_compat => boolean()' (default true: WAMR's extra memory page), `gas => boolean()'
-%% (accepted: metering is always compiled in) and `memory_limit => Bytes' (memory 0 may
-%% not grow beyond it; the application env `memory_limit' gives a default) and
-%% `restore => Snapshot' (start in the state of a `snapshot/1' of the same module).
+%% @doc Loads a module (or an artifact from `compile/2'). Options: `mode => wasm | aot'
+%% (both compile with Cranelift), `wamr_compat => boolean()' (default true: WAMR's extra
+%% memory page), `gas => boolean()' (accepted: metering is always compiled in),
+%% `memory_limit => Bytes' (memory 0 may not grow beyond it), `cache_dir => Path'
+%% (compiled modules persist there across VM restarts), `deterministic => boolean()'
+%% (canonical NaNs; threads refused) and `restore => Snapshot' (start in the state of a
+%% `snapshot/1' of the same module). The application env gives defaults for
+%% `memory_limit' and `cache_dir'.
 -spec start(iodata(), wasm | aot | map()) ->
     {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.
 start(Wasm, Mode) when Mode =:= wasm; Mode =:= aot ->
@@ -93,10 +97,24 @@ start_restored(Result, _Opts) ->
     Result.
 
 with_env_defaults(Opts) ->
-    case application:get_env(hb_beamr, memory_limit) of
-        {ok, Limit} -> maps:merge(#{memory_limit => Limit}, Opts);
-        undefined -> Opts
-    end.
+    Defaults = maps:from_list([{Key, Value} || Key <- [memory_limit, cache_dir],
+                                               {ok, Value} <- [application:get_env(hb_beamr, Key)]]),
+    maps:merge(Defaults, Opts).
+
+%% @doc Compiles `Wasm' (a binary module or WAT text) into an artifact that `start/2'
+%% loads without compiling: native code, authenticated with HMAC-SHA-256. With `cache_dir'
+%% (option or application env) it is keyed with that directory's key and loads in any VM
+%% using the directory; otherwise with a key that lives as long as this VM. Options are
+%% start/2's; the preparation options (`wamr_compat', `memory_limit', `deterministic') are
+%% built into the artifact.
+-spec compile(iodata(), map()) -> {ok, binary()} | {error, reason()}.
+compile(Wasm, Opts) when is_map(Opts) ->
+    case to_binary(Wasm) of
+        {ok, Bin} -> hb_beamr_nif:compile(Bin, with_env_defaults(Opts));
+        error -> {error, {badarg, wasm}}
+    end;
+compile(_Wasm, Opts) ->
+    {error, {badarg, {options, Opts}}}.
 
 to_binary(Wasm) when is_binary(Wasm) -> {ok, Wasm};
 to_binary(Wasm) ->

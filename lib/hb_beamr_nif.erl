@@ -6,6 +6,7 @@
 -module(hb_beamr_nif).
 
 -export([start/3, call/3, call/4, import_reply/3, import_failed/1, stop/1, gas_used/1]).
+-export([compile/2, cache_stats/0]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/1, state_restore/2]).
@@ -34,6 +35,15 @@ priv_dir() ->
 -spec start(pid(), binary(), map()) ->
     {ok, id(), list(), list()} | {error, term()}.
 start(_Owner, _Wasm, _Opts) -> erlang:nif_error(not_loaded).
+
+%% Compiles (or loads from the caches) and serializes into an artifact.
+-spec compile(binary(), map()) -> {ok, binary()} | {error, term()}.
+compile(_Wasm, _Opts) -> erlang:nif_error(not_loaded).
+
+%% How modules were obtained since the VM started: compiled, found in memory, loaded from
+%% the disk cache, loaded from an artifact.
+-spec cache_stats() -> #{compiled | memory_hits | disk_hits | artifact_loads => non_neg_integer()}.
+cache_stats() -> erlang:nif_error(not_loaded).
 
 -spec call(pid(), binary() | string(), list()) ->
     {event, id(), event()} | {wait, id()} | {error, term()}.

@@ -1,22 +1,79 @@
-//! The process-wide wasmer engine: Cranelift with the exceptions proposal (exnref), which
-//! the legacy-exceptions pass targets.
+//! The process-wide wasmer engines: Cranelift with the exceptions proposal (exnref), which
+//! the legacy-exceptions pass targets. There are two, because Cranelift's NaN
+//! canonicalisation is a compiler setting, not a per-module one: the default engine, and the
+//! deterministic engine (`deterministic => true`) that canonicalises every NaN a float
+//! operation produces. A module must run in a Store of the engine that compiled it (the
+//! engine owns the signature registry that `call_indirect` checks against).
 
 use once_cell::sync::Lazy;
-use wasmer::sys::{Cranelift, EngineBuilder, Features};
+use wasmer::sys::{Cranelift, EngineBuilder, Features, Target};
 use wasmer::Engine;
 
-static ENGINE: Lazy<Engine> = Lazy::new(|| {
+/// Which of the two engines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EngineKind {
+    Default,
+    /// NaN canonicalisation on (see `prepare` for what else deterministic mode refuses).
+    Deterministic,
+}
+
+impl EngineKind {
+    pub fn new(deterministic: bool) -> Self {
+        if deterministic {
+            EngineKind::Deterministic
+        } else {
+            EngineKind::Default
+        }
+    }
+}
+
+fn build(canonicalize_nans: bool) -> Engine {
     let mut features = Features::new();
     features.exceptions(true);
-    EngineBuilder::new(Cranelift::default())
-        .set_features(Some(features))
-        .engine()
-        .into()
-});
+    let mut compiler = Cranelift::default();
+    compiler.canonicalize_nans(canonicalize_nans);
+    EngineBuilder::new(compiler).set_features(Some(features)).engine().into()
+}
 
-/// The engine every module is compiled with and every Store is created from.
+static ENGINE: Lazy<Engine> = Lazy::new(|| build(false));
+static DETERMINISTIC_ENGINE: Lazy<Engine> = Lazy::new(|| build(true));
+
+/// The default engine (what `engine_for(EngineKind::Default)` returns).
 pub fn engine() -> &'static Engine {
     &ENGINE
+}
+
+/// The engine a module of this kind is compiled with, and its Stores are created from.
+pub fn engine_for(kind: EngineKind) -> &'static Engine {
+    match kind {
+        EngineKind::Default => &ENGINE,
+        EngineKind::Deterministic => &DETERMINISTIC_ENGINE,
+    }
+}
+
+/// The wasmer release compiled in (a unit test keeps it in step with Cargo.lock).
+pub const WASMER_VERSION: &str = "7.4.2";
+
+/// Everything that decides whether native code compiled by one process can run in another:
+/// the wasmer release, the compiler and its settings, the target triple and the CPU features
+/// Cranelift may use. Compiled artifacts carry it and caches are keyed by it, so code built
+/// for another CPU (e.g. with AVX-512 on a machine without it) is never loaded.
+pub fn identity(kind: EngineKind) -> String {
+    static IDENTITIES: Lazy<[String; 2]> = Lazy::new(|| {
+        let describe = |kind| {
+            let target = Target::default();
+            let features: Vec<String> = target.cpu_features().iter().map(|f| f.to_string()).collect();
+            format!(
+                "wasmer {WASMER_VERSION}; {}; nan_canonicalization={}; exceptions; {}; {}",
+                engine_for(kind).deterministic_id(),
+                kind == EngineKind::Deterministic,
+                target.triple(),
+                features.join(","),
+            )
+        };
+        [describe(EngineKind::Default), describe(EngineKind::Deterministic)]
+    });
+    IDENTITIES[kind as usize].clone()
 }
 
 /// The text of a caught panic payload.
@@ -27,5 +84,25 @@ pub fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "wasmer panicked".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_two_engines_have_distinct_identities() {
+        let (default, deterministic) = (identity(EngineKind::Default), identity(EngineKind::Deterministic));
+        assert_ne!(default, deterministic);
+        assert!(default.contains("cranelift") || default.contains("Cranelift"), "{default}");
+        assert!(default.contains(&Target::default().triple().to_string()));
+    }
+
+    #[test]
+    fn wasmer_version_matches_cargo_lock() {
+        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+        let entry = format!("name = \"wasmer\"\nversion = \"{WASMER_VERSION}\"");
+        assert!(lock.contains(&entry), "Cargo.lock locks another wasmer than {WASMER_VERSION}");
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! * [`prepare`] rewrites a module so wasmer can run it (memory64 lowering,
 //!   legacy exceptions, snapshot globals, WAMR page layout).
-//! * [`engine`] owns the process-wide wasmer engine; [`compile`] turns bytes into a
-//!   compiled module through preparation, keeping modules in a [`cache`].
+//! * [`engine`] owns the process-wide wasmer engines (default and deterministic);
+//!   [`compile`] turns bytes into a compiled module through preparation, keeping modules
+//!   in a [`cache`] in memory and a [`disk_cache`] on disk, and loads [`artifact`]s
+//!   (serialized native code, authenticated with HMAC-SHA-256).
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
 //! * [`store_exceptions`] drops the exception objects a Store keeps once nothing can reach them.
@@ -12,8 +14,10 @@
 //! * [`handoff`] holds the hand-overs between NIFs and executor threads
 //!   (command mailbox, reply slot), generic over what they carry.
 
+pub mod artifact;
 pub mod cache;
 pub mod compile;
+pub mod disk_cache;
 pub mod engine;
 pub mod fuel;
 pub mod handoff;

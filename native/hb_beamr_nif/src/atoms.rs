@@ -57,4 +57,18 @@ rustler::atoms! {
     snapshot_mismatch,
     unsnapshottable,
     call_in_progress,
+    // artifacts, caches, deterministic mode
+    deterministic,
+    cache_dir,
+    invalid_artifact,
+    not_an_artifact,
+    truncated,
+    malformed,
+    bad_mac,
+    format_version,
+    engine_mismatch,
+    compiled,
+    memory_hits,
+    disk_hits,
+    artifact_loads,
 }

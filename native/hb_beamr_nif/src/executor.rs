@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use beamr_core::engine::{engine, panic_message};
+use beamr_core::engine::panic_message;
 use beamr_core::fuel::{Meter, SLICE};
 use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
 use beamr_core::prepare::MEMORY_EXPORT;
@@ -112,21 +112,23 @@ fn context() -> Rc<Context> {
 /// Which import a host function stands for.
 struct ImportSlot(usize);
 
-/// Starts the executor; it instantiates `module` and reports to `starter` as `start`'s events.
+/// Starts the executor; it instantiates `module` in a Store of `engine` (the engine that
+/// compiled it) and reports to `starter` as `start`'s events.
 pub fn spawn(
     resource: ResourceArc<InstanceResource>,
     module: Module,
+    engine: wasmer::Engine,
     starter: LocalPid,
     start: Arc<ReplySlot>,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("hb_beamr_exec".into())
         .stack_size(EXECUTOR_STACK_SIZE)
-        .spawn(move || run(resource, module, starter, start))
+        .spawn(move || run(resource, module, engine, starter, start))
         .map(|_| ())
 }
 
-fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPid, start: Arc<ReplySlot>) {
+fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::Engine, starter: LocalPid, start: Arc<ReplySlot>) {
     let start = Frame::new(starter, start);
     let shared = Arc::clone(&resource.shared);
     shared.mailbox.bind_executor();
@@ -151,7 +153,7 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, starter: LocalPi
         exceptions_outlive_calls: store_exceptions::may_outlive_calls(&module),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, &start))) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, engine, &start))) {
         context.finish(&start, Err(CallFailure::panic(panic_message(&panic))));
     }
     context.shutdown();
@@ -166,8 +168,8 @@ fn stack_address() -> usize {
 }
 
 impl Context {
-    fn serve(&self, module: Module, start: &Rc<Frame>) {
-        let mut store = Store::new(engine().clone());
+    fn serve(&self, module: Module, engine: wasmer::Engine, start: &Rc<Frame>) {
+        let mut store = Store::new(engine);
         let imports = self.import_object(&mut store);
         if !self.enter(Rc::clone(start)) {
             return self.finish(start, Err(CallFailure::Stopped));

@@ -9,7 +9,9 @@
 //! * [`state`]: full snapshots (memory, globals, table 0) and their restore.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively; [`table`]: the
 //!   entries of table 0 that they and integer function references call.
+//! * [`artifacts`]: wasm, compiled artifacts and the caches behind `start` and `compile`.
 
+mod artifacts;
 mod atoms;
 mod bytes;
 mod codec;

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use beamr_core::compile::{compile, CompileError};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
@@ -41,19 +40,39 @@ fn bad_option<'a>(key: Term<'a>, value: Term<'a>) -> Term<'a> {
 
 /// Start options (see the README): `wamr_compat`, `mode` (`wasm | aot`; both compile
 /// with Cranelift), `gas` (metering is always compiled in, so this only validates),
-/// `memory_limit` (bytes). Other keys are left to the Erlang side.
-struct StartOptions {
-    prepare: PrepareOptions,
-    memory_limit: Option<u64>,
+/// `memory_limit` (bytes), `deterministic`, `cache_dir`. Other keys are left to the Erlang side.
+pub(crate) struct StartOptions {
+    pub prepare: PrepareOptions,
+    pub memory_limit: Option<u64>,
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Which preparation options were given (an artifact must have been compiled with them).
+    pub given: GivenOptions,
 }
 
-fn decode_options(opts: Term) -> Result<StartOptions, Term> {
-    let mut options = StartOptions { prepare: PrepareOptions::default(), memory_limit: None };
+#[derive(Default)]
+pub(crate) struct GivenOptions {
+    pub wamr_compat: bool,
+    pub deterministic: bool,
+}
+
+pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
+    let mut options = StartOptions {
+        prepare: PrepareOptions::default(),
+        memory_limit: None,
+        cache_dir: None,
+        given: GivenOptions::default(),
+    };
     for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
         let Ok(key_atom) = key.decode::<Atom>() else { continue };
         let bad = || bad_option(key, value);
         if key_atom == atoms::wamr_compat() {
             options.prepare.wamr_compat = value.decode().map_err(|_| bad())?;
+            options.given.wamr_compat = true;
+        } else if key_atom == atoms::deterministic() {
+            options.prepare.deterministic = value.decode().map_err(|_| bad())?;
+            options.given.deterministic = true;
+        } else if key_atom == atoms::cache_dir() {
+            options.cache_dir = Some(crate::artifacts::decode_path(value).ok_or_else(bad)?);
         } else if key_atom == atoms::mode() {
             let mode: Atom = value.decode().map_err(|_| bad())?;
             if mode != atoms::wasm() && mode != atoms::aot() {
@@ -106,12 +125,11 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         Ok(options) => options,
         Err(bad) => return badarg(env, bad),
     };
-    let compiled = match compile(source.as_slice(), &options.prepare) {
+    let compiled = match crate::artifacts::module_for(env, source.as_slice(), &options) {
         Ok(compiled) => compiled,
-        Err(CompileError::InvalidModule(message)) => {
-            return error(env, (atoms::invalid_module(), message))
-        }
+        Err(failure) => return error(env, failure.encode(env)),
     };
+    let engine = compiled.engine().clone();
     let module = compiled.module;
     if let Some(limit) = options.memory_limit {
         let initial = initial_memory(&module);
@@ -128,7 +146,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     registry::insert(owner, resource.clone());
     let start = ReplySlot::new(env.pid());
     let id = start.id;
-    if executor::spawn(resource.clone(), module, env.pid(), start).is_err() {
+    if executor::spawn(resource.clone(), module, engine, env.pid(), start).is_err() {
         resource.shared.stop();
         return error(env, CallFailure::ResourceLimit(Resource::Thread));
     }

@@ -54,11 +54,21 @@ pub struct PrepareOptions {
     pub wamr_compat: bool,
     /// Memory 0 may not grow beyond this many 64 KiB pages (`memory.grow` returns -1).
     pub max_pages: Option<u64>,
+    /// Deterministic mode: refuse what could make two runs differ (shared memory and
+    /// atomics), and compile with the NaN-canonicalising engine (`engine::EngineKind`).
+    pub deterministic: bool,
 }
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { wamr_compat: true, max_pages: None }
+        PrepareOptions { wamr_compat: true, max_pages: None, deterministic: false }
+    }
+}
+
+impl PrepareOptions {
+    /// The engine that compiles modules prepared with these options.
+    pub fn engine_kind(&self) -> crate::engine::EngineKind {
+        crate::engine::EngineKind::new(self.deterministic)
     }
 }
 
@@ -136,7 +146,16 @@ fn refuse_exnref_storage(types: wasmparser::types::TypesRef<'_>) -> Result<(), P
 
 /// Rewrites `wasm` (a binary module) into a module wasmer can compile and run as WAMR would.
 pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, PrepareError> {
-    let types = Validator::new_with_features(input_features()).validate_all(wasm).map_err(invalid)?;
+    let types = if opts.deterministic {
+        // Threads make the order of memory accesses depend on scheduling; without the
+        // proposal, shared memories and atomic instructions fail validation. Relaxed SIMD
+        // (results differ between CPUs) is refused in every mode: wasmer does not enable it.
+        Validator::new_with_features(input_features() - WasmFeatures::THREADS)
+            .validate_all(wasm)
+            .map_err(|e| PrepareError(format!("deterministic mode refuses this module: {e}")))?
+    } else {
+        Validator::new_with_features(input_features()).validate_all(wasm).map_err(invalid)?
+    };
     refuse_exnref_storage(types.as_ref())?;
 
     let memory0_is_64 = types.as_ref().memory_count() > 0 && types.as_ref().memory_at(0).memory64;
@@ -300,6 +319,29 @@ mod tests {
                     (local.set 0 (block (result exnref) (try_table (catch_all_ref 0) (throw $t)) unreachable))))"#,
         );
         call(&mut store, &instance, "f", &[]).unwrap();
+    }
+
+    #[test]
+    fn deterministic_mode_refuses_threads_and_relaxed_simd() {
+        let deterministic = PrepareOptions { deterministic: true, ..Default::default() };
+        let shared = wat::parse_str("(module (memory 1 1 shared))").unwrap();
+        let atomic = wat::parse_str(
+            "(module (memory 1) (func (result i32) (i32.atomic.load (i32.const 0))))",
+        )
+        .unwrap();
+        let relaxed = wat::parse_str(
+            "(module (func (param v128 v128) (result v128) (f32x4.relaxed_min (local.get 0) (local.get 1))))",
+        )
+        .unwrap();
+        for wasm in [&shared, &atomic] {
+            assert!(prepare(wasm, &PrepareOptions::default()).is_ok());
+            let err = prepare(wasm, &deterministic).unwrap_err();
+            assert!(err.0.contains("deterministic mode"), "{err}");
+        }
+        assert!(prepare(&relaxed, &deterministic).is_err());
+        assert!(prepare(&relaxed, &PrepareOptions::default()).is_err());
+        let plain = wat::parse_str("(module (func (result f32) (f32.div (f32.const 0) (f32.const 0))))").unwrap();
+        assert!(prepare(&plain, &deterministic).is_ok());
     }
 
     #[test]
