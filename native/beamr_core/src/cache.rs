@@ -25,6 +25,11 @@ impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
         })
     }
 
+    /// Keeps only the entries whose key satisfies `keep`.
+    pub fn retain(&mut self, mut keep: impl FnMut(&K) -> bool) {
+        self.entries.retain(|key, _| keep(key));
+    }
+
     pub fn insert(&mut self, key: K, value: V) {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
             let oldest = self.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone());

@@ -186,10 +186,23 @@ fn build(source: &[u8], opts: &PrepareOptions) -> Result<Module, CompileError> {
     }
     let wasm = wat::parse_bytes(source).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
     let prepared = prepare(&wasm, opts).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
-    // wasmer panics on some inputs (e.g. 64-bit memories); a panic is just a bad module here.
-    catch_unwind(AssertUnwindSafe(|| Module::new(engine_for(opts.engine_kind()), &prepared.wasm)))
-        .map_err(|panic| CompileError::InvalidModule(panic_message(&panic)))?
+    on_engine(opts.engine_kind(), |engine| Module::new(engine, &prepared.wasm))?
         .map_err(|e| CompileError::InvalidModule(e.to_string()))
+}
+
+/// Runs a wasmer operation on a module that may make wasmer panic (a compiler bug reached by
+/// an odd module). The engine, which the panic may have poisoned, is replaced together with
+/// the modules cached for it, and the operation is tried once more on the new engine: the
+/// panic may have been an earlier module's poison. A second panic is this module's doing.
+fn on_engine<T>(kind: EngineKind, operation: impl Fn(&'static Engine) -> T) -> Result<T, CompileError> {
+    let attempt = || {
+        catch_unwind(AssertUnwindSafe(|| operation(engine_for(kind)))).map_err(|panic| {
+            crate::engine::replace(kind);
+            CACHE.lock().retain(|(_, opts)| opts.engine_kind() != kind);
+            CompileError::InvalidModule(panic_message(&panic))
+        })
+    };
+    attempt().or_else(|_| attempt())
 }
 
 fn serialize(module: &Module) -> Result<Vec<u8>, CompileError> {
@@ -204,9 +217,7 @@ fn serialize(module: &Module) -> Result<Vec<u8>, CompileError> {
 /// and its header names this engine: it is code this node (or one sharing its key)
 /// compiled with `Module::serialize`.
 fn deserialize_verified(payload: &[u8], kind: EngineKind) -> Result<Module, CompileError> {
-    let loaded = catch_unwind(AssertUnwindSafe(|| unsafe { Module::deserialize(engine_for(kind), payload) }));
-    loaded
-        .map_err(|panic| CompileError::InvalidModule(panic_message(&panic)))?
+    on_engine(kind, |engine| unsafe { Module::deserialize(engine, payload) })?
         .map_err(|e| CompileError::InvalidModule(format!("cannot load compiled code: {e}")))
 }
 

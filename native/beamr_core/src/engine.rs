@@ -6,6 +6,7 @@
 //! engine owns the signature registry that `call_indirect` checks against).
 
 use once_cell::sync::Lazy;
+use parking_lot::RwLock;
 use wasmer::sys::{Cranelift, EngineBuilder, Features, Target};
 use wasmer::Engine;
 
@@ -35,20 +36,31 @@ fn build(canonicalize_nans: bool) -> Engine {
     EngineBuilder::new(compiler).set_features(Some(features)).engine().into()
 }
 
-static ENGINE: Lazy<Engine> = Lazy::new(|| build(false));
-static DETERMINISTIC_ENGINE: Lazy<Engine> = Lazy::new(|| build(true));
+/// Engines live for the rest of the process: Stores and modules of an engine that was
+/// replaced may still run, and its compiled code lives as long as it does.
+fn leaked(canonicalize_nans: bool) -> &'static Engine {
+    Box::leak(Box::new(build(canonicalize_nans)))
+}
+
+static ENGINES: Lazy<RwLock<[&'static Engine; 2]>> = Lazy::new(|| RwLock::new([leaked(false), leaked(true)]));
 
 /// The default engine (what `engine_for(EngineKind::Default)` returns).
 pub fn engine() -> &'static Engine {
-    &ENGINE
+    engine_for(EngineKind::Default)
 }
 
 /// The engine a module of this kind is compiled with, and its Stores are created from.
 pub fn engine_for(kind: EngineKind) -> &'static Engine {
-    match kind {
-        EngineKind::Default => &ENGINE,
-        EngineKind::Deterministic => &DETERMINISTIC_ENGINE,
-    }
+    ENGINES.read()[kind as usize]
+}
+
+/// Replaces the engine of `kind` after a panic inside wasmer while it compiled or loaded a
+/// module. wasmer keeps an engine's state behind a `std::sync::Mutex` that such a panic
+/// poisons for good, and every later compilation or instantiation with that engine would
+/// panic too: one odd module (a Cranelift bug) must not disable compilation for the node.
+/// Modules compiled by the old engine keep it, and running instances of them go on.
+pub fn replace(kind: EngineKind) {
+    ENGINES.write()[kind as usize] = leaked(kind == EngineKind::Deterministic);
 }
 
 /// The wasmer release compiled in (a unit test keeps it in step with Cargo.lock).
