@@ -17,6 +17,7 @@
 -export([call/3, call/4, call/5, call/6]).
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 -export([snapshot/1, restore/2]).
+-export([call_async/4, reply/2, wasm_send/2, info/1]).
 
 -type instance() :: pid().
 %% An integer N names entry N of table 0 (an indirect call, as in HyperBEAM's seed).
@@ -41,7 +42,15 @@
                 | call_in_progress
                 | {memory_limit, Initial :: non_neg_integer(), Limit :: non_neg_integer()}
                 | {import_failed, string(), string(), {atom(), term()}}.
+%% An asynchronous call: the NIF's handle of the call, which is a reference.
+-type call_ref() :: reference().
+-type info() :: #{module_hash := binary(), memory_bytes := non_neg_integer(),
+                  memory_pages := non_neg_integer(),
+                  state := idle | running | in_import | stopped,
+                  calls := non_neg_integer(), gas_used := non_neg_integer(),
+                  cached := boolean(), origin := compiled | memory | disk | artifact}.
 -export_type([instance/0, value/0, import_fun/0, import_request/0, reason/0]).
+-export_type([call_ref/0, info/0]).
 
 %% @doc Loads `Wasm' (a binary module or WAT text) with default options.
 -spec start(iodata()) -> {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.
@@ -278,6 +287,111 @@ gas_used(Instance) when is_pid(Instance), node(Instance) =/= node() ->
 gas_used(Instance) when is_pid(Instance) ->
     hb_beamr_nif:gas_used(Instance);
 gas_used(Instance) ->
+    {error, {badarg, {instance, Instance}}}.
+
+%% @doc Starts a call and returns at once. The calling process then receives
+%% `{hb_beamr_import, Ref, Request}' for each import the call makes (`Request' as an import
+%% fun gets it), answers it with `reply/2', and finally receives
+%% `{hb_beamr_result, Ref, {ok, Results} | {error, Reason}}'. `Opts' as call/6's (`timeout',
+%% `gas'). While an import is pending, the process may use the instance (memory, nested
+%% calls) as an import fun may. Instances on other nodes are refused: their messages could
+%% not reach the caller.
+-spec call_async(instance(), name(), [value()], map()) -> {ok, call_ref()} | {error, reason()}.
+call_async(Instance, Func, Args, Opts) ->
+    start_async(Instance, Func, Args, Opts, async).
+
+start_async(Instance, Func, Args, Opts, Protocol)
+        when is_pid(Instance), node(Instance) =:= node(), is_map(Opts) ->
+    case hb_beamr_nif:call_async(Instance, Func, Args, Opts, Protocol) of
+        {ok, Ref} -> {ok, Ref};
+        {ok, Ref, Message} -> self() ! Message, {ok, Ref};
+        {error, Reason} -> {error, Reason}
+    end;
+start_async(Instance, _Func, _Args, Opts, _Protocol) when is_pid(Instance), not is_map(Opts) ->
+    {error, {badarg, {options, Opts}}};
+start_async(Instance, _Func, _Args, _Opts, _Protocol) ->
+    {error, {badarg, {instance, Instance}}}.
+
+%% @doc Answers the pending import of asynchronous call `Ref' with `Results', or fails it
+%% with `{error, Why}': the call then ends with
+%% `{error, {import_failed, Module, Name, Why}}'. Results that do not fit the import's
+%% signature fail it too (`Why = {bad_import_results, Results}') and give
+%% `{error, {badarg, Detail}}' here. `{error, badarg}' when no import of `Ref' is pending
+%% for this process.
+-spec reply(call_ref(), [value()] | {error, term()}) -> ok | {error, term()}.
+reply(Ref, {error, Why}) ->
+    hb_beamr_nif:async_fail(Ref, Why);
+reply(Ref, Results) ->
+    case hb_beamr_nif:async_reply(Ref, Results) of
+        {ok, Message} -> self() ! Message, ok;
+        Other -> Other
+    end.
+
+%% @doc The seed's raw port protocol, on top of `call_async/4': `Command' is
+%% `term_to_binary' of `{call, Name, Args}', `{indirect_call, Index, Args}' or
+%% `{import_response, Results}'; the sender then receives `{import, Module, Func, Args,
+%% Sig}' for each import and `{execution_result, Results}' or `{error, Reason}' at the end.
+%% A call refused before it starts is reported by an `{error, Reason}' message too.
+-spec wasm_send(instance(), {command, binary()}) -> ok | {error, term()}.
+wasm_send(Instance, {command, Bin} = Message) when is_binary(Bin) ->
+    try binary_to_term(Bin) of
+        Command -> seed_command(Instance, Command)
+    catch
+        error:badarg -> {error, {badarg, Message}}
+    end;
+wasm_send(_Instance, Message) ->
+    {error, {badarg, Message}}.
+
+seed_command(Instance, {call, Name, Args}) ->
+    seed_call(Instance, Name, Args);
+seed_command(Instance, {indirect_call, Index, Args}) when is_integer(Index) ->
+    seed_call(Instance, Index, Args);
+seed_command(Instance, {import_response, Results}) ->
+    seed_reply(Instance, seed_calls(Instance), Results);
+seed_command(_Instance, Command) ->
+    {error, {badarg, {command, Command}}}.
+
+%% The seed's messages carry no reference, so the process dictionary keeps this process's
+%% seed calls on each instance, innermost first: a call made while answering an import
+%% nests inside the one waiting. Only those waiting for an import can be nested in, so the
+%% others (ended) are forgotten when a call starts.
+seed_call(Instance, Func, Args) ->
+    Waiting = [Ref || Ref <- seed_calls(Instance), hb_beamr_nif:async_pending(Ref)],
+    case start_async(Instance, Func, Args, #{}, seed) of
+        {ok, Ref} -> put({?MODULE, seed_calls, Instance}, [Ref | Waiting]), ok;
+        {error, Reason} -> self() ! {error, Reason}, ok
+    end.
+
+seed_calls(Instance) ->
+    case get({?MODULE, seed_calls, Instance}) of
+        undefined -> [];
+        Refs -> Refs
+    end.
+
+%% The innermost call with an import pending is the one answered; calls before it in the
+%% list have ended (they have no import pending) and are forgotten.
+seed_reply(Instance, [], _Results) ->
+    erase({?MODULE, seed_calls, Instance}),
+    {error, no_import_pending};
+seed_reply(Instance, [Ref | Outer] = Calls, Results) ->
+    case reply(Ref, Results) of
+        {error, badarg} -> seed_reply(Instance, Outer, Results);
+        Answered -> put({?MODULE, seed_calls, Instance}, Calls), Answered
+    end.
+
+%% @doc What the instance is and does: `module_hash' (hex SHA-256 of the module it was
+%% started from), `memory_bytes' and `memory_pages' (memory 0 as of the end of the last
+%% call or memory operation, or the current import), `state' (`idle | running |
+%% in_import'), `calls' (outermost calls served), `gas_used' (see `gas_used/1'), `cached'
+%% and `origin' (`compiled', or from the `memory' or `disk' cache or an `artifact').
+%% It never waits for running wasm. A stopped instance gives `{error, stopped}', as every
+%% other function does.
+-spec info(instance()) -> {ok, info()} | {error, reason()}.
+info(Instance) when is_pid(Instance), node(Instance) =/= node() ->
+    erpc:call(node(Instance), ?MODULE, info, [Instance]);
+info(Instance) when is_pid(Instance) ->
+    hb_beamr_nif:info(Instance);
+info(Instance) ->
     {error, {badarg, {instance, Instance}}}.
 
 %% @doc The default import fun: answers every import with `[0]'.

@@ -7,6 +7,7 @@
 
 -export([start/3, call/3, call/4, import_reply/3, import_failed/1, stop/1, gas_used/1]).
 -export([compile/2, cache_stats/0]).
+-export([call_async/5, async_reply/2, async_fail/2, async_pending/1, info/1]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/1, state_restore/2]).
@@ -53,6 +54,28 @@ call(_Instance, _Func, _Args) -> erlang:nif_error(not_loaded).
 -spec call(pid(), binary() | string(), list(), map()) ->
     {event, id(), event()} | {wait, id()} | {error, term()}.
 call(_Instance, _Func, _Args, _Opts) -> erlang:nif_error(not_loaded).
+
+%% Queues an asynchronous call whose events come as messages in `Protocol' (see
+%% hb_beamr:call_async/4 and wasm_send/2), tagged with `Ref'. `Message' is the first of
+%% them when it came at once: the caller sends it to itself.
+-spec call_async(pid(), binary() | string() | integer(), list(), map(), async | seed) ->
+    {ok, reference()} | {ok, reference(), term()} | {error, term()}.
+call_async(_Instance, _Func, _Args, _Opts, _Protocol) -> erlang:nif_error(not_loaded).
+
+%% Answers the pending import of an asynchronous call; `Message' as for call_async/5.
+-spec async_reply(reference(), list()) -> ok | {ok, term()} | {error, term()}.
+async_reply(_Ref, _Results) -> erlang:nif_error(not_loaded).
+
+%% Fails the pending import of an asynchronous call: the call traps with `Why'.
+-spec async_fail(reference(), term()) -> ok | {error, badarg}.
+async_fail(_Ref, _Why) -> erlang:nif_error(not_loaded).
+
+%% Whether an import of the asynchronous call waits for this process's answer.
+-spec async_pending(reference()) -> boolean().
+async_pending(_Ref) -> erlang:nif_error(not_loaded).
+
+-spec info(pid()) -> {ok, map()} | {error, stopped}.
+info(_Instance) -> erlang:nif_error(not_loaded).
 
 -spec gas_used(pid()) -> {ok, non_neg_integer()} | {error, stopped}.
 gas_used(_Instance) -> erlang:nif_error(not_loaded).

@@ -3,16 +3,17 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use rustler::LocalPid;
+use rustler::{LocalPid, ResourceArc};
 
 use crate::bytes::Bytes;
-use crate::handover::ReplySlot;
+use crate::handover::{CallResource, ReplySlot};
 use crate::codec::{UncheckedArgs, Values};
 use crate::state::StateOp;
 
 pub enum Command {
-    /// Call `func`; its events go to `caller` (see `ReplySlot`).
-    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: Callee, limits: Limits },
+    /// Call `func`; its events go to `caller` (see `ReplySlot`). `handle` is set for an
+    /// asynchronous call: its reference, which also says how its events are sent.
+    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: Callee, limits: Limits, handle: Option<ResourceArc<CallResource>> },
     /// Access memory 0; the outcome goes to `caller` (see `ReplySlot`).
     Memory { caller: LocalPid, slot: Arc<ReplySlot>, op: MemoryOp },
     /// The Erlang side answered the pending import of call `id`; `None` means the

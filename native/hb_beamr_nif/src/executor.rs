@@ -22,7 +22,7 @@ use rustler::types::tuple::make_tuple;
 use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
 use wasmer::{
-    AsStoreMut, Extern, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global, Imports, Instance,
+    AsStoreMut, AsStoreRef, Extern, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global, Imports, Instance,
     InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Table, Type, Value,
 };
 
@@ -31,7 +31,8 @@ use crate::handover::{CallResource, ReplySlot, Event};
 use crate::codec::{charlist, Values, WasmValue};
 use crate::command::{Callee, Command, Limits, MemoryOp};
 use crate::emscripten::{self, Hooks};
-use crate::instance::{InstanceResource, Shared};
+use crate::asynchronous;
+use crate::instance::{Activity, InstanceResource, Shared};
 use crate::memory::{self, MemoryError, MemoryReply};
 use crate::state::{StateAccess, StateError, StateOp, StateReply};
 use crate::table;
@@ -90,14 +91,20 @@ struct Frame {
 }
 
 impl Frame {
-    fn new(caller: LocalPid, slot: Arc<ReplySlot>) -> Rc<Frame> {
-        Rc::new(Frame { caller, slot, handle: OnceCell::new() })
+    /// `handle` is an asynchronous call's reference, made by the NIF that queued it.
+    fn new(caller: LocalPid, slot: Arc<ReplySlot>, handle: Option<ResourceArc<CallResource>>) -> Rc<Frame> {
+        Rc::new(Frame { caller, slot, handle: handle.map(OnceCell::from).unwrap_or_default() })
     }
 
     fn handle(&self, shared: &Arc<Shared>) -> ResourceArc<CallResource> {
         self.handle
-            .get_or_init(|| ResourceArc::new(CallResource { shared: Arc::clone(shared), slot: Arc::clone(&self.slot) }))
+            .get_or_init(|| CallResource::new(Arc::clone(shared), Arc::clone(&self.slot), None))
             .clone()
+    }
+
+    /// The reference of an asynchronous call.
+    fn asynchronous(&self) -> Option<&ResourceArc<CallResource>> {
+        self.handle.get().filter(|call| call.protocol.is_some())
     }
 }
 
@@ -129,7 +136,7 @@ pub fn spawn(
 }
 
 fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::Engine, starter: LocalPid, start: Arc<ReplySlot>) {
-    let start = Frame::new(starter, start);
+    let start = Frame::new(starter, start, None);
     let shared = Arc::clone(&resource.shared);
     shared.mailbox.bind_executor();
     let context = Rc::new(Context {
@@ -199,6 +206,7 @@ impl Context {
         *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
         *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance));
+        self.publish_memory_size(store);
         self.finish(start, Ok(Values::new()));
 
         while !self.shared.is_stopped() {
@@ -232,13 +240,17 @@ impl Context {
 
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
-            Command::Call { caller, slot, func, limits } => self.call(store, Frame::new(caller, slot), func, limits),
+            Command::Call { caller, slot, func, limits, handle } => {
+                self.call(store, Frame::new(caller, slot, handle), func, limits)
+            }
             Command::Memory { caller, slot, op: MemoryOp::State(op) } => {
                 let result = self.state_op(store, op);
+                self.publish_memory_size(store);
                 self.deliver(caller, &slot, Event::Memory(result));
             }
             Command::Memory { caller, slot, op } => {
                 let result = memory::run(self.memory.borrow().as_ref(), store, op);
+                self.publish_memory_size(store);
                 self.deliver(caller, &slot, Event::Memory(result));
             }
             _ => unreachable!("only calls and memory operations are executed"),
@@ -275,6 +287,7 @@ impl Context {
             return self.finish(&frame, Err(CallFailure::Stopped));
         }
         let mark = outermost.then(|| self.start_outermost(store, limits));
+        self.shared.set_activity(Activity::Running);
         let outcome = self.nested(|| catch_unwind(AssertUnwindSafe(|| function.call(store, &params))));
         // Converted before the call's exceptions are dropped: an error may refer to one.
         let outcome = match outcome {
@@ -285,6 +298,8 @@ impl Context {
         if let Some(mark) = mark {
             self.end_outermost(store, mark);
         }
+        // A nested call returns to the import handler that made it.
+        self.shared.set_activity(if outermost { Activity::Idle } else { Activity::InImport });
         self.leave();
         self.finish(&frame, outcome);
     }
@@ -341,6 +356,8 @@ impl Context {
     /// reach any more unless the module keeps exnrefs across calls.
     fn end_outermost(&self, store: &mut impl AsStoreMut, mark: store_exceptions::Mark) {
         self.stop_metering(store);
+        self.publish_memory_size(store);
+        self.shared.calls.fetch_add(1, Ordering::Relaxed);
         if !self.exceptions_outlive_calls {
             store_exceptions::drop_since(store, mark);
         }
@@ -378,6 +395,13 @@ impl Context {
             Some(meter) => meter.refill(fuel).map_err(|_| HostError::OutOfGas),
             // Instantiation (a start function) runs outside any call: no budget.
             None => Ok(SLICE),
+        }
+    }
+
+    /// Makes the size of memory 0 visible to `info/1`, which cannot reach the Store.
+    fn publish_memory_size(&self, store: &impl AsStoreRef) {
+        if let Some(memory) = self.memory.borrow().as_ref() {
+            self.shared.memory_bytes.store(memory.view(store).data_size(), Ordering::Relaxed);
         }
     }
 
@@ -450,7 +474,16 @@ impl Context {
     }
 
     fn finish(&self, frame: &Frame, outcome: Result<Values, CallFailure>) {
-        self.deliver(frame.caller, &frame.slot, Event::Done(outcome));
+        self.deliver_call(frame, Event::Done(outcome));
+    }
+
+    /// `deliver` for a call's events; an asynchronous call's messages are in its protocol.
+    fn deliver_call(&self, frame: &Frame, event: Event) {
+        let Some(call) = frame.asynchronous() else { return self.deliver(frame.caller, &frame.slot, event) };
+        if let Err(event) = frame.slot.offer(event) {
+            let shared = &self.shared;
+            self.send(frame.caller, |env| asynchronous::message(env, shared, call, event));
+        }
     }
 
     /// Marks the instance stopped and answers every request it will never serve.
@@ -458,6 +491,11 @@ impl Context {
         self.shared.stop();
         let deferred: Vec<Command> = self.deferred.borrow_mut().drain(..).collect();
         for command in deferred.into_iter().chain(self.shared.mailbox.close()) {
+            if let Command::Call { caller, slot, handle: Some(call), .. } = command {
+                let frame = Frame::new(caller, slot, Some(call));
+                self.finish(&frame, Err(CallFailure::Stopped));
+                continue;
+            }
             let id = match &command {
                 Command::Call { slot, .. } | Command::Memory { slot, .. } => slot.id,
                 _ => continue,
@@ -478,8 +516,12 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     context.watch_caller(frame.caller);
     let args: Values = args.iter().map(WasmValue::from_wasmer).collect();
     let call = frame.handle(&context.shared);
-    context.deliver(frame.caller, &frame.slot, Event::Import { call, index, args });
-    match context.await_reply(&mut env, &frame) {
+    context.publish_memory_size(&env);
+    context.shared.set_activity(Activity::InImport);
+    context.deliver_call(&frame, Event::Import { call, index, args });
+    let reply = context.await_reply(&mut env, &frame);
+    context.shared.set_activity(Activity::Running);
+    match reply {
         Ok(results) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
         Err(error) => Err(RuntimeError::user(Box::new(error))),
     }

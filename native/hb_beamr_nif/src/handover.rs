@@ -17,7 +17,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use beamr_core::handoff::Slot;
+use parking_lot::Mutex;
 use rustler::{LocalPid, Resource, ResourceArc};
+
+use crate::asynchronous::Protocol;
 
 use crate::codec::Values;
 use crate::instance::Shared;
@@ -87,16 +90,29 @@ impl ReplySlot {
     /// pending when `None`) for process `from`: granted once per request, and only to
     /// the request's caller.
     pub fn claim_reply(&self, from: LocalPid, index: Option<usize>) -> bool {
-        if from != self.caller {
-            return false;
-        }
         match index {
-            Some(index) => self
-                .pending_import
-                .compare_exchange(index + 1, 0, Ordering::AcqRel, Ordering::Relaxed)
-                .is_ok(),
-            None => self.pending_import.swap(0, Ordering::AcqRel) != 0,
+            Some(index) => {
+                from == self.caller
+                    && self
+                        .pending_import
+                        .compare_exchange(index + 1, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+            }
+            None => self.claim_pending(from).is_some(),
         }
+    }
+
+    /// Whether an import request waits for `from`'s answer.
+    pub fn is_pending_for(&self, from: LocalPid) -> bool {
+        from == self.caller && self.pending_import.load(Ordering::Acquire) != 0
+    }
+
+    /// `claim_reply` for whichever import is pending: its index.
+    pub fn claim_pending(&self, from: LocalPid) -> Option<usize> {
+        if from != self.caller {
+            return None;
+        }
+        self.pending_import.swap(0, Ordering::AcqRel).checked_sub(1)
     }
 }
 
@@ -105,6 +121,18 @@ impl ReplySlot {
 pub struct CallResource {
     pub shared: Arc<Shared>,
     pub slot: Arc<ReplySlot>,
+    /// Set for asynchronous calls, whose events are messages in this protocol (see
+    /// `asynchronous`); the resource is then also the call's public reference.
+    pub protocol: Option<Protocol>,
+    /// An asynchronous call's failed import: its index and the reason the caller gave
+    /// (external term format), to report in the call's result.
+    pub failure: Mutex<Option<(usize, Vec<u8>)>>,
+}
+
+impl CallResource {
+    pub fn new(shared: Arc<Shared>, slot: Arc<ReplySlot>, protocol: Option<Protocol>) -> ResourceArc<CallResource> {
+        ResourceArc::new(CallResource { shared, slot, protocol, failure: Mutex::new(None) })
+    }
 }
 
 #[rustler::resource_impl]

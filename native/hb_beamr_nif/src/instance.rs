@@ -2,12 +2,14 @@
 //!
 //! The Store and wasmer Instance never leave the executor thread; this holds only what
 //! other threads need: the mailbox, the stop flag, the export/import tables used to
-//! check arguments before queueing, and what the last call used.
+//! check arguments before queueing, and what `hb_beamr:info/1` reports (the module it
+//! runs, and counters the executor keeps up to date with cheap relaxed stores).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
+use beamr_core::compile::Origin;
 use rustler::{Env, LocalPid, Monitor, Resource, ResourceArc};
 use wasmer::FunctionType;
 
@@ -27,6 +29,24 @@ pub struct ImportedFunction {
     pub ty: FunctionType,
 }
 
+/// What the executor is doing, for `info/1`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Activity {
+    /// Waiting for a command (or starting).
+    Idle = 0,
+    /// Running wasm.
+    Running = 1,
+    /// Waiting for the calling process to answer an import.
+    InImport = 2,
+}
+
+/// The module an instance runs: the SHA-256 of its source and how it was obtained.
+pub struct ModuleInfo {
+    pub sha256: [u8; 32],
+    pub origin: Origin,
+}
+
 pub struct Shared {
     /// The process whose pid is the public handle; its death stops the instance.
     pub owner: LocalPid,
@@ -34,6 +54,14 @@ pub struct Shared {
     pub stopped: AtomicBool,
     /// The fuel the last outermost call used (`hb_beamr:gas_used/1`).
     pub gas_used: AtomicU64,
+    /// An `Activity`, written by the executor only.
+    pub activity: AtomicU8,
+    /// Outermost calls the executor has run to their end.
+    pub calls: AtomicU64,
+    /// The size of memory 0 when the executor last looked (after instantiation, each
+    /// outermost call and memory operation, and at each import).
+    pub memory_bytes: AtomicU64,
+    pub module: ModuleInfo,
     pub exports: Vec<ExportedFunction>,
     pub export_index: HashMap<String, usize>,
     pub imports: Vec<ImportedFunction>,
@@ -59,6 +87,7 @@ impl Resource for InstanceResource {
 impl Shared {
     pub fn new(
         owner: LocalPid,
+        module: ModuleInfo,
         exports: Vec<ExportedFunction>,
         imports: Vec<ImportedFunction>,
     ) -> Shared {
@@ -68,9 +97,26 @@ impl Shared {
             mailbox: Mailbox::new(),
             stopped: AtomicBool::new(false),
             gas_used: AtomicU64::new(0),
+            activity: AtomicU8::new(Activity::Idle as u8),
+            calls: AtomicU64::new(0),
+            memory_bytes: AtomicU64::new(0),
+            module,
             exports,
             export_index,
             imports,
+        }
+    }
+
+    /// Executor side. Relaxed: readers only report it, nothing is synchronised by it.
+    pub fn set_activity(&self, activity: Activity) {
+        self.activity.store(activity as u8, Ordering::Relaxed);
+    }
+
+    pub fn activity(&self) -> Activity {
+        match self.activity.load(Ordering::Relaxed) {
+            1 => Activity::Running,
+            2 => Activity::InImport,
+            _ => Activity::Idle,
         }
     }
 

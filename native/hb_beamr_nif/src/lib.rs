@@ -9,9 +9,11 @@
 //! * [`state`]: full snapshots (memory, globals, table 0) and their restore.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively; [`table`]: the
 //!   entries of table 0 that they and integer function references call.
+//! * [`asynchronous`]: `call_async`'s calls, whose events are messages in their own protocol.
 //! * [`artifacts`]: wasm, compiled artifacts and the caches behind `start` and `compile`.
 
 mod artifacts;
+mod asynchronous;
 mod atoms;
 mod bytes;
 mod codec;

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use beamr_core::compile::Origin;
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
@@ -20,12 +21,12 @@ use crate::handover::{CallResource, ReplySlot};
 use crate::codec::{charlist, decode_args, BadArg, UncheckedArgs, Values};
 use crate::command::{Callee, Command, Limits, MemoryOp};
 use crate::executor::{self, encode_event};
-use crate::instance::{ExportedFunction, ImportedFunction, InstanceResource, Shared};
+use crate::instance::{Activity, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, Shared};
 use crate::registry;
 use crate::state::StateOp;
 use crate::trap::{CallFailure, Resource, TrapKind};
 
-fn error<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
+pub(crate) fn error<'a>(env: Env<'a>, reason: impl Encoder) -> Term<'a> {
     (atoms::error(), reason).encode(env)
 }
 
@@ -91,7 +92,7 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
 
 /// Call options (call/6 `Opts`): `timeout => Ms | infinity`, `gas => N | infinity`. The
 /// map is also the import fun's options, so other keys are the caller's own.
-fn decode_limits(opts: Term) -> Result<Limits, Term> {
+pub(crate) fn decode_limits(opts: Term) -> Result<Limits, Term> {
     let mut limits = Limits::default();
     for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
         let Ok(key_atom) = key.decode::<Atom>() else { continue };
@@ -130,6 +131,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         Err(failure) => return error(env, failure.encode(env)),
     };
     let engine = compiled.engine().clone();
+    let info = ModuleInfo { sha256: compiled.header.source_sha256, origin: compiled.origin };
     let module = compiled.module;
     if let Some(limit) = options.memory_limit {
         let initial = initial_memory(&module);
@@ -137,7 +139,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
             return error(env, (atoms::memory_limit(), initial, limit));
         }
     }
-    let shared = Arc::new(Shared::new(owner, exported_functions(&module), imported_functions(&module)));
+    let shared = Arc::new(Shared::new(owner, info, exported_functions(&module), imported_functions(&module)));
     let resource = InstanceResource::new(shared);
     if resource.monitor(Some(env), &owner).is_none() {
         return error(env, atoms::stopped());
@@ -240,34 +242,40 @@ fn call_limited<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Te
 
 fn call_export<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>, limits: Limits) -> Term<'a> {
     let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
-    if func.get_type() == TermType::Integer {
-        return call_table_entry(env, &instance.shared, func, args, limits);
+    match callee(env, &instance.shared, func, args) {
+        Ok(func) => request(env, &instance.shared, |caller, slot| Command::Call { caller, slot, func, limits, handle: None }),
+        Err(reason) => reason,
     }
-    let Some(name) = decode_name(func) else { return badarg(env, (atoms::func(), func)) };
-    let shared = &instance.shared;
+}
+
+/// The function `func` names (an export, or an integer: a table entry) with its
+/// arguments, or the `{error, Reason}` to return.
+pub(crate) fn callee<'a>(env: Env<'a>, shared: &Shared, func: Term<'a>, args: Term<'a>) -> Result<Callee, Term<'a>> {
+    if func.get_type() == TermType::Integer {
+        return table_entry(env, func, args);
+    }
+    let Some(name) = decode_name(func) else { return Err(badarg(env, (atoms::func(), func))) };
     let Some(&index) = shared.export_index.get(name.as_ref()) else {
-        return error(env, (atoms::not_found(), func));
+        return Err(error(env, (atoms::not_found(), func)));
     };
-    let args = match decode_args(args, shared.exports[index].ty.params()) {
-        Ok(args) => args,
-        Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
-    };
-    request(env, shared, |caller, slot| Command::Call { caller, slot, func: Callee::Export(index, args), limits })
+    match decode_args(args, shared.exports[index].ty.params()) {
+        Ok(args) => Ok(Callee::Export(index, args)),
+        Err(bad) => Err((atoms::error(), BadArg::encode(&bad, env)).encode(env)),
+    }
 }
 
 /// A call of entry `func` (an integer) of table 0, as HyperBEAM's seed allowed. The entry's
 /// type is known only to the executor, which checks the arguments against it; an integer
 /// that cannot index any table traps here.
-fn call_table_entry<'a>(env: Env<'a>, shared: &Shared, func: Term<'a>, args: Term<'a>, limits: Limits) -> Term<'a> {
+fn table_entry<'a>(env: Env<'a>, func: Term<'a>, args: Term<'a>) -> Result<Callee, Term<'a>> {
     let Ok(index) = func.decode::<u32>() else {
         let message = format!("table index {func:?} is out of bounds of table 0");
-        return error(env, CallFailure::Trap { kind: TrapKind::TableOutOfBounds, message });
+        return Err(error(env, CallFailure::Trap { kind: TrapKind::TableOutOfBounds, message }));
     };
-    let args = match UncheckedArgs::new(args) {
-        Ok(args) => args,
-        Err(bad) => return (atoms::error(), BadArg::encode(&bad, env)).encode(env),
-    };
-    request(env, shared, |caller, slot| Command::Call { caller, slot, func: Callee::TableEntry(index, args), limits })
+    match UncheckedArgs::new(args) {
+        Ok(args) => Ok(Callee::TableEntry(index, args)),
+        Err(bad) => Err((atoms::error(), BadArg::encode(&bad, env)).encode(env)),
+    }
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
@@ -337,10 +345,28 @@ fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'
 /// already), or the caller is not the process the import request went to.
 #[rustler::nif]
 fn import_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize, results: Term<'a>) -> Term<'a> {
-    let Some(import) = call.shared.imports.get(index) else { return error(env, atoms::badarg()) };
-    if !call.slot.claim_reply(env.pid(), Some(index)) {
+    if call.shared.imports.get(index).is_none() || !call.slot.claim_reply(env.pid(), Some(index)) {
         return error(env, atoms::badarg());
     }
+    match reply_values(env, &call, index, results) {
+        Ok(armed) => awaited(env, &call.shared, &call.slot, armed),
+        Err(reason) => {
+            fail_import(&call);
+            reason
+        }
+    }
+}
+
+/// Traps the call in its pending import (claimed by the caller).
+pub(crate) fn fail_import(call: &CallResource) {
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
+}
+
+/// Queues the results of import `index` (claimed by the caller) for the executor: whether
+/// the slot could be armed for the next event, or the `{error, Reason}` to return (then
+/// nothing is queued: the caller fails the import).
+pub(crate) fn reply_values<'a>(env: Env<'a>, call: &CallResource, index: usize, results: Term<'a>) -> Result<bool, Term<'a>> {
+    let import = &call.shared.imports[index];
     // HyperBEAM's stub answers `[0]` to every import, also to those returning nothing;
     // for those the reply's values are ignored, as WAMR's driver does.
     let decoded = match import.ty.results() {
@@ -349,15 +375,12 @@ fn import_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize,
     };
     let values = match decoded {
         Ok(values) => values,
-        Err(bad) => {
-            let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
-            return (atoms::error(), BadArg::encode(&bad, env)).encode(env);
-        }
+        Err(bad) => return Err((atoms::error(), BadArg::encode(&bad, env)).encode(env)),
     };
     let armed = call.slot.arm();
     // Queued even after a stop: the executor is the one to notice and unwind.
     let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: Some(values) });
-    awaited(env, &call.shared, &call.slot, armed)
+    Ok(armed)
 }
 
 /// The import fun for `call` raised or returned something unusable: trap the call.
@@ -367,7 +390,7 @@ fn import_failed<'a>(env: Env<'a>, call: ResourceArc<CallResource>) -> Term<'a> 
     if !call.slot.claim_reply(env.pid(), None) {
         return error(env, atoms::badarg());
     }
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
+    fail_import(&call);
     atoms::ok().encode(env)
 }
 
@@ -378,6 +401,40 @@ fn gas_used(env: Env, owner: LocalPid) -> Term {
         Some(instance) => (atoms::ok(), instance.shared.gas_used.load(Ordering::Acquire)).encode(env),
         None => error(env, atoms::stopped()),
     }
+}
+
+/// `{ok, Info}` for `hb_beamr:info/1`: read from what the executor publishes, so it
+/// answers at once whatever the instance is doing.
+#[rustler::nif]
+fn info(env: Env, owner: LocalPid) -> Term {
+    let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
+    let shared = &instance.shared;
+    let state = match shared.activity() {
+        _ if shared.is_stopped() => atoms::stopped(),
+        Activity::Idle => atoms::idle(),
+        Activity::Running => atoms::running(),
+        Activity::InImport => atoms::in_import(),
+    };
+    let hash: String = shared.module.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let origin = match shared.module.origin {
+        Origin::Compiled => atoms::compiled(),
+        Origin::Memory => atoms::memory(),
+        Origin::Disk => atoms::disk(),
+        Origin::Artifact => atoms::artifact(),
+    };
+    let memory_bytes = shared.memory_bytes.load(Ordering::Relaxed);
+    let pairs = [
+        (atoms::module_hash(), hash.encode(env)),
+        (atoms::memory_bytes(), memory_bytes.encode(env)),
+        (atoms::memory_pages(), (memory_bytes / wasmer::WASM_PAGE_SIZE as u64).encode(env)),
+        (atoms::state(), state.encode(env)),
+        (atoms::calls(), shared.calls.load(Ordering::Relaxed).encode(env)),
+        (atoms::gas_used(), shared.gas_used.load(Ordering::Acquire).encode(env)),
+        (atoms::cached(), (shared.module.origin != Origin::Compiled).encode(env)),
+        (atoms::origin(), origin.encode(env)),
+    ];
+    let info = Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys");
+    (atoms::ok(), info).encode(env)
 }
 
 #[rustler::nif]
