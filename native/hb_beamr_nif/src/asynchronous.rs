@@ -117,18 +117,15 @@ fn async_pending(env: Env, call: ResourceArc<CallResource>) -> bool {
 pub fn message<'a>(env: Env<'a>, shared: &Shared, call: &ResourceArc<CallResource>, event: Event) -> Term<'a> {
     let protocol = call.protocol.unwrap_or(Protocol::Async);
     match event {
-        Event::Done(outcome) => {
-            let outcome = match outcome {
-                Ok(results) => (atoms::ok(), results.as_slice()).encode(env),
-                Err(failure) => (atoms::error(), failure_reason(env, shared, call, failure)).encode(env),
-            };
+        Event::Done(Ok(results)) => match protocol {
+            Protocol::Async => (atoms::hb_beamr_result(), call, (atoms::ok(), results.as_slice())).encode(env),
+            Protocol::Seed => (atoms::execution_result(), results.as_slice()).encode(env),
+        },
+        Event::Done(Err(failure)) => {
+            let error = (atoms::error(), failure_reason(env, shared, call, failure)).encode(env);
             match protocol {
-                Protocol::Async => (atoms::hb_beamr_result(), call, outcome).encode(env),
-                // `{ok, Results}` becomes `{execution_result, Results}`; errors stay as they are.
-                Protocol::Seed => match outcome.decode::<(Atom, Term)>() {
-                    Ok((ok, results)) if ok == atoms::ok() => (atoms::execution_result(), results).encode(env),
-                    _ => outcome,
-                },
+                Protocol::Async => (atoms::hb_beamr_result(), call, error).encode(env),
+                Protocol::Seed => error,
             }
         }
         Event::Import { index, args, .. } => {
