@@ -9,6 +9,7 @@
 //! * [`state`]: full snapshots (memory, globals, table 0) and their restore.
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively; [`table`]: the
 //!   entries of table 0 that they and integer function references call.
+//! * [`inspect`]: what a module declares and needs, without compiling it (`beamr inspect`).
 //! * [`artifacts`]: wasm, compiled artifacts and the caches behind `start` and `compile`.
 
 mod artifacts;
@@ -19,6 +20,7 @@ mod command;
 mod emscripten;
 mod executor;
 mod handover;
+mod inspect;
 mod instance;
 mod mailbox;
 mod memory;
