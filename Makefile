@@ -1,5 +1,6 @@
 # hb_beamr: `make test` builds everything and runs the Rust and Erlang suites;
-# `make demo` runs a short tour; `make bench` prints the benchmark table.
+# `make demo` runs a short tour with the `beamr` CLI; `make bench` prints the benchmark table.
+# `make` also writes the `beamr` escript (README, "CLI").
 
 # Cargo builds outside the clone, so rebuilds (and CI on the same machine) are fast.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/hb_beamr/target
@@ -11,9 +12,9 @@ NIF := priv/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile test rust-test erlang-test demo bench clean
+.PHONY: all deps nif compile beamr test rust-test erlang-test demo bench clean
 
-all: compile
+all: compile beamr
 
 # Installs Erlang, rebar3, PropEr and wabt from Debian when they are missing.
 deps:
@@ -35,18 +36,23 @@ nif:
 compile: deps
 	rebar3 compile
 
+# The escript holds hb_beamr_cli and loads the rest from _build/default/lib/hb_beamr/ebin.
+beamr: compile
+	$(ERL_RUN) -eval 'ok = hb_beamr_cli:write_escript("beamr"), halt().'
+
 rust-test:
 	cargo test --release -p beamr_core
 
-erlang-test: deps
+erlang-test: beamr
 	rebar3 eunit
 
 test: deps rust-test erlang-test
 
-demo: compile
+demo: beamr
 	mkdir -p _build/demo
 	erlc -o _build/demo demo/hb_beamr_demo.erl
 	$(ERL_RUN) -pa _build/demo -eval 'hb_beamr_demo:main(), halt().'
+	BEAMR_CACHE_DIR=_build/demo/cache SHARED=$(SHARED) demo/cli.sh
 
 bench: compile
 	cargo build --release -p beamr_core --example baselines
@@ -55,4 +61,4 @@ bench: compile
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench:main(), halt().'
 
 clean:
-	rm -rf _build priv/*.so
+	rm -rf _build priv/*.so beamr

@@ -11,6 +11,7 @@
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/1, state_restore/2]).
+-export([inspect/2]).
 
 -on_load(init/0).
 
@@ -113,3 +114,8 @@ state_snapshot(_Instance) -> erlang:nif_error(not_loaded).
 
 -spec state_restore(pid(), binary()) -> queued().
 state_restore(_Instance, _Snapshot) -> erlang:nif_error(not_loaded).
+
+%% What wasm or WAT declares (imports and exports of every kind, memories) and which
+%% preparation passes it needs under start options `Opts', without compiling it.
+-spec inspect(binary(), map()) -> {ok, map()} | {error, term()}.
+inspect(_Source, _Opts) -> erlang:nif_error(not_loaded).

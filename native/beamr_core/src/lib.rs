@@ -7,6 +7,7 @@
 //!   in a [`cache`] in memory and a [`disk_cache`] on disk, and loads [`artifact`]s
 //!   (serialized native code, authenticated with HMAC-SHA-256).
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
+//! * [`inspect`] lists what a module declares and the preparation passes it needs.
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
 //! * [`store_exceptions`] drops the exception objects a Store keeps once nothing can reach them.
 //! * [`snapshot`] encodes, decodes and validates full snapshots of an instance's state.
@@ -21,6 +22,7 @@ pub mod disk_cache;
 pub mod engine;
 pub mod fuel;
 pub mod handoff;
+pub mod inspect;
 pub mod prepare;
 pub mod signature;
 pub mod snapshot;

@@ -10,6 +10,7 @@
 //! * [`emscripten`]: Emscripten's `invoke_*` imports, answered natively; [`table`]: the
 //!   entries of table 0 that they and integer function references call.
 //! * [`asynchronous`]: `call_async`'s calls, whose events are messages in their own protocol.
+//! * [`inspect`]: what a module declares and needs, without compiling it (`beamr inspect`).
 //! * [`artifacts`]: wasm, compiled artifacts and the caches behind `start` and `compile`.
 
 mod artifacts;
@@ -21,6 +22,7 @@ mod command;
 mod emscripten;
 mod executor;
 mod handover;
+mod inspect;
 mod instance;
 mod mailbox;
 mod memory;

@@ -1,0 +1,472 @@
+%%% @doc `beamr', hb_beamr's command line (README, "CLI"): `inspect', `run', `compile' and
+%%% `aos'. `make' writes it as the escript `./beamr' (write_escript/1), which holds this
+%%% module and, when it starts, puts `_build/default/lib/hb_beamr/ebin' (relative to the
+%%% escript's own location) on the code path, so the NIF is found through
+%%% `code:priv_dir(hb_beamr)'. Exit status: 0 on success, 1 for runtime errors (unreadable
+%%% or invalid files, traps, timeouts, Lua errors, a WASI `proc_exit' gives its own code),
+%%% 2 for usage errors (unknown commands or options, bad or missing arguments).
+-module(hb_beamr_cli).
+
+-export([main/1, write_escript/1]).
+
+-define(EBIN, "_build/default/lib/hb_beamr/ebin").
+-define(WASI, "wasi_snapshot_preview1").
+
+%% Options per command: {Flag, Key, Kind}; a flag takes a value unless Kind is `flag'.
+-define(MEMORY_LIMIT, {"--memory-limit", memory_limit, integer}).
+-define(START_OPTS, [?MEMORY_LIMIT, {"--cache-dir", cache_dir, string}]).
+-define(CALL_OPTS, [{"--timeout", timeout, integer}, {"--gas", gas, integer},
+                    {"--trace-imports", trace_imports, flag}]).
+
+%% @doc The escript's entry point: runs the command and halts with its exit status.
+-spec main([string()]) -> no_return().
+main(Args) ->
+    Ebin = filename:join(filename:dirname(filename:absname(escript:script_name())), ?EBIN),
+    case code:add_patha(Ebin) of
+        true -> halt(run_command(Args));
+        {error, bad_directory} -> halt(fail_status(io_lib:format("~s is missing: run make", [Ebin])))
+    end.
+
+%% @doc Writes the `beamr' escript (this module as its main) at `Path', executable.
+-spec write_escript(file:filename()) -> ok.
+write_escript(Path) ->
+    {?MODULE, Beam, _} = code:get_object_code(?MODULE),
+    ok = escript:create(Path, [shebang, {emu_args, "-escript main " ++ atom_to_list(?MODULE)},
+                               {archive, [{atom_to_list(?MODULE) ++ ".beam", Beam}], []}]),
+    file:change_mode(Path, 8#755).
+
+%% Commands signal failures by throwing `{usage, Command, Message}', `{fail, Message}'
+%% or `{exit, Status}'.
+run_command(Args) ->
+    try command(Args) of
+        ok -> 0
+    catch
+        throw:{usage, Command, Message} ->
+            [Synopsis | _] = string:split(usage(Command), "\n"),
+            io:format(standard_error, "beamr: ~ts~n~ts (--help for more)~n", [Message, Synopsis]),
+            2;
+        throw:{fail, Message} -> fail_status(Message);
+        throw:{exit, Status} -> Status
+    end.
+
+fail_status(Message) ->
+    io:format(standard_error, "beamr: ~ts~n", [Message]),
+    1.
+
+bad_usage(Command) -> throw({usage, Command, "bad arguments"}).
+fail(Format, Args) -> throw({fail, io_lib:format(Format, Args)}).
+usage_error(Command, Format, Args) -> throw({usage, Command, io_lib:format(Format, Args)}).
+
+%%% Commands
+
+command([Help]) when Help =:= "--help"; Help =:= "-h"; Help =:= "help" ->
+    io:put_chars(help());
+command([Command, Help | _]) when Help =:= "--help"; Help =:= "-h" ->
+    io:put_chars(usage(known(Command)));
+command(["inspect" | Args]) ->
+    inspect(parse(inspect, Args, [?MEMORY_LIMIT]));
+command(["run" | Args]) ->
+    run(parse(run, Args, [{"--wasi", wasi, flag} | ?CALL_OPTS ++ ?START_OPTS]));
+command(["compile" | Args]) ->
+    compile(parse(compile, Args, [{"-o", output, string} | ?START_OPTS]));
+command(["aos" | Args]) ->
+    aos(parse(aos, Args, ?CALL_OPTS ++ ?START_OPTS));
+command([]) ->
+    usage_error(beamr, "no command given", []);
+command([Other | _]) ->
+    usage_error(beamr, "unknown command ~ts", [Other]).
+
+known(Command) ->
+    case lists:member(Command, ["inspect", "run", "compile", "aos"]) of
+        true -> list_to_atom(Command);
+        false -> usage_error(beamr, "unknown command ~ts", [Command])
+    end.
+
+help() ->
+    ["beamr: run WebAssembly with hb_beamr\n\n", usage(beamr),
+     "\nCommands:\n"
+     "  inspect  imports, exports, memories and the preparation passes a module needs\n"
+     "  run      call an export and print its results\n"
+     "  compile  write a compiled artifact that run and aos load without compiling\n"
+     "  aos      evaluate Lua in an AO process module (aos-2-pure-xs.wasm)\n\n"
+     "`beamr COMMAND --help' describes a command. FILE is wasm, WAT or (run, aos) an artifact.\n"
+     "Exit status: 0 success, 1 runtime error, 2 usage error.\n"].
+
+usage(beamr) ->
+    "usage: beamr inspect|run|compile|aos ...\n";
+usage(inspect) ->
+    "usage: beamr inspect [--memory-limit BYTES] FILE\n";
+usage(run) ->
+    "usage: beamr run [OPTIONS] FILE FUNC [ARGS...]\n"
+    "  ARGS are parsed by FUNC's signature: integers (decimal or 0x hex), floats, nan, inf, -inf\n"
+    "  --wasi             answer WASI imports (fd_write to stdout/stderr, empty stdin, ...)\n"
+    ++ call_options_usage();
+usage(compile) ->
+    "usage: beamr compile [--memory-limit BYTES] [--cache-dir DIR] FILE -o OUT\n";
+usage(aos) ->
+    "usage: beamr aos [OPTIONS] FILE LUA\n"
+    "  evaluates LUA in one Eval message and prints the result's Output data\n"
+    ++ call_options_usage().
+
+call_options_usage() ->
+    "  --trace-imports    list every import call to stderr\n"
+    "  --timeout MS       end the call after MS milliseconds\n"
+    "  --gas N            end the call once it has used N units of gas\n"
+    "  --memory-limit BYTES  memory 0 may not grow beyond BYTES\n"
+    "  --cache-dir DIR    compiled modules and the artifact key (default $BEAMR_CACHE_DIR,\n"
+    "                     else ~/.cache/hb_beamr/beamr)\n".
+
+inspect({Opts, [File]}) ->
+    Bin = read_module(File),
+    case hb_beamr_nif:inspect(Bin, Opts) of
+        {ok, Info} -> io:put_chars(describe_module(File, byte_size(Bin), Info));
+        {error, Reason} -> fail("~ts: ~ts", [File, reason(Reason)])
+    end;
+inspect(_) ->
+    bad_usage(inspect).
+
+run({Opts, [File, Func | Args]}) ->
+    {Instance, Exports} = start(File, Opts),
+    {Params, _} = export_signature(Exports, Func),
+    Values = parse_args(Func, Params, Args),
+    Results = call(Instance, Func, Values, Opts),
+    lists:foreach(fun(Value) -> io:format("~ts~n", [format_value(Value)]) end, Results);
+run(_) ->
+    bad_usage(run).
+
+compile({#{output := Out} = Opts, [File]}) ->
+    case hb_beamr:compile(read_module(File), start_options(Opts)) of
+        {ok, Artifact} -> write_file(Out, Artifact);
+        {error, Reason} -> fail("~ts: ~ts", [File, reason(Reason)])
+    end;
+compile(_) ->
+    bad_usage(compile).
+
+aos({Opts, [File, Lua]}) ->
+    {Instance, _} = start(File, Opts),
+    {ok, MsgPtr} = hb_beamr_io:write_string(Instance, aos_message(Lua)),
+    {ok, EnvPtr} = hb_beamr_io:write_string(Instance, aos_env()),
+    [OutPtr] = call(Instance, "handle", [MsgPtr, EnvPtr], Opts#{wasi => true, wasi_out => standard_error}),
+    {ok, Json} = hb_beamr_io:read_string(Instance, OutPtr),
+    io:format("~ts~n", [aos_output(Json)]);
+aos(_) ->
+    bad_usage(aos).
+
+%%% Arguments
+
+%% `{Options, Positional}': every `-'-prefixed word but numbers must be an option; `--'
+%% ends the options.
+parse(Command, Args, Spec) ->
+    parse(Command, Args, Spec, #{}, []).
+
+parse(_Command, [], _Spec, Opts, Positional) ->
+    {Opts, lists:reverse(Positional)};
+parse(_Command, ["--" | Rest], _Spec, Opts, Positional) ->
+    {Opts, lists:reverse(Positional, Rest)};
+parse(Command, [Word | Rest], Spec, Opts, Positional) ->
+    case is_option(Word) of
+        true -> parse_option(Command, Word, Rest, Spec, Opts, Positional);
+        false -> parse(Command, Rest, Spec, Opts, [Word | Positional])
+    end.
+
+is_option([$-, C | _]) when C >= $0, C =< $9; C =:= $. -> false;
+is_option("-inf" ++ _) -> false;
+is_option("-nan") -> false;
+is_option([$-, _ | _]) -> true;
+is_option(_) -> false.
+
+parse_option(Command, Flag, Rest, Spec, Opts, Positional) ->
+    case lists:keyfind(Flag, 1, Spec) of
+        {_, Key, flag} -> parse(Command, Rest, Spec, Opts#{Key => true}, Positional);
+        {_, Key, Kind} -> parse_value(Command, Flag, Key, Kind, Rest, Spec, Opts, Positional);
+        false -> usage_error(Command, "unknown option ~ts", [Flag])
+    end.
+
+parse_value(Command, Flag, _Key, _Kind, [], _Spec, _Opts, _Positional) ->
+    usage_error(Command, "~ts needs a value", [Flag]);
+parse_value(Command, _Flag, Key, string, [Value | Rest], Spec, Opts, Positional) ->
+    parse(Command, Rest, Spec, Opts#{Key => Value}, Positional);
+parse_value(Command, Flag, Key, integer, [Value | Rest], Spec, Opts, Positional) ->
+    case integer(Value) of
+        {ok, N} when N >= 0 -> parse(Command, Rest, Spec, Opts#{Key => N}, Positional);
+        _ -> usage_error(Command, "~ts needs a non-negative integer, not ~ts", [Flag, Value])
+    end.
+
+integer("0x" ++ Hex) -> to_integer(Hex, 16);
+integer("-0x" ++ Hex) -> negate(to_integer(Hex, 16));
+integer(Dec) -> to_integer(Dec, 10).
+
+to_integer(Digits, Base) ->
+    try {ok, list_to_integer(Digits, Base)}
+    catch error:badarg -> error
+    end.
+
+negate({ok, N}) -> {ok, -N};
+negate(error) -> error.
+
+%% One value per signature character of `Params'.
+parse_args(Func, Params, Args) when length(Params) =/= length(Args) ->
+    usage_error(run, "~ts takes ~b argument(s) (~ts), not ~b", [Func, length(Params), Params, length(Args)]);
+parse_args(Func, Params, Args) ->
+    [parse_arg(Func, Type, Arg) || {Type, Arg} <- lists:zip(Params, Args)].
+
+parse_arg(Func, Type, Arg) ->
+    case value(Type, Arg) of
+        {ok, Value} -> Value;
+        error -> usage_error(run, "argument ~ts of ~ts is not a valid ~ts", [Arg, Func, type_name(Type)])
+    end.
+
+value($i, Arg) -> in_range(integer(Arg), -1 bsl 31, 1 bsl 32);
+value($I, Arg) -> in_range(integer(Arg), -1 bsl 63, 1 bsl 64);
+value($v, Arg) -> in_range(integer(Arg), 0, 1 bsl 128);
+value(Float, Arg) when Float =:= $f; Float =:= $F -> parse_float(string:lowercase(Arg));
+value(Ref, "null") when Ref =:= $r; Ref =:= $e -> {ok, null};
+value(_Type, _Arg) -> error.
+
+in_range({ok, N}, Min, Limit) when N >= Min, N < Limit -> {ok, N};
+in_range(_, _, _) -> error.
+
+parse_float("nan") -> {ok, nan};
+parse_float(Inf) when Inf =:= "inf"; Inf =:= "infinity"; Inf =:= "+inf"; Inf =:= "+infinity" -> {ok, infinity};
+parse_float(NegInf) when NegInf =:= "-inf"; NegInf =:= "-infinity" -> {ok, neg_infinity};
+parse_float(Arg) ->
+    try {ok, list_to_float(Arg)}
+    catch error:badarg -> float_from_integer(integer(Arg))
+    end.
+
+float_from_integer({ok, N}) -> {ok, float(N)};
+float_from_integer(error) -> error.
+
+type_name($i) -> "i32";
+type_name($I) -> "i64";
+type_name($f) -> "f32";
+type_name($F) -> "f64";
+type_name($v) -> "v128";
+type_name(_) -> "reference (only null)".
+
+%%% Instances and calls
+
+read_module(File) ->
+    case file:read_file(File) of
+        {ok, Bin} -> Bin;
+        {error, Why} -> fail("cannot read ~ts: ~ts", [File, file:format_error(Why)])
+    end.
+
+write_file(File, Bin) ->
+    case file:write_file(File, Bin) of
+        ok -> io:format("wrote ~ts (~b bytes)~n", [File, byte_size(Bin)]);
+        {error, Why} -> fail("cannot write ~ts: ~ts", [File, file:format_error(Why)])
+    end.
+
+start(File, Opts) ->
+    case hb_beamr:start(read_module(File), start_options(Opts)) of
+        {ok, Instance, _Imports, Exports} -> {Instance, Exports};
+        {error, Reason} -> fail("~ts: ~ts", [File, reason(Reason)])
+    end.
+
+start_options(Opts) ->
+    Start = maps:with([memory_limit, cache_dir], Opts),
+    maps:merge(#{cache_dir => default_cache_dir()}, Start).
+
+default_cache_dir() ->
+    case os:getenv("BEAMR_CACHE_DIR") of
+        Dir when is_list(Dir), Dir =/= "" -> Dir;
+        _ -> filename:basedir(user_cache, "hb_beamr/beamr")
+    end.
+
+%% `{Params, Results}' of export `Func' (signature characters).
+export_signature(Exports, Func) ->
+    case lists:keyfind(Func, 2, [E || {func, _, _} = E <- Exports]) of
+        {func, _, Sig} -> split_signature(Sig);
+        false -> usage_error(run, "no exported function ~ts (exports: ~ts)",
+                             [Func, lists:join(", ", [N || {func, N, _} <- Exports])])
+    end.
+
+split_signature("(" ++ Sig) ->
+    {Params, ")" ++ Results} = lists:splitwith(fun(C) -> C =/= $) end, Sig),
+    {Params, Results}.
+
+call(Instance, Func, Values, Opts) ->
+    CallOpts = maps:with([timeout, gas], Opts),
+    case hb_beamr:call(Instance, Func, Values, import_fun(Opts), #{}, CallOpts) of
+        {ok, Results, _} -> report_gas(Instance, Opts), Results;
+        {error, {import_failed, ?WASI, "proc_exit", {throw, {proc_exit, Status}}}, _} -> throw({exit, Status});
+        {error, Reason, _} -> report_gas(Instance, Opts), fail("~ts", [reason(Reason)])
+    end.
+
+report_gas(Instance, #{gas := _}) ->
+    {ok, Used} = hb_beamr:gas_used(Instance),
+    io:format(standard_error, "beamr: gas used: ~b~n", [Used]);
+report_gas(_Instance, _Opts) ->
+    ok.
+
+reason({trap, Kind, Message}) -> io_lib:format("trap (~ts): ~ts", [Kind, Message]);
+reason({invalid_module, Message}) -> io_lib:format("invalid module: ~ts", [Message]);
+reason({invalid_artifact, Why}) -> io_lib:format("invalid artifact: ~0p", [Why]);
+reason({cache_dir, Message}) -> io_lib:format("cache directory: ~ts", [Message]);
+reason({import_failed, Module, Name, Why}) -> io_lib:format("import ~ts.~ts failed: ~0p", [Module, Name, Why]);
+reason(Other) -> io_lib:format("~0p", [Other]).
+
+format_value(nan) -> "nan";
+format_value(infinity) -> "inf";
+format_value(neg_infinity) -> "-inf";
+format_value(null) -> "null";
+format_value(F) when is_float(F) -> float_to_list(F, [short]);
+format_value(N) when is_integer(N) -> integer_to_list(N).
+
+%%% Imports
+
+%% Unknown imports (and, without `--wasi', WASI's) get zeros; `--trace-imports' lists
+%% every import call to stderr.
+import_fun(Opts) ->
+    fun(State, #{module := Module, func := Name, args := Args, func_sig := Sig} = Request, _CallOpts) ->
+        {_, ResultTypes} = split_signature(Sig),
+        {Results, Note} = answer(Request, ResultTypes, Opts),
+        trace(Opts, Module, Name, Args, Results, Note),
+        {ok, Results, State}
+    end.
+
+answer(#{module := ?WASI} = Request, ResultTypes, #{wasi := true} = Opts) ->
+    case wasi(Request, Opts) of
+        unknown -> {zeros(ResultTypes), "not provided"};
+        Results -> {Results, "wasi"}
+    end;
+answer(_Request, ResultTypes, _Opts) ->
+    {zeros(ResultTypes), "not provided"}.
+
+zeros(Types) -> [zero(T) || T <- Types].
+
+zero(Float) when Float =:= $f; Float =:= $F -> 0.0;
+zero(Ref) when Ref =:= $r; Ref =:= $e -> null;
+zero(_Int) -> 0.
+
+trace(#{trace_imports := true}, Module, Name, Args, Results, Note) ->
+    io:format(standard_error, "beamr: import ~ts.~ts(~ts) -> [~ts] (~ts)~n",
+              [Module, Name, lists:join(", ", [format_value(A) || A <- Args]),
+               lists:join(", ", [format_value(R) || R <- Results]), Note]);
+trace(_Opts, _Module, _Name, _Args, _Results, _Note) ->
+    ok.
+
+%% WASI preview 1 as HyperBEAM's dev_wasi answers it (AOS.md): output written, stdin empty,
+%% no arguments or environment, clock_time_get gives errno 1. Pointers and sizes are
+%% 64-bit in memory64 modules, which their signatures show (`(iIII)i').
+wasi(#{func := "fd_write", func_sig := Sig, args := [Fd, Iovs, Count, RetPtr], instance := I}, Opts) ->
+    Width = pointer_width(Sig),
+    Data = [read_iovec(I, Iovs + K * 2 * Width, Width) || K <- lists:seq(0, Count - 1)],
+    output(Fd, Data, Opts),
+    ok = hb_beamr_io:write(I, RetPtr, <<(iolist_size(Data)):(Width * 8)/little>>),
+    [0];
+wasi(#{func := "fd_read", func_sig := Sig, args := [_Fd, _Iovs, _Count, RetPtr], instance := I}, _Opts) ->
+    ok = hb_beamr_io:write(I, RetPtr, <<0:(pointer_width(Sig) * 8)>>),
+    [0];
+wasi(#{func := Sizes, func_sig := Sig, args := [CountPtr, SizePtr], instance := I}, _Opts)
+        when Sizes =:= "args_sizes_get"; Sizes =:= "environ_sizes_get" ->
+    Zero = <<0:(pointer_width(Sig) * 8)>>,
+    ok = hb_beamr_io:write(I, CountPtr, Zero),
+    ok = hb_beamr_io:write(I, SizePtr, Zero),
+    [0];
+wasi(#{func := "clock_time_get"}, _Opts) ->
+    [1];
+wasi(#{func := "proc_exit", args := [Status]}, _Opts) ->
+    throw({proc_exit, Status});
+wasi(_Request, _Opts) ->
+    unknown.
+
+pointer_width([$(, _Fd, $I | _]) -> 8;
+pointer_width([$(, $I | _]) -> 8;
+pointer_width(_Sig) -> 4.
+
+read_iovec(I, At, Width) ->
+    {ok, <<Ptr:(Width * 8)/little, Len:(Width * 8)/little>>} = hb_beamr_io:read(I, At, 2 * Width),
+    {ok, Data} = hb_beamr_io:read(I, Ptr, Len),
+    Data.
+
+output(2, Data, _Opts) -> io:put_chars(standard_error, Data);
+output(_Fd, Data, #{wasi_out := Device}) -> io:put_chars(Device, Data);
+output(_Fd, Data, _Opts) -> io:put_chars(standard_io, Data).
+
+%%% AOS
+
+%% An Eval message for `Lua', as AOS.md describes.
+aos_message(Lua) ->
+    iolist_to_binary(["{\"From\":\"FOOBAR\",\"Block-Height\":\"1\",\"Target\":\"AOS\",\"Owner\":\"FOOBAR\","
+                      "\"Id\":\"1\",\"Module\":\"W\",\"Tags\":[{\"name\":\"Action\",\"value\":\"Eval\"}],"
+                      "\"Data\":", json_string(unicode:characters_to_binary(Lua)), "}"]).
+
+aos_env() ->
+    <<"{\"Process\":{\"Id\":\"AOS\",\"Owner\":\"FOOBAR\",\"Tags\":["
+      "{\"name\":\"Name\",\"value\":\"Thomas\"},{\"name\":\"Authority\",\"value\":\"FOOBAR\"}]}}">>.
+
+json_string(Bin) ->
+    [$", [json_char(C) || <<C>> <= Bin], $"].
+
+json_char($") -> "\\\"";
+json_char($\\) -> "\\\\";
+json_char($\n) -> "\\n";
+json_char($\t) -> "\\t";
+json_char(C) when C < 16#20 -> io_lib:format("\\u~4.16.0b", [C]);
+json_char(C) -> C.
+
+%% The result's `Output.data' (a string, or other JSON printed as it is); a Lua error
+%% (the result's `Error') fails.
+aos_output(Json) ->
+    case {json_field(Json, "\"Output\":\\{.*?\"data\":"), json_field(Json, "\"Error\":")} of
+        {{ok, Data}, _} -> Data;
+        {nomatch, {ok, Error}} -> fail("Lua error: ~ts", [string:trim(Error)]);
+        {nomatch, nomatch} -> fail("no Output data in the result: ~ts", [Json])
+    end.
+
+%% The JSON value after `Prefix' (a regular expression): a string unescaped, else as it is.
+json_field(Json, Prefix) ->
+    case re:run(Json, [Prefix, "(\"(?:[^\"\\\\]|\\\\.)*\"|[^,}]*)"], [{capture, all_but_first, binary}, dotall]) of
+        {match, [<<$", _/binary>> = Quoted]} -> {ok, json_unescape(binary:part(Quoted, 1, byte_size(Quoted) - 2))};
+        {match, [Value]} -> {ok, Value};
+        nomatch -> nomatch
+    end.
+
+json_unescape(Bin) ->
+    Parts = re:split(Bin, "(\\\\u[0-9a-fA-F]{4}|\\\\.)", [{return, binary}]),
+    unicode:characters_to_binary([unescape(P) || P <- Parts]).
+
+unescape(<<"\\u", Hex/binary>>) -> [binary_to_integer(Hex, 16)];
+unescape(<<"\\n">>) -> "\n";
+unescape(<<"\\t">>) -> "\t";
+unescape(<<"\\r">>) -> "\r";
+unescape(<<"\\b">>) -> "\b";
+unescape(<<"\\f">>) -> "\f";
+unescape(<<"\\", C>>) -> [C];
+unescape(Text) -> Text.
+
+%%% Inspect
+
+describe_module(File, Size, #{imports := Imports, exports := Exports, memories := Memories,
+                              memory0 := Memory0, passes := Passes}) ->
+    [io_lib:format("~ts: ~b bytes~n", [File, Size]),
+     io_lib:format("imports (~b):~n", [length(Imports)]),
+     [io_lib:format("  ~-6s ~ts.~ts~ts~n", [Kind, Module, Name, sig_suffix(Sig)]) || {Kind, Module, Name, Sig} <- Imports],
+     io_lib:format("exports (~b):~n", [length(Exports)]),
+     [io_lib:format("  ~-6s ~ts~ts~n", [Kind, Name, sig_suffix(Sig)]) || {Kind, Name, Sig} <- Exports],
+     [io_lib:format("memory ~b: ~ts~n", [N, describe_memory(M)]) || {N, M} <- lists:enumerate(0, Memories)],
+     describe_prepared(Memory0),
+     "preparation passes:\n",
+     [io_lib:format("  ~ts: ~ts~n", [Label, yes_no(maps:get(Key, Passes))])
+      || {Key, Label} <- [{memory64_lowering, "memory64 lowering"}, {legacy_exceptions, "legacy exceptions"},
+                          {wamr_extra_page, "WAMR extra page"}]]].
+
+sig_suffix("") -> "";
+sig_suffix(Sig) -> [$\s | Sig].
+
+describe_prepared(undefined) -> "";
+describe_prepared(Memory) -> io_lib:format("memory 0 as run: ~ts~n", [describe_memory(Memory)]).
+
+describe_memory(#{memory64 := Is64, shared := Shared, imported := Imported, initial := Initial, maximum := Max}) ->
+    io_lib:format("~ts, pages: initial ~b, maximum ~ts~ts~ts",
+                  [case Is64 of true -> "64-bit"; false -> "32-bit" end, Initial, maximum(Max),
+                   case Shared of true -> ", shared"; false -> "" end,
+                   case Imported of true -> ", imported"; false -> "" end]).
+
+maximum(infinity) -> "none";
+maximum(Pages) -> integer_to_list(Pages).
+
+yes_no(true) -> "yes";
+yes_no(false) -> "no".

@@ -1,0 +1,159 @@
+%%% @doc The `beamr' escript end to end: each test runs `./beamr' (rewritten from the
+%%% compiled hb_beamr_cli first, so it is never stale) through a port and checks its
+%%% output and exit status, with a cache directory of its own.
+-module(hb_beamr_cli_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+-define(WAT, "test/fixtures/cli.wat").
+
+cli_test_() ->
+    {setup, fun setup/0, fun cleanup/1, fun(Dir) ->
+        {timeout, 300, [{atom_to_list(Name), ?_test(Test(Dir))}
+                        || {Name, Test} <- [{help, fun help/1}, {inspect_wat, fun inspect_wat/1},
+                                            {inspect_aos, fun inspect_aos/1}, {run_values, fun run_values/1},
+                                            {run_imports, fun run_imports/1}, {run_failures, fun run_failures/1},
+                                            {run_limits, fun run_limits/1}, {bad_files, fun bad_files/1},
+                                            {bad_arguments, fun bad_arguments/1},
+                                            {compile_then_run, fun compile_then_run/1}, {aos, fun aos/1}]]}
+    end}.
+
+setup() ->
+    ok = hb_beamr_cli:write_escript("beamr"),
+    Dir = filename:join(filename:basedir(user_cache, "hb_beamr"), "cli_tests_" ++ os:getpid()),
+    ok = filelib:ensure_path(Dir),
+    Dir.
+
+cleanup(Dir) ->
+    file:del_dir_r(Dir).
+
+help(Dir) ->
+    {0, Help} = beamr(Dir, ["--help"]),
+    ?assertMatch({_, _}, binary:match(Help, <<"Commands:">>)),
+    ?assertMatch({_, _}, binary:match(Help, <<"Exit status: 0 success, 1 runtime error, 2 usage error">>)),
+    [begin
+         {0, Usage} = beamr(Dir, [Command, "--help"]),
+         ?assertMatch(<<"usage: beamr ", _/binary>>, Usage)
+     end || Command <- ["inspect", "run", "compile", "aos"]].
+
+inspect_wat(Dir) ->
+    {0, Out} = beamr(Dir, ["inspect", ?WAT]),
+    assert_lines(Out, ["  func   wasi_snapshot_preview1.fd_write (iiii)i", "  func   env.mystery (i)i",
+                       "  memory memory", "  func   divmod (ii)ii", "  func   add64 (II)I",
+                       "memory 0: 32-bit, pages: initial 1, maximum 4",
+                       "memory 0 as run: 32-bit, pages: initial 2, maximum 5",
+                       "  memory64 lowering: no", "  legacy exceptions: no", "  WAMR extra page: yes"]),
+    {0, Limited} = beamr(Dir, ["inspect", "--memory-limit", "196608", ?WAT]),
+    assert_lines(Limited, ["memory 0 as run: 32-bit, pages: initial 2, maximum 3"]).
+
+inspect_aos(Dir) ->
+    {0, Out} = beamr(Dir, ["inspect", aos_file(Dir)]),
+    assert_lines(Out, ["imports (14):", "  func   wasi_snapshot_preview1.fd_write (iIII)i",
+                       "  func   handle (II)I", "  table  __indirect_function_table",
+                       "memory 0: 64-bit, pages: initial 192, maximum 32768",
+                       "memory 0 as run: 32-bit, pages: initial 193, maximum 32769",
+                       "  memory64 lowering: yes", "  legacy exceptions: yes", "  WAMR extra page: yes"]).
+
+run_values(Dir) ->
+    [?assertEqual({0, Expected}, beamr(Dir, ["run", ?WAT | Args]))
+     || {Args, Expected} <- [{["add", "2", "3"], <<"5\n">>},
+                             {["add", "4294967295", "-3"], <<"-4\n">>},
+                             {["add64", "-5", "0x10"], <<"11\n">>},
+                             {["add64", "9223372036854775807", "1"], <<"-9223372036854775808\n">>},
+                             {["mul", "1.5", "4"], <<"6.0\n">>},
+                             {["mul", "inf", "-2"], <<"-inf\n">>},
+                             {["half", "nan"], <<"nan\n">>},
+                             {["half", "-3"], <<"-1.5\n">>},
+                             {["divmod", "7", "2"], <<"3\n1\n">>},
+                             {["grow", "1"], <<"2\n">>}]].
+
+run_imports(Dir) ->
+    ?assertEqual({0, <<"0\n">>}, beamr(Dir, ["run", ?WAT, "hello"])),
+    {0, Out} = beamr(Dir, ["run", "--wasi", "--trace-imports", ?WAT, "hello"]),
+    assert_lines(Out, ["hello from wasm", "beamr: import wasi_snapshot_preview1.fd_write(1, 0, 1, 8) -> [0] (wasi)",
+                       "beamr: import env.mystery(7) -> [0] (not provided)", "0"]).
+
+run_failures(Dir) ->
+    {1, Trap} = beamr(Dir, ["run", ?WAT, "divmod", "7", "0"]),
+    ?assertEqual(<<"beamr: trap (division_by_zero): integer divide by zero\n">>, Trap),
+    Started = erlang:monotonic_time(millisecond),
+    {1, Timeout} = beamr(Dir, ["run", "--timeout", "300", ?WAT, "spin"]),
+    ?assertMatch(<<"beamr: trap (timeout)", _/binary>>, Timeout),
+    ?assert(erlang:monotonic_time(millisecond) - Started < 10000).
+
+run_limits(Dir) ->
+    {1, OutOfGas} = beamr(Dir, ["run", "--gas", "1000", ?WAT, "count", "1000000"]),
+    assert_lines(OutOfGas, ["beamr: gas used: 1000", "beamr: trap (out_of_gas): the call used its gas budget"]),
+    {0, Enough} = beamr(Dir, ["run", "--gas", "100000", ?WAT, "count", "1000"]),
+    ?assertMatch({match, [_]}, re:run(Enough, "^beamr: gas used: \\d+\n0\n$", [{capture, first}])),
+    ?assertEqual({0, <<"-1\n">>}, beamr(Dir, ["run", "--memory-limit", "131072", ?WAT, "grow", "1"])).
+
+bad_files(Dir) ->
+    {1, Missing} = beamr(Dir, ["run", "/nonexistent.wasm", "f"]),
+    ?assertEqual(<<"beamr: cannot read /nonexistent.wasm: no such file or directory\n">>, Missing),
+    Garbage = filename:join(Dir, "garbage.wasm"),
+    ok = file:write_file(Garbage, <<0, "asm", 1, 0, 0, 0, 42>>),
+    [begin
+         {1, Invalid} = beamr(Dir, [Command, Garbage | Rest]),
+         ?assertMatch({_, _}, binary:match(Invalid, <<"invalid module">>))
+     end || {Command, Rest} <- [{"inspect", []}, {"run", ["f"]}, {"compile", ["-o", Garbage ++ ".out"]}]].
+
+bad_arguments(Dir) ->
+    [begin
+         {2, Out} = beamr(Dir, Args),
+         ?assertMatch({_, _}, binary:match(Out, list_to_binary(Message))),
+         ?assertMatch({_, _}, binary:match(Out, <<"usage: beamr">>))
+     end || {Args, Message} <- [{[], "no command given"},
+                                {["frobnicate"], "unknown command frobnicate"},
+                                {["run", ?WAT, "add", "1"], "add takes 2 argument(s) (ii), not 1"},
+                                {["run", ?WAT, "add", "x", "2"], "argument x of add is not a valid i32"},
+                                {["run", ?WAT, "add", "4294967296", "2"], "not a valid i32"},
+                                {["run", ?WAT, "mul", "1.5", "fast"], "argument fast of mul is not a valid f64"},
+                                {["run", ?WAT, "nope"], "no exported function nope"},
+                                {["run", "--bogus", ?WAT, "add", "1", "2"], "unknown option --bogus"},
+                                {["run", "--timeout", "soon", ?WAT, "spin"], "--timeout needs a non-negative integer"},
+                                {["run", ?WAT, "spin", "--gas"], "--gas needs a value"},
+                                {["inspect"], "bad arguments"},
+                                {["compile", ?WAT], "bad arguments"},
+                                {["aos", ?WAT], "bad arguments"}]].
+
+compile_then_run(Dir) ->
+    Artifact = filename:join(Dir, "cli.artifact"),
+    {0, Wrote} = beamr(Dir, ["compile", ?WAT, "-o", Artifact]),
+    ?assertMatch(<<"wrote ", _/binary>>, Wrote),
+    ?assertEqual({0, <<"42\n">>}, beamr(Dir, ["run", Artifact, "add", "40", "2"])),
+    {1, OtherKey} = beamr(Dir, ["run", "--cache-dir", filename:join(Dir, "other"), Artifact, "add", "1", "2"]),
+    ?assertMatch({_, _}, binary:match(OtherKey, <<"invalid artifact: bad_mac">>)).
+
+aos(Dir) ->
+    Aos = aos_file(Dir),
+    ?assertEqual({0, <<"2\n">>}, beamr(Dir, ["aos", Aos, "1 + 1"])),
+    ?assertEqual({0, <<"a\"b\n42\n">>}, beamr(Dir, ["aos", Aos, "return \"a\\\"b\\n\" .. 42"])),
+    {1, Error} = beamr(Dir, ["aos", Aos, "error('boom')"]),
+    ?assertMatch({_, _}, binary:match(Error, <<"beamr: Lua error: ">>)),
+    ?assertMatch({_, _}, binary:match(Error, <<"boom">>)).
+
+%% aos-2-pure-xs.wasm from ../shared, as a file (the suite fails without it).
+aos_file(Dir) ->
+    File = filename:join(Dir, "aos-2-pure-xs.wasm"),
+    hb_beamr_test_util:with_shared("fixtures/hyperbeam/aos-2-pure-xs.wasm",
+                                   fun(Wasm) -> ok = file:write_file(File, Wasm) end),
+    File.
+
+%% `{ExitStatus, StdoutAndStderr}' of `./beamr Args', with the cache directory under `Dir'.
+beamr(Dir, Args) ->
+    Port = open_port({spawn_executable, filename:absname("beamr")},
+                     [{args, Args}, exit_status, binary, stderr_to_stdout,
+                      {env, [{"BEAMR_CACHE_DIR", filename:join(Dir, "cache")}]}]),
+    collect(Port, []).
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, Data}} -> collect(Port, [Acc | Data]);
+        {Port, {exit_status, Status}} -> {Status, iolist_to_binary(Acc)}
+    after 60000 -> error({beamr_hung, iolist_to_binary(Acc)})
+    end.
+
+assert_lines(Out, Lines) ->
+    Have = string:split(Out, "\n", all),
+    [?assertEqual({Line, true}, {Line, lists:member(list_to_binary(Line), Have)}) || Line <- Lines].
