@@ -1,6 +1,7 @@
 # hb_beamr: `make test` builds everything and runs the Rust and Erlang suites;
-# `make demo` runs a short tour with the `beamr` CLI; `make bench` prints the benchmark table.
-# `make` also writes the `beamr` escript (README, "CLI").
+# `make demo` runs a short tour with the `beamr` CLI; `make bench` prints the benchmark table;
+# `make soak` checks that a long run does not grow. `make` also writes the `beamr` escript
+# (README, "CLI").
 
 # Cargo builds outside the clone, so rebuilds (and CI on the same machine) are fast.
 export CARGO_TARGET_DIR ?= $(HOME)/.cache/hb_beamr/target
@@ -12,7 +13,7 @@ NIF := priv/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile beamr test rust-test erlang-test demo bench clean
+.PHONY: all deps nif compile beamr test rust-test erlang-test demo bench soak clean
 
 all: compile beamr
 
@@ -59,6 +60,11 @@ bench: compile
 	mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench.erl test/hb_beamr_aos.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench:main(), halt().'
+
+soak: compile
+	mkdir -p _build/bench
+	erlc -o _build/bench bench/hb_beamr_soak.erl
+	$(ERL_RUN) -pa _build/bench -eval 'halt(hb_beamr_soak:main()).'
 
 clean:
 	rm -rf _build priv/*.so beamr

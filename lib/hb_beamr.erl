@@ -18,6 +18,12 @@
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 -export([snapshot/1, restore/2]).
 -export([call_async/4, reply/2, wasm_send/2, info/1]).
+%% Internal: the owner process's entry point and the wait for an event.
+-export([owner/1, next_event/2]).
+
+%% How long a caller whose instance died waits for the executor's last word on its
+%% request (it normally comes within milliseconds).
+-define(DRAIN_TIMEOUT, 1000).
 
 -type instance() :: pid().
 %% An integer N names entry N of table 0 (an indirect call, as in HyperBEAM's seed).
@@ -73,34 +79,48 @@ start(_Wasm, #{restore := Snapshot}) when not is_binary(Snapshot) ->
     {error, {badarg, {options, {restore, Snapshot}}}};
 start(Wasm, Opts) when is_map(Opts) ->
     case to_binary(Wasm) of
-        {ok, Bin} -> start_restored(start_owned(Bin, with_env_defaults(Opts)), Opts);
+        {ok, Bin} -> start_owned(Bin, with_env_defaults(Opts));
         error -> {error, {badarg, wasm}}
     end;
 start(_Wasm, Opts) ->
     {error, {badarg, {options, Opts}}}.
 
+%% The owner is spawned first (the NIF binds the instance to it) and watches this
+%% process until the start is over: a starter killed mid-start takes the instance with
+%% it instead of leaving an owner and an executor thread nobody can reach.
 start_owned(Wasm, Opts) ->
-    Owner = spawn(fun owner/0),
+    Owner = spawn(?MODULE, owner, [self()]),
+    try start_restored(instantiate(Owner, Wasm, Opts), Opts) of
+        {ok, Owner, _Imports, _Exports} = Started ->
+            Owner ! {?MODULE, started},
+            Started;
+        {error, _} = Failed ->
+            exit(Owner, kill),
+            Failed
+    catch
+        Class:Reason:Stacktrace ->
+            exit(Owner, kill),
+            erlang:raise(Class, Reason, Stacktrace)
+    end.
+
+instantiate(Owner, Wasm, Opts) ->
     case hb_beamr_nif:start(Owner, Wasm, Opts) of
         {ok, Id, Imports, Exports} ->
             case await(Owner, Id, fun stub/3, #{}, #{}) of
-                {ok, [], _} ->
-                    {ok, Owner, Imports, Exports};
-                {error, Reason, _} ->
-                    stop(Owner),
-                    {error, Reason}
+                {ok, [], _} -> {ok, Owner, Imports, Exports};
+                {error, Reason, _} -> {error, Reason}
             end;
         {error, Reason} ->
-            exit(Owner, kill),
             {error, Reason}
     end.
 
 %% `restore => Snapshot': the instance starts as usual, then takes the snapshot's state
-%% before anyone else can see it; a snapshot it refuses fails the start.
+%% before anyone else can see it; a snapshot it refuses fails the start (the caller then
+%% kills the owner, which stops the instance).
 start_restored({ok, Instance, Imports, Exports}, #{restore := Snapshot}) ->
     case restore(Instance, Snapshot) of
         ok -> {ok, Instance, Imports, Exports};
-        {error, Reason} -> stop(Instance), {error, Reason}
+        {error, Reason} -> {error, Reason}
     end;
 start_restored(Result, _Opts) ->
     Result.
@@ -131,23 +151,51 @@ to_binary(Wasm) ->
     catch error:badarg -> error
     end.
 
-%% The instance's identity: its death (or stop/1) ends the instance.
--spec owner() -> no_return().
-owner() ->
+%% @private The instance's identity: its death (or stop/1) ends the instance (the NIF
+%% monitors it). Until the starter reports that start/2 is over, the owner exits if the
+%% starter dies.
+-spec owner(pid()) -> ok.
+owner(Starter) ->
+    Monitor = erlang:monitor(process, Starter),
+    receive
+        {?MODULE, started} ->
+            erlang:demonitor(Monitor, [flush]),
+            idle();
+        {'DOWN', Monitor, process, Starter, _} ->
+            ok
+    end.
+
+-spec idle() -> no_return().
+idle() ->
     receive after infinity -> ok end.
 
-%% @doc Ends the instance, interrupting running wasm; idempotent.
--spec stop(instance()) -> ok.
+%% @doc Ends the instance, interrupting running wasm. Idempotent: an instance that has
+%% already stopped (its pid is dead) gives `ok'. A live pid that is not an instance is
+%% left alone.
+-spec stop(instance() | term()) -> ok | {error, {badarg, {instance, term()}}}.
 stop(Instance) when is_pid(Instance), node(Instance) =:= node() ->
-    ok = hb_beamr_nif:stop(Instance),
-    exit(Instance, kill),
-    ok;
+    stop_local(Instance, erlang:process_info(Instance, initial_call));
 stop(Instance) when is_pid(Instance) ->
     try erpc:call(node(Instance), ?MODULE, stop, [Instance])
     catch
         %% A node that cannot be reached holds no instance any more.
         error:{erpc, noconnection} -> ok
-    end.
+    end;
+stop(Instance) ->
+    {error, {badarg, {instance, Instance}}}.
+
+%% Every instance's pid is an owner process, alive until the instance is stopped; a
+%% stopping instance may already be gone from the NIF's registry, so the process, not
+%% the registry, tells an instance from any other pid.
+stop_local(Owner, {initial_call, {?MODULE, owner, 1}}) ->
+    ok = hb_beamr_nif:stop(Owner),
+    exit(Owner, kill),
+    ok;
+stop_local(Pid, undefined) ->
+    %% Dead: its instance, if it was one, is stopping; make that immediate.
+    ok = hb_beamr_nif:stop(Pid);
+stop_local(Pid, {initial_call, _}) ->
+    {error, {badarg, {instance, Pid}}}.
 
 %% @doc Calls an export; every import is answered by `stub/3'.
 -spec call(instance(), name(), [value()]) -> {ok, [value()]} | {error, reason()}.
@@ -199,8 +247,35 @@ bad_call_argument(_, ImportFun, _) -> {import_fun, ImportFun}.
 %% Serves call `Id' until its result arrives: events (import requests, the result)
 %% come as messages, or straight from a NIF when they come within microseconds.
 await(Instance, Id, ImportFun, State, Opts) ->
+    case next_event(Instance, Id) of
+        {ok, Event} -> handle(Instance, Id, Event, ImportFun, State, Opts);
+        stopped -> {error, stopped, State}
+    end.
+
+%% @private Waits for the next event of request `Id' to a local instance, or `stopped'
+%% when the instance's owner dies first (so a lost event cannot hang the caller). The
+%% monitor is only set up here, when the NIF did not already hand the event over.
+-spec next_event(instance(), hb_beamr_nif:id()) -> {ok, hb_beamr_nif:event()} | stopped.
+next_event(Instance, Id) ->
+    Monitor = erlang:monitor(process, Instance),
     receive
-        {hb_beamr, Id, Event} -> handle(Instance, Id, Event, ImportFun, State, Opts)
+        {hb_beamr, Id, Event} ->
+            erlang:demonitor(Monitor, [flush]),
+            {ok, Event};
+        {'DOWN', Monitor, process, Instance, _} ->
+            drain(Id),
+            stopped
+    end.
+
+%% The owner died, so the instance is stopping and its executor reports the end of the
+%% request (`{error, stopped}') once wasm has unwound. Take that report, so that it does
+%% not turn up in the caller's mailbox later, but do not wait long for it.
+drain(Id) ->
+    receive
+        {hb_beamr, Id, {import, _Call, _Index, _Module, _Name, _Sig, _Args}} -> drain(Id);
+        {hb_beamr, Id, _Last} -> ok
+    after ?DRAIN_TIMEOUT ->
+        ok
     end.
 
 handle(Instance, Id, {import, Call, Index, Module, Name, Sig, Args}, ImportFun, State, Opts) ->
@@ -215,11 +290,11 @@ handle(Instance, Id, {import, Call, Index, Module, Name, Sig, Args}, ImportFun, 
                     handle(Instance, Id, Event, ImportFun, NewState, Opts);
                 {error, _} ->
                     Why = {error, {bad_import_results, Results}},
-                    await_failure(Id, {import_failed, Module, Name, Why}, State)
+                    await_failure(Instance, Id, {import_failed, Module, Name, Why}, State)
             end;
         {failed, Why} ->
             ok = hb_beamr_nif:import_failed(Call),
-            await_failure(Id, {import_failed, Module, Name, Why}, State)
+            await_failure(Instance, Id, {import_failed, Module, Name, Why}, State)
     end;
 handle(_Instance, _Id, {ok, Results}, _ImportFun, State, _Opts) ->
     {ok, Results, State};
@@ -227,10 +302,11 @@ handle(_Instance, _Id, {error, Reason}, _ImportFun, State, _Opts) ->
     {error, Reason, State}.
 
 %% The import trapped the call; the executor confirms once wasm has unwound.
-await_failure(Id, Failure, State) ->
-    receive
-        {hb_beamr, Id, {error, import_failed}} -> {error, Failure, State};
-        {hb_beamr, Id, {error, Reason}} -> {error, Reason, State}
+await_failure(Instance, Id, Failure, State) ->
+    case next_event(Instance, Id) of
+        {ok, {error, import_failed}} -> {error, Failure, State};
+        {ok, {error, Reason}} -> {error, Reason, State};
+        stopped -> {error, stopped, State}
     end.
 
 run_import(ImportFun, State, Request, Opts) ->

@@ -101,6 +101,9 @@ request(Instance, Op, Args) when node(Instance) =/= node() ->
 request(Instance, Op, Args) ->
     case apply(hb_beamr_nif, Op, [Instance | Args]) of
         {event, _Id, Reply} -> Reply;
-        {wait, Id} -> receive {hb_beamr, Id, Reply} -> Reply end;
+        {wait, Id} -> awaited(hb_beamr:next_event(Instance, Id));
         {error, Reason} -> {error, Reason}
     end.
+
+awaited({ok, Reply}) -> Reply;
+awaited(stopped) -> {error, stopped}.

@@ -141,11 +141,14 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     }
     let shared = Arc::new(Shared::new(owner, info, exported_functions(&module), imported_functions(&module)));
     let resource = InstanceResource::new(shared);
+    // Registered before the owner is monitored: an owner that dies in between must find
+    // its entry to remove (its starter may have been killed while this NIF ran).
+    registry::insert(owner, resource.clone());
     if resource.monitor(Some(env), &owner).is_none() {
+        registry::remove(&owner);
         return error(env, atoms::stopped());
     }
     let (imports, exports) = (imports_term(env, &resource.shared.imports), exports_term(env, &module));
-    registry::insert(owner, resource.clone());
     let start = ReplySlot::new(env.pid());
     let id = start.id;
     if executor::spawn(resource.clone(), module, engine, env.pid(), start).is_err() {
