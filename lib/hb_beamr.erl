@@ -358,11 +358,15 @@ restore(Instance, _Snapshot) ->
 %% function entry and loop iteration (see the README). The same call on the same state
 %% always uses the same amount.
 -spec gas_used(instance()) -> {ok, non_neg_integer()} | {error, reason()}.
-gas_used(Instance) when is_pid(Instance), node(Instance) =/= node() ->
-    erpc:call(node(Instance), ?MODULE, gas_used, [Instance]);
-gas_used(Instance) when is_pid(Instance) ->
-    hb_beamr_nif:gas_used(Instance);
 gas_used(Instance) ->
+    where_it_lives(Instance, gas_used, fun hb_beamr_nif:gas_used/1).
+
+%% Runs `Local(Instance)' on the instance's node (`?MODULE:Name(Instance)' there).
+where_it_lives(Instance, Name, _Local) when is_pid(Instance), node(Instance) =/= node() ->
+    erpc:call(node(Instance), ?MODULE, Name, [Instance]);
+where_it_lives(Instance, _Name, Local) when is_pid(Instance) ->
+    Local(Instance);
+where_it_lives(Instance, _Name, _Local) ->
     {error, {badarg, {instance, Instance}}}.
 
 %% @doc Starts a call and returns at once. The calling process then receives
@@ -463,12 +467,8 @@ seed_reply(Instance, [Ref | Outer] = Calls, Results) ->
 %% It never waits for running wasm. A stopped instance gives `{error, stopped}', as every
 %% other function does.
 -spec info(instance()) -> {ok, info()} | {error, reason()}.
-info(Instance) when is_pid(Instance), node(Instance) =/= node() ->
-    erpc:call(node(Instance), ?MODULE, info, [Instance]);
-info(Instance) when is_pid(Instance) ->
-    hb_beamr_nif:info(Instance);
 info(Instance) ->
-    {error, {badarg, {instance, Instance}}}.
+    where_it_lives(Instance, info, fun hb_beamr_nif:info/1).
 
 %% @doc The default import fun: answers every import with `[0]'.
 -spec stub(term(), import_request(), map()) -> {ok, [0], term()}.

@@ -53,8 +53,12 @@ fail_status(Message) ->
     io:format(standard_error, "beamr: ~ts~n", [Message]),
     1.
 
+%% Leave the command with a usage error (exit status 2) or a runtime error (1).
+-spec bad_usage(string()) -> no_return().
 bad_usage(Command) -> throw({usage, Command, "bad arguments"}).
+-spec fail(io:format(), [term()]) -> no_return().
 fail(Format, Args) -> throw({fail, io_lib:format(Format, Args)}).
+-spec usage_error(string(), io:format(), [term()]) -> no_return().
 usage_error(Command, Format, Args) -> throw({usage, Command, io_lib:format(Format, Args)}).
 
 %%% Commands

@@ -5,15 +5,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 remote_node_test_() ->
-    {setup, fun start_peer/0, fun stop_peer/1, fun({_, Node}) -> {timeout, 60, fun() -> remote(Node) end} end}.
-
-start_peer() ->
-    ok = hb_beamr_test_util:distribute(),
-    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), args => ["-pa" | code:get_path()]}),
-    {Peer, Node}.
-
-stop_peer({Peer, _}) ->
-    peer:stop(Peer).
+    {setup, fun hb_beamr_test_util:start_peer/0, fun hb_beamr_test_util:stop_peer/1, fun({_, Node}) -> {timeout, 60, fun() -> remote(Node) end} end}.
 
 remote(Node) ->
     Wasm = hb_beamr_test_util:fixture("core.wat"),

@@ -180,16 +180,8 @@ aos(Wasm) ->
 %% Migration: snapshot here, restore on another node into a fresh instance of the same
 %% module, and the AO process carries on there.
 migration_test_() ->
-    {setup, fun start_peer/0, fun stop_peer/1,
+    {setup, fun hb_beamr_test_util:start_peer/0, fun hb_beamr_test_util:stop_peer/1,
      fun({_, Node}) -> {timeout, 120, fun() -> hb_beamr_test_util:with_shared(?AOS, fun(W) -> migrate(W, Node) end) end} end}.
-
-start_peer() ->
-    ok = hb_beamr_test_util:distribute(),
-    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), args => ["-pa" | code:get_path()]}),
-    {Peer, Node}.
-
-stop_peer({Peer, _}) ->
-    peer:stop(Peer).
 
 migrate(Wasm, Node) ->
     {ok, Here, _, _} = hb_beamr:start(Wasm),

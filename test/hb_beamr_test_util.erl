@@ -2,7 +2,7 @@
 -module(hb_beamr_test_util).
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
--export([executor_threads/0, settle/2, distribute/0, resident_mb/0]).
+-export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -75,6 +75,17 @@ distribute() ->
             {ok, _} = net_kernel:start([list_to_atom("hb_beamr_test_" ++ os:getpid()), shortnames]),
             ok
     end.
+
+%% @doc A peer node with this node's code path (for `{setup, ...}' fixtures).
+-spec start_peer() -> {pid(), node()}.
+start_peer() ->
+    ok = distribute(),
+    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), args => ["-pa" | code:get_path()]}),
+    {Peer, Node}.
+
+-spec stop_peer({pid(), node()}) -> ok.
+stop_peer({Peer, _Node}) ->
+    peer:stop(Peer).
 
 %% rebar3 and make run the suites from the project root.
 root() ->
