@@ -13,7 +13,7 @@ NIF := priv/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile beamr test rust-test erlang-test demo bench soak clean
+.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench soak clean
 
 all: compile beamr
 
@@ -29,7 +29,10 @@ deps:
 	  fi; \
 	fi
 
+# Also run by rebar3 (pre_hook) in hb_beamr's own directory when it is another project's
+# dependency; CARGO_TARGET_DIR keeps cargo's output out of that project's _build.
 nif:
+	@command -v cargo >/dev/null || { echo "hb_beamr: cargo (Rust) is needed to build the NIF: https://rustup.rs" >&2; exit 1; }
 	cargo build --release -p hb_beamr_nif
 	mkdir -p priv
 	cp $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so $(NIF)
@@ -47,7 +50,14 @@ rust-test:
 erlang-test: beamr
 	rebar3 eunit
 
-test: deps rust-test erlang-test
+# examples/host_app uses hb_beamr as a rebar3 dependency through _checkouts/hb_beamr -> ../../..
+# (made here, not committed); its build reruns `make nif`, an up-to-date check for cargo.
+example-test: compile
+	mkdir -p examples/host_app/_checkouts
+	ln -sfn ../../.. examples/host_app/_checkouts/hb_beamr
+	cd examples/host_app && rebar3 eunit
+
+test: deps rust-test erlang-test example-test
 
 demo: beamr
 	mkdir -p _build/demo
@@ -67,4 +77,4 @@ soak: compile
 	$(ERL_RUN) -pa _build/bench -eval 'halt(hb_beamr_soak:main()).'
 
 clean:
-	rm -rf _build priv/*.so beamr
+	rm -rf _build priv/*.so beamr examples/host_app/_build examples/host_app/_checkouts
