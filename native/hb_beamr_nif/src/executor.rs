@@ -36,7 +36,7 @@ use crate::instance::{Activity, InstanceResource, Shared};
 use crate::memory::{self, MemoryError, MemoryReply};
 use crate::state::{StateAccess, StateError, StateOp, StateReply};
 use crate::table;
-use crate::trap::{CallFailure, HostError, Resource, TrapKind};
+use crate::trap::{CallFailure, HostError, Resource};
 
 /// wasm runs on its own stack of this size (wasmer's default of 1 MiB is too small for
 /// interpreters such as AO's Lua).
@@ -280,8 +280,7 @@ impl Context {
         };
         let outermost = self.frames.borrow().is_empty();
         if !outermost && !self.may_nest() {
-            let message = HostError::NestedTooDeep.to_string();
-            return self.finish(&frame, Err(CallFailure::Trap { kind: TrapKind::StackOverflow, message }));
+            return self.finish(&frame, Err(CallFailure::from(&HostError::NestedTooDeep)));
         }
         if !self.enter(Rc::clone(&frame)) {
             return self.finish(&frame, Err(CallFailure::Stopped));
@@ -383,12 +382,16 @@ impl Context {
         self.shared.gas_used.store(meter.finish(fuel), Ordering::Release);
     }
 
+    fn past_deadline(&self) -> bool {
+        self.deadline.get().is_some_and(|deadline| Instant::now() >= deadline)
+    }
+
     /// The module ran out of fuel: stop, time out, or run on with more.
     fn check(&self, fuel: i64) -> Result<i64, HostError> {
         if self.shared.is_stopped() {
             return Err(HostError::Stopped);
         }
-        if self.deadline.get().is_some_and(|deadline| Instant::now() >= deadline) {
+        if self.past_deadline() {
             return Err(HostError::Timeout);
         }
         match self.meter.borrow_mut().as_mut() {
@@ -440,7 +443,7 @@ impl Context {
             }
             match self.shared.mailbox.pop() {
                 Command::ImportReply { id, results } if id == frame.slot.id => {
-                    if self.deadline.get().is_some_and(|deadline| Instant::now() >= deadline) {
+                    if self.past_deadline() {
                         return Err(HostError::Timeout);
                     }
                     return results.ok_or(HostError::ImportFailed);
