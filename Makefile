@@ -13,7 +13,7 @@ NIF := priv/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench soak clean
+.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench bench-load bench-scale soak clean
 
 all: compile beamr
 
@@ -70,6 +70,16 @@ bench: compile
 	mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench.erl test/hb_beamr_aos.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench:main(), halt().'
+
+bench-load: compile
+	mkdir -p _build/bench
+	erlc -o _build/bench bench/hb_beamr_bench_load.erl
+	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench_load:main(), halt().'
+
+bench-scale: compile
+	mkdir -p _build/bench
+	erlc -o _build/bench bench/hb_beamr_bench_scale.erl test/hb_beamr_aos.erl test/hb_beamr_test_util.erl
+	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench_scale:main(), halt().'
 
 soak: compile
 	mkdir -p _build/bench

@@ -1,0 +1,107 @@
+%%% @doc `make bench-scale': starts many instances of aos-2-pure-xs in one VM (10,000 by
+%%% default; `SCALE_INSTANCES' overrides), runs one Eval message on each, then stops them
+%%% all, and prints what each instance costs. Not a test: nothing here asserts.
+-module(hb_beamr_bench_scale).
+-export([main/0]).
+
+-define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
+
+-spec main() -> ok.
+main() ->
+    N = list_to_integer(os:getenv("SCALE_INSTANCES", "10000")),
+    Wasm = hb_beamr_test_util:shared_file(?AOS),
+    %% The module compiled and cached once, so starts measure instantiation.
+    {ok, Warm, _, _} = hb_beamr:start(Wasm),
+    <<_/binary>> = hb_beamr_aos:eval(Warm, <<"1 + 1">>),
+    hb_beamr:stop(Warm),
+    erlang:garbage_collect(),
+    timer:sleep(500),
+    Base = usage(),
+    BaseTouched = wasm_memory_resident_bytes(),
+    {StartUs, Instances} = timer:tc(fun() -> start_all(Wasm, N, []) end),
+    Started = length(Instances),
+    AfterStart = usage(),
+    {EvalUs, ok} = timer:tc(fun() -> lists:foreach(fun eval/1, Instances) end),
+    AfterEval = usage(),
+    Touched = wasm_memory_resident_bytes() - BaseTouched,
+    [hb_beamr:stop(I) || I <- Instances],
+    Stopped = settle(Base, 50),
+    Per = fun(Key, From) -> (maps:get(Key, From) - maps:get(Key, Base)) / max(Started, 1) end,
+    io:format("instances started: ~b of ~b~s~n",
+              [Started, N, if Started < N -> " (start failed after that)"; true -> "" end]),
+    rows([{"start rate (module cached)", Started / (StartUs / 1.0e6), ">= 1000", "/s"},
+          {"Eval \"1 + 1\" on each, mean", EvalUs / max(Started, 1) / 1000, "", "ms"},
+          {"RSS per instance after start", Per(rss_mb, AfterStart), "", "MiB"},
+          {"RSS per instance after the message", Per(rss_mb, AfterEval), "", "MiB"},
+          {"  of which touched wasm memory (mean)", Touched / max(Started, 1) / 1048576, "", "MiB"},
+          {"  RSS beyond touched wasm memory", Per(rss_mb, AfterEval) - Touched / max(Started, 1) / 1048576,
+           "<= 2", "MiB"},
+          {"threads per instance", Per(threads, AfterEval), "", ""},
+          {"memory mappings per instance", Per(maps, AfterEval), "", ""},
+          {"total memory mappings with all live (limit 65,530)", float(maps:get(maps, AfterEval)), "", ""},
+          {"RSS before start / all live / after stop", io_lib:format("~.1f / ~.1f / ~.1f",
+              [maps:get(rss_mb, Base), maps:get(rss_mb, AfterEval), maps:get(rss_mb, Stopped)]), "", "MiB"},
+          {"RSS after stop vs before", maps:get(rss_mb, Stopped) / maps:get(rss_mb, Base), "<= 1.1", "x"}]).
+
+start_all(_Wasm, 0, Acc) ->
+    lists:reverse(Acc);
+start_all(Wasm, N, Acc) ->
+    case hb_beamr:start(Wasm) of
+        {ok, I, _, _} -> start_all(Wasm, N - 1, [I | Acc]);
+        {error, Reason} ->
+            io:format("start failed: ~p~n", [Reason]),
+            lists:reverse(Acc)
+    end.
+
+eval(I) ->
+    <<_/binary>> = hb_beamr_aos:eval(I, <<"1 + 1">>).
+
+%% Resident bytes of all wasm memories, from /proc/self/smaps: a wasm memory is a
+%% read-write mapping followed right after by the inaccessible rest of its reservation
+%% (over 4 GiB).
+wasm_memory_resident_bytes() ->
+    {ok, Smaps} = file:read_file("/proc/self/smaps"),
+    vmas(binary:split(Smaps, <<"\n">>, [global]), undefined, 0).
+
+vmas([], _Prev, Sum) ->
+    Sum;
+vmas([Line | Rest], Prev, Sum) ->
+    case re:run(Line, <<"^([0-9a-f]+)-([0-9a-f]+) (....) ">>, [{capture, all_but_first, binary}]) of
+        {match, [Start, End, Perms]} ->
+            Vma = {binary_to_integer(Start, 16), binary_to_integer(End, 16), Perms, 0},
+            vmas(Rest, Vma, Sum + wasm_rss(Prev, Vma));
+        nomatch ->
+            case {Line, Prev} of
+                {<<"Rss:", Kb/binary>>, {S, E, P, _}} ->
+                    [N | _] = string:lexemes(Kb, " "),
+                    vmas(Rest, {S, E, P, binary_to_integer(N) * 1024}, Sum);
+                _ ->
+                    vmas(Rest, Prev, Sum)
+            end
+    end.
+
+wasm_rss({_, End, <<"rw-p">>, Rss}, {End, Next, <<"---p">>, _}) when Next - End >= 1 bsl 32 -> Rss;
+wasm_rss(_, _) -> 0.
+
+usage() ->
+    #{rss_mb => hb_beamr_test_util:resident_mb(),
+      threads => length(element(2, file:list_dir("/proc/self/task"))),
+      maps => length(binary:split(element(2, file:read_file("/proc/self/maps")), <<"\n">>, [global])) - 1}.
+
+%% Stopped executors exit in the background: wait until the thread count is back.
+settle(_Base, 0) ->
+    usage();
+settle(Base, Tries) ->
+    erlang:garbage_collect(),
+    Now = usage(),
+    case maps:get(threads, Now) =< maps:get(threads, Base) of
+        true -> Now;
+        false -> timer:sleep(100), settle(Base, Tries - 1)
+    end.
+
+rows(Rows) ->
+    [io:format("~-52s ~14s ~8s~n", [Name, fmt(V, Unit), T]) || {Name, V, T, Unit} <- Rows],
+    ok.
+
+fmt(X, Unit) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]) ++ " " ++ Unit;
+fmt(X, Unit) -> lists:flatten([X, " ", Unit]).
