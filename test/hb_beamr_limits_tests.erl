@@ -215,6 +215,43 @@ resource_limit_in_a_child_vm_test_() ->
         peer:stop(Peer)
     end}.
 
+%% The OS refuses the executor thread (here: a limit on the number of threads of the
+%% user the child VM runs as, with room for the VM's own and a few more): start/1 says
+%% so, and the VM and its instances live on. RLIMIT_NPROC does not bind root, so as root
+%% the child runs as nobody.
+thread_limit_in_a_child_vm_test_() ->
+    {timeout, 120, fun() ->
+        {Exec, Args} = thread_limited_erl(8),
+        {ok, Peer, _} = peer:start_link(#{exec => {Exec, Args}, connection => standard_io,
+                                       args => ["-pa" | code:get_path()]}),
+        Wasm = hb_beamr_test_util:fixture("core.wat"),
+        {Started, Refused} = peer:call(Peer, ?MODULE, start_until_refused, [Wasm, 64], 60000),
+        ?assertEqual({error, {resource_limit, thread}}, Refused),
+        ?assertMatch([_ | _], Started),
+        ?assertEqual([{ok, [3]} || _ <- Started], [peer:call(Peer, hb_beamr, call, [I, "add", [1, 2]]) || I <- Started]),
+        %% Stopped instances give their threads back once their executors have exited.
+        [ok = peer:call(Peer, hb_beamr, stop, [I]) || I <- Started],
+        StartAgain = fun() -> peer:call(Peer, ?MODULE, start_and_stop, [Wasm]) end,
+        ?assertEqual(ok, hb_beamr_test_util:settle(StartAgain, ok)),
+        peer:stop(Peer)
+    end}.
+
+%% `erl' under a thread limit of `Spare' more than the user it runs as has now plus what a
+%% booted VM needs.
+thread_limited_erl(Spare) ->
+    Erl = os:find_executable("erl"),
+    Prlimit = os:find_executable("prlimit"),
+    VmThreads = length(element(2, file:list_dir("/proc/self/task"))),
+    case string:trim(os:cmd("id -u")) of
+        "0" ->
+            Nproc = "--nproc=" ++ integer_to_list(VmThreads + Spare),
+            {os:find_executable("setpriv"),
+             ["--reuid=65534", "--regid=65534", "--clear-groups", Prlimit, Nproc, "env", "HOME=/tmp", Erl]};
+        Uid ->
+            Mine = length(string:lexemes(os:cmd("ps -L -o lwp= -u " ++ Uid), "\n")),
+            {Prlimit, ["--nproc=" ++ integer_to_list(Mine + VmThreads + Spare), Erl]}
+    end.
+
 %% @private
 -spec start_and_stop(binary()) -> ok | {error, term()}.
 start_and_stop(Wasm) ->
