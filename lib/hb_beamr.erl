@@ -26,20 +26,33 @@
 -define(DRAIN_TIMEOUT, 1000).
 
 -type instance() :: pid().
-%% An integer N names entry N of table 0 (an indirect call, as in HyperBEAM's seed).
+%% A running instance: its owner process, which stops the instance when it exits.
 -type name() :: binary() | string() | integer().
+%% An export's name, or an integer N: entry N of table 0 (an indirect call, as in
+%% HyperBEAM's seed).
 -type value() :: integer() | float() | nan | infinity | neg_infinity | null.
+%% A wasm value: integers for i32/i64 (signed), floats for f32/f64 with `nan',
+%% `infinity' and `neg_infinity' for the special ones, `null' for a null reference.
 -type import_request() :: #{instance := instance(), module := string(), func := string(),
                             args := [value()], func_sig := string(), options => map()}.
+%% What an import fun is asked: which import of which instance, with what arguments
+%% (`func_sig' in WAMR's notation, e.g. `"(ii)i"').
 -type import_fun() ::
     fun((State :: term(), import_request(), Opts :: map()) -> {ok, [value()], term()})
   | fun((State :: term(), import_request()) -> {ok, [value()], term()}).
+%% Answers a call's imports: returns the results and the new state threaded through the
+%% call; anything else (or an exception) fails the call with `import_failed'.
 -type import_entry() :: {func, Module :: string(), Name :: string(), Sig :: string()}.
+%% One import of a started module, as `start/1,2' lists them.
 -type export_entry() :: {func | memory | table | global | tag, Name :: string(), Sig :: string()}.
+%% One export of a started module, as `start/1,2' lists them.
 -type trap_kind() :: unreachable | out_of_bounds | stack_overflow | integer_overflow
                    | division_by_zero | bad_conversion | indirect_call_type_mismatch
                    | table_out_of_bounds | uninitialized_element | unaligned_atomic
                    | exception | out_of_gas | timeout | caller_died | other.
+%% Why wasm stopped: the WebAssembly trap, an uncaught exception, a limit of the call
+%% (`out_of_gas', `timeout', `stack_overflow' also for nesting too deep), or the calling
+%% process's death.
 -type reason() :: {trap, trap_kind(), binary()} | {not_found, name()} | {badarg, term()}
                 | {invalid_module, term()} | {invalid_artifact, term()} | {cache_dir, string()}
                 | stopped
@@ -48,13 +61,16 @@
                 | call_in_progress
                 | {memory_limit, Initial :: non_neg_integer(), Limit :: non_neg_integer()}
                 | {import_failed, string(), string(), {atom(), term()}}.
-%% An asynchronous call: the NIF's handle of the call, which is a reference.
+%% Every error this module returns (the README's error table says when each comes).
 -type call_ref() :: reference().
+%% An asynchronous call (`call_async/4'): the NIF's handle of the call, which is a
+%% reference.
 -type info() :: #{module_hash := binary(), memory_bytes := non_neg_integer(),
                   memory_pages := non_neg_integer(),
                   state := idle | running | in_import | stopped,
                   calls := non_neg_integer(), gas_used := non_neg_integer(),
                   cached := boolean(), origin := compiled | memory | disk | artifact}.
+%% What `info/1' tells about an instance.
 -export_type([instance/0, value/0, import_fun/0, import_request/0, reason/0]).
 -export_type([call_ref/0, info/0]).
 
@@ -205,11 +221,13 @@ call(Instance, Func, Args) ->
         {error, Reason, _} -> {error, Reason}
     end.
 
+%% @doc `call/6' with the state `#{}' and no options, as HyperBEAM calls it.
 -spec call(instance(), name(), [value()], import_fun()) ->
     {ok, [value()], term()} | {error, reason(), term()}.
 call(Instance, Func, Args, ImportFun) ->
     call(Instance, Func, Args, ImportFun, #{}).
 
+%% @doc `call/6' with no options.
 -spec call(instance(), name(), [value()], import_fun(), term()) ->
     {ok, [value()], term()} | {error, reason(), term()}.
 call(Instance, Func, Args, ImportFun, State) ->

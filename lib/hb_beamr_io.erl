@@ -18,6 +18,7 @@ size(Instance) when is_pid(Instance) ->
 size(Instance) ->
     {error, {badarg, {instance, Instance}}}.
 
+%% @doc `Len' bytes of memory 0 from `Offset'; out of bounds gives `{error, _}'.
 -spec read(hb_beamr:instance(), non_neg_integer(), non_neg_integer()) ->
     {ok, binary()} | {error, term()}.
 read(Instance, Offset, Len) when is_pid(Instance), ?is_offset(Offset), ?is_offset(Len) ->
@@ -25,6 +26,8 @@ read(Instance, Offset, Len) when is_pid(Instance), ?is_offset(Offset), ?is_offse
 read(Instance, Offset, Len) ->
     {error, {badarg, {read, Instance, Offset, Len}}}.
 
+%% @doc Writes `Data' into memory 0 at `Offset'; out of bounds gives `{error, _}' and
+%% writes nothing.
 -spec write(hb_beamr:instance(), non_neg_integer(), binary()) -> ok | {error, term()}.
 write(Instance, Offset, Data) when is_pid(Instance), ?is_offset(Offset), is_binary(Data) ->
     request(Instance, memory_write, [Offset, Data]);

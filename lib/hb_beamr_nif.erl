@@ -16,10 +16,16 @@
 -on_load(init/0).
 
 -type id() :: non_neg_integer().
+%% Tags the messages of one request: `{hb_beamr, Id, Event}'.
 -type queued() :: {event, id(), term()} | {wait, id()} | {error, term()}.
+%% A request's outcome when it came at once (`event'), or the tag of the message it will
+%% come in (`wait').
 -type call() :: reference().
+%% A call in progress, as import requests carry it, to answer them.
 -type event() :: {ok, list()} | {error, term()}
                | {import, call(), non_neg_integer(), string(), string(), string(), list()}.
+%% The next event of a call: its result, or an import request (call, index, module,
+%% name, signature, arguments).
 -export_type([id/0, queued/0, event/0]).
 
 -spec init() -> ok | {error, term()}.
@@ -34,88 +40,104 @@ priv_dir() ->
             Dir
     end.
 
+%% @doc Queues the start of an instance owned by `Owner' (the owner process of
+%% hb_beamr:start/2); the result is the first event: imports and exports.
 -spec start(pid(), binary(), map()) ->
     {ok, id(), list(), list()} | {error, term()}.
 start(_Owner, _Wasm, _Opts) -> erlang:nif_error(not_loaded).
 
-%% Compiles (or loads from the caches) and serializes into an artifact.
+%% @doc Compiles (or loads from the caches) and serializes into an artifact.
 -spec compile(binary(), map()) -> {ok, binary()} | {error, term()}.
 compile(_Wasm, _Opts) -> erlang:nif_error(not_loaded).
 
-%% How modules were obtained since the VM started: compiled, found in memory, loaded from
+%% @doc How modules were obtained since the VM started: compiled, found in memory, loaded from
 %% the disk cache, loaded from an artifact.
 -spec cache_stats() -> #{compiled | memory_hits | disk_hits | artifact_loads => non_neg_integer()}.
 cache_stats() -> erlang:nif_error(not_loaded).
 
+%% @doc Queues a call of an export (or an integer: entry of table 0).
 -spec call(pid(), binary() | string(), list()) ->
     {event, id(), event()} | {wait, id()} | {error, term()}.
 call(_Instance, _Func, _Args) -> erlang:nif_error(not_loaded).
 
-%% call/3 with call options (`timeout', `gas').
+%% @doc call/3 with call options (`timeout', `gas').
 -spec call(pid(), binary() | string(), list(), map()) ->
     {event, id(), event()} | {wait, id()} | {error, term()}.
 call(_Instance, _Func, _Args, _Opts) -> erlang:nif_error(not_loaded).
 
-%% Queues an asynchronous call whose events come as messages in `Protocol' (see
+%% @doc Queues an asynchronous call whose events come as messages in `Protocol' (see
 %% hb_beamr:call_async/4 and wasm_send/2), tagged with `Ref'. `Message' is the first of
 %% them when it came at once: the caller sends it to itself.
 -spec call_async(pid(), binary() | string() | integer(), list(), map(), async | seed) ->
     {ok, reference()} | {ok, reference(), term()} | {error, term()}.
 call_async(_Instance, _Func, _Args, _Opts, _Protocol) -> erlang:nif_error(not_loaded).
 
-%% Answers the pending import of an asynchronous call; `Message' as for call_async/5.
+%% @doc Answers the pending import of an asynchronous call; `Message' as for call_async/5.
 -spec async_reply(reference(), list()) -> ok | {ok, term()} | {error, term()}.
 async_reply(_Ref, _Results) -> erlang:nif_error(not_loaded).
 
-%% Fails the pending import of an asynchronous call: the call traps with `Why'.
+%% @doc Fails the pending import of an asynchronous call: the call traps with `Why'.
 -spec async_fail(reference(), term()) -> ok | {error, badarg}.
 async_fail(_Ref, _Why) -> erlang:nif_error(not_loaded).
 
-%% Whether an import of the asynchronous call waits for this process's answer.
+%% @doc Whether an import of the asynchronous call waits for this process's answer.
 -spec async_pending(reference()) -> boolean().
 async_pending(_Ref) -> erlang:nif_error(not_loaded).
 
+%% @doc The instance's `hb_beamr:info()'.
 -spec info(pid()) -> {ok, map()} | {error, stopped}.
 info(_Instance) -> erlang:nif_error(not_loaded).
 
+%% @doc The fuel the instance's last call used.
 -spec gas_used(pid()) -> {ok, non_neg_integer()} | {error, stopped}.
 gas_used(_Instance) -> erlang:nif_error(not_loaded).
 
+%% @doc Answers import `Index' of `Call' with `Results' (only its caller may, once).
 -spec import_reply(call(), non_neg_integer(), list()) -> {event, id(), event()} | {wait, id()} | {error, term()}.
 import_reply(_Call, _Index, _Results) -> erlang:nif_error(not_loaded).
 
+%% @doc Fails the pending import of `Call': the call ends with `import_failed'.
 -spec import_failed(call()) -> ok | {error, badarg}.
 import_failed(_Call) -> erlang:nif_error(not_loaded).
 
+%% @doc Stops the instance owned by this pid, if it is one; running wasm traps at its
+%% next check.
 -spec stop(pid()) -> ok.
 stop(_Instance) -> erlang:nif_error(not_loaded).
 
+%% @doc Queues a read of memory 0's size in bytes.
 -spec memory_size(pid()) -> queued().
 memory_size(_Instance) -> erlang:nif_error(not_loaded).
 
+%% @doc Queues a read of `Len' bytes of memory 0 at `Offset'.
 -spec memory_read(pid(), non_neg_integer(), non_neg_integer()) -> queued().
 memory_read(_Instance, _Offset, _Len) -> erlang:nif_error(not_loaded).
 
+%% @doc Queues a write of `Data' into memory 0 at `Offset'.
 -spec memory_write(pid(), non_neg_integer(), binary()) -> queued().
 memory_write(_Instance, _Offset, _Data) -> erlang:nif_error(not_loaded).
 
+%% @doc Queues a read of the NUL-terminated string at `Ptr'.
 -spec memory_read_string(pid(), non_neg_integer()) -> queued().
 memory_read_string(_Instance, _Ptr) -> erlang:nif_error(not_loaded).
 
+%% @doc Queues a copy of memory 0 (the seed's raw format, `hb_beamr:serialize/1').
 -spec memory_snapshot(pid()) -> queued().
 memory_snapshot(_Instance) -> erlang:nif_error(not_loaded).
 
+%% @doc Queues a write of a raw memory copy over memory 0 (`hb_beamr:deserialize/2').
 -spec memory_restore(pid(), binary()) -> queued().
 memory_restore(_Instance, _Data) -> erlang:nif_error(not_loaded).
 
-%% The whole state (memory 0, mutable globals, table 0) in the snapshot format.
+%% @doc The whole state (memory 0, mutable globals, table 0) in the snapshot format.
 -spec state_snapshot(pid()) -> queued().
 state_snapshot(_Instance) -> erlang:nif_error(not_loaded).
 
+%% @doc Queues the restore of a `state_snapshot/1' (validated first).
 -spec state_restore(pid(), binary()) -> queued().
 state_restore(_Instance, _Snapshot) -> erlang:nif_error(not_loaded).
 
-%% What wasm or WAT declares (imports and exports of every kind, memories) and which
+%% @doc What wasm or WAT declares (imports and exports of every kind, memories) and which
 %% preparation passes it needs under start options `Opts', without compiling it.
 -spec inspect(binary(), map()) -> {ok, map()} | {error, term()}.
 inspect(_Source, _Opts) -> erlang:nif_error(not_loaded).
