@@ -60,6 +60,8 @@
                 | {unsnapshottable, {global | table | module_hash, non_neg_integer()}}
                 | call_in_progress
                 | {memory_limit, Initial :: non_neg_integer(), Limit :: non_neg_integer()}
+                | {resource_limit, thread | memory}
+                | {too_large, Len :: non_neg_integer(), Max :: non_neg_integer()}
                 | {import_failed, string(), string(), {atom(), term()}}.
 %% Every error this module returns (the README's error table says when each comes).
 -type call_ref() :: reference().
