@@ -10,7 +10,7 @@
 -export([call_async/5, async_reply/2, async_fail/2, async_pending/1, info/1]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
--export([state_snapshot/2, state_restore/2, snapshot_info/1]).
+-export([state_snapshot/2, state_restore/2, snapshot_info/1, kernel_dirty_tracking/0]).
 -export([inspect/2]).
 
 -on_load(init/0).
@@ -116,6 +116,11 @@ state_snapshot(_Instance, _Incremental) -> erlang:nif_error(not_loaded).
 %% Restores a chain: a full snapshot, then its deltas.
 -spec state_restore(pid(), [binary()]) -> queued().
 state_restore(_Instance, _Chain) -> erlang:nif_error(not_loaded).
+
+%% Whether incremental snapshots can use the kernel's write tracking in this VM
+%% (userfaultfd, Linux 6.7+); otherwise they compare page digests.
+-spec kernel_dirty_tracking() -> boolean().
+kernel_dirty_tracking() -> erlang:nif_error(not_loaded).
 
 %% What a snapshot's header says, once its checksum verified.
 -spec snapshot_info(binary()) -> {ok, map()} | {error, term()}.

@@ -476,6 +476,13 @@ fn state_restore<'a>(env: Env<'a>, owner: LocalPid, chain: Term<'a>) -> Term<'a>
     }
 }
 
+/// Whether this process can use the kernel's write tracking for incremental snapshots
+/// (otherwise they compare page digests; see `beamr_core::dirty_pages`).
+#[rustler::nif]
+fn kernel_dirty_tracking() -> bool {
+    beamr_core::dirty_pages::kernel_tracking_available()
+}
+
 /// `{ok, #{kind, id, parent, sequence}}` for a snapshot whose checksum verifies.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn snapshot_info<'a>(env: Env<'a>, bytes: Binary<'a>) -> Term<'a> {
