@@ -31,7 +31,7 @@ main() ->
         {"stop/1 of a running loop until the caller has {error, stopped}", stop_latency_ms(Wat), "", "<= 10", "ms"},
         nif_row("idle", nif_durations_us(I, 0)),
         nif_row("2 busy Erlang processes", nif_durations_us(I, 2))
-    ] ++ AosRows ++ gib_rows() ++ [
+    ] ++ AosRows ++ gib_rows() ++ incremental_rows() ++ [
         {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
     hb_beamr:stop(I).
@@ -130,7 +130,7 @@ aos_rows(Wasm) ->
      {"restore/2, full state (12.6 MB memory)", StateRestoreGBs, "", ">= 4", "GB/s"},
      {"  resident growth over 100 snapshot+restore", StateGrowthMB, "", "~0", "MB"}].
 
-%% Only the full-snapshot rows (quick look while working on them).
+%% Only the snapshot rows (quick look while working on them).
 -spec state_rows() -> ok.
 state_rows() ->
     {ok, Wasm} = file:read_file(filename:join(os:getenv("HB_BEAMR_SHARED"), ?AOS)),
@@ -140,7 +140,7 @@ state_rows() ->
     hb_beamr:stop(I),
     rows([{"snapshot/1, full state (12.6 MB memory)", SnapGBs, "", ">= 4", "GB/s"},
           {"restore/2, full state (12.6 MB memory)", RestoreGBs, "", ">= 4", "GB/s"},
-          {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}] ++ gib_rows()).
+          {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}] ++ gib_rows() ++ incremental_rows()).
 
 %% snapshot/1 and restore/2 of a 1 GiB memory (bench/snapshot_1g.wat).
 gib_rows() ->
@@ -156,16 +156,95 @@ gib_rows() ->
 %% Throughput of full snapshots and restores (`Runs' of each; the result binary is
 %% dropped right away as a caller would), and resident growth over `Cycles' more.
 state_rates(I, Runs, Cycles) ->
+    {SnapGBs, RestoreGBs} = state_throughput(I, Runs),
+    Cycle = fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S) end,
+    {SnapGBs, RestoreGBs, resident_growth_mb(Cycle, Cycles)}.
+
+state_throughput(I, Runs) ->
     {ok, Snapshot} = hb_beamr:snapshot(I),
     Bytes = byte_size(Snapshot) * Runs,
     Snap = time_ns(fun() -> [begin {ok, _} = hb_beamr:snapshot(I), erlang:garbage_collect() end
                              || _ <- lists:seq(1, Runs)] end),
     Restore = time_ns(fun() -> [ok = hb_beamr:restore(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
-    Cycle = fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S), erlang:garbage_collect() end,
-    Cycle(),
-    Before = hb_beamr_test_util:resident_mb(),
-    [Cycle() || _ <- lists:seq(1, Cycles)],
-    {Bytes / Snap, Bytes / Restore, hb_beamr_test_util:resident_mb() - Before}.
+    {Bytes / Snap, Bytes / Restore}.
+
+%% How much resident memory `Cycles' runs of `Cycle' (which keeps nothing) leave behind.
+%% Measured from after 10 warm-up cycles, each reading taken with every process's heap
+%% collected, so that no binary of the warm-up or of the caller can be freed in between
+%% and read as negative growth (it did: a 1 GiB snapshot kept by the caller).
+resident_growth_mb(Cycle, Cycles) ->
+    Run = fun(N) -> [begin Cycle(), erlang:garbage_collect() end || _ <- lists:seq(1, N)] end,
+    Run(10),
+    Before = collected_resident_mb(),
+    Run(Cycles),
+    collected_resident_mb() - Before.
+
+collected_resident_mb() ->
+    [erlang:garbage_collect(P) || P <- processes()],
+    hb_beamr_test_util:resident_mb().
+
+%% Deltas after a message that writes 1% of the 4 KiB pages of a 256 MiB memory,
+%% scattered (test/fixtures/incremental.wat), beside full snapshots of that memory; medians
+%% of 10 messages, each on other pages.
+incremental_rows() ->
+    Kernel = hb_beamr_nif:kernel_dirty_tracking(),
+    I = quarter_gib(auto),
+    FullMs = median([time_ns(fun() -> {ok, _} = hb_beamr:snapshot(I), erlang:garbage_collect() end)
+                     || _ <- lists:seq(1, 5)]) / 1000000,
+    {ok, Full} = hb_beamr:snapshot(I),
+    {ok, _} = hb_beamr:snapshot(I, #{incremental => true}),
+    {MessageMs, DeltaMs, DeltaSize} = deltas(I),
+    %% After a restore the first delta compares digests, then engages the kernel.
+    AfterRestoreMs = median([begin
+                                 ok = hb_beamr:restore(I, Full),
+                                 ok = one_percent(I, K),
+                                 time_ns(fun() -> {ok, _} = hb_beamr:snapshot(I, #{incremental => true}) end)
+                             end || K <- lists:seq(1, 5)]) / 1000000,
+    ok = hb_beamr:restore(I, Full),
+    ok = one_percent(I, 2),
+    {ok, Delta} = hb_beamr:snapshot(I, #{incremental => true}),
+    {ok, J, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("incremental.wat")),
+    ChainMs = median([time_ns(fun() -> ok = hb_beamr:restore(J, [Full, Delta]) end) || _ <- lists:seq(1, 5)]) / 1000000,
+    FullRestoreMs = median([time_ns(fun() -> ok = hb_beamr:restore(J, Full) end) || _ <- lists:seq(1, 5)]) / 1000000,
+    Cycle = fun() -> ok = one_percent(I, 3), {ok, _} = hb_beamr:snapshot(I, #{incremental => true}) end,
+    GrowthMB = resident_growth_mb(Cycle, 100),
+    [hb_beamr:stop(X) || X <- [I, J]],
+    D = quarter_gib(digests),
+    {ok, _} = hb_beamr:snapshot(D, #{incremental => true}),
+    {UntrackedMessageMs, DigestsMs, _} = deltas(D),
+    hb_beamr:stop(D),
+    Way = case Kernel of true -> "kernel tracking"; false -> "no kernel tracking here: digests" end,
+    [{"256 MiB memory: full snapshot/1", FullMs, "", "", "ms"},
+     {"  delta after writes to 1% of its 4 KiB pages: size", 100 * DeltaSize / byte_size(Full), "", "<= 3", "% of full"},
+     {"  the delta's time (" ++ Way ++ ")", DeltaMs, FullMs, "", "ms"},
+     {"    as a share of the full snapshot's", 100 * DeltaMs / FullMs, "", "<= 25", "%"},
+     {"  the delta's time with dirty_tracking => digests", DigestsMs, FullMs, "", "ms"},
+     {"  first delta after a restore (digests, then the kernel engaged)", AfterRestoreMs, FullMs, "", "ms"},
+     {"  the message itself, tracked (first writes fault) / untracked", MessageMs, UntrackedMessageMs, "", "ms"},
+     {"  restore/2 of [Full, Delta] / of Full", ChainMs, FullRestoreMs, "", "ms"},
+     {"  resident growth over 100 message+delta cycles", GrowthMB, "", "~0", "MB"}].
+
+quarter_gib(Tracking) ->
+    {ok, I, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("incremental.wat"), #{dirty_tracking => Tracking}),
+    {ok, [2]} = hb_beamr:call(I, "grow", [4094]),
+    {ok, []} = hb_beamr:call(I, "scatter", [0, 1, 65536, 1]),
+    I.
+
+%% Writes a byte in 1% of the 4 KiB pages, every 100th from page `K'.
+one_percent(I, K) ->
+    {ok, []} = hb_beamr:call(I, "scatter", [K, 100, 655, K]),
+    ok.
+
+%% Medians over 10 messages of the message's time, the delta's time and its size.
+deltas(I) ->
+    Samples = [begin
+                   Message = time_ns(fun() -> ok = one_percent(I, K) end),
+                   Started = erlang:monotonic_time(nanosecond),
+                   {ok, Delta} = hb_beamr:snapshot(I, #{incremental => true}),
+                   {Message, erlang:monotonic_time(nanosecond) - Started, byte_size(Delta)}
+               end || K <- lists:seq(10, 19)],
+    {median([M || {M, _, _} <- Samples]) / 1000000, median([T || {_, T, _} <- Samples]) / 1000000,
+     median([S || {_, _, S} <- Samples])}.
 
 %% Starts aos-2-pure-xs in child VMs sharing a fresh cache_dir: the first child compiles and
 %% fills the cache, the next ones load from it (median of 5). Each child times its own first
@@ -195,19 +274,16 @@ child_start(WasmPath, Dir) ->
 
 %% Throughput of serialize/deserialize, and whether repeating them grows the VM.
 snapshot_rates(I) ->
+    {SerializeGBs, DeserializeGBs} = raw_throughput(I, 50),
+    Cycle = fun() -> {ok, Raw} = hb_beamr:serialize(I), ok = hb_beamr:deserialize(I, Raw) end,
+    {SerializeGBs, DeserializeGBs, resident_growth_mb(Cycle, 200)}.
+
+raw_throughput(I, Runs) ->
     {ok, Snapshot} = hb_beamr:serialize(I),
-    Runs = 50,
     Bytes = byte_size(Snapshot) * Runs,
     Serialize = time_ns(fun() -> [{ok, _} = hb_beamr:serialize(I) || _ <- lists:seq(1, Runs)] end),
     Restore = time_ns(fun() -> [ok = hb_beamr:deserialize(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
-    Cycle = fun() -> [begin {ok, _} = hb_beamr:serialize(I), ok = hb_beamr:deserialize(I, Snapshot) end
-                      || _ <- lists:seq(1, 200)],
-                     erlang:garbage_collect()
-            end,
-    Cycle(),
-    Before = hb_beamr_test_util:resident_mb(),
-    Cycle(),
-    {Bytes / Serialize, Bytes / Restore, hb_beamr_test_util:resident_mb() - Before}.
+    {Bytes / Serialize, Bytes / Restore}.
 
 %% The same calls made directly through wasmer from Rust, and preparation timings
 %% (cargo example `baselines`).

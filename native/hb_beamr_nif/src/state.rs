@@ -347,12 +347,12 @@ impl StateAccess {
         let memory_plan = match (&self.memory, &snap.memory) {
             (None, None) => None,
             (Some(memory), Some(state)) => {
-                let len = state.len() as u64;
+                let len = state.size() as u64;
                 let max = memory.ty(store).maximum.map_or(1 << 32, |p| p.bytes().0 as u64);
                 if len > max {
                     return Err(mismatch(format!("memory of {len} bytes beyond the maximum of {max}")));
                 }
-                Some((memory, state.len()))
+                Some((memory, state.size()))
             }
             _ => return Err(mismatch("memory 0 present in only one of them".into())),
         };

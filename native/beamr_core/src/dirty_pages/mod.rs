@@ -26,7 +26,8 @@ mod uffd;
 use crate::snapshot::digest::page_digests;
 use crate::snapshot::PageRun;
 pub use crate::snapshot::PAGE;
-pub use uffd::Mapping;
+#[cfg(test)]
+use uffd::Mapping;
 
 /// How changes are found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +54,9 @@ enum Base {
 }
 
 /// How a `DirtyPages` finds changes now.
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mode {
+enum Mode {
     NoBase,
     Digests,
     Kernel,
@@ -70,7 +72,8 @@ impl DirtyPages {
         DirtyPages { policy, base: Base::None }
     }
 
-    pub fn mode(&self) -> Mode {
+    #[cfg(test)]
+    fn mode(&self) -> Mode {
         match self.base {
             Base::None => Mode::NoBase,
             Base::Digests(_) => Mode::Digests,

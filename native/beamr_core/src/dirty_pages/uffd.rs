@@ -158,7 +158,7 @@ impl Kernel {
         unsafe { std::ptr::write_volatile(page as *mut u8, 1) };
         let mut written = Vec::new();
         self.take_written(range, &mut written)?;
-        if written != [page..page + PAGE] {
+        if written.len() != 1 || written[0] != (page..page + PAGE) {
             return Err(io::Error::other("PAGEMAP_SCAN reported other pages than the one written"));
         }
         Ok(())
@@ -285,8 +285,9 @@ mod tests {
         unsafe { std::ptr::read_volatile(address as *const u8) }
     }
 
-    fn pages(base: usize, ranges: &[Range<usize>]) -> Vec<Range<usize>> {
-        ranges.iter().map(|r| (r.start - base) / PAGE..(r.end - base) / PAGE).collect()
+    /// The ranges as (first, end) page numbers from `base`.
+    fn pages(base: usize, ranges: &[Range<usize>]) -> Vec<(usize, usize)> {
+        ranges.iter().map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE)).collect()
     }
 
     /// Writes by this thread and by the kernel are reported, reads are not, and each scan
@@ -304,7 +305,7 @@ mod tests {
         kernel.register(range.clone()).unwrap();
         let mut written = Vec::new();
         kernel.take_written(range.clone(), &mut written).unwrap();
-        assert_eq!(pages(base, &written), [0..64], "unprotected pages read as written");
+        assert_eq!(pages(base, &written), [(0, 64)], "unprotected pages read as written");
         kernel.write_protect(range.clone()).unwrap();
         for page in [3, 4, 5, 40] {
             write(base + page * PAGE + 17, 2);
@@ -321,13 +322,13 @@ mod tests {
         }
         let mut written = Vec::new();
         kernel.take_written(range.clone(), &mut written).unwrap();
-        assert_eq!(pages(base, &written), [3..6, 11..12, 40..41]);
+        assert_eq!(pages(base, &written), [(3, 6), (11, 12), (40, 41)]);
         written.clear();
         kernel.take_written(range.clone(), &mut written).unwrap();
         assert!(written.is_empty());
         kernel.unprotect(base..base + 2 * PAGE).unwrap();
         kernel.take_written(range, &mut written).unwrap();
-        assert_eq!(pages(base, &written), [0..2]);
+        assert_eq!(pages(base, &written), [(0, 2)]);
     }
 
     /// More scattered pages than one scan call returns, and memory that grows the way
@@ -352,7 +353,7 @@ mod tests {
         write(base + 3000 * PAGE, 1);
         let mut written = Vec::new();
         kernel.take_written(base..base + 2048 * PAGE, &mut written).unwrap();
-        assert_eq!(pages(base, &written), scattered.iter().map(|p| *p..p + 1).collect::<Vec<_>>());
+        assert_eq!(pages(base, &written), scattered.iter().map(|p| (*p, p + 1)).collect::<Vec<_>>());
         // The grown part is not registered yet: a scan that covers it fails, not lies.
         assert!(kernel.take_written(base..base + 4096 * PAGE, &mut Vec::new()).is_err());
         kernel.register(base..base + 4096 * PAGE).unwrap();
@@ -360,6 +361,6 @@ mod tests {
         write(base + 4000 * PAGE, 1);
         written.clear();
         kernel.take_written(base..base + 4096 * PAGE, &mut written).unwrap();
-        assert_eq!(pages(base, &written), [4000..4001]);
+        assert_eq!(pages(base, &written), [(4000, 4001)]);
     }
 }

@@ -33,7 +33,7 @@ pub fn check_chain(chain: &[Snapshot]) -> Result<(), SnapshotError> {
         }
         match (&before.memory, &delta.memory) {
             (None, None) => {}
-            (Some(a), Some(b)) if b.len() >= a.len() => {}
+            (Some(a), Some(b)) if b.size() >= a.size() => {}
             (Some(_), Some(_)) => return Err(invalid(format!("element {n} has less memory than the one before it"))),
             _ => return Err(invalid(format!("memory 0 present in only some elements (element {n})"))),
         }
@@ -46,10 +46,8 @@ pub fn check_chain(chain: &[Snapshot]) -> Result<(), SnapshotError> {
 /// when the full snapshot (version 1) has none, or there is no memory.
 pub fn chain_digests(chain: &[Snapshot], len: usize) -> Option<Vec<u64>> {
     let first = chain.first()?;
+    first.memory.as_ref()?;
     let mut digests = first.page_digests.clone()?;
-    if first.memory.is_none() {
-        return None;
-    }
     digests.resize(len / PAGE, zero_page_digest());
     for delta in &chain[1..] {
         if let (Some(MemoryState::Changed { runs, .. }), Some(changed)) = (&delta.memory, &delta.page_digests) {

@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn two_threads_give_the_digests_of_one() {
-        let data: Vec<u8> = (0..PARALLEL_FROM + 3 * SEGMENT + PAGE).map(|i| (i * 7 >> 3) as u8).collect();
+        let data: Vec<u8> = (0..PARALLEL_FROM + 3 * SEGMENT + PAGE).map(|i| ((i * 7) >> 3) as u8).collect();
         let sequential: Vec<u64> = data.chunks(PAGE).map(page_digest).collect();
         assert_eq!(page_digests(&data), sequential);
         let small = &data[..5 * PAGE + 100];

@@ -167,7 +167,7 @@ pub enum MemoryState<'a> {
 
 impl MemoryState<'_> {
     /// Memory's size in bytes.
-    pub fn len(&self) -> usize {
+    pub fn size(&self) -> usize {
         match self {
             MemoryState::Whole(bytes) => bytes.len(),
             MemoryState::Changed { len, .. } => *len,
