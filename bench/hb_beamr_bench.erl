@@ -213,14 +213,14 @@ incremental_rows() ->
     {ok, _} = hb_beamr:snapshot(D, #{incremental => true}),
     {UntrackedMessageMs, DigestsMs, _} = deltas(D),
     hb_beamr:stop(D),
-    Way = case Kernel of true -> "kernel tracking"; false -> "no kernel tracking here: digests" end,
+    Way = case Kernel of true -> "kernel tracking"; false -> "digests: no kernel tracking" end,
     [{"256 MiB memory: full snapshot/1", FullMs, "", "", "ms"},
      {"  delta after writes to 1% of its 4 KiB pages: size", 100 * DeltaSize / byte_size(Full), "", "<= 3", "% of full"},
      {"  the delta's time (" ++ Way ++ ")", DeltaMs, FullMs, "", "ms"},
      {"    as a share of the full snapshot's", 100 * DeltaMs / FullMs, "", "<= 25", "%"},
      {"  the delta's time with dirty_tracking => digests", DigestsMs, FullMs, "", "ms"},
-     {"  first delta after a restore (digests, then the kernel engaged)", AfterRestoreMs, FullMs, "", "ms"},
-     {"  the message itself, tracked (first writes fault) / untracked", MessageMs, UntrackedMessageMs, "", "ms"},
+     {"  first delta after a restore (digests, then kernel)", AfterRestoreMs, FullMs, "", "ms"},
+     {"  the 1% message itself: tracked / untracked", MessageMs, UntrackedMessageMs, "", "ms"},
      {"  restore/2 of [Full, Delta] / of Full", ChainMs, FullRestoreMs, "", "ms"},
      {"  resident growth over 100 message+delta cycles", GrowthMB, "", "~0", "MB"}].
 
