@@ -477,8 +477,9 @@ fn state_restore<'a>(env: Env<'a>, owner: LocalPid, chain: Term<'a>) -> Term<'a>
 }
 
 /// Whether this process can use the kernel's write tracking for incremental snapshots
-/// (otherwise they compare page digests; see `beamr_core::dirty_pages`).
-#[rustler::nif]
+/// (otherwise they compare page digests; see `beamr_core::dirty_pages`). Dirty: the first
+/// call probes the kernel (a scratch mapping and a few system calls).
+#[rustler::nif(schedule = "DirtyCpu")]
 fn kernel_dirty_tracking() -> bool {
     beamr_core::dirty_pages::kernel_tracking_available()
 }
