@@ -31,8 +31,7 @@ use std::ptr::NonNull;
 use beamr_core::dirty_pages::{DirtyPages, Policy};
 use beamr_core::prepare::{global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, TABLE_EXPORT};
 use beamr_core::snapshot::{
-    self, GlobalValue, Lineage, MemoryParts, MemoryState, ModuleId, PageRun, Parts, Snapshot, SnapshotError,
-    SnapshotId, PAGE,
+    self, GlobalValue, Lineage, MemoryParts, MemoryState, ModuleId, Parts, Snapshot, SnapshotError, SnapshotId,
 };
 use rustler::{Encoder, Env, OwnedBinary, Term};
 use wasmer::sys::vm::{TableElement, VMExtern, VMFuncRef, VMTable};
@@ -254,22 +253,20 @@ impl StateAccess {
         // SAFETY: no wasm runs while the executor serves this command, and only the
         // executor thread touches the instance, so memory cannot change or move meanwhile.
         let memory: &[u8] = view.as_ref().map_or(&[], |v| unsafe { v.data_unchecked() });
+        let has_memory = view.is_some();
         let mut tracking = self.tracking.borrow_mut();
-        let base = tracking.base.take();
-        let runs: Vec<PageRun>;
-        let (lineage, sequence, memory_parts) = match (base, view.is_some()) {
-            (Some((parent, sequence)), has_memory) if incremental => {
-                let parts = if has_memory {
-                    let all = || vec![PageRun { first: 0, count: (memory.len() / PAGE) as u32 }];
-                    runs = tracking.pages.take_changes(memory).unwrap_or_else(all);
-                    MemoryParts::Changed { len: memory.len(), runs: &runs }
-                } else {
-                    MemoryParts::None
-                };
-                (Lineage::Delta { parent }, sequence + 1, parts)
+        let delta_of = tracking.base.take().filter(|_| incremental);
+        let runs = match delta_of {
+            Some(_) if has_memory => tracking.pages.take_changes(memory),
+            _ => None,
+        };
+        let (lineage, sequence, memory_parts) = match (delta_of, &runs) {
+            (Some((parent, sequence)), Some(runs)) => {
+                (Lineage::Delta { parent }, sequence + 1, MemoryParts::Changed { len: memory.len(), runs })
             }
-            (_, true) => (Lineage::Full, 0, MemoryParts::Whole { len: memory.len() }),
-            (_, false) => (Lineage::Full, 0, MemoryParts::None),
+            (Some((parent, sequence)), None) if !has_memory => (Lineage::Delta { parent }, sequence + 1, MemoryParts::None),
+            _ if has_memory => (Lineage::Full, 0, MemoryParts::Whole { len: memory.len() }),
+            _ => (Lineage::Full, 0, MemoryParts::None),
         };
         let parts = Parts { module: &module, lineage, sequence, globals: &globals, table: table.as_deref(), memory: memory_parts };
         let mut binary = OwnedBinary::new(parts.encoded_len());
