@@ -168,19 +168,22 @@ state_throughput(I, Runs) ->
     Restore = time_ns(fun() -> [ok = hb_beamr:restore(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
     {Bytes / Snap, Bytes / Restore}.
 
-%% How much resident memory `Cycles' runs of `Cycle' (which keeps nothing) leave behind.
-%% Measured from after 10 warm-up cycles, each reading taken with every process's heap
-%% collected, so that no binary of the warm-up or of the caller can be freed in between
-%% and read as negative growth (it did: a 1 GiB snapshot kept by the caller).
+%% How much resident memory `Cycles' runs of `Cycle' (which keeps nothing) leave behind,
+%% from after 50 warm-up cycles (the 12.6 MB cycle settles after 30 to 60: thread arenas
+%% and carriers of the first ones are given back late). Each reading is taken with every process's heap collected
+%% and after 2.5 s, in which the VM's allocator releases the carriers it caches for reuse
+%% (it ages them out every second): otherwise a cached 1 GiB carrier present at one reading
+%% and released by the next read as -1 GiB of "growth".
 resident_growth_mb(Cycle, Cycles) ->
     Run = fun(N) -> [begin Cycle(), erlang:garbage_collect() end || _ <- lists:seq(1, N)] end,
-    Run(10),
-    Before = collected_resident_mb(),
+    Run(50),
+    Before = settled_resident_mb(),
     Run(Cycles),
-    collected_resident_mb() - Before.
+    settled_resident_mb() - Before.
 
-collected_resident_mb() ->
+settled_resident_mb() ->
     [erlang:garbage_collect(P) || P <- processes()],
+    timer:sleep(2500),
     hb_beamr_test_util:resident_mb().
 
 %% Deltas after a message that writes 1% of the 4 KiB pages of a 256 MiB memory,
