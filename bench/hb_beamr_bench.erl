@@ -1,7 +1,7 @@
 %%% @doc `make bench': prints a table of hb_beamr timings beside baselines measured in
 %%% the same run. Not a test: nothing here asserts.
 -module(hb_beamr_bench).
--export([main/0, state_rows/0, child_start/2]).
+-export([main/0, state_rows/0, child_start/2, child_growth/1]).
 
 -define(CALLS, 200000).
 -define(COMPUTE_ROUNDS, 50000000).
@@ -110,8 +110,8 @@ aos_rows(Wasm) ->
                                      hb_beamr_aos:eval(I, <<"local s=0 for i=1,1000000 do s=s+i end return s">>,
                                                        #{gas => 1000000000000})
                                  end) || _ <- lists:seq(1, 5)]) / 1000000,
-    {SerializeGBs, RestoreGBs, GrowthMB} = snapshot_rates(I),
-    {SnapGBs, StateRestoreGBs, StateGrowthMB} = state_rates(I, 50, 100),
+    {SerializeGBs, RestoreGBs} = raw_throughput(I, 50),
+    {SnapGBs, StateRestoreGBs} = state_throughput(I, 50),
     hb_beamr:stop(I),
     {ColdChildMs, WarmChildMs} = disk_cache_starts_ms(),
     [{"AOS start/1, first (prepare + compile)", FirstStart, 10.0, "<= 400", "ms"},
@@ -125,10 +125,10 @@ aos_rows(Wasm) ->
      {"  the same with a gas budget (gas => 10^12)", LuaLoopGas, LuaLoop, "<= 1.5x", "ms"},
      {"serialize (12.6 MB memory)", SerializeGBs, "", ">= 2", "GB/s"},
      {"deserialize (12.6 MB memory)", RestoreGBs, "", ">= 2", "GB/s"},
-     {"resident growth over 200 more snapshot+restore", GrowthMB, "", "~0", "MB"},
+     {"  resident growth over 200 serialize+deserialize", growth_in_child_mb(aos_raw), "", "~0", "MB"},
      {"snapshot/1, full state (12.6 MB memory)", SnapGBs, "", ">= 4", "GB/s"},
      {"restore/2, full state (12.6 MB memory)", StateRestoreGBs, "", ">= 4", "GB/s"},
-     {"  resident growth over 100 snapshot+restore", StateGrowthMB, "", "~0", "MB"}].
+     {"  resident growth over 100 snapshot+restore", growth_in_child_mb(aos_state), "", "~0", "MB"}].
 
 %% Only the snapshot rows (quick look while working on them).
 -spec state_rows() -> ok.
@@ -136,30 +136,26 @@ state_rows() ->
     {ok, Wasm} = file:read_file(filename:join(os:getenv("HB_BEAMR_SHARED"), ?AOS)),
     {ok, I, _, _} = hb_beamr:start(Wasm),
     _ = hb_beamr_aos:eval(I, <<"1 + 1">>),
-    {SnapGBs, RestoreGBs, GrowthMB} = state_rates(I, 50, 100),
+    {SnapGBs, RestoreGBs} = state_throughput(I, 50),
     hb_beamr:stop(I),
     rows([{"snapshot/1, full state (12.6 MB memory)", SnapGBs, "", ">= 4", "GB/s"},
           {"restore/2, full state (12.6 MB memory)", RestoreGBs, "", ">= 4", "GB/s"},
-          {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}] ++ gib_rows() ++ incremental_rows()).
+          {"  resident growth over 100 snapshot+restore", growth_in_child_mb(aos_state), "", "~0", "MB"}]
+         ++ gib_rows() ++ incremental_rows()).
 
 %% snapshot/1 and restore/2 of a 1 GiB memory (bench/snapshot_1g.wat).
 gib_rows() ->
     {ok, Wat} = file:read_file("bench/snapshot_1g.wat"),
     {ok, I, _, _} = hb_beamr:start(Wat),
     {ok, [16385]} = hb_beamr:call(I, "fill", []),
-    {SnapGBs, RestoreGBs, GrowthMB} = state_rates(I, 5, 100),
+    {SnapGBs, RestoreGBs} = state_throughput(I, 5),
     hb_beamr:stop(I),
     [{"snapshot/1, full state (1 GiB memory)", SnapGBs, "", ">= 4", "GB/s"},
      {"restore/2, full state (1 GiB memory)", RestoreGBs, "", ">= 4", "GB/s"},
-     {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}].
+     {"  resident growth over 100 snapshot+restore", growth_in_child_mb(gib_state), "", "~0", "MB"}].
 
 %% Throughput of full snapshots and restores (`Runs' of each; the result binary is
-%% dropped right away as a caller would), and resident growth over `Cycles' more.
-state_rates(I, Runs, Cycles) ->
-    {SnapGBs, RestoreGBs} = state_throughput(I, Runs),
-    Cycle = fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S) end,
-    {SnapGBs, RestoreGBs, resident_growth_mb(Cycle, Cycles)}.
-
+%% dropped right away as a caller would).
 state_throughput(I, Runs) ->
     {ok, Snapshot} = hb_beamr:snapshot(I),
     Bytes = byte_size(Snapshot) * Runs,
@@ -168,12 +164,49 @@ state_throughput(I, Runs) ->
     Restore = time_ns(fun() -> [ok = hb_beamr:restore(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
     {Bytes / Snap, Bytes / Restore}.
 
-%% How much resident memory `Cycles' runs of `Cycle' (which keeps nothing) leave behind,
-%% from after 50 warm-up cycles (the 12.6 MB cycle settles after 30 to 60: thread arenas
-%% and carriers of the first ones are given back late). Each reading is taken with every process's heap collected
-%% and after 2.5 s, in which the VM's allocator releases the carriers it caches for reuse
-%% (it ages them out every second): otherwise a cached 1 GiB carrier present at one reading
-%% and released by the next read as -1 GiB of "growth".
+%% Resident growth over the cycles of `What' (see `growth_cycle/1'), measured in a child
+%% VM that does nothing else and caches no freed memory segments (`+MMmcs 0'): in this VM,
+%% memory that earlier rows free late, and the allocator's cache of freed segments (a
+%% 256 MiB or 1 GiB snapshot's carrier, kept or released depending on its ageing), read
+%% as growth of hundreds of MB either way.
+growth_in_child_mb(What) ->
+    Paths = lists:append([["-pa", filename:dirname(code:which(M))] || M <- [hb_beamr, ?MODULE]]),
+    Cmd = lists:flatten(["erl +MMmcs 0 -noshell ", lists:join(" ", Paths),
+                         " -eval 'hb_beamr_bench:child_growth(", atom_to_list(What), "), halt().'"]),
+    list_to_float(string:trim(os:cmd(Cmd))).
+
+%% In a child VM: prints the resident growth over the cycles of `What'.
+-spec child_growth(aos_raw | aos_state | gib_state | deltas) -> ok.
+child_growth(What) ->
+    ok = hb_beamr:load_driver(),
+    {Cycle, Cycles} = growth_cycle(What),
+    io:format("~f~n", [resident_growth_mb(Cycle, Cycles)]).
+
+%% A cycle that keeps nothing, and how many to measure.
+growth_cycle(aos_raw) ->
+    I = aos_instance(),
+    {fun() -> {ok, Raw} = hb_beamr:serialize(I), ok = hb_beamr:deserialize(I, Raw) end, 200};
+growth_cycle(aos_state) ->
+    I = aos_instance(),
+    {fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S) end, 100};
+growth_cycle(gib_state) ->
+    {ok, Wat} = file:read_file("bench/snapshot_1g.wat"),
+    {ok, I, _, _} = hb_beamr:start(Wat),
+    {ok, [16385]} = hb_beamr:call(I, "fill", []),
+    {fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S) end, 100};
+growth_cycle(deltas) ->
+    I = quarter_gib(auto),
+    {ok, _} = hb_beamr:snapshot(I, #{incremental => true}),
+    {fun() -> ok = one_percent(I, 3), {ok, _} = hb_beamr:snapshot(I, #{incremental => true}) end, 100}.
+
+aos_instance() ->
+    {ok, I, _, _} = hb_beamr:start(hb_beamr_test_util:shared_file(?AOS)),
+    _ = hb_beamr_aos:eval(I, <<"1 + 1">>),
+    I.
+
+%% How much resident memory `Cycles' runs of `Cycle' leave behind, from after 50 warm-up
+%% cycles (the first ones' carriers are given back late). Each reading is taken with every
+%% process's heap collected, after 2.5 s for the allocators to settle.
 resident_growth_mb(Cycle, Cycles) ->
     Run = fun(N) -> [begin Cycle(), erlang:garbage_collect() end || _ <- lists:seq(1, N)] end,
     Run(50),
@@ -209,8 +242,6 @@ incremental_rows() ->
     {ok, J, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("incremental.wat")),
     ChainMs = median([time_ns(fun() -> ok = hb_beamr:restore(J, [Full, Delta]) end) || _ <- lists:seq(1, 5)]) / 1000000,
     FullRestoreMs = median([time_ns(fun() -> ok = hb_beamr:restore(J, Full) end) || _ <- lists:seq(1, 5)]) / 1000000,
-    Cycle = fun() -> ok = one_percent(I, 3), {ok, _} = hb_beamr:snapshot(I, #{incremental => true}) end,
-    GrowthMB = resident_growth_mb(Cycle, 100),
     [hb_beamr:stop(X) || X <- [I, J]],
     D = quarter_gib(digests),
     {ok, _} = hb_beamr:snapshot(D, #{incremental => true}),
@@ -218,14 +249,14 @@ incremental_rows() ->
     hb_beamr:stop(D),
     Way = case Kernel of true -> "kernel tracking"; false -> "digests: no kernel tracking" end,
     [{"256 MiB memory: full snapshot/1", FullMs, "", "", "ms"},
-     {"  delta after writes to 1% of its 4 KiB pages: size", 100 * DeltaSize / byte_size(Full), "", "<= 3", "% of full"},
+     {"  1% of its 4 KiB pages written: delta/full size", 100 * DeltaSize / byte_size(Full), "", "<= 3", "%"},
      {"  the delta's time (" ++ Way ++ ")", DeltaMs, FullMs, "", "ms"},
-     {"    as a share of the full snapshot's", 100 * DeltaMs / FullMs, "", "<= 25", "%"},
+     {"    delta/full time", 100 * DeltaMs / FullMs, "", "<= 25", "%"},
      {"  the delta's time with dirty_tracking => digests", DigestsMs, FullMs, "", "ms"},
      {"  first delta after a restore (digests, then kernel)", AfterRestoreMs, FullMs, "", "ms"},
      {"  the 1% message itself: tracked / untracked", MessageMs, UntrackedMessageMs, "", "ms"},
      {"  restore/2 of [Full, Delta] / of Full", ChainMs, FullRestoreMs, "", "ms"},
-     {"  resident growth over 100 message+delta cycles", GrowthMB, "", "~0", "MB"}].
+     {"  resident growth over 100 message+delta cycles", growth_in_child_mb(deltas), "", "~0", "MB"}].
 
 quarter_gib(Tracking) ->
     {ok, I, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("incremental.wat"), #{dirty_tracking => Tracking}),
@@ -275,12 +306,7 @@ child_start(WasmPath, Dir) ->
     Ms = time_ns(fun() -> {ok, _, _, _} = hb_beamr:start(Wasm, #{cache_dir => Dir}) end) / 1000000,
     io:format("~f~n", [Ms]).
 
-%% Throughput of serialize/deserialize, and whether repeating them grows the VM.
-snapshot_rates(I) ->
-    {SerializeGBs, DeserializeGBs} = raw_throughput(I, 50),
-    Cycle = fun() -> {ok, Raw} = hb_beamr:serialize(I), ok = hb_beamr:deserialize(I, Raw) end,
-    {SerializeGBs, DeserializeGBs, resident_growth_mb(Cycle, 200)}.
-
+%% Throughput of serialize/deserialize.
 raw_throughput(I, Runs) ->
     {ok, Snapshot} = hb_beamr:serialize(I),
     Bytes = byte_size(Snapshot) * Runs,
