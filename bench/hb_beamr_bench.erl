@@ -1,7 +1,7 @@
 %%% @doc `make bench': prints a table of hb_beamr timings beside baselines measured in
 %%% the same run. Not a test: nothing here asserts.
 -module(hb_beamr_bench).
--export([main/0, state_rows/0, child_start/2]).
+-export([main/0, state_rows/0, child_start/2, child_growth/1]).
 
 -define(CALLS, 200000).
 -define(COMPUTE_ROUNDS, 50000000).
@@ -32,7 +32,7 @@ main() ->
         {"stop/1 of a running loop until the caller has {error, stopped}", stop_latency_ms(Wat), "", "<= 10", "ms"},
         nif_row("idle", nif_durations_us(I, 0)),
         nif_row("2 busy Erlang processes", nif_durations_us(I, 2))
-    ] ++ AosRows ++ gib_rows() ++ [
+    ] ++ AosRows ++ gib_rows() ++ incremental_rows() ++ [
         {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
     hb_beamr:stop(I).
@@ -112,8 +112,8 @@ aos_rows(Wasm, Base) ->
                                                        #{gas => 1000000000000})
                                  end) || _ <- lists:seq(1, 5)]) / 1000000,
     DirectEval = maps:get("direct_aos_eval_us", Base) / 1000,
-    {SerializeGBs, RestoreGBs, GrowthMB} = snapshot_rates(I),
-    {SnapGBs, StateRestoreGBs, StateGrowthMB} = state_rates(I, 50, 100),
+    {SerializeGBs, RestoreGBs} = raw_throughput(I, 50),
+    {SnapGBs, StateRestoreGBs} = state_throughput(I, 50),
     hb_beamr:stop(I),
     {ColdChildMs, WarmChildMs} = disk_cache_starts_ms(),
     [{"AOS start/1, first (prepare + compile)", FirstStart, 10.0, "<= 400", "ms"},
@@ -129,47 +129,160 @@ aos_rows(Wasm, Base) ->
      {"  the same with a gas budget (gas => 10^12)", LuaLoopGas, LuaLoop, "<= 1.5x", "ms"},
      {"serialize (12.6 MB memory)", SerializeGBs, "", ">= 2", "GB/s"},
      {"deserialize (12.6 MB memory)", RestoreGBs, "", ">= 2", "GB/s"},
-     {"resident growth over 200 more snapshot+restore", GrowthMB, "", "~0", "MB"},
+     {"  resident growth over 200 serialize+deserialize", growth_in_child_mb(aos_raw), "", "~0", "MB"},
      {"snapshot/1, full state (12.6 MB memory)", SnapGBs, "", ">= 4", "GB/s"},
      {"restore/2, full state (12.6 MB memory)", StateRestoreGBs, "", ">= 4", "GB/s"},
-     {"  resident growth over 100 snapshot+restore", StateGrowthMB, "", "~0", "MB"}].
+     {"  resident growth over 100 snapshot+restore", growth_in_child_mb(aos_state), "", "~0", "MB"}].
 
-%% Only the full-snapshot rows (quick look while working on them).
+%% Only the snapshot rows (quick look while working on them).
 -spec state_rows() -> ok.
 state_rows() ->
     {ok, Wasm} = file:read_file(filename:join(os:getenv("HB_BEAMR_SHARED"), ?AOS)),
     {ok, I, _, _} = hb_beamr:start(Wasm),
     _ = hb_beamr_aos:eval(I, <<"1 + 1">>),
-    {SnapGBs, RestoreGBs, GrowthMB} = state_rates(I, 50, 100),
+    {SnapGBs, RestoreGBs} = state_throughput(I, 50),
     hb_beamr:stop(I),
     rows([{"snapshot/1, full state (12.6 MB memory)", SnapGBs, "", ">= 4", "GB/s"},
           {"restore/2, full state (12.6 MB memory)", RestoreGBs, "", ">= 4", "GB/s"},
-          {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}] ++ gib_rows()).
+          {"  resident growth over 100 snapshot+restore", growth_in_child_mb(aos_state), "", "~0", "MB"}]
+         ++ gib_rows() ++ incremental_rows()).
 
 %% snapshot/1 and restore/2 of a 1 GiB memory (bench/snapshot_1g.wat).
 gib_rows() ->
     {ok, Wat} = file:read_file("bench/snapshot_1g.wat"),
     {ok, I, _, _} = hb_beamr:start(Wat),
     {ok, [16385]} = hb_beamr:call(I, "fill", []),
-    {SnapGBs, RestoreGBs, GrowthMB} = state_rates(I, 5, 100),
+    {SnapGBs, RestoreGBs} = state_throughput(I, 5),
     hb_beamr:stop(I),
     [{"snapshot/1, full state (1 GiB memory)", SnapGBs, "", ">= 4", "GB/s"},
      {"restore/2, full state (1 GiB memory)", RestoreGBs, "", ">= 4", "GB/s"},
-     {"  resident growth over 100 snapshot+restore", GrowthMB, "", "~0", "MB"}].
+     {"  resident growth over 100 snapshot+restore", growth_in_child_mb(gib_state), "", "~0", "MB"}].
 
 %% Throughput of full snapshots and restores (`Runs' of each; the result binary is
-%% dropped right away as a caller would), and resident growth over `Cycles' more.
-state_rates(I, Runs, Cycles) ->
+%% dropped right away as a caller would).
+state_throughput(I, Runs) ->
     {ok, Snapshot} = hb_beamr:snapshot(I),
     Bytes = byte_size(Snapshot) * Runs,
     Snap = time_ns(fun() -> [begin {ok, _} = hb_beamr:snapshot(I), erlang:garbage_collect() end
                              || _ <- lists:seq(1, Runs)] end),
     Restore = time_ns(fun() -> [ok = hb_beamr:restore(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
-    Cycle = fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S), erlang:garbage_collect() end,
-    Cycle(),
-    Before = hb_beamr_test_util:resident_mb(),
-    [Cycle() || _ <- lists:seq(1, Cycles)],
-    {Bytes / Snap, Bytes / Restore, hb_beamr_test_util:resident_mb() - Before}.
+    {Bytes / Snap, Bytes / Restore}.
+
+%% Resident growth over the cycles of `What' (see `growth_cycle/1'), measured in a child
+%% VM that does nothing else and caches no freed memory segments (`+MMmcs 0'): in this VM,
+%% memory that earlier rows free late, and the allocator's cache of freed segments (a
+%% 256 MiB or 1 GiB snapshot's carrier, kept or released depending on its ageing), read
+%% as growth of hundreds of MB either way.
+growth_in_child_mb(What) ->
+    Paths = lists:append([["-pa", filename:dirname(code:which(M))] || M <- [hb_beamr, ?MODULE]]),
+    Cmd = lists:flatten(["erl +MMmcs 0 -noshell ", lists:join(" ", Paths),
+                         " -eval 'hb_beamr_bench:child_growth(", atom_to_list(What), "), halt().'"]),
+    list_to_float(string:trim(os:cmd(Cmd))).
+
+%% In a child VM: prints the resident growth over the cycles of `What'.
+-spec child_growth(aos_raw | aos_state | gib_state | deltas) -> ok.
+child_growth(What) ->
+    ok = hb_beamr:load_driver(),
+    {Cycle, Cycles} = growth_cycle(What),
+    io:format("~f~n", [resident_growth_mb(Cycle, Cycles)]).
+
+%% A cycle that keeps nothing, and how many to measure.
+growth_cycle(aos_raw) ->
+    I = aos_instance(),
+    {fun() -> {ok, Raw} = hb_beamr:serialize(I), ok = hb_beamr:deserialize(I, Raw) end, 200};
+growth_cycle(aos_state) ->
+    I = aos_instance(),
+    {fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S) end, 100};
+growth_cycle(gib_state) ->
+    {ok, Wat} = file:read_file("bench/snapshot_1g.wat"),
+    {ok, I, _, _} = hb_beamr:start(Wat),
+    {ok, [16385]} = hb_beamr:call(I, "fill", []),
+    {fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S) end, 100};
+growth_cycle(deltas) ->
+    I = quarter_gib(auto),
+    {ok, _} = hb_beamr:snapshot(I, #{incremental => true}),
+    {fun() -> ok = one_percent(I, 3), {ok, _} = hb_beamr:snapshot(I, #{incremental => true}) end, 100}.
+
+aos_instance() ->
+    {ok, I, _, _} = hb_beamr:start(hb_beamr_test_util:shared_file(?AOS)),
+    _ = hb_beamr_aos:eval(I, <<"1 + 1">>),
+    I.
+
+%% How much resident memory `Cycles' runs of `Cycle' leave behind, from after 50 warm-up
+%% cycles (the first ones' carriers are given back late). Each reading is taken with every
+%% process's heap collected, after 2.5 s for the allocators to settle.
+resident_growth_mb(Cycle, Cycles) ->
+    Run = fun(N) -> [begin Cycle(), erlang:garbage_collect() end || _ <- lists:seq(1, N)] end,
+    Run(50),
+    Before = settled_resident_mb(),
+    Run(Cycles),
+    settled_resident_mb() - Before.
+
+settled_resident_mb() ->
+    [erlang:garbage_collect(P) || P <- processes()],
+    timer:sleep(2500),
+    hb_beamr_test_util:resident_mb().
+
+%% Deltas after a message that writes 1% of the 4 KiB pages of a 256 MiB memory,
+%% scattered (test/fixtures/incremental.wat), beside full snapshots of that memory; medians
+%% of 10 messages, each on other pages.
+incremental_rows() ->
+    Kernel = hb_beamr_nif:kernel_dirty_tracking(),
+    I = quarter_gib(auto),
+    FullMs = median([time_ns(fun() -> {ok, _} = hb_beamr:snapshot(I), erlang:garbage_collect() end)
+                     || _ <- lists:seq(1, 5)]) / 1000000,
+    {ok, Full} = hb_beamr:snapshot(I),
+    {ok, _} = hb_beamr:snapshot(I, #{incremental => true}),
+    {MessageMs, DeltaMs, DeltaSize} = deltas(I),
+    %% After a restore the first delta compares digests, then engages the kernel.
+    AfterRestoreMs = median([begin
+                                 ok = hb_beamr:restore(I, Full),
+                                 ok = one_percent(I, K),
+                                 time_ns(fun() -> {ok, _} = hb_beamr:snapshot(I, #{incremental => true}) end)
+                             end || K <- lists:seq(1, 5)]) / 1000000,
+    ok = hb_beamr:restore(I, Full),
+    ok = one_percent(I, 2),
+    {ok, Delta} = hb_beamr:snapshot(I, #{incremental => true}),
+    {ok, J, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("incremental.wat")),
+    ChainMs = median([time_ns(fun() -> ok = hb_beamr:restore(J, [Full, Delta]) end) || _ <- lists:seq(1, 5)]) / 1000000,
+    FullRestoreMs = median([time_ns(fun() -> ok = hb_beamr:restore(J, Full) end) || _ <- lists:seq(1, 5)]) / 1000000,
+    [hb_beamr:stop(X) || X <- [I, J]],
+    D = quarter_gib(digests),
+    {ok, _} = hb_beamr:snapshot(D, #{incremental => true}),
+    {UntrackedMessageMs, DigestsMs, _} = deltas(D),
+    hb_beamr:stop(D),
+    Way = case Kernel of true -> "kernel tracking"; false -> "digests: no kernel tracking" end,
+    [{"256 MiB memory: full snapshot/1", FullMs, "", "", "ms"},
+     {"  1% of its 4 KiB pages written: delta/full size", 100 * DeltaSize / byte_size(Full), "", "<= 3", "%"},
+     {"  the delta's time (" ++ Way ++ ")", DeltaMs, FullMs, "", "ms"},
+     {"    delta/full time", 100 * DeltaMs / FullMs, "", "<= 25", "%"},
+     {"  the delta's time with dirty_tracking => digests", DigestsMs, FullMs, "", "ms"},
+     {"  first delta after a restore (digests, then kernel)", AfterRestoreMs, FullMs, "", "ms"},
+     {"  the 1% message itself: tracked / untracked", MessageMs, UntrackedMessageMs, "", "ms"},
+     {"  restore/2 of [Full, Delta] / of Full", ChainMs, FullRestoreMs, "", "ms"},
+     {"  resident growth over 100 message+delta cycles", growth_in_child_mb(deltas), "", "~0", "MB"}].
+
+quarter_gib(Tracking) ->
+    {ok, I, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("incremental.wat"), #{dirty_tracking => Tracking}),
+    {ok, [2]} = hb_beamr:call(I, "grow", [4094]),
+    {ok, []} = hb_beamr:call(I, "scatter", [0, 1, 65536, 1]),
+    I.
+
+%% Writes a byte in 1% of the 4 KiB pages, every 100th from page `K'.
+one_percent(I, K) ->
+    {ok, []} = hb_beamr:call(I, "scatter", [K, 100, 655, K]),
+    ok.
+
+%% Medians over 10 messages of the message's time, the delta's time and its size.
+deltas(I) ->
+    Samples = [begin
+                   Message = time_ns(fun() -> ok = one_percent(I, K) end),
+                   Started = erlang:monotonic_time(nanosecond),
+                   {ok, Delta} = hb_beamr:snapshot(I, #{incremental => true}),
+                   {Message, erlang:monotonic_time(nanosecond) - Started, byte_size(Delta)}
+               end || K <- lists:seq(10, 19)],
+    {median([M || {M, _, _} <- Samples]) / 1000000, median([T || {_, T, _} <- Samples]) / 1000000,
+     median([S || {_, _, S} <- Samples])}.
 
 %% Starts aos-2-pure-xs in child VMs sharing a fresh cache_dir: the first child compiles and
 %% fills the cache, the next ones load from it (median of 5). Each child times its own first
@@ -197,21 +310,13 @@ child_start(WasmPath, Dir) ->
     Ms = time_ns(fun() -> {ok, _, _, _} = hb_beamr:start(Wasm, #{cache_dir => Dir}) end) / 1000000,
     io:format("~f~n", [Ms]).
 
-%% Throughput of serialize/deserialize, and whether repeating them grows the VM.
-snapshot_rates(I) ->
+%% Throughput of serialize/deserialize.
+raw_throughput(I, Runs) ->
     {ok, Snapshot} = hb_beamr:serialize(I),
-    Runs = 50,
     Bytes = byte_size(Snapshot) * Runs,
     Serialize = time_ns(fun() -> [{ok, _} = hb_beamr:serialize(I) || _ <- lists:seq(1, Runs)] end),
     Restore = time_ns(fun() -> [ok = hb_beamr:deserialize(I, Snapshot) || _ <- lists:seq(1, Runs)] end),
-    Cycle = fun() -> [begin {ok, _} = hb_beamr:serialize(I), ok = hb_beamr:deserialize(I, Snapshot) end
-                      || _ <- lists:seq(1, 200)],
-                     erlang:garbage_collect()
-            end,
-    Cycle(),
-    Before = hb_beamr_test_util:resident_mb(),
-    Cycle(),
-    {Bytes / Serialize, Bytes / Restore, hb_beamr_test_util:resident_mb() - Before}.
+    {Bytes / Serialize, Bytes / Restore}.
 
 %% The same calls made directly through wasmer from Rust, and preparation timings
 %% (cargo example `baselines`).

@@ -16,7 +16,7 @@
 -export([start/1, start/2, stop/1, compile/2]).
 -export([call/3, call/4, call/5, call/6]).
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
--export([snapshot/1, restore/2]).
+-export([snapshot/1, snapshot/2, restore/2, snapshot_info/1]).
 -export([call_async/4, reply/2, wasm_send/2, info/1]).
 %% Internal: the owner process's entry point and the wait for an event.
 -export([owner/1, next_event/2]).
@@ -67,6 +67,11 @@
 -type call_ref() :: reference().
 %% An asynchronous call (`call_async/4'): the NIF's handle of the call, which is a
 %% reference.
+-type snapshot_chain() :: binary() | [binary(), ...].
+%% A full snapshot, or a full snapshot followed by its deltas in order.
+-type snapshot_info() :: #{kind := full | delta, id := <<_:128>>, parent := <<_:128>> | none,
+                           sequence := non_neg_integer()}.
+%% What a snapshot's header says (`snapshot_info/1'): a delta names its parent by id.
 -type info() :: #{module_hash := binary(), memory_bytes := non_neg_integer(),
                   memory_pages := non_neg_integer(),
                   state := idle | running | in_import | stopped,
@@ -74,7 +79,7 @@
                   cached := boolean(), origin := compiled | memory | disk | artifact}.
 %% What `info/1' tells about an instance.
 -export_type([instance/0, value/0, import_fun/0, import_request/0, reason/0]).
--export_type([call_ref/0, info/0]).
+-export_type([call_ref/0, info/0, snapshot_chain/0, snapshot_info/0]).
 
 %% @doc Loads `Wasm' (a binary module or WAT text) with default options.
 -spec start(iodata()) -> {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.
@@ -86,19 +91,19 @@ start(Wasm) ->
 %% memory page), `gas => boolean()' (accepted: metering is always compiled in),
 %% `memory_limit => Bytes' (memory 0 may not grow beyond it), `cache_dir => Path'
 %% (compiled modules persist there across VM restarts), `deterministic => boolean()'
-%% (canonical NaNs; threads refused) and `restore => Snapshot' (start in the state of a
-%% `snapshot/1' of the same module). The application env gives defaults for
-%% `memory_limit' and `cache_dir'.
+%% (canonical NaNs; threads refused), `restore => Snapshot | [Full | Deltas]' (start in
+%% the state of a snapshot of the same module, or of a chain, as `restore/2') and
+%% `dirty_tracking => auto | digests' (how incremental snapshots find changed pages; see
+%% the README). The application env gives defaults for `memory_limit' and `cache_dir'.
 -spec start(iodata(), wasm | aot | map()) ->
     {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.
 start(Wasm, Mode) when Mode =:= wasm; Mode =:= aot ->
     start(Wasm, #{mode => Mode});
-start(_Wasm, #{restore := Snapshot}) when not is_binary(Snapshot) ->
-    {error, {badarg, {options, {restore, Snapshot}}}};
 start(Wasm, Opts) when is_map(Opts) ->
-    case to_binary(Wasm) of
-        {ok, Bin} -> start_owned(Bin, with_env_defaults(Opts));
-        error -> {error, {badarg, wasm}}
+    case {to_binary(Wasm), chain(maps:get(restore, Opts, <<>>))} of
+        {_, error} -> {error, {badarg, {options, {restore, maps:get(restore, Opts)}}}};
+        {{ok, Bin}, _} -> start_owned(Bin, with_env_defaults(Opts));
+        {error, _} -> {error, {badarg, wasm}}
     end;
 start(_Wasm, Opts) ->
     {error, {badarg, {options, Opts}}}.
@@ -132,8 +137,8 @@ instantiate(Owner, Wasm, Opts) ->
             {error, Reason}
     end.
 
-%% `restore => Snapshot': the instance starts as usual, then takes the snapshot's state
-%% before anyone else can see it; a snapshot it refuses fails the start (the caller then
+%% `restore => Snapshot | Chain': the instance starts as usual, then takes the snapshot's
+%% state before anyone else can see it; a snapshot it refuses fails the start (the caller then
 %% kills the owner, which stops the instance).
 start_restored({ok, Instance, Imports, Exports}, #{restore := Snapshot}) ->
     case restore(Instance, Snapshot) of
@@ -355,24 +360,78 @@ deserialize(Instance, Bin) ->
 %% @doc The instance's whole state: memory 0, every mutable global (exported or not, such
 %% as `__stack_pointer') and table 0, in a versioned, checksummed binary bound to the
 %% module and its preparation options (see the README). Taken between calls: from inside
-%% an import handler it is `{error, call_in_progress}'.
+%% an import handler it is `{error, call_in_progress}'. The same as
+%% `snapshot(Instance, #{})'.
 -spec snapshot(instance()) -> {ok, binary()} | {error, reason()}.
-snapshot(Instance) when is_pid(Instance) ->
-    hb_beamr_io:request(Instance, state_snapshot, []);
 snapshot(Instance) ->
+    snapshot(Instance, #{}).
+
+%% @doc A snapshot, full or incremental. With `incremental => true' it is a delta: only
+%% what changed since this instance's previous snapshot or restore (the memory pages
+%% written since, 4 KiB each, and the globals and table whole), restored as the last
+%% element of a chain `[Full | Deltas]' (see `restore/2'). An instance that has neither
+%% been snapshotted nor restored has no base to be incremental on: it returns a full
+%% snapshot, the start of a chain (`snapshot_info/1' tells them apart). Every snapshot,
+%% full or delta, becomes the base of the next delta. Options other than
+%% `incremental => boolean()' give `{error, {badarg, {options, {Key, Value}}}}'.
+-spec snapshot(instance(), #{incremental => boolean()}) -> {ok, binary()} | {error, reason()}.
+snapshot(Instance, Opts) when is_pid(Instance), is_map(Opts) ->
+    case maps:to_list(maps:remove(incremental, Opts)) of
+        [] ->
+            case maps:get(incremental, Opts, false) of
+                Incremental when is_boolean(Incremental) ->
+                    hb_beamr_io:request(Instance, state_snapshot, [Incremental]);
+                Bad ->
+                    {error, {badarg, {options, {incremental, Bad}}}}
+            end;
+        [Unknown | _] ->
+            {error, {badarg, {options, Unknown}}}
+    end;
+snapshot(Instance, Opts) when is_pid(Instance) ->
+    {error, {badarg, {options, Opts}}};
+snapshot(Instance, _Opts) ->
     {error, {badarg, {instance, Instance}}}.
 
-%% @doc Puts the instance in the state `Snapshot' (from `snapshot/1' on an instance of the
-%% same module, on any node) holds. The whole snapshot is validated first: a truncated or
-%% corrupted one gives `{error, {invalid_snapshot, Why}}', one of another module
-%% `{error, {snapshot_mismatch, Why}}', and the instance is left as it was.
--spec restore(instance(), binary()) -> ok | {error, reason()}.
-restore(Instance, Snapshot) when is_pid(Instance), is_binary(Snapshot) ->
-    hb_beamr_io:request(Instance, state_restore, [Snapshot]);
+%% @doc Puts the instance in the state a snapshot holds: a full snapshot, or a chain
+%% `[Full | Deltas]' of a full snapshot and the deltas taken after it, in order (from
+%% instances of the same module, on any node). Everything is validated first: a
+%% truncated or corrupted snapshot, a delta without the snapshots it follows (alone, or
+%% out of order) gives `{error, {invalid_snapshot, Why}}', a snapshot of another module
+%% `{error, {snapshot_mismatch, Why}}', and the instance is left as it was. The restored
+%% state is the base of the instance's next incremental snapshot.
+-spec restore(instance(), snapshot_chain()) -> ok | {error, reason()}.
 restore(Instance, Snapshot) when is_pid(Instance) ->
-    {error, {badarg, {snapshot, Snapshot}}};
+    case chain(Snapshot) of
+        {ok, Chain} -> hb_beamr_io:request(Instance, state_restore, [Chain]);
+        error -> {error, {badarg, {snapshot, Snapshot}}}
+    end;
 restore(Instance, _Snapshot) ->
     {error, {badarg, {instance, Instance}}}.
+
+%% A snapshot or a chain as the list of binaries the NIF takes.
+chain(Snapshot) when is_binary(Snapshot) ->
+    {ok, [Snapshot]};
+chain([_ | _] = Chain) ->
+    case binaries(Chain) of
+        true -> {ok, Chain};
+        false -> error
+    end;
+chain(_) ->
+    error.
+
+%% Whether a (possibly improper) list holds only binaries.
+binaries([]) -> true;
+binaries([Bin | Rest]) when is_binary(Bin) -> binaries(Rest);
+binaries(_) -> false.
+
+%% @doc What a snapshot is, once its checksum verified: `kind' (`full' or `delta'), its
+%% `id' (16 bytes), the id of the snapshot a delta follows (`parent'; `none' for a full
+%% one) and its `sequence' number in its chain (0 for a full snapshot).
+-spec snapshot_info(binary()) -> {ok, snapshot_info()} | {error, reason()}.
+snapshot_info(Snapshot) when is_binary(Snapshot) ->
+    hb_beamr_nif:snapshot_info(Snapshot);
+snapshot_info(Snapshot) ->
+    {error, {badarg, {snapshot, Snapshot}}}.
 
 %% @doc The fuel the instance's last call used: one unit per wasm operator, charged per
 %% function entry and loop iteration (see the README). The same call on the same state

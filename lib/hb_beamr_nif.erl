@@ -10,7 +10,7 @@
 -export([call_async/5, async_reply/2, async_fail/2, async_pending/1, info/1]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
--export([state_snapshot/1, state_restore/2]).
+-export([state_snapshot/2, state_restore/2, snapshot_info/1, kernel_dirty_tracking/0]).
 -export([inspect/2]).
 
 -on_load(init/0).
@@ -129,13 +129,23 @@ memory_snapshot(_Instance) -> erlang:nif_error(not_loaded).
 -spec memory_restore(pid(), binary()) -> queued().
 memory_restore(_Instance, _Data) -> erlang:nif_error(not_loaded).
 
-%% @doc The whole state (memory 0, mutable globals, table 0) in the snapshot format.
--spec state_snapshot(pid()) -> queued().
-state_snapshot(_Instance) -> erlang:nif_error(not_loaded).
+%% @doc The whole state (memory 0, mutable globals, table 0) in the snapshot format; with
+%% `Incremental', a delta of what changed since the instance's last snapshot or restore.
+-spec state_snapshot(pid(), boolean()) -> queued().
+state_snapshot(_Instance, _Incremental) -> erlang:nif_error(not_loaded).
 
-%% @doc Queues the restore of a `state_snapshot/1' (validated first).
--spec state_restore(pid(), binary()) -> queued().
-state_restore(_Instance, _Snapshot) -> erlang:nif_error(not_loaded).
+%% @doc Restores a chain: a full snapshot, then its deltas.
+-spec state_restore(pid(), [binary()]) -> queued().
+state_restore(_Instance, _Chain) -> erlang:nif_error(not_loaded).
+
+%% @doc Whether incremental snapshots can use the kernel's write tracking in this VM
+%% (userfaultfd, Linux 6.7+); otherwise they compare page digests.
+-spec kernel_dirty_tracking() -> boolean().
+kernel_dirty_tracking() -> erlang:nif_error(not_loaded).
+
+%% @doc What a snapshot's header says, once its checksum verified.
+-spec snapshot_info(binary()) -> {ok, map()} | {error, term()}.
+snapshot_info(_Snapshot) -> erlang:nif_error(not_loaded).
 
 %% @doc What wasm or WAT declares (imports and exports of every kind, memories) and which
 %% preparation passes it needs under start options `Opts', without compiling it.

@@ -10,7 +10,8 @@
 //! * [`inspect`] lists what a module declares and the preparation passes it needs.
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
 //! * [`store_exceptions`] drops the exception objects a Store keeps once nothing can reach them.
-//! * [`snapshot`] encodes, decodes and validates full snapshots of an instance's state.
+//! * [`snapshot`] encodes, decodes and validates snapshots of an instance's state (full,
+//!   and deltas chained to them); [`dirty_pages`] finds the pages a delta must hold.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
 //! * [`handoff`] holds the hand-overs between NIFs and executor threads
 //!   (command mailbox, reply slot), generic over what they carry.
@@ -18,6 +19,7 @@
 pub mod artifact;
 pub mod cache;
 pub mod compile;
+pub mod dirty_pages;
 pub mod disk_cache;
 pub mod engine;
 pub mod fuel;

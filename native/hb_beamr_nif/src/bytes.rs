@@ -1,11 +1,11 @@
-//! Binaries handed to the executor without copying large ones.
+//! Binaries (and lists of them) handed to the executor without copying large ones.
 //!
 //! A large refc binary is kept alive in a process-independent environment (copying the
 //! term there only takes a reference), so restoring a 12 MiB snapshot copies it once,
 //! straight into wasm memory. Small binaries are copied: cheaper than an environment.
 
 use rustler::env::SavedTerm;
-use rustler::{Binary, Env, OwnedEnv};
+use rustler::{Binary, Env, OwnedEnv, Term};
 
 /// Below this size a copy costs less than a process-independent environment.
 const SHARE_THRESHOLD: usize = 64 * 1024;
@@ -33,5 +33,31 @@ impl Bytes {
                 f(binary.as_slice())
             }),
         }
+    }
+}
+
+/// A list of binaries (a snapshot chain) handed to the executor without copying them:
+/// the list lives in a process-independent environment, where large binaries are
+/// referenced, not copied.
+pub struct BinaryList {
+    env: OwnedEnv,
+    term: SavedTerm,
+}
+
+impl BinaryList {
+    /// None unless `list` is a proper list of binaries.
+    pub fn new(list: Term) -> Option<BinaryList> {
+        list.decode::<Vec<Binary>>().ok()?;
+        let env = OwnedEnv::new();
+        let term = env.save(list);
+        Some(BinaryList { env, term })
+    }
+
+    pub fn with_slices<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
+        self.env.run(|env: Env| {
+            let binaries: Vec<Binary> = self.term.load(env).decode().expect("a saved list of binaries");
+            let slices: Vec<&[u8]> = binaries.iter().map(|b| b.as_slice()).collect();
+            f(&slices)
+        })
     }
 }

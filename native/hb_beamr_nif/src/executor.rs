@@ -205,7 +205,7 @@ impl Context {
         *self.table.borrow_mut() = table::table0(instance);
         *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
-        *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance));
+        *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance, self.shared.dirty_tracking));
         self.publish_memory_size(store);
         self.finish(start, Ok(Values::new()));
 

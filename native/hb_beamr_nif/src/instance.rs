@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use beamr_core::compile::Origin;
+use beamr_core::dirty_pages::Policy;
 use rustler::{Env, LocalPid, Monitor, Resource, ResourceArc};
 use wasmer::FunctionType;
 
@@ -65,6 +66,8 @@ pub struct Shared {
     pub exports: Vec<ExportedFunction>,
     pub export_index: HashMap<String, usize>,
     pub imports: Vec<ImportedFunction>,
+    /// How incremental snapshots find changed pages (start option `dirty_tracking`).
+    pub dirty_tracking: Policy,
 }
 
 pub struct InstanceResource {
@@ -90,6 +93,7 @@ impl Shared {
         module: ModuleInfo,
         exports: Vec<ExportedFunction>,
         imports: Vec<ImportedFunction>,
+        dirty_tracking: Policy,
     ) -> Shared {
         let export_index = exports.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
         Shared {
@@ -104,6 +108,7 @@ impl Shared {
             exports,
             export_index,
             imports,
+            dirty_tracking,
         }
     }
 

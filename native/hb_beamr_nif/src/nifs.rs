@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beamr_core::compile::Origin;
+use beamr_core::dirty_pages::Policy;
+use beamr_core::snapshot::{self, Lineage};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
@@ -16,7 +18,7 @@ use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, ResourceArc, T
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
-use crate::bytes::Bytes;
+use crate::bytes::{BinaryList, Bytes};
 use crate::handover::{CallResource, ReplySlot};
 use crate::codec::{charlist, decode_args, BadArg, UncheckedArgs, Values};
 use crate::command::{Callee, Command, Limits, MemoryOp};
@@ -41,11 +43,13 @@ fn bad_option<'a>(key: Term<'a>, value: Term<'a>) -> Term<'a> {
 
 /// Start options (see the README): `wamr_compat`, `mode` (`wasm | aot`; both compile
 /// with Cranelift), `gas` (metering is always compiled in, so this only validates),
-/// `memory_limit` (bytes), `deterministic`, `cache_dir`. Other keys are left to the Erlang side.
+/// `memory_limit` (bytes), `deterministic`, `cache_dir`, `dirty_tracking` (`auto |
+/// digests`). Other keys are left to the Erlang side.
 pub(crate) struct StartOptions {
     pub prepare: PrepareOptions,
     pub memory_limit: Option<u64>,
     pub cache_dir: Option<std::path::PathBuf>,
+    pub dirty_tracking: Policy,
     /// Which preparation options were given (an artifact must have been compiled with them).
     pub given: GivenOptions,
 }
@@ -61,6 +65,7 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
         prepare: PrepareOptions::default(),
         memory_limit: None,
         cache_dir: None,
+        dirty_tracking: Policy::Auto,
         given: GivenOptions::default(),
     };
     for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
@@ -81,6 +86,12 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
             }
         } else if key_atom == atoms::gas() {
             value.decode::<bool>().map_err(|_| bad())?;
+        } else if key_atom == atoms::dirty_tracking() {
+            options.dirty_tracking = match value.decode::<Atom>() {
+                Ok(policy) if policy == atoms::auto() => Policy::Auto,
+                Ok(policy) if policy == atoms::digests() => Policy::Digests,
+                _ => return Err(bad()),
+            };
         } else if key_atom == atoms::memory_limit() {
             let limit: u64 = value.decode().map_err(|_| bad())?;
             options.memory_limit = Some(limit);
@@ -139,7 +150,8 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
             return error(env, (atoms::memory_limit(), initial, limit));
         }
     }
-    let shared = Arc::new(Shared::new(owner, info, exported_functions(&module), imported_functions(&module)));
+    let (exports, imports) = (exported_functions(&module), imported_functions(&module));
+    let shared = Arc::new(Shared::new(owner, info, exports, imports, options.dirty_tracking));
     let resource = InstanceResource::new(shared);
     // Registered before the owner is monitored: an owner that dies in between must find
     // its entry to remove (its starter may have been killed while this NIF ran).
@@ -448,14 +460,52 @@ fn stop(owner: LocalPid) -> Atom {
     atoms::ok()
 }
 
-/// `{ok, Snapshot}`: the instance's whole state in `beamr_core::snapshot`'s format.
+/// `{ok, Snapshot}`: the instance's state in `beamr_core::snapshot`'s format; with
+/// `incremental`, a delta of what changed since the instance's base (when it has one).
 #[rustler::nif]
-fn state_snapshot(env: Env, owner: LocalPid) -> Term {
-    memory_command(env, owner, MemoryOp::State(StateOp::Capture))
+fn state_snapshot(env: Env, owner: LocalPid, incremental: bool) -> Term {
+    memory_command(env, owner, MemoryOp::State(StateOp::Capture { incremental }))
 }
 
-/// Restores a snapshot from `state_snapshot` after validating all of it.
+/// Restores a chain (a list: a full snapshot, then its deltas) after validating all of it.
 #[rustler::nif]
-fn state_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'a> {
-    memory_command(env, owner, MemoryOp::State(StateOp::Apply { data: Bytes::new(data) }))
+fn state_restore<'a>(env: Env<'a>, owner: LocalPid, chain: Term<'a>) -> Term<'a> {
+    match BinaryList::new(chain) {
+        Some(chain) => memory_command(env, owner, MemoryOp::State(StateOp::Apply { chain })),
+        None => badarg(env, (atoms::snapshot(), chain)),
+    }
+}
+
+/// Whether this process can use the kernel's write tracking for incremental snapshots
+/// (otherwise they compare page digests; see `beamr_core::dirty_pages`). Dirty: the first
+/// call probes the kernel (a scratch mapping and a few system calls).
+#[rustler::nif(schedule = "DirtyCpu")]
+fn kernel_dirty_tracking() -> bool {
+    beamr_core::dirty_pages::kernel_tracking_available()
+}
+
+/// `{ok, #{kind, id, parent, sequence}}` for a snapshot whose checksum verifies.
+#[rustler::nif(schedule = "DirtyCpu")]
+fn snapshot_info<'a>(env: Env<'a>, bytes: Binary<'a>) -> Term<'a> {
+    let snapshot = match snapshot::decode(bytes.as_slice()) {
+        Ok(snapshot) => snapshot,
+        Err(why) => return error(env, crate::state::StateError::Snapshot(why)),
+    };
+    let id = |id: u128| {
+        let mut binary = rustler::OwnedBinary::new(16);
+        binary.as_mut_slice().copy_from_slice(&id.to_le_bytes());
+        binary.release(env).encode(env)
+    };
+    let (kind, parent) = match snapshot.lineage {
+        Lineage::Full => (atoms::full(), atoms::none().encode(env)),
+        Lineage::Delta { parent } => (atoms::delta(), id(parent)),
+    };
+    let pairs = [
+        (atoms::kind(), kind.encode(env)),
+        (atoms::id(), id(snapshot.id)),
+        (atoms::parent(), parent),
+        (atoms::sequence(), snapshot.sequence.encode(env)),
+    ];
+    let info = Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys");
+    (atoms::ok(), info).encode(env)
 }

@@ -1,5 +1,7 @@
-//! Full snapshots of an instance's state, served by its executor: capture into the
-//! format of `beamr_core::snapshot`, and restore after validating everything.
+//! Snapshots of an instance's state, served by its executor: capture (full, or a delta
+//! of what changed since the last snapshot or restore) into the format of
+//! `beamr_core::snapshot`, and restore a full snapshot and its deltas after validating
+//! all of them.
 //!
 //! State is memory 0, every mutable global (exported by preparation under reserved
 //! names, so also `__stack_pointer` and friends; the fuel countdown is not among them: it
@@ -17,12 +19,20 @@
 //! that set (a function placed by `table.set`/`table.init` from a passive or declarative
 //! segment, and neither exported nor initially in the table) cannot be represented, and
 //! capturing refuses with `{unsnapshottable, {table, Slot}}` rather than lose it.
+//!
+//! Deltas: every snapshot taken or restored becomes the instance's base (its id and
+//! sequence number, and memory as `beamr_core::dirty_pages` tracks it); a delta holds the
+//! pages changed since, and the globals and table whole (they are small).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 
+use beamr_core::dirty_pages::{DirtyPages, Policy};
 use beamr_core::prepare::{global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, TABLE_EXPORT};
-use beamr_core::snapshot::{self, GlobalValue, ModuleId, Parts, SnapshotError};
+use beamr_core::snapshot::{
+    self, GlobalValue, Lineage, MemoryParts, MemoryState, ModuleId, Parts, Snapshot, SnapshotError, SnapshotId,
+};
 use rustler::{Encoder, Env, OwnedBinary, Term};
 use wasmer::sys::vm::{TableElement, VMExtern, VMFuncRef, VMTable};
 use wasmer::{
@@ -30,11 +40,14 @@ use wasmer::{
 };
 
 use crate::atoms;
-use crate::bytes::Bytes;
+use crate::bytes::BinaryList;
 
 pub enum StateOp {
-    Capture,
-    Apply { data: Bytes },
+    /// A snapshot: a delta of the changes since the base when `incremental` and there is
+    /// a base, a full one otherwise.
+    Capture { incremental: bool },
+    /// Restore a chain: a full snapshot, then its deltas.
+    Apply { chain: BinaryList },
 }
 
 pub enum StateError {
@@ -67,6 +80,18 @@ pub struct StateAccess {
     globals: Vec<(u32, Global)>,
     index_of: HashMap<FuncPtr, u32>,
     ref_of: HashMap<u32, VMFuncRef>,
+    tracking: RefCell<Tracking>,
+}
+
+/// What the next delta follows.
+struct Tracking {
+    /// The id and sequence number of the snapshot the state was last captured in or
+    /// restored from. Unset while a capture or restore is under way, so that one that
+    /// fails (or panics) half-way makes the next incremental snapshot a full one, never
+    /// a delta of the wrong base.
+    base: Option<(SnapshotId, u64)>,
+    /// Memory 0's pages changed since the base.
+    pages: DirtyPages,
 }
 
 fn funcref_ptr(f: VMFuncRef) -> FuncPtr {
@@ -89,7 +114,7 @@ fn raw_global(store: &mut impl AsStoreMut, global: &Global) -> NonNull<wasmer::s
 }
 
 impl StateAccess {
-    pub fn new(store: &mut impl AsStoreMut, module: &Module, instance: &Instance) -> StateAccess {
+    pub fn new(store: &mut impl AsStoreMut, module: &Module, instance: &Instance, tracking: Policy) -> StateAccess {
         let info = module.info();
         let exports = &instance.exports;
         let mut globals: Vec<(u32, Global)> = exports
@@ -110,6 +135,7 @@ impl StateAccess {
             globals,
             index_of: HashMap::new(),
             ref_of: HashMap::new(),
+            tracking: RefCell::new(Tracking { base: None, pages: DirtyPages::new(tracking) }),
         };
         // Exported functions: their anyfunc is the instance's own, the one tables hold.
         for (name, index) in &info.exports {
@@ -160,8 +186,8 @@ impl StateAccess {
 
     pub fn run(&self, store: &mut impl AsStoreMut, op: StateOp) -> Result<StateReply, StateError> {
         match op {
-            StateOp::Capture => self.capture(store).map(StateReply::Captured),
-            StateOp::Apply { data } => data.with_slice(|bytes| self.apply(store, bytes)).map(|()| StateReply::Restored),
+            StateOp::Capture { incremental } => self.capture(store, incremental).map(StateReply::Captured),
+            StateOp::Apply { chain } => chain.with_slices(|chain| self.apply(store, chain)).map(|()| StateReply::Restored),
         }
     }
 
@@ -217,8 +243,9 @@ impl StateAccess {
             .map(Some)
     }
 
-    /// The result binary is sized up front and memory is copied into it once.
-    fn capture(&self, store: &mut impl AsStoreMut) -> Result<OwnedBinary, StateError> {
+    /// The result binary is sized up front and memory (or the changed pages) is copied
+    /// into it once.
+    fn capture(&self, store: &mut impl AsStoreMut, incremental: bool) -> Result<OwnedBinary, StateError> {
         let module = self.module_id()?;
         let globals = self.capture_globals(store)?;
         let table = self.capture_table(store)?;
@@ -226,24 +253,44 @@ impl StateAccess {
         // SAFETY: no wasm runs while the executor serves this command, and only the
         // executor thread touches the instance, so memory cannot change or move meanwhile.
         let memory: &[u8] = view.as_ref().map_or(&[], |v| unsafe { v.data_unchecked() });
-        let parts = Parts {
-            module: &module,
-            globals: &globals,
-            table: table.as_deref(),
-            memory_len: view.as_ref().map(|_| memory.len()),
+        let has_memory = view.is_some();
+        let mut tracking = self.tracking.borrow_mut();
+        let delta_of = tracking.base.take().filter(|_| incremental);
+        let runs = match delta_of {
+            Some(_) if has_memory => tracking.pages.take_changes(memory),
+            _ => None,
         };
+        let (lineage, sequence, memory_parts) = match (delta_of, &runs) {
+            (Some((parent, sequence)), Some(runs)) => {
+                (Lineage::Delta { parent }, sequence + 1, MemoryParts::Changed { len: memory.len(), runs })
+            }
+            (Some((parent, sequence)), None) if !has_memory => (Lineage::Delta { parent }, sequence + 1, MemoryParts::None),
+            _ if has_memory => (Lineage::Full, 0, MemoryParts::Whole { len: memory.len() }),
+            _ => (Lineage::Full, 0, MemoryParts::None),
+        };
+        let parts = Parts { module: &module, lineage, sequence, globals: &globals, table: table.as_deref(), memory: memory_parts };
         let mut binary = OwnedBinary::new(parts.encoded_len());
-        parts.encode_into(binary.as_mut_slice(), memory);
+        let encoded = parts.encode_into(binary.as_mut_slice(), memory);
+        if let (Lineage::Full, MemoryParts::Whole { .. }) = (lineage, memory_parts) {
+            tracking.pages.snapshotted(memory, encoded.page_digests, incremental);
+        }
+        tracking.base = Some((encoded.id, sequence));
         Ok(binary)
     }
 
-    /// Validates the whole snapshot against this instance, then writes it. Nothing is
-    /// written unless everything checks out (growing memory or the table, which comes
-    /// first, is the one change a failure can leave behind, and only on an OS refusal).
-    fn apply(&self, store: &mut impl AsStoreMut, bytes: &[u8]) -> Result<(), StateError> {
+    /// Validates the whole chain against this instance, then writes the state it ends in.
+    /// Nothing is written unless everything checks out (growing memory or the table, which
+    /// comes first, is the one change a failure can leave behind, and only on an OS
+    /// refusal).
+    fn apply(&self, store: &mut impl AsStoreMut, chain: &[&[u8]]) -> Result<(), StateError> {
         let module = self.module_id()?;
-        let snap = snapshot::decode(bytes).map_err(StateError::Snapshot)?;
-        snap.check_module(&module).map_err(StateError::Snapshot)?;
+        let chain: Vec<Snapshot> =
+            chain.iter().map(|bytes| snapshot::decode(bytes)).collect::<Result<_, _>>().map_err(StateError::Snapshot)?;
+        for element in &chain {
+            element.check_module(&module).map_err(StateError::Snapshot)?;
+        }
+        snapshot::check_chain(&chain).map_err(StateError::Snapshot)?;
+        let snap = chain.last().expect("a chain is not empty");
         let mismatch = |why: String| StateError::Snapshot(SnapshotError::Mismatch(why));
 
         // Globals: exactly this instance's mutable globals, of the same types.
@@ -294,24 +341,24 @@ impl StateAccess {
         };
 
         // Memory 0: present iff the instance has one, within its maximum.
-        let memory_plan = match (&self.memory, snap.memory) {
+        let memory_plan = match (&self.memory, &snap.memory) {
             (None, None) => None,
-            (Some(memory), Some(data)) => {
-                let len = data.len() as u64;
+            (Some(memory), Some(state)) => {
+                let len = state.size() as u64;
                 let max = memory.ty(store).maximum.map_or(1 << 32, |p| p.bytes().0 as u64);
                 if len > max {
                     return Err(mismatch(format!("memory of {len} bytes beyond the maximum of {max}")));
                 }
-                Some((memory, data))
+                Some((memory, state.size()))
             }
             _ => return Err(mismatch("memory 0 present in only one of them".into())),
         };
 
         // Everything checked: grow, then write.
-        if let Some((memory, data)) = &memory_plan {
+        if let Some((memory, len)) = &memory_plan {
             let current = memory.view(store).data_size();
-            if data.len() as u64 > current {
-                let pages = (data.len() as u64 - current) / WASM_PAGE_SIZE as u64;
+            if *len as u64 > current {
+                let pages = (*len as u64 - current) / WASM_PAGE_SIZE as u64;
                 memory.grow(store, Pages(pages as u32)).map_err(|_| StateError::Grow("memory"))?;
             }
         }
@@ -354,14 +401,17 @@ impl StateAccess {
                 }
             }
         }
-        if let Some((memory, data)) = memory_plan {
+        let mut tracking = self.tracking.borrow_mut();
+        tracking.base = None;
+        if let Some((memory, _)) = memory_plan {
             let view = memory.view(store);
             // SAFETY: as in capture.
             let bytes = unsafe { view.data_unchecked_mut() };
-            bytes[..data.len()].copy_from_slice(data);
-            // Memory cannot shrink: what lies past the snapshot's size is zeroed.
-            bytes[data.len()..].fill(0);
+            tracking.pages.release(bytes);
+            write_memory(bytes, &chain);
+            tracking.pages.restored(bytes, snapshot::chain_digests(&chain, bytes.len()));
         }
+        tracking.base = Some((snap.id, snap.sequence));
         Ok(())
     }
 
@@ -383,6 +433,29 @@ impl StateAccess {
                 (*index, value)
             })
             .collect()
+    }
+}
+
+/// Writes the memory `chain` describes: the full snapshot's, zeros past it (memory
+/// cannot shrink, so a smaller snapshot leaves memory larger than it), then each delta's
+/// pages in order.
+fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
+    for element in chain {
+        match &element.memory {
+            Some(MemoryState::Whole(data)) => {
+                bytes[..data.len()].copy_from_slice(data);
+                bytes[data.len()..].fill(0);
+            }
+            Some(MemoryState::Changed { runs, pages, .. }) => {
+                let mut at = 0;
+                for run in runs {
+                    let range = run.bytes();
+                    bytes[range.clone()].copy_from_slice(&pages[at..at + range.len()]);
+                    at += range.len();
+                }
+            }
+            None => {}
+        }
     }
 }
 
