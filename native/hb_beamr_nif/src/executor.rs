@@ -22,8 +22,8 @@ use rustler::types::tuple::make_tuple;
 use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
 use wasmer::{
-    AsStoreMut, AsStoreRef, Extern, Function, FunctionEnv, FunctionEnvMut, FunctionType, Global, Imports, Instance,
-    InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Table, Type, Value,
+    AsStoreMut, AsStoreRef, Extern, Function, FunctionEnv, FunctionEnvMut, Global, Imports, Instance,
+    InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Table, Value,
 };
 
 use crate::atoms;
@@ -228,7 +228,9 @@ impl Context {
             };
             imports.define(&import.module, &import.name, Extern::Function(function));
         }
-        let check = Function::new(store, FunctionType::new([Type::I64], [Type::I64]), on_check);
+        // Typed: the module calls it every slice, and a typed host function is called
+        // without boxing its arguments and results.
+        let check = Function::new_typed(store, on_check);
         imports.define(CHECK_MODULE, CHECK_NAME, Extern::Function(check));
         imports
     }
@@ -545,15 +547,8 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
 }
 
 /// The host function behind the module's interruption checks.
-fn on_check(args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
-    let fuel = match args {
-        [Value::I64(fuel)] => *fuel,
-        _ => return Err(RuntimeError::new("interruption check: bad arguments")),
-    };
-    match context().check(fuel) {
-        Ok(fuel) => Ok(vec![Value::I64(fuel)]),
-        Err(error) => Err(RuntimeError::user(Box::new(error))),
-    }
+fn on_check(fuel: i64) -> Result<i64, HostError> {
+    context().check(fuel)
 }
 
 /// An event as Erlang sees it: a call's `{ok, Results}`, `{error, Reason}` or
