@@ -335,3 +335,13 @@ rows(Rows) ->
 
 fmt(X, Unit) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]) ++ " " ++ Unit;
 fmt(X, _) -> X.
+
+%% The whole message on a fresh instance after one warm-up message, as the Rust baseline
+%% runs it (Lua's heap grows with every message, so an older instance is slower).
+full_flow_ms(Wasm) ->
+    {ok, I, _, _} = hb_beamr:start(Wasm),
+    <<_/binary>> = hb_beamr_aos:eval(I, <<"1 + 1">>),
+    Ms = median([time_ns(fun() -> <<_/binary>> = hb_beamr_aos:eval(I, <<"1 + 1">>) end)
+                 || _ <- lists:seq(1, ?AOS_RUNS)]) / 1000000,
+    hb_beamr:stop(I),
+    Ms.
