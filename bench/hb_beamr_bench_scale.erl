@@ -27,7 +27,6 @@ main() ->
     Touched = wasm_memory_resident_bytes() - BaseTouched,
     [hb_beamr:stop(I) || I <- Instances],
     {SettleUs, Stopped} = timer:tc(fun() -> settle(Base) end),
-    Control = control(Started),
     Per = fun(Key, From) -> (maps:get(Key, From) - maps:get(Key, Base)) / max(Started, 1) end,
     io:format("instances started: ~b of ~b~s; Eval failed on ~b~n",
               [Started, N, if Started < N -> " (start failed after that)"; true -> "" end, Failed]),
@@ -44,8 +43,8 @@ main() ->
           {"RSS before start / all live / after stop", io_lib:format("~.1f / ~.1f / ~.1f",
               [maps:get(rss_mb, Base), maps:get(rss_mb, AfterEval), maps:get(rss_mb, Stopped)]), "", "MiB"},
           {"RSS after stop vs before", maps:get(rss_mb, Stopped) / maps:get(rss_mb, Base), "<= 1.1", "x"},
-          {"  time for RSS to settle after stop", SettleUs / 1.0e6, "", "s"},
-          {"  control: as many plain processes, after vs before", Control, "", "x"}]).
+          {"  kept after stop", maps:get(rss_mb, Stopped) - maps:get(rss_mb, Base), "", "MiB"},
+          {"  time for RSS to settle after stop", SettleUs / 1.0e6, "", "s"}]).
 
 start_all(_Wasm, 0, Acc) ->
     lists:reverse(Acc);
@@ -120,17 +119,6 @@ settle_rss(Before, Waited) ->
         true -> Now;
         false -> settle_rss(Now, Waited + 20)
     end.
-
-%% RSS after vs before starting and stopping `N' plain processes (each monitored, as an
-%% instance's owner is): what ERTS itself keeps after that many processes.
--spec control(non_neg_integer()) -> float().
-control(N) ->
-    Before = usage(),
-    Pids = [spawn(fun() -> receive stop -> ok end end) || _ <- lists:seq(1, N)],
-    Refs = [monitor(process, P) || P <- Pids],
-    [P ! stop || P <- Pids],
-    [receive {'DOWN', Ref, process, _, _} -> ok end || Ref <- Refs],
-    maps:get(rss_mb, settle_rss(usage(), 0)) / maps:get(rss_mb, Before).
 
 rows(Rows) ->
     [io:format("~-52s ~24s ~8s~n", [Name, fmt(V, Unit), T]) || {Name, V, T, Unit} <- Rows],
