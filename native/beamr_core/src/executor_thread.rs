@@ -328,9 +328,9 @@ mod tests {
         assert_eq!(f.call(&mut store, &[]).unwrap()[0], wasmer::Value::I32(7));
     }
 
-    fn spawn_and_see() -> Seen {
+    fn spawn_and_see(stack_size: usize) -> Seen {
         let (tell, seen) = channel();
-        spawn(c"beamr_test", 1 << 20, move || {
+        spawn(c"beamr_test", stack_size, move || {
             run_wasm();
             let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
             // SAFETY: reading this thread's signal stack into a local.
@@ -347,9 +347,25 @@ mod tests {
         seen.recv_timeout(Duration::from_secs(30)).unwrap()
     }
 
+    /// The bounds of the mapping that holds `address`.
+    fn mapping_of(maps: &[(usize, usize, String)], address: usize) -> (usize, usize) {
+        let &(start, end, _) = maps.iter().find(|&&(start, end, _)| start <= address && address < end).unwrap();
+        (start, end)
+    }
+
+    /// Waits until no mapping has exactly these bounds. Tests running alongside may map
+    /// memory at the same place, hence exact bounds, and a stack size no other test uses.
+    fn wait_unmapped(bounds: (usize, usize)) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while mappings().iter().any(|&(start, end, _)| (start, end) == bounds) {
+            assert!(Instant::now() < deadline, "the stack is still mapped");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn thread_and_signal_stack_share_one_mapping_below_a_guard_page() {
-        let seen = spawn_and_see();
+        let seen = spawn_and_see(1 << 20);
         assert_eq!(seen.name, "beamr_test");
         let index = seen.maps.iter().position(|&(start, end, _)| start <= seen.sp && seen.sp < end).unwrap();
         let (start, end, perms) = &seen.maps[index];
@@ -365,27 +381,18 @@ mod tests {
 
     #[test]
     fn stacks_are_unmapped_once_the_thread_has_exited() {
-        let seen = spawn_and_see();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while mappings().iter().any(|&(start, end, _)| start <= seen.sp && seen.sp < end) {
-            assert!(Instant::now() < deadline, "the stack is still mapped");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let seen = spawn_and_see((1 << 20) + 5 * 4096);
+        wait_unmapped(mapping_of(&seen.maps, seen.sp));
     }
 
     #[test]
     fn a_panicking_thread_is_reaped_too() {
         let (tell, told) = channel();
-        spawn(c"beamr_test", 1 << 20, move || {
-            tell.send(stack_address()).unwrap();
+        spawn(c"beamr_test", (1 << 20) + 9 * 4096, move || {
+            tell.send(mapping_of(&mappings(), stack_address())).unwrap();
             panic!("on purpose");
         })
         .unwrap();
-        let sp = told.recv_timeout(Duration::from_secs(30)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while mappings().iter().any(|&(start, end, _)| start <= sp && sp < end) {
-            assert!(Instant::now() < deadline, "the stack is still mapped");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_unmapped(told.recv_timeout(Duration::from_secs(30)).unwrap());
     }
 }
