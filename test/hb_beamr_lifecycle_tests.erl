@@ -254,3 +254,37 @@ concurrent_stops_test() ->
     Stoppers = [spawn(fun() -> Self ! {self(), hb_beamr:stop(I)} end) || _ <- lists:seq(1, 8)],
     ?assertEqual(lists:duplicate(8, ok), [receive {P, R} -> R end || P <- Stoppers]),
     ?assertNot(is_process_alive(I)).
+
+%%% What an instance costs in memory mappings (Linux allows 65,530 per process by default)
+
+%% Each live instance that has run a call maps its executor's stacks (thread and signal
+%% stack, one mapping split by a guard page), its wasm memory (the accessible part and the
+%% rest of the reservation) and its wasm stack (stack and guard page): 6. Stopping gives
+%% them all back.
+mappings_per_instance_test_() ->
+    {timeout, 60, fun() ->
+        N = 50,
+        Wasm = fixture("core.wat"),
+        ok = hb_beamr:stop(start_fixture("core.wat")),
+        Before = settled_mappings(mappings(), 5000),
+        Instances = [begin {ok, I, _, _} = hb_beamr:start(Wasm), I end || _ <- lists:seq(1, N)],
+        [{ok, [3]} = hb_beamr:call(I, "add", [1, 2]) || I <- Instances],
+        Live = mappings(),
+        [ok = hb_beamr:stop(I) || I <- Instances],
+        After = settled_mappings(Before, 10000),
+        io:format(user, "~n  mappings: ~b before, ~b with ~b instances live, ~b after they stopped~n",
+                  [Before, Live, N, After]),
+        ?assert(Live - Before =< 6 * N + 10),
+        ?assert(After =< Before + 10)
+    end}.
+
+mappings() ->
+    {ok, Maps} = file:read_file("/proc/self/maps"),
+    length(binary:split(Maps, <<"\n">>, [global, trim])).
+
+%% Waits (up to `Millis') until there are at most `Expected' mappings; the count last seen.
+settled_mappings(Expected, Millis) ->
+    case mappings() of
+        Count when Count =< Expected; Millis =< 0 -> Count;
+        _ -> timer:sleep(50), settled_mappings(Expected, Millis - 50)
+    end.

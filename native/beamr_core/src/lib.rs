@@ -6,6 +6,7 @@
 //!   [`compile`] turns bytes into a compiled module through preparation, keeping modules
 //!   in a [`cache`] in memory and a [`disk_cache`] on disk, and loads [`artifact`]s
 //!   (serialized native code, authenticated with HMAC-SHA-256).
+//! * [`executor_thread`] starts threads whose thread and signal stacks share one mapping.
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
 //! * [`inspect`] lists what a module declares and the preparation passes it needs.
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
@@ -22,6 +23,7 @@ pub mod compile;
 pub mod dirty_pages;
 pub mod disk_cache;
 pub mod engine;
+pub mod executor_thread;
 pub mod fuel;
 pub mod handoff;
 pub mod inspect;

@@ -128,11 +128,9 @@ pub fn spawn(
     starter: LocalPid,
     start: Arc<ReplySlot>,
 ) -> std::io::Result<()> {
-    std::thread::Builder::new()
-        .name("hb_beamr_exec".into())
-        .stack_size(EXECUTOR_STACK_SIZE)
-        .spawn(move || run(resource, module, engine, starter, start))
-        .map(|_| ())
+    beamr_core::executor_thread::spawn(c"hb_beamr_exec", EXECUTOR_STACK_SIZE, move || {
+        run(resource, module, engine, starter, start)
+    })
 }
 
 fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::Engine, starter: LocalPid, start: Arc<ReplySlot>) {
