@@ -111,8 +111,9 @@ static CACHE: Lazy<Mutex<LruCache<CacheKey, Cell>>> = Lazy::new(|| Mutex::new(Lr
 
 /// Sources seen recently (as many as modules cached) and their SHA-256, found by xxh3 and
 /// length and confirmed byte for byte: hashing AOS's 550 KB with SHA-256 was the largest
-/// single cost of starting it from the cache (0.25 ms of ~0.9), comparing costs ~0.03 ms.
-static DIGESTS: Lazy<Mutex<LruCache<(u64, usize), SeenSource>>> = Lazy::new(|| Mutex::new(LruCache::new(CACHE_CAPACITY)));
+/// single cost of starting it from the cache (a fifth of the CPU samples of a run of starts).
+static DIGESTS: Lazy<Mutex<LruCache<(u64, usize), SeenSource>>> =
+    Lazy::new(|| Mutex::new(LruCache::new(CACHE_CAPACITY)));
 
 type SeenSource = (Arc<[u8]>, [u8; 32]);
 

@@ -18,9 +18,9 @@
 //!
 //! A thread cannot unmap the stack it runs on, so an exiting thread hands its mapping to a
 //! reaper thread (one per process, started with the first thread), which joins it and only
-//! then unmaps. What the thread left elsewhere goes back too: wasmer's wasm stack for it
-//! (dropped as it exits) and, once exits settle, the memory it freed into glibc's arenas
-//! (see `arena`). On platforms other than Linux threads come from `std::thread`.
+//! then unmaps. Once exits settle it also gives back what they left elsewhere: their wasm
+//! stacks, which wasmer pools but never frees, and the memory they freed into glibc's
+//! arenas (see `arena`). On platforms other than Linux threads come from `std::thread`.
 
 use std::io;
 
@@ -172,11 +172,6 @@ mod linux {
         }
         // A panic must not unwind out of a C entry point; `f` reports its own.
         let _ = catch_unwind(AssertUnwindSafe(f));
-        // wasmer keeps the thread's wasm stack for its next call and, when the thread
-        // exits, moves it to a global pool that nothing frees: 16 MiB of address space,
-        // two mappings and whatever the calls touched, for every instance ever stopped.
-        // This drops it and empties the pool (other threads map a fresh one when needed).
-        wasmer::sys::vm::drain_stack_pool();
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() };
         // The reaper lives as long as the process, so this cannot fail.
@@ -199,7 +194,7 @@ mod linux {
     }
 
     /// Joins exited threads and unmaps their stacks; once no thread has exited for
-    /// `SETTLE`, or `MAX_HELD` have, gives their arenas' free memory back to the OS.
+    /// `SETTLE`, or `MAX_HELD` have, gives back the rest of what they left (`release`).
     fn reap(retired: Receiver<Retired>) {
         let mut held = Vec::new();
         loop {
@@ -216,13 +211,22 @@ mod linux {
                     drop(stacks);
                     held.push(block);
                     if held.len() == MAX_HELD {
-                        arena::release(&mut held);
+                        release(&mut held);
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => arena::release(&mut held),
+                Err(RecvTimeoutError::Timeout) => release(&mut held),
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+
+    /// Gives back what exited threads left behind. wasmer moves an exiting thread's wasm
+    /// stack to a global pool, where the next thread's first call finds it, but never frees
+    /// the pool: after a burst of stops it would keep 16 MiB of address space, two mappings
+    /// and the touched pages of every instance stopped.
+    fn release(blocks: &mut Vec<arena::Block>) {
+        wasmer::sys::vm::drain_stack_pool();
+        arena::release(blocks);
     }
 
     /// Long enough for a burst of stops to be over, and for what the VM frees after an
