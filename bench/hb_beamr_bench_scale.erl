@@ -121,7 +121,7 @@ settle_rss(Before, Waited) ->
     end.
 
 rows(Rows) ->
-    [io:format("~-52s ~24s ~8s~n", [Name, fmt(V, Unit), T]) || {Name, V, T, Unit} <- Rows],
+    [io:format("~-52s ~26s ~8s~n", [Name, fmt(V, Unit), T]) || {Name, V, T, Unit} <- Rows],
     ok.
 
 fmt(X, Unit) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]) ++ " " ++ Unit;
