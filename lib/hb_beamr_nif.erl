@@ -11,7 +11,7 @@
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/2, state_restore/2, snapshot_info/1, kernel_dirty_tracking/0]).
--export([inspect/2]).
+-export([inspect/2, nif_cpu_time/1]).
 
 -on_load(init/0).
 
@@ -151,3 +151,11 @@ snapshot_info(_Snapshot) -> erlang:nif_error(not_loaded).
 %% preparation passes it needs under start options `Opts', without compiling it.
 -spec inspect(binary(), map()) -> {ok, map()} | {error, term()}.
 inspect(_Source, _Opts) -> erlang:nif_error(not_loaded).
+
+%% @doc For benchmarks: `{Count, MaxNs, Over100us}', how many of the NIFs that wait for an
+%% executor (call, import_reply, memory operations) ran since the last switch, the longest
+%% time one of them kept its core (thread CPU time, ns) and how many kept it over 100 us.
+%% `On' starts (true) or stops (false) the counting and resets the totals; while it is on,
+%% each such NIF costs two more system calls.
+-spec nif_cpu_time(boolean()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer()}.
+nif_cpu_time(_On) -> erlang:nif_error(not_loaded).

@@ -120,3 +120,21 @@ acceptable({ok, [N]}) when is_integer(N) -> true;
 acceptable({ok, [N], s}) when is_integer(N) -> true;
 acceptable({ok, <<"hello">>}) -> true;
 acceptable(_) -> false.
+
+%% hb_beamr_nif:nif_cpu_time/1 (for `make bench-load') counts each NIF that waits for an
+%% executor while it is on (a call, each import reply), and nothing while it is off.
+nif_cpu_time_counts_the_waiting_nifs_test() ->
+    I = start_fixture("core.wat"),
+    _ = hb_beamr_nif:nif_cpu_time(false),
+    ?assertEqual({ok, [3]}, hb_beamr:call(I, "add", [1, 2])),
+    ?assertEqual({0, 0, 0}, hb_beamr_nif:nif_cpu_time(true)),
+    [{ok, [3]} = hb_beamr:call(I, "add", [1, 2]) || _ <- lists:seq(1, 10)],
+    Add = fun(State, #{module := "env", func := "host_add", args := [A, B]}) -> {ok, [A + B], State} end,
+    ?assertEqual({ok, [5], none}, hb_beamr:call(I, "call_host_add", [2, 3], Add, none)),
+    {Count, MaxNs, Over} = hb_beamr_nif:nif_cpu_time(false),
+    ?assertEqual(12, Count),
+    ?assert(MaxNs > 0),
+    ?assert(Over =< Count),
+    ?assertEqual({ok, [3]}, hb_beamr:call(I, "add", [1, 2])),
+    ?assertEqual({0, 0, 0}, hb_beamr_nif:nif_cpu_time(false)),
+    hb_beamr:stop(I).

@@ -17,6 +17,7 @@ use crate::codec::charlist;
 use crate::command::{Callee, Command, Limits};
 use crate::handover::{CallResource, Event, ReplySlot};
 use crate::instance::Shared;
+use crate::nif_cpu_time;
 use crate::nifs::{callee, decode_limits, error, fail_import, reply_values};
 use crate::registry;
 use crate::trap::CallFailure;
@@ -36,6 +37,7 @@ pub enum Protocol {
 /// when the call's first event came at once, or `{error, Reason}`.
 #[rustler::nif(name = "call_async")]
 fn call_async<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Term<'a>, opts: Term<'a>, protocol: Atom) -> Term<'a> {
+    let _timed = nif_cpu_time::Timed::start();
     let protocol = if protocol == atoms::seed() { Protocol::Seed } else { Protocol::Async };
     let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
     let limits = match decode_limits(opts) {
@@ -62,7 +64,7 @@ fn submit<'a>(env: Env<'a>, shared: &Arc<Shared>, func: Callee, limits: Limits, 
 
 /// `{ok, Ref, Message}` when the executor answered within the hand-over spin, else `{ok, Ref}`.
 fn awaited<'a>(env: Env<'a>, call: &ResourceArc<CallResource>, armed: bool) -> Term<'a> {
-    match armed.then(|| call.slot.wait()).flatten() {
+    match armed.then(|| call.slot.wait(&call.shared)).flatten() {
         Some(event) => (atoms::ok(), call, message(env, &call.shared, call, event)).encode(env),
         None => (atoms::ok(), call).encode(env),
     }
@@ -73,6 +75,7 @@ fn awaited<'a>(env: Env<'a>, call: &ResourceArc<CallResource>, armed: bool) -> T
 /// pending for the calling process).
 #[rustler::nif]
 fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<'a>) -> Term<'a> {
+    let _timed = nif_cpu_time::Timed::start();
     let pending = call.protocol.and_then(|_| call.slot.claim_pending(env.pid()));
     let Some(index) = pending else { return error(env, atoms::badarg()) };
     let armed = match reply_values(env, &call, index, results) {
@@ -85,7 +88,7 @@ fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<
             return reason;
         }
     };
-    match armed.then(|| call.slot.wait()).flatten() {
+    match armed.then(|| call.slot.wait(&call.shared)).flatten() {
         Some(event) => (atoms::ok(), message(env, &call.shared, &call, event)).encode(env),
         None => atoms::ok().encode(env),
     }

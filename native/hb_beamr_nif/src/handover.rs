@@ -80,10 +80,11 @@ impl ReplySlot {
         self.slot.offer(event)
     }
 
-    /// NIF side, after a successful `arm`: the next event if it comes within
-    /// `HANDOVER_SPIN`; otherwise it will come as a message.
-    pub fn wait(&self) -> Option<Event> {
-        self.slot.wait(HANDOVER_SPIN)
+    /// NIF side, after a successful `arm`: the next event if `shared`'s executor sends it
+    /// within `HANDOVER_SPIN` (less when it turns out to wait for this NIF's core);
+    /// otherwise it will come as a message.
+    pub fn wait(&self, shared: &Shared) -> Option<Event> {
+        self.slot.wait(HANDOVER_SPIN, || shared.mailbox.consumer_may_run())
     }
 
     /// Takes the right to answer the pending import request (`index`, or whichever is

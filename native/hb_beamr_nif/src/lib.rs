@@ -12,6 +12,7 @@
 //! * [`asynchronous`]: `call_async`'s calls, whose events are messages in their own protocol.
 //! * [`inspect`]: what a module declares and needs, without compiling it (`beamr inspect`).
 //! * [`artifacts`]: wasm, compiled artifacts and the caches behind `start` and `compile`.
+//! * [`nif_cpu_time`]: how long the waiting NIFs keep their core, for `make bench-load`.
 
 mod artifacts;
 mod asynchronous;
@@ -26,6 +27,7 @@ mod inspect;
 mod instance;
 mod mailbox;
 mod memory;
+mod nif_cpu_time;
 mod nifs;
 mod registry;
 mod state;

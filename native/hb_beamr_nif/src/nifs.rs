@@ -24,6 +24,7 @@ use crate::codec::{charlist, decode_args, BadArg, UncheckedArgs, Values};
 use crate::command::{Callee, Command, Limits, MemoryOp};
 use crate::executor::{self, encode_event};
 use crate::instance::{Activity, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, Shared};
+use crate::nif_cpu_time;
 use crate::registry;
 use crate::state::StateOp;
 use crate::trap::{CallFailure, Resource, TrapKind};
@@ -256,6 +257,7 @@ fn call_limited<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Te
 }
 
 fn call_export<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>, limits: Limits) -> Term<'a> {
+    let _timed = nif_cpu_time::Timed::start();
     let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
     match callee(env, &instance.shared, func, args) {
         Ok(func) => request(env, &instance.shared, |caller, slot| Command::Call { caller, slot, func, limits, handle: None }),
@@ -294,6 +296,7 @@ fn table_entry<'a>(env: Env<'a>, func: Term<'a>, args: Term<'a>) -> Result<Calle
 }
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
+    let _timed = nif_cpu_time::Timed::start();
     let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
     request(env, &instance.shared, |caller, slot| Command::Memory { caller, slot, op })
 }
@@ -318,7 +321,7 @@ fn request<'a>(
 /// `{wait, Id}` when the answer will come as a message (always when the slot could not
 /// be armed).
 fn awaited<'a>(env: Env<'a>, shared: &Shared, slot: &ReplySlot, armed: bool) -> Term<'a> {
-    match armed.then(|| slot.wait()).flatten() {
+    match armed.then(|| slot.wait(shared)).flatten() {
         Some(event) => (atoms::event(), slot.id, encode_event(env, shared, event)).encode(env),
         None => (atoms::wait(), slot.id).encode(env),
     }
@@ -360,6 +363,7 @@ fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'
 /// already), or the caller is not the process the import request went to.
 #[rustler::nif]
 fn import_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize, results: Term<'a>) -> Term<'a> {
+    let _timed = nif_cpu_time::Timed::start();
     if call.shared.imports.get(index).is_none() || !call.slot.claim_reply(env.pid(), Some(index)) {
         return error(env, atoms::badarg());
     }
@@ -482,6 +486,13 @@ fn state_restore<'a>(env: Env<'a>, owner: LocalPid, chain: Term<'a>) -> Term<'a>
 #[rustler::nif(schedule = "DirtyCpu")]
 fn kernel_dirty_tracking() -> bool {
     beamr_core::dirty_pages::kernel_tracking_available()
+}
+
+/// `{Count, MaxNs, Over100us}`: how long the waiting NIFs kept their core since the last
+/// switch (see `nif_cpu_time`); `On` starts or stops the counting.
+#[rustler::nif(name = "nif_cpu_time")]
+fn switch_nif_cpu_time(on: bool) -> (u64, u64, u64) {
+    nif_cpu_time::switch(on)
 }
 
 /// `{ok, #{kind, id, parent, sequence}}` for a snapshot whose checksum verifies.

@@ -19,6 +19,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
+use super::cpu::{self, LastCpu};
 use super::lane::{Lane, PutError};
 use super::spin::Spin;
 
@@ -38,6 +39,9 @@ pub struct Mailbox<T> {
     /// The queue's length, readable without the lock.
     len: CachePadded<AtomicUsize>,
     consumer: OnceLock<Thread>,
+    /// Where the consumer and the latest producer were last seen (see [`cpu`]).
+    consumer_cpu: CachePadded<LastCpu>,
+    producer_cpu: CachePadded<LastCpu>,
 }
 
 struct Queue<T> {
@@ -52,6 +56,8 @@ impl<T> Mailbox<T> {
             queue: CachePadded::new(Mutex::new(Queue { values: VecDeque::new(), closed: false })),
             len: CachePadded::new(AtomicUsize::new(0)),
             consumer: OnceLock::new(),
+            consumer_cpu: CachePadded::new(LastCpu::new()),
+            producer_cpu: CachePadded::new(LastCpu::new()),
         }
     }
 
@@ -61,6 +67,7 @@ impl<T> Mailbox<T> {
     }
 
     pub fn push(&self, value: T) -> Result<(), Closed> {
+        self.producer_cpu.record(cpu::current());
         // The lane only when nothing is queued, so a value never overtakes queued ones.
         let value = if self.len.load(Ordering::Acquire) == 0 {
             match self.lane.put(value) {
@@ -106,16 +113,33 @@ impl<T> Mailbox<T> {
 
     /// The next value, waiting as long as it takes: spinning briefly, then parked.
     /// Consumer thread only (after `bind_executor`), and not after `close`.
+    ///
+    /// A consumer that finds itself on the CPU where the latest producer last ran would
+    /// spin on the core that producer needs (see [`cpu`]): it moves to another CPU, or
+    /// parks at once when it may use no other.
     pub fn pop(&self) -> T {
         let mut spin = Spin::yielding(SPIN_BEFORE_YIELDING, SPIN_BEFORE_PARKING);
         loop {
+            let here = cpu::current();
+            self.consumer_cpu.record(here);
             if let Some(value) = self.try_pop() {
                 return value;
             }
-            if !spin.step() {
+            let in_the_way = self.producer_cpu.is(here);
+            if in_the_way && cpu::move_off(here) {
+                continue;
+            }
+            if in_the_way || !spin.step() {
+                self.consumer_cpu.forget();
                 std::thread::park();
             }
         }
+    }
+
+    /// Whether the consumer may be running now, seen from the calling thread: false when
+    /// it was last seen on the caller's CPU. For producers waiting for its answer.
+    pub fn consumer_may_run(&self) -> bool {
+        !self.consumer_cpu.is(cpu::current())
     }
 
     /// Refuses further values and hands back the ones pushed but not popped.
@@ -151,6 +175,28 @@ mod tests {
         assert_eq!(mailbox.close(), vec![2, 3, 4]);
         assert_eq!(mailbox.push(5), Err(Closed));
         assert_eq!(mailbox.close(), Vec::<i32>::new());
+    }
+
+    /// A consumer on the CPU its producer last ran on leaves that CPU (or, allowed no
+    /// other, parks) rather than spin on it, and still gets the value.
+    #[test]
+    fn a_consumer_does_not_wait_on_its_producers_cpu() {
+        let mailbox = Mailbox::new();
+        std::thread::scope(|s| {
+            let consumer = s.spawn(|| {
+                mailbox.bind_executor();
+                let here = cpu::current();
+                mailbox.producer_cpu.record(here);
+                (here, mailbox.pop(), cpu::current())
+            });
+            std::thread::sleep(Duration::from_millis(20));
+            mailbox.push(7).unwrap();
+            let (was, value, now) = consumer.join().unwrap();
+            assert_eq!(value, 7);
+            if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+                assert_ne!(was, now, "moved off the producer's CPU");
+            }
+        });
     }
 
     #[test]

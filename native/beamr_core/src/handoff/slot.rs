@@ -79,10 +79,10 @@ impl<E> Slot<E> {
     }
 
     /// Waiter side, after a successful `arm`: the event if it comes within `bound`
-    /// (pure spinning, no yielding: the bound holds whatever the load). Returns within
-    /// the bound plus a few compare-and-swaps; afterwards, offers are refused until the
-    /// next `arm`.
-    pub fn wait(&self, bound: Duration) -> Option<E> {
+    /// while `producer_may_run` holds (pure spinning, no yielding: the bound holds
+    /// whatever the load). Returns within the bound plus a few compare-and-swaps;
+    /// afterwards, offers are refused until the next `arm`.
+    pub fn wait(&self, bound: Duration, producer_may_run: impl Fn() -> bool) -> Option<E> {
         let mut spin = Spin::pure(bound);
         loop {
             if self.state.load(Ordering::Relaxed) == FILLED {
@@ -90,7 +90,7 @@ impl<E> Slot<E> {
                     return Some(event);
                 }
             }
-            if !spin.step() {
+            if !producer_may_run() || !spin.step() {
                 return self.give_up();
             }
         }
@@ -147,10 +147,25 @@ mod tests {
         assert!(!slot.arm(), "armed twice");
         slot.offer(2).unwrap();
         assert_eq!(slot.offer(3), Err(3), "already filled");
-        assert_eq!(slot.wait(Duration::ZERO), Some(2));
+        assert_eq!(slot.wait(Duration::ZERO, || true), Some(2));
         assert!(slot.arm());
-        assert_eq!(slot.wait(Duration::from_micros(10)), None);
+        assert_eq!(slot.wait(Duration::from_micros(10), || true), None);
         assert_eq!(slot.offer(4), Err(4), "the waiter left");
+    }
+
+    /// A producer that cannot run (it waits for the waiter's CPU) ends the wait at once,
+    /// not at the bound; an event already there is still taken.
+    #[test]
+    fn a_waiter_stops_when_the_producer_cannot_run() {
+        let slot = Slot::new();
+        assert!(slot.arm());
+        let started = Instant::now();
+        assert_eq!(slot.wait(Duration::from_secs(60), || false), None);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert_eq!(slot.offer(1), Err(1), "the waiter left");
+        assert!(slot.arm());
+        slot.offer(2).unwrap();
+        assert_eq!(slot.wait(Duration::from_secs(60), || false), Some(2));
     }
 
     /// The old fallback spun until the producer finished writing, however long that
@@ -162,7 +177,7 @@ mod tests {
         assert!(slot.claim());
         let (done, finished) = mpsc::channel();
         std::thread::scope(|s| {
-            s.spawn(|| done.send(slot.wait(Duration::from_micros(20))).unwrap());
+            s.spawn(|| done.send(slot.wait(Duration::from_micros(20), || true)).unwrap());
             let outcome = finished.recv_timeout(Duration::from_secs(5)).expect("the waiter hung");
             assert_eq!(outcome, None);
         });
@@ -175,7 +190,7 @@ mod tests {
         let slot = Slot::<u32>::new();
         assert!(slot.arm());
         let started = Instant::now();
-        assert_eq!(slot.wait(Duration::from_millis(2)), None);
+        assert_eq!(slot.wait(Duration::from_millis(2), || true), None);
         // Far above the bound: this is about termination, not speed.
         assert!(started.elapsed() < Duration::from_secs(1));
     }
@@ -196,7 +211,7 @@ mod tests {
                 while !stop.load(Ordering::Acquire) {
                     if slot.arm() {
                         bound = (bound + 1) % 400;
-                        if let Some(e) = slot.wait(Duration::from_nanos(bound)) {
+                        if let Some(e) = slot.wait(Duration::from_nanos(bound), || true) {
                             count += 1;
                             sum += e;
                         }
