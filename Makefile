@@ -44,8 +44,11 @@ compile: deps
 beamr: compile
 	$(ERL_RUN) -eval 'ok = hb_beamr_cli:write_escript("beamr"), halt().'
 
+# The loom models (native/beamr_handoff/tests/loom.rs) need --cfg loom, which rebuilds every
+# dependency: they get a target directory of their own so the main one stays warm.
 rust-test:
-	cargo test --release -p beamr_core
+	cargo test --release -p beamr_core -p beamr_handoff
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/loom cargo test --release -p beamr_handoff --test loom
 
 erlang-test: beamr
 	rebar3 eunit

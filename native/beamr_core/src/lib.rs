@@ -15,7 +15,8 @@
 //!   and deltas chained to them); [`dirty_pages`] finds the pages a delta must hold.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
 //! * [`handoff`] holds the hand-overs between NIFs and executor threads
-//!   (command mailbox, reply slot), generic over what they carry.
+//!   (command mailbox, reply slot), generic over what they carry: the `beamr_handoff`
+//!   crate, re-exported (a crate of its own so loom can model-check it without wasmer).
 
 pub mod artifact;
 pub mod cache;
@@ -25,10 +26,11 @@ pub mod disk_cache;
 pub mod engine;
 pub mod executor_thread;
 pub mod fuel;
-pub mod handoff;
 pub mod inspect;
 pub mod prepare;
 pub mod signature;
 pub mod snapshot;
 pub mod store_exceptions;
 pub mod wamr_aot;
+
+pub use beamr_handoff as handoff;

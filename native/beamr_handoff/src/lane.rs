@@ -9,8 +9,7 @@
 //! it: `close` drains a FULL lane, a writer (WRITING) finds the bit when it tries to
 //! publish and takes its own value back, a taker (TAKING) keeps what it took.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 
 const EMPTY: u8 = 0;
 const WRITING: u8 = 1;
@@ -48,13 +47,15 @@ impl<T> Lane<T> {
             return Err(if state & CLOSED != 0 { PutError::Closed(value) } else { PutError::Busy(value) });
         }
         // SAFETY: WRITING gives this thread exclusive access to `value`.
-        unsafe { *self.value.get() = Some(value) };
-        if self.state.compare_exchange(WRITING, FULL, Ordering::Release, Ordering::Relaxed).is_ok() {
+        unsafe { self.value.with_mut(|cell| *cell = Some(value)) };
+        // Acquire too, for `sync_with_pushers` (the same instruction on x86).
+        if self.state.compare_exchange(WRITING, FULL, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
             return Ok(());
         }
         // `close` set its bit while we wrote (WRITING | CLOSED): the value is still ours.
+        reached!(LaneClosedWhileWriting);
         // SAFETY: no other thread moves the state out of WRITING | CLOSED.
-        let value = unsafe { (*self.value.get()).take() }.expect("a written lane holds its value");
+        let value = unsafe { self.value.with_mut(|cell| (*cell).take()) }.expect("a written lane holds its value");
         self.state.store(CLOSED, Ordering::Release);
         Err(PutError::Closed(value))
     }
@@ -67,12 +68,21 @@ impl<T> Lane<T> {
             return None;
         }
         // SAFETY: TAKING gives this thread exclusive access to `value`.
-        let value = unsafe { (*self.value.get()).take() };
+        let value = unsafe { self.value.with_mut(|cell| (*cell).take()) };
         if self.state.compare_exchange(TAKING, EMPTY, Ordering::Release, Ordering::Relaxed).is_err() {
             // Closed while taking: the value was taken before, so it is ours to return.
+            reached!(LaneClosedWhileTaking);
             self.state.store(CLOSED, Ordering::Release);
         }
         value
+    }
+
+    /// Consumer side: orders what the calling thread did before against every `put`.
+    /// A read-modify-write reads the latest state, never a stale one: a value published
+    /// before is seen by the next `take`, and a `put` that publishes (or starts) after
+    /// sees what the caller did before (both its compare-and-swaps acquire).
+    pub fn sync_with_pushers(&self) {
+        self.state.fetch_or(0, Ordering::AcqRel);
     }
 
     /// Refuses further values and drains the one that was put but not taken, if any.
@@ -82,7 +92,7 @@ impl<T> Lane<T> {
             return None;
         }
         // SAFETY: FULL | CLOSED is a state only this call leaves.
-        let value = unsafe { (*self.value.get()).take() };
+        let value = unsafe { self.value.with_mut(|cell| (*cell).take()) };
         self.state.store(CLOSED, Ordering::Release);
         value
     }
@@ -94,7 +104,7 @@ impl<T> Default for Lane<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;

@@ -11,15 +11,14 @@
 //! `close`, or refused (`Err(Closed)`) to its own pusher, exactly one of the three.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
-use std::thread::Thread;
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 
-use super::cpu::{self, LastCpu};
+use crate::sync::thread::{self, Thread};
+use crate::sync::{AtomicUsize, Mutex, OnceLock, Ordering};
+
+use crate::cpu::{self, LastCpu};
 use super::lane::{Lane, PutError};
 use super::spin::Spin;
 
@@ -62,8 +61,16 @@ impl<T> Mailbox<T> {
     }
 
     /// Called once by the consumer thread before it pops.
+    ///
+    /// A push racing the binding could otherwise miss it (and wake nobody) while the
+    /// consumer misses the pushed value and parks for ever: store buffering, which the
+    /// memory model allows between the release/acquire operations on both sides (found by
+    /// loom, tests/loom.rs). Rather than a fence in every push, the consumer orders its
+    /// binding against pushers here, once: through the lane's state and the queue's lock.
     pub fn bind_executor(&self) {
-        let _ = self.consumer.set(std::thread::current());
+        let _ = self.consumer.set(thread::current());
+        self.lane.sync_with_pushers();
+        drop(self.queue.lock());
     }
 
     pub fn push(&self, value: T) -> Result<(), Closed> {
@@ -131,7 +138,8 @@ impl<T> Mailbox<T> {
             }
             if in_the_way || !spin.step() {
                 self.consumer_cpu.forget();
-                std::thread::park();
+                reached!(MailboxParked);
+                thread::park();
             }
         }
     }
@@ -157,7 +165,7 @@ impl<T> Default for Mailbox<T> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicBool;

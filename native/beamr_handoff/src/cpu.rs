@@ -11,7 +11,7 @@
 //! no other. Reading the CPU costs nanoseconds (glibc reads it from the kernel's
 //! restartable-sequence area).
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use crate::sync::{AtomicU32, Ordering};
 
 /// The side is parked or has not run yet: it may be woken on any CPU.
 const NOWHERE: u32 = u32::MAX;
@@ -20,7 +20,7 @@ const NOWHERE: u32 = u32::MAX;
 pub struct LastCpu(AtomicU32);
 
 impl LastCpu {
-    pub const fn new() -> LastCpu {
+    pub fn new() -> LastCpu {
         LastCpu(AtomicU32::new(NOWHERE))
     }
 
@@ -50,16 +50,24 @@ impl Default for LastCpu {
     }
 }
 
-/// The CPU the calling thread runs on, or `NOWHERE` where that is unknown.
+/// The CPU the calling thread runs on, or `NOWHERE` where that is unknown (always under
+/// loom, whose threads have no CPU).
+#[cfg(not(loom))]
 pub fn current() -> u32 {
     // SAFETY: no arguments, no memory.
     let cpu = unsafe { libc::sched_getcpu() };
     u32::try_from(cpu).unwrap_or(NOWHERE)
 }
 
+#[cfg(loom)]
+pub fn current() -> u32 {
+    NOWHERE
+}
+
 /// Moves the calling thread off `cpu` at once: from now on it may run on every CPU it
 /// was first allowed except `cpu` (each call starts again from that first set). False,
 /// and nothing changes, when `cpu` is the only one it may use.
+#[cfg(not(loom))]
 pub fn move_off(cpu: u32) -> bool {
     thread_local! {
         // SAFETY (both blocks): a zeroed cpu_set_t is a valid empty set; the calls get
@@ -82,6 +90,11 @@ pub fn move_off(cpu: u32) -> bool {
             libc::CPU_COUNT(&set) > 0 && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
         }
     })
+}
+
+#[cfg(loom)]
+pub fn move_off(_cpu: u32) -> bool {
+    false
 }
 
 #[cfg(test)]

@@ -9,8 +9,7 @@
 //! producer is writing does not wait for the write: it marks the slot ABANDONED and the
 //! producer, failing to publish, takes its event back.
 
-use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use crate::sync::{AtomicU8, Ordering, UnsafeCell};
 use std::time::Duration;
 
 use super::spin::Spin;
@@ -67,13 +66,14 @@ impl<E> Slot<E> {
     /// After a successful `claim`.
     fn fill(&self, event: E) -> Result<(), E> {
         // SAFETY: WRITING gives the producer exclusive access to `event`.
-        unsafe { *self.event.get() = Some(event) };
+        unsafe { self.event.with_mut(|cell| *cell = Some(event)) };
         if self.state.compare_exchange(WRITING, FILLED, Ordering::Release, Ordering::Relaxed).is_ok() {
             return Ok(());
         }
         // ABANDONED: the waiter left during the write and will not touch the cell.
+        reached!(SlotAbandoned);
         // SAFETY: only the producer leaves ABANDONED.
-        let event = unsafe { (*self.event.get()).take() }.expect("a written slot holds its event");
+        let event = unsafe { self.event.with_mut(|cell| (*cell).take()) }.expect("a written slot holds its event");
         self.state.store(IDLE, Ordering::Release);
         Err(event)
     }
@@ -101,7 +101,7 @@ impl<E> Slot<E> {
             return None;
         }
         // SAFETY: TAKING gives this waiter exclusive access to `event`.
-        let event = unsafe { (*self.event.get()).take() };
+        let event = unsafe { self.event.with_mut(|cell| (*cell).take()) };
         self.state.store(IDLE, Ordering::Release);
         event
     }
@@ -132,7 +132,7 @@ impl<E> Default for Slot<E> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
