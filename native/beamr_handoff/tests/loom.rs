@@ -213,6 +213,17 @@ fn lane_close_during_write_and_take() {
     assert!(reached::count(Path::LaneClosedWhileTaking) > 0, "close during a take was not explored");
 }
 
+/// One thread per value, pushing it: each gives back its value if the mailbox refused it.
+fn spawn_pushers(mailbox: &Arc<Mailbox<u32>>, values: [u32; 2]) -> Vec<thread::JoinHandle<Option<u32>>> {
+    values
+        .into_iter()
+        .map(|v| {
+            let mailbox = Arc::clone(mailbox);
+            thread::spawn(move || mailbox.push(v).err().map(|Closed| v))
+        })
+        .collect()
+}
+
 /// Two pushers against a consumer that pops once (spinning, then parked) and then
 /// closes: every value is popped, drained by close or refused to its pusher, exactly
 /// once, and the consumer is always woken (a lost wake-up leaves it parked for ever,
@@ -222,16 +233,7 @@ fn mailbox_push_pop_close() {
     model("mailbox, two pushers, pop, close", 3, || {
         let mailbox = Arc::new(Mailbox::new());
         mailbox.bind_executor();
-        let pushers: Vec<_> = [1u32, 2]
-            .into_iter()
-            .map(|v| {
-                let mailbox = Arc::clone(&mailbox);
-                thread::spawn(move || match mailbox.push(v) {
-                    Ok(()) => None,
-                    Err(Closed) => Some(v),
-                })
-            })
-            .collect();
+        let pushers = spawn_pushers(&mailbox, [1, 2]);
         let popped = mailbox.pop();
         let drained = mailbox.close();
         let refused: Vec<u32> = pushers.into_iter().filter_map(|p| p.join().unwrap()).collect();
@@ -251,16 +253,10 @@ fn mailbox_pop_both_values() {
     model("mailbox, two pushers, two pops", 3, || {
         let mailbox = Arc::new(Mailbox::new());
         mailbox.bind_executor();
-        let pushers: Vec<_> = [1u32, 2]
-            .into_iter()
-            .map(|v| {
-                let mailbox = Arc::clone(&mailbox);
-                thread::spawn(move || mailbox.push(v))
-            })
-            .collect();
+        let pushers = spawn_pushers(&mailbox, [1, 2]);
         let mut popped = [mailbox.pop(), mailbox.pop()];
         for p in pushers {
-            assert_eq!(p.join().unwrap(), Ok(()));
+            assert_eq!(p.join().unwrap(), None, "nothing refused before close");
         }
         popped.sort_unstable();
         assert_eq!(popped, [1, 2]);
