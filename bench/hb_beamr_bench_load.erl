@@ -25,9 +25,9 @@ main() ->
             {"+S 1, 1 busy Erlang process", "+S 1", 1, false},
             {io_lib:format("yes > /dev/null on all ~p cores", [Cores]), "", 0, true},
             {"yes on every core + 2 busy Erlang processes", "", 2, true}],
-    io:format("~-44s ~23s ~23s ~16s ~16s ~16s~n",
+    io:format("~-44s ~23s ~23s ~16s ~16s ~16s ~18s~n",
               ["load (2 cores)", "call p50/p99/max us", "import p50/p99/max us", "NIF max (>100us)",
-               "OS gap (>100us)", "NIF CPU (>100us)"]),
+               "OS gap (>100us)", "NIF CPU (>100us)", "long/preempt/block"]),
     [print_row(Name, child_row(Flags, Busy, Hog, Cores)) || {Name, Flags, Busy, Hog} <- Rows],
     io:format("Targets in every row: call p50 <= 5 us, import p50 <= 10 us, p99 <= 100 us, "
               "no NIF longer than 100 us.~n"
@@ -36,12 +36,15 @@ main() ->
               "OS gap: the same for ~b iterations of a loop of trivial BIFs in the same process under the "
               "same load: how long the OS takes a scheduler thread away from any code.~n"
               "NIF CPU: the longest time one NIF kept its core (thread CPU time), over a second pass of as "
-              "many calls and imports with hb_beamr_nif:nif_cpu_time/1 on, and how many kept it over 100 us.~n",
+              "many calls and imports with hb_beamr_nif:nif_cpu_time/1 on, and how many kept it over 100 us.~n"
+              "long/preempt/block: in that second pass, the NIFs over 100 us by the wall clock, how many of them "
+              "the OS preempted (an involuntary context switch) and how many blocked (a voluntary one).~n",
               [?NIF_CALLS, ?SAMPLES, ?NIF_CALLS + ?SAMPLES]).
 
-print_row(Name, {Call, Import, Nif, Gap, NifCpu}) ->
-    io:format("~-44s ~23s ~23s ~16s ~16s ~16s~n",
-              [Name, triple(Call), triple(Import), over(Nif), over(Gap), over(NifCpu)]);
+print_row(Name, {Call, Import, Nif, Gap, NifCpu, {LongByWall, Preempted, Blocked}}) ->
+    io:format("~-44s ~23s ~23s ~16s ~16s ~16s ~18s~n",
+              [Name, triple(Call), triple(Import), over(Nif), over(Gap), over(NifCpu),
+               io_lib:format("~b / ~b / ~b", [LongByWall, Preempted, Blocked])]);
 print_row(Name, Error) ->
     io:format("~-44s failed: ~p~n", [Name, Error]).
 
@@ -99,13 +102,14 @@ measure(Busy) ->
     Gaps = gaps(?NIF_CALLS + ?SAMPLES, []),
     %% A second pass, timed on the CPU by the NIFs themselves (two system calls each, so
     %% not during the latency samples).
-    {_, 0, 0} = hb_beamr_nif:nif_cpu_time(true),
+    #{timed := 0} = hb_beamr_nif:nif_cpu_time(true),
     _ = call_samples(I, ?NIF_CALLS, [], []),
     _ = import_samples(I),
-    {_Timed, MaxCpuNs, OverCpu} = hb_beamr_nif:nif_cpu_time(false),
+    #{max_cpu_ns := MaxCpuNs, over_100us_cpu := OverCpu, over_100us_wall := LongByWall, preempted := Preempted,
+      blocked := Blocked} = hb_beamr_nif:nif_cpu_time(false),
     [exit(S, kill) || S <- Spinners],
     {stats(lists:sublist(Calls, ?SAMPLES)), stats(Imports), over_100(CallNifs ++ ImportNifs), over_100(Gaps),
-     {MaxCpuNs / 1000, OverCpu}}.
+     {MaxCpuNs / 1000, OverCpu}, {LongByWall, Preempted, Blocked}}.
 
 stats(Samples) ->
     Sorted = lists:sort(Samples),

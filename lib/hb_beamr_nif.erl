@@ -152,10 +152,14 @@ snapshot_info(_Snapshot) -> erlang:nif_error(not_loaded).
 -spec inspect(binary(), map()) -> {ok, map()} | {error, term()}.
 inspect(_Source, _Opts) -> erlang:nif_error(not_loaded).
 
-%% @doc For benchmarks: `{Count, MaxNs, Over100us}', how many of the NIFs that wait for an
-%% executor (call, import_reply, memory operations) ran since the last switch, the longest
-%% time one of them kept its core (thread CPU time, ns) and how many kept it over 100 us.
-%% `On' starts (true) or stops (false) the counting and resets the totals; while it is on,
-%% each such NIF costs two more system calls.
--spec nif_cpu_time(boolean()) -> {non_neg_integer(), non_neg_integer(), non_neg_integer()}.
+%% @doc For benchmarks: what the NIFs that wait for an executor (call, import_reply,
+%% memory operations) did since the last switch: how many ran (`timed'), the longest time
+%% one of them kept its core (thread CPU time, `max_cpu_ns'), how many kept it over 100 us,
+%% and how many took over 100 us by the wall clock, of which how many the OS preempted
+%% (an involuntary context switch) and how many blocked (a voluntary one). `On' starts
+%% (true) or stops (false) the counting and resets the totals; while it is on, each such
+%% NIF costs four more system calls.
+-spec nif_cpu_time(boolean()) -> #{timed := non_neg_integer(), max_cpu_ns := non_neg_integer(),
+                                   over_100us_cpu := non_neg_integer(), over_100us_wall := non_neg_integer(),
+                                   preempted := non_neg_integer(), blocked := non_neg_integer()}.
 nif_cpu_time(_On) -> erlang:nif_error(not_loaded).

@@ -488,10 +488,10 @@ fn kernel_dirty_tracking() -> bool {
     beamr_core::dirty_pages::kernel_tracking_available()
 }
 
-/// `{Count, MaxNs, Over100us}`: how long the waiting NIFs kept their core since the last
-/// switch (see `nif_cpu_time`); `On` starts or stops the counting.
+/// How long the waiting NIFs kept their core since the last switch, and why the long ones
+/// were long (see `nif_cpu_time`); `On` starts or stops the counting.
 #[rustler::nif(name = "nif_cpu_time")]
-fn switch_nif_cpu_time(on: bool) -> (u64, u64, u64) {
+fn switch_nif_cpu_time(on: bool) -> nif_cpu_time::Totals {
     nif_cpu_time::switch(on)
 }
 
