@@ -1,6 +1,7 @@
 %%% @doc `make bench-scale': starts many instances of aos-2-pure-xs in one VM (10,000 by
 %%% default; `SCALE_INSTANCES' overrides), runs one Eval message on each, then stops them
-%%% all, and prints what each instance costs. Not a test: nothing here asserts. A failed
+%%% all, and prints what each instance costs; then does it all again, to show whether
+%%% what the first wave left behind adds up. Not a test: nothing here asserts. A failed
 %%% start or message ends that phase or is counted, so the rows are printed at any limit.
 -module(hb_beamr_bench_scale).
 -export([main/0]).
@@ -18,15 +19,11 @@ main() ->
     erlang:garbage_collect(),
     timer:sleep(500),
     Base = usage(),
-    BaseTouched = wasm_memory_resident_bytes(),
-    {StartUs, Instances} = timer:tc(fun() -> start_all(Wasm, N, []) end),
-    Started = length(Instances),
-    AfterStart = usage(),
-    {EvalUs, Failed} = timer:tc(fun() -> length([F || I <- Instances, (F = eval(I)) =/= ok]) end),
-    AfterEval = usage(),
-    Touched = wasm_memory_resident_bytes() - BaseTouched,
-    [hb_beamr:stop(I) || I <- Instances],
-    {SettleUs, Stopped} = timer:tc(fun() -> settle(Base) end),
+    #{started := Started, start_us := StartUs, eval_us := EvalUs, failed := Failed, after_start := AfterStart,
+      after_eval := AfterEval, touched := Touched, settle_us := SettleUs, stopped := Stopped} = wave(Wasm, N, Base),
+    %% A second wave shows whether what the first left behind is kept for reuse (allocator
+    %% caches) or adds up (a leak).
+    #{stopped := Stopped2} = wave(Wasm, N, Base),
     Per = fun(Key, From) -> (maps:get(Key, From) - maps:get(Key, Base)) / max(Started, 1) end,
     io:format("instances started: ~b of ~b~s; Eval failed on ~b~n",
               [Started, N, if Started < N -> " (start failed after that)"; true -> "" end, Failed]),
@@ -44,7 +41,26 @@ main() ->
               [maps:get(rss_mb, Base), maps:get(rss_mb, AfterEval), maps:get(rss_mb, Stopped)]), "", "MiB"},
           {"RSS after stop vs before", maps:get(rss_mb, Stopped) / maps:get(rss_mb, Base), "<= 1.1", "x"},
           {"  kept after stop", maps:get(rss_mb, Stopped) - maps:get(rss_mb, Base), "", "MiB"},
-          {"  time for RSS to settle after stop", SettleUs / 1.0e6, "", "s"}]).
+          {"  time for RSS to settle after stop", SettleUs / 1.0e6, "", "s"},
+          {"RSS after a second wave (start, message, stop)", maps:get(rss_mb, Stopped2), "", "MiB"},
+          {"  kept after the second wave beyond the first", maps:get(rss_mb, Stopped2) - maps:get(rss_mb, Stopped),
+           "", "MiB"}]).
+
+%% Starts up to N instances, runs one message on each, stops them all and waits for memory
+%% to settle; what each phase took and what it left.
+-spec wave(binary(), pos_integer(), map()) -> map().
+wave(Wasm, N, Base) ->
+    BaseTouched = wasm_memory_resident_bytes(),
+    {StartUs, Instances} = timer:tc(fun() -> start_all(Wasm, N, []) end),
+    AfterStart = usage(),
+    {EvalUs, Failed} = timer:tc(fun() -> length([F || I <- Instances, (F = eval(I)) =/= ok]) end),
+    AfterEval = usage(),
+    Touched = wasm_memory_resident_bytes() - BaseTouched,
+    [hb_beamr:stop(I) || I <- Instances],
+    {SettleUs, Stopped} = timer:tc(fun() -> settle(Base) end),
+    #{started => length(Instances), start_us => StartUs, eval_us => EvalUs, failed => Failed,
+      after_start => AfterStart, after_eval => AfterEval, touched => Touched, settle_us => SettleUs,
+      stopped => Stopped}.
 
 start_all(_Wasm, 0, Acc) ->
     lists:reverse(Acc);
