@@ -84,23 +84,23 @@ eval(I) ->
 %% read-write mapping followed right after by the inaccessible rest of its reservation
 %% (over 4 GiB).
 wasm_memory_resident_bytes() ->
-    {ok, Smaps} = file:read_file("/proc/self/smaps"),
-    vmas(binary:split(Smaps, <<"\n">>, [global]), undefined, 0).
+    {_Last, Sum} = fold_lines("/proc/self/smaps", fun smaps_line/2, {undefined, 0}),
+    Sum.
 
-vmas([], _Prev, Sum) ->
-    Sum;
-vmas([Line | Rest], Prev, Sum) ->
+%% The state is the mapping whose lines are being read, with its resident bytes once its
+%% Rss line has been, and the sum over the wasm memories before it.
+smaps_line(Line, {Prev, Sum}) ->
     case re:run(Line, <<"^([0-9a-f]+)-([0-9a-f]+) (....) ">>, [{capture, all_but_first, binary}]) of
         {match, [Start, End, Perms]} ->
             Vma = {binary_to_integer(Start, 16), binary_to_integer(End, 16), Perms, 0},
-            vmas(Rest, Vma, Sum + wasm_rss(Prev, Vma));
+            {Vma, Sum + wasm_rss(Prev, Vma)};
         nomatch ->
             case {Line, Prev} of
                 {<<"Rss:", Kb/binary>>, {S, E, P, _}} ->
                     [N | _] = string:lexemes(Kb, " "),
-                    vmas(Rest, {S, E, P, binary_to_integer(N) * 1024}, Sum);
+                    {{S, E, P, binary_to_integer(N) * 1024}, Sum};
                 _ ->
-                    vmas(Rest, Prev, Sum)
+                    {Prev, Sum}
             end
     end.
 
@@ -110,7 +110,24 @@ wasm_rss(_, _) -> 0.
 usage() ->
     #{rss_mb => hb_beamr_test_util:resident_mb(),
       threads => length(element(2, file:list_dir("/proc/self/task"))),
-      maps => length(binary:split(element(2, file:read_file("/proc/self/maps")), <<"\n">>, [global])) - 1}.
+      maps => fold_lines("/proc/self/maps", fun(_Line, N) -> N + 1 end, 0)}.
+
+%% Folds over the lines of a /proc file read one at a time. With 10,000 instances
+%% /proc/self/smaps is ~80 MB: read whole and split, it grew this process's heap by
+%% hundreds of MB, and what ERTS kept of that counted as memory the instances left.
+fold_lines(Path, Fun, Acc) ->
+    {ok, File} = file:open(Path, [read, raw, binary, {read_ahead, 1 bsl 16}]),
+    try
+        fold_lines_from(File, Fun, Acc)
+    after
+        file:close(File)
+    end.
+
+fold_lines_from(File, Fun, Acc) ->
+    case file:read_line(File) of
+        {ok, Line} -> fold_lines_from(File, Fun, Fun(Line, Acc));
+        eof -> Acc
+    end.
 
 %% Stopped executors exit in the background and memory is returned after them (by the
 %% reaper, and by ERTS' allocators over seconds): wait until the thread count is back, then

@@ -313,10 +313,14 @@ mod linux {
         /// Whether the calling thread allocates from glibc's main arena: a chunk records
         /// in its size word whether it came from another (`NON_MAIN_ARENA`, bit 2). The
         /// probe is larger than glibc's per-thread cache holds (1,032 bytes), so it comes
-        /// from the thread's arena and not from a chunk cached before a move.
+        /// from the thread's arena and not from a chunk cached before a move. No when
+        /// another allocator stands in for glibc's (`LD_PRELOAD`): it has no such word.
         fn on_main_arena() -> bool {
             const PROBE: usize = 2048;
             const NON_MAIN_ARENA: usize = 4;
+            if !malloc_is_glibcs() {
+                return false;
+            }
             // SAFETY: malloc has no preconditions.
             let probe = unsafe { opaque_malloc()(PROBE) };
             if probe.is_null() {
@@ -328,6 +332,20 @@ mod linux {
             // SAFETY: from malloc above, freed once.
             unsafe { opaque_free()(probe) };
             size_word & NON_MAIN_ARENA == 0
+        }
+
+        /// Whether `malloc` is glibc's own, found in the object it was resolved to.
+        fn malloc_is_glibcs() -> bool {
+            static GLIBCS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+            *GLIBCS.get_or_init(|| {
+                // SAFETY: dladdr only reads the loader's tables into `info`.
+                let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+                let found = unsafe { libc::dladdr(opaque_malloc() as *const c_void, &mut info) } != 0;
+                // SAFETY: a non-null dli_fname is a C string owned by the loader.
+                found
+                    && !info.dli_fname.is_null()
+                    && unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes().ends_with(b"/libc.so.6")
+            })
         }
 
         // The compiler knows malloc and free: it deletes a pair whose memory is unused
@@ -351,6 +369,8 @@ mod linux {
             /// at once, so that its round-robin hands the main arena out several times.
             #[test]
             fn no_executor_thread_allocates_from_the_main_arena() {
+                // Else every thread would be reported off the main arena, moved or not.
+                assert!(super::malloc_is_glibcs());
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 let threads = 3 * 8 * cores;
                 let all_started = Arc::new(Barrier::new(threads));
