@@ -35,7 +35,10 @@ nif:
 	@command -v cargo >/dev/null || { echo "hb_beamr: cargo (Rust) is needed to build the NIF: https://rustup.rs" >&2; exit 1; }
 	cargo build --release -p hb_beamr_nif
 	mkdir -p priv
-	cp $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so $(NIF)
+	@# Renamed into place when it changed: a VM running from the old file keeps its inode
+	@# (cp would rewrite the pages under it, and it would crash).
+	cmp -s $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so $(NIF) || \
+	  { cp $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so $(NIF).new && mv -f $(NIF).new $(NIF); }
 
 compile: deps
 	rebar3 compile

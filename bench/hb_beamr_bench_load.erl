@@ -4,7 +4,8 @@
 %%% Prints p50 / p99 / max of single `call/3' NIF round trips and of import round trips
 %%% (wasm -> Erlang -> wasm), and the longest time any NIF held a scheduler: by the wall
 %%% clock, and on the CPU (the time the NIF itself kept the core, without the time the OS
-%%% gave the core to other threads). Not a test: nothing here asserts.
+%%% gave the core to other threads), beside a control NIF that only spins as long. Not a
+%%% test: nothing here asserts.
 -module(hb_beamr_bench_load).
 -export([main/0, row/1]).
 
@@ -25,9 +26,9 @@ main() ->
             {"+S 1, 1 busy Erlang process", "+S 1", 1, false},
             {io_lib:format("yes > /dev/null on all ~p cores", [Cores]), "", 0, true},
             {"yes on every core + 2 busy Erlang processes", "", 2, true}],
-    io:format("~-44s ~23s ~23s ~16s ~16s ~16s ~18s~n",
+    io:format("~-44s ~23s ~23s ~16s ~16s ~16s ~18s ~16s ~18s~n",
               ["load (2 cores)", "call p50/p99/max us", "import p50/p99/max us", "NIF max (>100us)",
-               "OS gap (>100us)", "NIF CPU (>100us)", "long/preempt/block"]),
+               "OS gap (>100us)", "NIF CPU (>100us)", "long/preempt/block", "control CPU", "control l/p/b"]),
     [print_row(Name, child_row(Flags, Busy, Hog, Cores)) || {Name, Flags, Busy, Hog} <- Rows],
     io:format("Targets in every row: call p50 <= 5 us, import p50 <= 10 us, p99 <= 100 us, "
               "no NIF longer than 100 us.~n"
@@ -38,15 +39,20 @@ main() ->
               "NIF CPU: the longest time one NIF kept its core (thread CPU time), over a second pass of as "
               "many calls and imports with hb_beamr_nif:nif_cpu_time/1 on, and how many kept it over 100 us.~n"
               "long/preempt/block: in that second pass, the NIFs over 100 us by the wall clock, how many of them "
-              "the OS preempted (an involuntary context switch) and how many blocked (a voluntary one).~n",
+              "the OS preempted (an involuntary context switch) and how many blocked (a voluntary one).~n"
+              "control: the same two columns for as many NIFs that only spin for the median call NIF's "
+              "duration (hb_beamr_nif:nif_cpu_time_control/1), in a third pass under the same load.~n",
               [?NIF_CALLS, ?SAMPLES, ?NIF_CALLS + ?SAMPLES]).
 
-print_row(Name, {Call, Import, Nif, Gap, NifCpu, {LongByWall, Preempted, Blocked}}) ->
-    io:format("~-44s ~23s ~23s ~16s ~16s ~16s ~18s~n",
-              [Name, triple(Call), triple(Import), over(Nif), over(Gap), over(NifCpu),
-               io_lib:format("~b / ~b / ~b", [LongByWall, Preempted, Blocked])]);
+print_row(Name, {Call, Import, Nif, Gap, {NifCpu, NifCauses}, {ControlCpu, ControlCauses}}) ->
+    io:format("~-44s ~23s ~23s ~16s ~16s ~16s ~18s ~16s ~18s~n",
+              [Name, triple(Call), triple(Import), over(Nif), over(Gap), over(NifCpu), causes(NifCauses),
+               over(ControlCpu), causes(ControlCauses)]);
 print_row(Name, Error) ->
     io:format("~-44s failed: ~p~n", [Name, Error]).
+
+causes({LongByWall, Preempted, Blocked}) ->
+    io_lib:format("~b / ~b / ~b", [LongByWall, Preempted, Blocked]).
 
 over({Max, Over}) -> lists:flatten([num(Max), " (", integer_to_list(Over), ")"]).
 
@@ -105,11 +111,20 @@ measure(Busy) ->
     #{timed := 0} = hb_beamr_nif:nif_cpu_time(true),
     _ = call_samples(I, ?NIF_CALLS, [], []),
     _ = import_samples(I),
-    #{max_cpu_ns := MaxCpuNs, over_100us_cpu := OverCpu, over_100us_wall := LongByWall, preempted := Preempted,
-      blocked := Blocked} = hb_beamr_nif:nif_cpu_time(false),
+    Timed = hb_beamr_nif:nif_cpu_time(false),
+    %% The control, under the same load: as many NIFs that only spin for as long as the
+    %% median call NIF took, counted the same way.
+    #{timed := 0} = hb_beamr_nif:nif_cpu_time(true),
+    MedianNs = lists:nth(length(CallNifs) div 2 + 1, lists:sort(CallNifs)),
+    _ = [hb_beamr_nif:nif_cpu_time_control(MedianNs) || _ <- lists:seq(1, ?NIF_CALLS + ?SAMPLES)],
+    Control = hb_beamr_nif:nif_cpu_time(false),
     [exit(S, kill) || S <- Spinners],
     {stats(lists:sublist(Calls, ?SAMPLES)), stats(Imports), over_100(CallNifs ++ ImportNifs), over_100(Gaps),
-     {MaxCpuNs / 1000, OverCpu}, {LongByWall, Preempted, Blocked}}.
+     cpu_and_causes(Timed), cpu_and_causes(Control)}.
+
+cpu_and_causes(#{max_cpu_ns := MaxCpuNs, over_100us_cpu := OverCpu, over_100us_wall := LongByWall,
+                 preempted := Preempted, blocked := Blocked}) ->
+    {{MaxCpuNs / 1000, OverCpu}, {LongByWall, Preempted, Blocked}}.
 
 stats(Samples) ->
     Sorted = lists:sort(Samples),

@@ -11,7 +11,7 @@
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/2, state_restore/2, snapshot_info/1, kernel_dirty_tracking/0]).
--export([inspect/2, nif_cpu_time/1]).
+-export([inspect/2, nif_cpu_time/1, nif_cpu_time_control/1]).
 
 -on_load(init/0).
 
@@ -163,3 +163,9 @@ inspect(_Source, _Opts) -> erlang:nif_error(not_loaded).
                                    over_100us_cpu := non_neg_integer(), over_100us_wall := non_neg_integer(),
                                    preempted := non_neg_integer(), blocked := non_neg_integer()}.
 nif_cpu_time(_On) -> erlang:nif_error(not_loaded).
+
+%% @doc For benchmarks: a NIF that only spins `Ns' nanoseconds (at most 20 us), counted
+%% by `nif_cpu_time/1' like the waiting NIFs. It can neither wait nor block, so what the
+%% counts show for it under a load is what that load does to any NIF of that length.
+-spec nif_cpu_time_control(non_neg_integer()) -> ok.
+nif_cpu_time_control(_Ns) -> erlang:nif_error(not_loaded).

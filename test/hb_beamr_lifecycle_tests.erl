@@ -255,6 +255,29 @@ concurrent_stops_test() ->
     ?assertEqual(lists:duplicate(8, ok), [receive {P, R} -> R end || P <- Stoppers]),
     ?assertNot(is_process_alive(I)).
 
+%%% The owner process of an idle instance
+
+%% It hibernates (a heap of a few words, not a fresh process's 233: 10,000 of those grew
+%% ERTS's heap carriers), drops messages sent to it instead of keeping them for ever, and
+%% the instance still answers and stops as before.
+idle_owner_is_small_and_drops_stray_messages_test() ->
+    I = start_fixture("core.wat"),
+    {total_heap_size, Words} = wait_hibernated(I, 100),
+    ?assert(Words < 233),
+    [I ! {stray, N} || N <- lists:seq(1, 1000)],
+    ?assertEqual({ok, [3]}, hb_beamr:call(I, "add", [1, 2])),
+    {total_heap_size, _} = wait_hibernated(I, 100),
+    ?assertEqual({message_queue_len, 0}, process_info(I, message_queue_len)),
+    ?assertEqual({ok, [7]}, hb_beamr:call(I, "add", [3, 4])),
+    ?assertEqual(ok, hb_beamr:stop(I)),
+    ?assertNot(is_process_alive(I)).
+
+wait_hibernated(Owner, Tries) ->
+    case process_info(Owner, [current_function, total_heap_size]) of
+        [{current_function, {erlang, hibernate, 3}}, Size] -> Size;
+        _ when Tries > 0 -> timer:sleep(10), wait_hibernated(Owner, Tries - 1)
+    end.
+
 %%% What an instance costs in memory mappings (Linux allows 65,530 per process by default)
 
 %% Each live instance that has run a call maps its executor's stacks (thread and signal

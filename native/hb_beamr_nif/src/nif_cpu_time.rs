@@ -11,9 +11,11 @@
 //! reading a thread's CPU clock and its context switches are system calls.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 const LONG_NS: u64 = 100_000;
+/// The longest a NIF waits for an executor, and so the longest the control spins.
+const CONTROL_MAX_NS: u64 = 20_000;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static TIMED: AtomicU64 = AtomicU64::new(0);
@@ -50,6 +52,18 @@ pub fn switch(on: bool) -> Totals {
         over_100us_wall: take(&LONG_BY_WALL),
         preempted: take(&PREEMPTED),
         blocked: take(&BLOCKED),
+    }
+}
+
+/// The control: a NIF that only spins for `ns` nanoseconds (at most 20 µs), timed as the
+/// waiting NIFs are. It can neither wait for anything nor block, so whatever the totals
+/// show for it under a load is what that load does to any NIF of that length.
+pub fn spin_for_control(ns: u64) {
+    let _timed = Timed::start();
+    let until = Duration::from_nanos(ns.min(CONTROL_MAX_NS));
+    let started = Instant::now();
+    while started.elapsed() < until {
+        std::hint::spin_loop();
     }
 }
 
