@@ -145,3 +145,13 @@ nif_cpu_time_counts_the_waiting_nifs_test() ->
     ?assertEqual({ok, [3]}, hb_beamr:call(I, "add", [1, 2])),
     ?assertEqual(nothing_counted(), hb_beamr_nif:nif_cpu_time(false)),
     hb_beamr:stop(I).
+
+%% The control NIF of `make bench-load' is counted like the waiting NIFs, and spins at most
+%% 20 us whatever it is asked (an hour here would time the test out).
+nif_cpu_time_control_is_counted_and_bounded_test() ->
+    _ = hb_beamr_nif:nif_cpu_time(false),
+    ?assertEqual(nothing_counted(), hb_beamr_nif:nif_cpu_time(true)),
+    [ok = hb_beamr_nif:nif_cpu_time_control(2000) || _ <- lists:seq(1, 4)],
+    ?assertEqual(ok, hb_beamr_nif:nif_cpu_time_control(3600 * 1000000000)),
+    ?assertMatch(#{timed := 5}, hb_beamr_nif:nif_cpu_time(false)),
+    ?assertError(badarg, hb_beamr_nif:nif_cpu_time_control(-1)).
