@@ -10,6 +10,7 @@ export HB_BEAMR_SHARED := $(SHARED)
 export SPEC_TESTS_DIR := $(SHARED)/spec-tests
 
 NIF := priv/libhb_beamr_nif.so
+BUILT_NIF = $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
@@ -37,8 +38,7 @@ nif:
 	mkdir -p priv
 	@# Renamed into place when it changed: a VM running from the old file keeps its inode
 	@# (cp would rewrite the pages under it, and it would crash).
-	cmp -s $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so $(NIF) || \
-	  { cp $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so $(NIF).new && mv -f $(NIF).new $(NIF); }
+	cmp -s $(BUILT_NIF) $(NIF) || { cp $(BUILT_NIF) $(NIF).new && mv -f $(NIF).new $(NIF); }
 
 compile: deps
 	rebar3 compile

@@ -106,6 +106,7 @@ measure(Busy) ->
     Spinners = [spawn(fun Spin() -> Spin() end) || _ <- lists:seq(1, Busy)],
     {Calls, CallNifs} = call_samples(I, ?NIF_CALLS, [], []),
     {Imports, ImportNifs} = import_samples(I),
+    Nifs = CallNifs ++ ImportNifs,
     Gaps = gaps(?NIF_CALLS + ?SAMPLES, []),
     %% A second pass, timed on the CPU by the NIFs themselves (two system calls each, so
     %% not during the latency samples).
@@ -117,10 +118,10 @@ measure(Busy) ->
     %% pass that only spins for as long as that NIF took (at most 20 us), counted the same
     %% way, so that both sides spend about as long inside NIFs.
     #{timed := 0} = hb_beamr_nif:nif_cpu_time(true),
-    _ = [hb_beamr_nif:nif_cpu_time_control(Ns) || Ns <- CallNifs ++ ImportNifs],
+    _ = [hb_beamr_nif:nif_cpu_time_control(Ns) || Ns <- Nifs],
     Control = hb_beamr_nif:nif_cpu_time(false),
     [exit(S, kill) || S <- Spinners],
-    {stats(lists:sublist(Calls, ?SAMPLES)), stats(Imports), over_100(CallNifs ++ ImportNifs), over_100(Gaps),
+    {stats(lists:sublist(Calls, ?SAMPLES)), stats(Imports), over_100(Nifs), over_100(Gaps),
      cpu_and_causes(Timed), cpu_and_causes(Control)}.
 
 cpu_and_causes(#{max_cpu_ns := MaxCpuNs, over_100us_cpu := OverCpu, over_100us_wall := LongByWall,

@@ -29,7 +29,7 @@ use crate::trap::CallFailure;
 
 /// How long a NIF spins for the executor before leaving the event to a message. Pure
 /// spinning (a yield can give away a whole time slice): a NIF must return within 100 µs.
-const HANDOVER_SPIN: Duration = Duration::from_micros(20);
+pub(crate) const HANDOVER_SPIN: Duration = Duration::from_micros(20);
 
 pub enum Event {
     Import { call: ResourceArc<CallResource>, index: usize, args: Values },

@@ -13,9 +13,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use beamr_core::handoff::spin::Spin;
+
+use crate::handover::HANDOVER_SPIN;
+
 const LONG_NS: u64 = 100_000;
-/// The longest a NIF waits for an executor, and so the longest the control spins.
-const CONTROL_MAX_NS: u64 = 20_000;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
 static TIMED: AtomicU64 = AtomicU64::new(0);
@@ -55,16 +57,14 @@ pub fn switch(on: bool) -> Totals {
     }
 }
 
-/// The control: a NIF that only spins for `ns` nanoseconds (at most 20 µs), timed as the
-/// waiting NIFs are. It can neither wait for anything nor block, so whatever the totals
-/// show for it under a load is what that load does to any NIF of that length.
+/// The control: a NIF that only spins for `ns` nanoseconds (at most as long as a NIF
+/// waits for an executor), timed as the waiting NIFs are. It can neither wait for anything
+/// nor block, so whatever the totals show for it under a load is what that load does to
+/// any NIF of that length.
 pub fn spin_for_control(ns: u64) {
     let _timed = Timed::start();
-    let until = Duration::from_nanos(ns.min(CONTROL_MAX_NS));
-    let started = Instant::now();
-    while started.elapsed() < until {
-        std::hint::spin_loop();
-    }
+    let mut spin = Spin::pure(Duration::from_nanos(ns).min(HANDOVER_SPIN));
+    while spin.step() {}
 }
 
 /// Times the NIF until it is dropped (at the end of the NIF).

@@ -495,8 +495,9 @@ fn switch_nif_cpu_time(on: bool) -> nif_cpu_time::Totals {
     nif_cpu_time::switch(on)
 }
 
-/// Spins `ns` nanoseconds (at most 20 µs), timed like the waiting NIFs: the control that
-/// `make bench-load` runs under the same load (see `nif_cpu_time::spin_for_control`).
+/// Spins `ns` nanoseconds (at most as long as a NIF waits for an executor, 20 µs), timed
+/// like the waiting NIFs: the control that `make bench-load` runs under the same load
+/// (see `nif_cpu_time::spin_for_control`).
 #[rustler::nif]
 fn nif_cpu_time_control(ns: u64) -> Atom {
     nif_cpu_time::spin_for_control(ns);
