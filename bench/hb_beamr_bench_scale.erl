@@ -16,12 +16,12 @@ main() ->
     {ok, Warm, _, _} = hb_beamr:start(Wasm),
     <<_/binary>> = hb_beamr_aos:eval(Warm, <<"1 + 1">>),
     hb_beamr:stop(Warm),
-    %% The bench's own code loaded too (smaps parsing loads `re'), so that the baseline
-    %% has it: loading code later grows the literal area by a 1 MiB carrier.
+    %% The bench's own measuring run once, so that the baseline has the code it loads:
+    %% loading code later grows the literal area by a 1 MiB carrier.
     _ = wasm_memory_resident_bytes(),
-    erlang:garbage_collect(),
-    timer:sleep(500),
-    Base = usage(),
+    %% Settled as the RSS after stopping is, so that memory the warm-up frees late (the
+    %% reaper, ERTS's allocators) counts in neither reading.
+    Base = settle_rss(usage(), 0),
     #{started := Started, start_us := StartUs, eval_us := EvalUs, failed := Failed, after_start := AfterStart,
       after_eval := AfterEval, touched := Touched, settle_us := SettleUs, stopped := Stopped} = wave(Wasm, N, Base),
     %% A second wave shows whether what the first left behind is kept for reuse (allocator
@@ -91,62 +91,29 @@ eval(I) ->
         Class:Reason -> {Class, Reason}
     end.
 
-%% Resident bytes of all wasm memories, from /proc/self/smaps: a wasm memory is a
-%% read-write mapping followed right after by the inaccessible rest of its reservation
-%% (over 4 GiB).
+%% Resident bytes of all wasm memories (see the script), counted by a perl process.
 wasm_memory_resident_bytes() ->
-    in_own_process(fun() ->
-                           {_Last, Sum} = fold_lines("/proc/self/smaps", fun smaps_line/2, {undefined, 0}),
-                           Sum
-                   end).
+    list_to_integer(string:trim(os:cmd("perl bench/wasm_memory_rss.pl " ++ proc("smaps")))).
 
 %% Runs Fun in a process of its own, which exits with the result, so that the heap Fun
-%% grows (reading 1.5 million lines of smaps, starting 10,000 instances) goes with it.
+%% grows (starting 10,000 instances) goes with it.
 in_own_process(Fun) ->
     {Pid, Ref} = spawn_monitor(fun() -> exit({result, Fun()}) end),
     receive {'DOWN', Ref, process, Pid, {result, Result}} -> Result end.
 
-%% The state is the mapping whose lines are being read, with its resident bytes once its
-%% Rss line has been, and the sum over the wasm memories before it.
-smaps_line(Line, {Prev, Sum}) ->
-    case re:run(Line, <<"^([0-9a-f]+)-([0-9a-f]+) (....) ">>, [{capture, all_but_first, binary}]) of
-        {match, [Start, End, Perms]} ->
-            Vma = {binary_to_integer(Start, 16), binary_to_integer(End, 16), Perms, 0},
-            {Vma, Sum + wasm_rss(Prev, Vma)};
-        nomatch ->
-            case {Line, Prev} of
-                {<<"Rss:", Kb/binary>>, {S, E, P, _}} ->
-                    [N | _] = string:lexemes(Kb, " "),
-                    {{S, E, P, binary_to_integer(N) * 1024}, Sum};
-                _ ->
-                    {Prev, Sum}
-            end
-    end.
-
-wasm_rss({_, End, <<"rw-p">>, Rss}, {End, Next, <<"---p">>, _}) when Next - End >= 1 bsl 32 -> Rss;
-wasm_rss(_, _) -> 0.
-
+%% Threads and mappings are counted outside the VM too: with 10,000 instances the lists are
+%% 10,000 and 60,000 lines long, and what reading them in the VM left in ERTS's allocators
+%% counted as memory the instances left.
 usage() ->
     #{rss_mb => hb_beamr_test_util:resident_mb(),
-      threads => length(element(2, file:list_dir("/proc/self/task"))),
-      maps => fold_lines("/proc/self/maps", fun(_Line, N) -> N + 1 end, 0)}.
+      threads => count_lines("ls " ++ proc("task")),
+      maps => count_lines("cat " ++ proc("maps"))}.
 
-%% Folds over the lines of a /proc file read one at a time. With 10,000 instances
-%% /proc/self/smaps is ~80 MB: read whole and split, it grew this process's heap by
-%% hundreds of MB, and what ERTS kept of that counted as memory the instances left.
-fold_lines(Path, Fun, Acc) ->
-    {ok, File} = file:open(Path, [read, raw, binary, {read_ahead, 1 bsl 16}]),
-    try
-        fold_lines_from(File, Fun, Acc)
-    after
-        file:close(File)
-    end.
+count_lines(Command) ->
+    list_to_integer(string:trim(os:cmd(Command ++ " | wc -l"))).
 
-fold_lines_from(File, Fun, Acc) ->
-    case file:read_line(File) of
-        {ok, Line} -> fold_lines_from(File, Fun, Fun(Line, Acc));
-        eof -> Acc
-    end.
+proc(File) ->
+    "/proc/" ++ os:getpid() ++ "/" ++ File.
 
 %% Stopped executors exit in the background and memory is returned after them (by the
 %% reaper, and by ERTS' allocators over seconds): wait until the thread count is back, then

@@ -1,6 +1,6 @@
 //! Writing snapshots (full and delta) into a buffer sized up front.
 
-use super::digest::{self, PAGE};
+use super::digest::{self, PAGE, SEGMENT};
 use super::{
     GlobalValue, Lineage, ModuleId, PageRun, SnapshotId, HEADER_LEN, IDENTIFIED_FROM, KIND_DELTA, KIND_FULL, MAGIC,
     NULL, SECTION_HEADER, TAG_CHANGED, TAG_GLOBALS, TAG_MEMORY, TAG_PAGES, TAG_TABLE, VERSION,
@@ -160,6 +160,21 @@ impl Parts<'_> {
         let encoded = self.encode_into(&mut out, memory);
         (out, encoded)
     }
+}
+
+/// Copies `src` into `dst`, a destination of the same length that may be fresh (nothing
+/// resident yet), as the bulk of a full snapshot is copied: segment by segment, each
+/// populated first, by two threads for large inputs. For raw reads of memory
+/// (`serialize`), which otherwise pay a page fault per 4 KiB of their result.
+pub fn copy_out(dst: &mut [u8], src: &[u8]) {
+    assert_eq!(dst.len(), src.len(), "copy_out needs a destination as long as its source");
+    let dst_base = dst.as_mut_ptr() as usize;
+    digest::per_segment(src.len(), SEGMENT, |range, _| {
+        // SAFETY: the ranges handed out are disjoint, so no two threads write the same bytes.
+        let dst = unsafe { std::slice::from_raw_parts_mut((dst_base + range.start) as *mut u8, range.len()) };
+        populate(dst);
+        dst.copy_from_slice(&src[range]);
+    });
 }
 
 /// Fills `dst`, the bulk's bytes from offset `at`, with the pages of `memory` that `runs`

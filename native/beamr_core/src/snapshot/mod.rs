@@ -60,7 +60,7 @@ use std::ops::Range;
 
 pub use chain::{check_chain, chain_digests};
 pub use digest::PAGE;
-pub use encode::{Encoded, MemoryParts, Parts};
+pub use encode::{copy_out, Encoded, MemoryParts, Parts};
 
 pub const MAGIC: [u8; 8] = *b"HBBEAMRS";
 pub const VERSION: u32 = 2;

@@ -310,26 +310,70 @@ fn encoding_into_a_fresh_mapping_gives_the_same_bytes() {
     let total = parts.encoded_len();
     let mut buffer = vec![0xAAu8; total];
     parts.encode_into(&mut buffer, &memory);
-    // SAFETY: a private anonymous mapping of `total` bytes, unmapped below.
-    let mapping = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            total,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(mapping, libc::MAP_FAILED);
-    // SAFETY: the mapping is `total` bytes, readable and writable, and only used here.
-    let fresh = unsafe { std::slice::from_raw_parts_mut(mapping as *mut u8, total) };
-    parts.encode_into(fresh, &memory);
-    let same = fresh == &buffer[..];
-    // SAFETY: unmapping what was mapped above; `fresh` is not used after this.
-    unsafe { libc::munmap(mapping, total) };
-    assert!(same);
+    let mut fresh = FreshMapping::new(total);
+    parts.encode_into(fresh.bytes(), &memory);
+    assert!(fresh.bytes() == &buffer[..]);
     assert!(decode(&buffer).is_ok());
+}
+
+/// A private anonymous mapping none of whose pages is resident yet, like the fresh carrier
+/// of a large result binary.
+#[cfg(target_os = "linux")]
+struct FreshMapping {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+#[cfg(target_os = "linux")]
+impl FreshMapping {
+    fn new(len: usize) -> FreshMapping {
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        FreshMapping { base, len }
+    }
+
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, readable and writable, and ours.
+        unsafe { std::slice::from_raw_parts_mut(self.base.cast(), self.len) }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for FreshMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
+}
+
+/// A raw copy into a fresh mapping (populated segment by segment, by two threads past
+/// 8 MiB) and into a resident buffer, of lengths that end inside a page, a segment and the
+/// second thread's half, gives back the source.
+#[cfg(target_os = "linux")]
+#[test]
+fn copy_out_copies_every_byte_fresh_or_resident() {
+    for len in [0, 100, PAGE + 1, SEGMENT + 3, (9 << 20) + 17] {
+        let src: Vec<u8> = (0..len).map(|i| ((i >> 12) ^ i) as u8).collect();
+        let mut resident = vec![0xAAu8; len];
+        copy_out(&mut resident, &src);
+        assert!(resident == src, "resident, {len} bytes");
+        if len == 0 {
+            continue;
+        }
+        let mut fresh = FreshMapping::new(len);
+        copy_out(fresh.bytes(), &src);
+        assert!(fresh.bytes() == &src[..], "fresh, {len} bytes");
+    }
 }
 
 mod chains {
