@@ -10,7 +10,7 @@ pub(crate) use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
 pub(crate) mod thread {
-    pub(crate) use std::thread::{current, park, yield_now, Thread};
+    pub(crate) use std::thread::{current, park, park_timeout, yield_now, Thread};
 }
 
 /// std's park and unpark (a token per thread) over loom's mutex and condition variable.
