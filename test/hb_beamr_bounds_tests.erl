@@ -6,7 +6,7 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
--export([start_until_refused/2, serialize_under_thread_limit/1]).
+-export([serialize_under_thread_limit/1]).
 
 -define(LOOPING_START, <<"(module (func $s (loop $l (br $l))) (start $s) (func (export \"f\")))">>).
 
@@ -211,10 +211,7 @@ long_inputs_are_refused_after_a_bounded_walk_test() ->
 %% address-space limit (room for its reservation, not for copies of it).
 copies_that_cannot_be_allocated_test_() ->
     {timeout, 120, fun() ->
-        ok = hb_beamr_test_util:distribute(),
-        Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(12 bsl 30), os:find_executable("erl")]},
-        {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
-                                             args => ["-pa" | code:get_path()]}),
+        {Peer, Node} = hb_beamr_test_util:address_limited_peer(12 bsl 30),
         {ok, I, _, _} = erpc:call(Node, hb_beamr, start, [<<"(module (memory 65535))">>, #{wamr_compat => false}]),
         ?assertEqual({error, {resource_limit, memory}}, erpc:call(Node, hb_beamr, serialize, [I], 60000)),
         ?assertEqual({error, {resource_limit, memory}}, erpc:call(Node, hb_beamr, snapshot, [I], 60000)),
@@ -227,30 +224,14 @@ copies_that_cannot_be_allocated_test_() ->
 %% so the one that cannot get it is refused there.
 started_instances_can_run_at_the_mapping_limit_test_() ->
     {timeout, 120, fun() ->
-        ok = hb_beamr_test_util:distribute(),
-        Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(3 bsl 30), os:find_executable("erl")]},
-        {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
-                                             args => ["-pa" | code:get_path()]}),
+        {Peer, Node} = hb_beamr_test_util:address_limited_peer(3 bsl 30),
         Wasm = <<"(module (func (export \"add\") (param i32 i32) (result i32) local.get 0 local.get 1 i32.add))">>,
-        {Started, Refused} = erpc:call(Node, ?MODULE, start_until_refused, [Wasm, 1000], 60000),
+        {Started, Refused} = erpc:call(Node, hb_beamr_test_util, start_until_refused, [Wasm, 1000], 60000),
         ?assertMatch({error, {resource_limit, _}}, Refused),
         ?assertMatch([_ | _], Started),
         ?assertEqual([{ok, [3]} || _ <- Started], [erpc:call(Node, hb_beamr, call, [I, "add", [1, 2]]) || I <- Started]),
         peer:stop(Peer)
     end}.
-
-%% @private Starts instances until one is refused (or `Max' are running).
--spec start_until_refused(binary(), pos_integer()) -> {[hb_beamr:instance()], term()}.
-start_until_refused(Wasm, Max) ->
-    start_until_refused(Wasm, Max, []).
-
-start_until_refused(_Wasm, 0, Started) ->
-    {Started, none_refused};
-start_until_refused(Wasm, Max, Started) ->
-    case hb_beamr:start(Wasm) of
-        {ok, I, _, _} -> start_until_refused(Wasm, Max - 1, [I | Started]);
-        Refused -> {Started, Refused}
-    end.
 
 %% Copies of more than 8 MiB are split between two threads; when the OS refuses the
 %% second thread, the executor does all of it (it used to panic and lose the instance).
@@ -280,5 +261,5 @@ serialize_under_thread_limit(Pages) ->
 
 %% Starts instances until the OS refuses a thread.
 hold_threads(Wat) ->
-    {Held, {error, {resource_limit, thread}}} = start_until_refused(Wat, 1000),
+    {Held, {error, {resource_limit, thread}}} = hb_beamr_test_util:start_until_refused(Wat, 1000),
     Held.

@@ -6,7 +6,7 @@
 
 -define(DEEP, 100000).
 
--export([start_until_refused/2, start_and_stop/1]).
+-export([start_and_stop/1]).
 
 start() ->
     start(#{}).
@@ -199,12 +199,9 @@ check_import_is_hidden_test() ->
 %% memory reservation, not two): start/1 says so, and the VM and its instances live on.
 resource_limit_in_a_child_vm_test_() ->
     {timeout, 120, fun() ->
-        ok = hb_beamr_test_util:distribute(),
-        Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(12 bsl 30), os:find_executable("erl")]},
-        {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
-                                             args => ["-pa" | code:get_path()]}),
+        {Peer, Node} = hb_beamr_test_util:address_limited_peer(12 bsl 30),
         Wasm = hb_beamr_test_util:fixture("core.wat"),
-        {Started, Refused} = erpc:call(Node, ?MODULE, start_until_refused, [Wasm, 16]),
+        {Started, Refused} = erpc:call(Node, hb_beamr_test_util, start_until_refused, [Wasm, 16]),
         ?assertEqual({error, {resource_limit, memory}}, Refused),
         ?assertMatch([_ | _], Started),
         ?assertEqual([{ok, [3]} || _ <- Started], [erpc:call(Node, hb_beamr, call, [I, "add", [1, 2]]) || I <- Started]),
@@ -224,7 +221,7 @@ thread_limit_in_a_child_vm_test_() ->
         {ok, Peer, _} = peer:start_link(#{exec => {Exec, Args}, connection => standard_io,
                                        args => ["-pa" | CodePath]}),
         Wasm = hb_beamr_test_util:fixture("core.wat"),
-        {Started, Refused} = peer:call(Peer, ?MODULE, start_until_refused, [Wasm, 64], 60000),
+        {Started, Refused} = peer:call(Peer, hb_beamr_test_util, start_until_refused, [Wasm, 64], 60000),
         ?assertEqual({error, {resource_limit, thread}}, Refused),
         ?assertMatch([_ | _], Started),
         ?assertEqual([{ok, [3]} || _ <- Started], [peer:call(Peer, hb_beamr, call, [I, "add", [1, 2]]) || I <- Started]),
@@ -244,15 +241,3 @@ start_and_stop(Wasm) ->
         Refused -> Refused
     end.
 
-%% @private Starts instances until one is refused (or `Max' are running).
--spec start_until_refused(binary(), pos_integer()) -> {[hb_beamr:instance()], term()}.
-start_until_refused(Wasm, Max) ->
-    start_until_refused(Wasm, Max, []).
-
-start_until_refused(_Wasm, 0, Started) ->
-    {Started, none_refused};
-start_until_refused(Wasm, Max, Started) ->
-    case hb_beamr:start(Wasm) of
-        {ok, I, _, _} -> start_until_refused(Wasm, Max - 1, [I | Started]);
-        Refused -> {Started, Refused}
-    end.

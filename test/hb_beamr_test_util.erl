@@ -3,7 +3,7 @@
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
 -export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
--export([thread_limited_erl/2, remove_copy/1]).
+-export([thread_limited_erl/2, remove_copy/1, address_limited_peer/1, start_until_refused/2]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -131,6 +131,30 @@ remove_copy(CodePath) ->
     [ok = file:del_dir_r(filename:dirname(filename:dirname(Ebin)))
      || Ebin <- CodePath, lists:prefix("/tmp/hb_beamr_nobody_", Ebin)],
     ok.
+
+%% @doc A peer VM under an address-space limit of `Bytes' (`prlimit --as'), with this
+%% node's code path.
+-spec address_limited_peer(pos_integer()) -> {pid(), node()}.
+address_limited_peer(Bytes) ->
+    ok = distribute(),
+    Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(Bytes), os:find_executable("erl")]},
+    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
+                                         args => ["-pa" | code:get_path()]}),
+    {Peer, Node}.
+
+%% @doc Starts instances of `Wasm' until one is refused (or `Max' are running): those
+%% started, and the refusal.
+-spec start_until_refused(binary(), pos_integer()) -> {[hb_beamr:instance()], term()}.
+start_until_refused(Wasm, Max) ->
+    start_until_refused(Wasm, Max, []).
+
+start_until_refused(_Wasm, 0, Started) ->
+    {Started, none_refused};
+start_until_refused(Wasm, Max, Started) ->
+    case hb_beamr:start(Wasm) of
+        {ok, I, _, _} -> start_until_refused(Wasm, Max - 1, [I | Started]);
+        Refused -> {Started, Refused}
+    end.
 
 %% rebar3 and make run the suites from the project root.
 root() ->

@@ -13,7 +13,7 @@
 //! reference (never freed until the Store goes, so snapshots would leak), and a
 //! `Function` has no index anyway; so this reads the raw references (pointers to the
 //! instance's `VMCallerCheckedAnyfunc`s) through wasmer's `sys` internals, the way
-//! `beamr_core::store_exceptions` reaches its objects. A pointer is mapped back to an
+//! `beamr_core::store_objects` reaches its objects. A pointer is mapped back to an
 //! index through what the instance exposes: its exported functions and the functions
 //! its active element segments put into table 0 at instantiation. A reference outside
 //! that set (a function placed by `table.set`/`table.init` from a passive or declarative
