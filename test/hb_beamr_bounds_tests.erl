@@ -204,6 +204,15 @@ long_inputs_are_refused_after_a_bounded_walk_test() ->
     receive {hb_beamr_import, Ref, _} -> ok end,
     ?assertEqual({error, {badarg, {arity, 1, {more_than, 1000}}}}, hb_beamr:reply(Ref, Long)),
     receive {hb_beamr_result, Ref, Result} -> ?assertMatch({error, {import_failed, _, _, _}}, Result) end,
+    {ok, Ref2} = hb_beamr:call_async(I, "f", [], #{}),
+    receive {hb_beamr_import, Ref2, _} -> ok end,
+    ok = hb_beamr:reply(Ref2, {error, Long}),
+    receive {hb_beamr_result, Ref2, Failed} ->
+        ?assertMatch({error, {import_failed, "env", "ask", {too_large, _}}}, Failed)
+    end,
+    %% Call options are the import fun's too: only `timeout' and `gas' are looked up.
+    Opts = maps:from_list([{N, N} || N <- lists:seq(1, 1000000)]),
+    ?assertMatch({ok, [7], _}, hb_beamr:call(I, "f", [], fun(S, _, _) -> {ok, [7], S} end, s, Opts#{timeout => 1000})),
     hb_beamr:stop(I).
 
 %% Copies sized by a module or a caller fail with `{resource_limit, memory}' where the

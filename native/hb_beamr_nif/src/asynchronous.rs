@@ -13,7 +13,7 @@ use rustler::types::tuple::make_tuple;
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
 
 use crate::atoms;
-use crate::codec::{charlist, MAX_VALUES};
+use crate::codec::{charlist, fits_in, MAX_VALUES};
 use crate::command::{Callee, Command, Limits};
 use crate::handover::{CallResource, Event, ReplySlot};
 use crate::instance::Shared;
@@ -21,6 +21,9 @@ use crate::nif_cpu_time;
 use crate::nifs::{callee, decode_limits, error, fail_import, reply_values};
 use crate::registry;
 use crate::trap::CallFailure;
+
+/// The largest import failure reason kept for a call's result, in nodes and binary bytes.
+const MAX_REASON: usize = 64 * 1024;
 
 /// How an asynchronous call's events are put as messages.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -131,8 +134,11 @@ fn async_fail<'a>(env: Env<'a>, call: ResourceArc<CallResource>, why: Term<'a>) 
     atoms::ok().encode(env)
 }
 
-/// Keeps `why` (copied out of the NIF's environment) for the call's result.
+/// Keeps `why` (copied out of the NIF's environment) for the call's result; a reason too
+/// large to copy on a normal scheduler is kept as `{too_large, MaxSize}`.
 fn stash_failure(call: &CallResource, index: usize, why: Term) {
+    let env = why.get_env();
+    let why = if fits_in(why, MAX_REASON) { why } else { (atoms::too_large(), MAX_REASON).encode(env) };
     *call.failure.lock() = Some((index, why.to_binary().as_slice().to_vec()));
 }
 

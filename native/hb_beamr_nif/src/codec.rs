@@ -126,10 +126,15 @@ fn checked_length<'a>(list: Term<'a>, expected: usize) -> Result<usize, BadArg<'
 }
 
 /// Whether `term` is larger than any wasm value's term (at most a 128-bit integer) by
-/// far: measured against a small budget, never walking more of it than the budget allows.
+/// far.
 fn is_large(term: Term) -> bool {
-    let mut budget = 256;
-    !fits(term, &mut budget)
+    !fits_in(term, 256)
+}
+
+/// Whether `term` has at most `budget` nodes and bytes of binaries, found without walking
+/// more of it than the budget allows.
+pub fn fits_in(term: Term, mut budget: usize) -> bool {
+    fits(term, &mut budget)
 }
 
 fn fits(term: Term, budget: &mut usize) -> bool {

@@ -114,10 +114,16 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
 /// Call options (call/6 `Opts`): `timeout => Ms | infinity`, `gas => N | infinity`. The
 /// map is also the import fun's options, so other keys are the caller's own.
 pub(crate) fn decode_limits(opts: Term) -> Result<Limits, Term> {
+    if !opts.is_map() {
+        return Err(opts);
+    }
+    // Looked up, not iterated: the caller's own keys may be many.
     let mut limits = Limits::default();
-    for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
-        let Ok(key_atom) = key.decode::<Atom>() else { continue };
-        decode_limit(&mut limits, key_atom, key, value)?;
+    for key_atom in [atoms::timeout(), atoms::gas()] {
+        let key = key_atom.encode(opts.get_env());
+        if let Ok(value) = opts.map_get(key) {
+            decode_limit(&mut limits, key_atom, key, value)?;
+        }
     }
     Ok(limits)
 }
