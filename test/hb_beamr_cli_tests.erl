@@ -15,7 +15,9 @@ cli_test_() ->
                                             {run_imports, fun run_imports/1}, {run_failures, fun run_failures/1},
                                             {run_limits, fun run_limits/1}, {bad_files, fun bad_files/1},
                                             {bad_arguments, fun bad_arguments/1},
-                                            {compile_then_run, fun compile_then_run/1}, {aos, fun aos/1}]]}
+                                            {compile_then_run, fun compile_then_run/1}, {aos, fun aos/1},
+                                            {wasi_bounds, fun wasi_bounds/1}, {special_files, fun special_files/1},
+                                            {not_aos, fun not_aos/1}]]}
     end}.
 
 setup() ->
@@ -132,6 +134,48 @@ aos(Dir) ->
     {1, Error} = beamr(Dir, ["aos", Aos, "error('boom')"]),
     ?assertMatch({_, _}, binary:match(Error, <<"beamr: Lua error: ">>)),
     ?assertMatch({_, _}, binary:match(Error, <<"boom">>)).
+
+%% fd_write's iovecs are checked against memory before anything is read: a count of 2^31
+%% (which once built a list of 2^31 iovecs) is EINVAL (28) like writev past IOV_MAX, an
+%% array or a buffer outside memory EFAULT (21).
+wasi_bounds(Dir) ->
+    [?assertEqual({Args, {0, Expected}}, {Args, beamr(Dir, ["run", "--wasi", ?WAT, "write" | Args])})
+     || {Args, Expected} <- [{["0", "0x7fffffff"], <<"28\n">>}, {["0", "-1"], <<"28\n">>},
+                             {["0", "1025"], <<"28\n">>},
+                             {["0xfffffff8", "1"], <<"21\n">>}, {["131064", "2"], <<"21\n">>},
+                             %% The iovec at 64 is "hello fr": a pointer and a length far outside.
+                             {["64", "1"], <<"21\n">>},
+                             %% 1,024 empty iovecs at 0 (memory is zero there, up to the text).
+                             {["1024", "1024"], <<"0\n">>}]].
+
+%% FILE must be a regular file: a device or a FIFO is refused at once (the first was read
+%% without end, the second blocked for ever).
+special_files(Dir) ->
+    Fifo = filename:join(Dir, "fifo.wasm"),
+    "" = os:cmd("mkfifo '" ++ Fifo ++ "'"),
+    [begin
+         {1, Out} = beamr(Dir, [Command, File | Rest]),
+         ?assertEqual({File, <<"beamr: cannot read ", (list_to_binary(File))/binary, ": ", Why/binary, "\n">>},
+                      {File, Out})
+     end || {File, Why} <- [{"/dev/zero", <<"not a regular file (device)">>},
+                            {Fifo, <<"not a regular file (other)">>},
+                            {Dir, <<"not a regular file (directory)">>}],
+            {Command, Rest} <- [{"inspect", []}, {"run", ["f"]}, {"compile", ["-o", Fifo ++ ".out"]},
+                                {"aos", ["1"]}]].
+
+%% `aos' on modules that are not AO processes: a `beamr: ...' line and status 1.
+not_aos(Dir) ->
+    {1, Plain} = beamr(Dir, ["aos", ?WAT, "1 + 1"]),
+    ?assertEqual(<<"beamr: ", ?WAT, ": not an AO process module: no exported function handle\n">>, Plain),
+    Odd = filename:join(Dir, "odd_aos.wat"),
+    ok = file:write_file(Odd, <<"(module (memory 1)"
+                                "  (func (export \"malloc\") (param i64) (result i64) (i64.const 0))"
+                                "  (func (export \"handle\") (param i64 i64) (result i64) (i64.const 0)))">>),
+    {1, NoMemory} = beamr(Dir, ["aos", Odd, "1 + 1"]),
+    ?assertMatch(<<"beamr: ", _/binary>>, NoMemory),
+    ?assertMatch({_, _}, binary:match(NoMemory, <<"malloc_failed">>)),
+    {1, Missing} = beamr(Dir, ["aos", "/nonexistent.wasm", "1"]),
+    ?assertEqual(<<"beamr: cannot read /nonexistent.wasm: no such file or directory\n">>, Missing).
 
 %% aos-2-pure-xs.wasm from ../shared, as a file (the suite fails without it).
 aos_file(Dir) ->

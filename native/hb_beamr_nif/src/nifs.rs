@@ -14,7 +14,7 @@ use beamr_core::snapshot::{self, Lineage};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
-use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, ResourceArc, Term, TermType};
+use rustler::{Atom, Binary, Encoder, Env, LocalPid, ResourceArc, Term, TermType};
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
@@ -229,14 +229,14 @@ fn exports_term<'a>(env: Env<'a>, module: &Module) -> Term<'a> {
     items.encode(env)
 }
 
+/// The longest function name taken as a string (a longer one is `{badarg, {func, Name}}`).
+const MAX_NAME_CHARS: usize = 65_536;
+
 /// A function name given as a binary (borrowed, no copy) or a string.
 fn decode_name<'a>(term: Term<'a>) -> Option<Cow<'a, str>> {
     match term.get_type() {
         TermType::Binary => std::str::from_utf8(Binary::from_term(term).ok()?.as_slice()).ok().map(Cow::Borrowed),
-        TermType::List => {
-            let chars: ListIterator = term.decode().ok()?;
-            chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect::<Option<String>>().map(Cow::Owned)
-        }
+        TermType::List => crate::codec::decode_charlist(term, MAX_NAME_CHARS).map(Cow::Owned),
         _ => None,
     }
 }
