@@ -304,7 +304,16 @@ read_regular(File) ->
         {error, Why} -> fail("cannot read ~ts: ~ts", [File, file:format_error(Why)])
     end.
 
+%% Writes over a regular file or makes a new one: opening a FIFO would wait for a reader.
 write_file(File, Bin) ->
+    case file:read_file_info(File) of
+        {ok, #file_info{type = Type}} when Type =/= regular, Type =/= device ->
+            fail("cannot write ~ts: not a regular file (~s)", [File, Type]);
+        _ ->
+            write_regular(File, Bin)
+    end.
+
+write_regular(File, Bin) ->
     case file:write_file(File, Bin) of
         ok -> io:format("wrote ~ts (~b bytes)~n", [File, byte_size(Bin)]);
         {error, Why} -> fail("cannot write ~ts: ~ts", [File, file:format_error(Why)])
@@ -424,7 +433,8 @@ wasi(#{func := Sizes, func_sig := Sig, args := [CountPtr, SizePtr], instance := 
 wasi(#{func := "clock_time_get"}, _Opts) ->
     [1];
 wasi(#{func := "proc_exit", args := [Status]}, _Opts) ->
-    throw({proc_exit, Status});
+    %% The exit status the OS keeps: its low 8 bits (halt/1 refuses a negative one).
+    throw({proc_exit, Status band 16#ff});
 wasi(_Request, _Opts) ->
     unknown.
 

@@ -17,7 +17,7 @@ cli_test_() ->
                                             {bad_arguments, fun bad_arguments/1},
                                             {compile_then_run, fun compile_then_run/1}, {aos, fun aos/1},
                                             {wasi_bounds, fun wasi_bounds/1}, {special_files, fun special_files/1},
-                                            {not_aos, fun not_aos/1}]]}
+                                            {not_aos, fun not_aos/1}, {exit_status, fun exit_status/1}]]}
     end}.
 
 setup() ->
@@ -147,6 +147,15 @@ wasi_bounds(Dir) ->
                              {["64", "1"], <<"21\n">>},
                              %% 1,024 empty iovecs at 0 (memory is zero there, up to the text).
                              {["1024", "1024"], <<"0\n">>}]].
+
+%% proc_exit's status is the OS's: its low 8 bits, also for a negative one.
+exit_status(Dir) ->
+    [?assertEqual({Status, {Expected, <<>>}}, {Status, beamr(Dir, ["run", "--wasi", ?WAT, "exit", Status])})
+     || {Status, Expected} <- [{"3", 3}, {"-1", 255}, {"256", 0}]],
+    Fifo = filename:join(Dir, "out.fifo"),
+    "" = os:cmd("mkfifo '" ++ Fifo ++ "'"),
+    ?assertEqual({1, <<"beamr: cannot write ", (list_to_binary(Fifo))/binary, ": not a regular file (other)\n">>},
+                 beamr(Dir, ["compile", ?WAT, "-o", Fifo])).
 
 %% FILE must be a regular file: a device or a FIFO is refused at once (the first was read
 %% without end, the second blocked for ever).
