@@ -236,7 +236,8 @@ stop(Instance) when is_pid(Instance), node(Instance) =:= node() ->
 stop(Instance) when is_pid(Instance) ->
     case on_node(node(Instance), ?MODULE, stop, [Instance]) of
         {ok, Stopped} -> Stopped;
-        %% A node that cannot be reached holds no instance any more.
+        %% Nothing more can be done from here, and stop/1 is total: `ok', as for an
+        %% instance already gone.
         {error, {noconnection, _}} -> ok
     end;
 stop(Instance) ->
@@ -554,8 +555,6 @@ answer(Ref, Results) ->
 %% Sig}' for each import and `{execution_result, Results}' or `{error, Reason}' at the end.
 %% A call refused before it starts is reported by an `{error, Reason}' message too.
 -spec wasm_send(instance(), {command, binary()}) -> ok | {error, term()}.
-wasm_send(Instance, _Message) when not is_pid(Instance) ->
-    {error, {badarg, {instance, Instance}}};
 wasm_send(Instance, {command, Bin} = Message) when is_binary(Bin) ->
     try binary_to_term(Bin) of
         Command -> seed_command(Instance, Command)

@@ -114,7 +114,8 @@ garbage_gives_error_tuples() ->
     %% turn replaced by each garbage value.
     Functions = [{hb_beamr, start, [?MODULE_WAT]}, {hb_beamr, start, [?MODULE_WAT, #{}]},
                  {hb_beamr, compile, [?MODULE_WAT, #{}]},
-                 {hb_beamr, call, [I, "f", [1]]}, {hb_beamr, call, [I, "f", [1], fun hb_beamr:stub/3]},
+                 {hb_beamr, call, [I, "f", [1]]}, {hb_beamr, call, [I, 0, [1]]},
+                 {hb_beamr, call_async, [I, 0, [1], #{}]}, {hb_beamr, call, [I, "f", [1], fun hb_beamr:stub/3]},
                  {hb_beamr, call, [I, "f", [1], fun hb_beamr:stub/3, s]},
                  {hb_beamr, call, [I, "f", [1], fun hb_beamr:stub/3, s, #{}]},
                  {hb_beamr, serialize, [I]}, {hb_beamr, deserialize, [I, <<>>]},
