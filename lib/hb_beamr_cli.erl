@@ -282,24 +282,25 @@ type_name(_) -> "reference (only null)".
 %% would block the open for ever and a device (/dev/zero) would be read without end.
 read_module(File) ->
     case file:read_file_info(File) of
-        {ok, #file_info{type = regular, size = Size}} when Size =< ?MAX_FILE_BYTES -> read_regular(File);
+        {ok, #file_info{type = regular, size = Size}} when Size =< ?MAX_FILE_BYTES -> read_regular(File, Size);
         {ok, #file_info{type = regular, size = Size}} ->
             fail("cannot read ~ts: ~b bytes is over the ~b a module may have", [File, Size, ?MAX_FILE_BYTES]);
         {ok, #file_info{type = Type}} -> fail("cannot read ~ts: not a regular file (~s)", [File, Type]);
         {error, Why} -> fail("cannot read ~ts: ~ts", [File, file:format_error(Why)])
     end.
 
-%% Reads at most ?MAX_FILE_BYTES: the file may have grown since it was looked at.
-read_regular(File) ->
+%% Reads the `Size' bytes the file had when it was looked at, and one more to tell that it
+%% has grown since (then it is being written: refused rather than read in part).
+read_regular(File, Size) ->
     Read = case file:open(File, [read, raw, binary]) of
                {ok, Fd} ->
-                   try file:read(Fd, ?MAX_FILE_BYTES + 1) after file:close(Fd) end;
+                   try file:read(Fd, Size + 1) after file:close(Fd) end;
                {error, _} = Failed ->
                    Failed
            end,
     case Read of
-        {ok, Bin} when byte_size(Bin) =< ?MAX_FILE_BYTES -> Bin;
-        {ok, _} -> fail("cannot read ~ts: it is over the ~b bytes a module may have", [File, ?MAX_FILE_BYTES]);
+        {ok, Bin} when byte_size(Bin) =< Size -> Bin;
+        {ok, _} -> fail("cannot read ~ts: it grew while it was read", [File]);
         eof -> <<>>;
         {error, Why} -> fail("cannot read ~ts: ~ts", [File, file:format_error(Why)])
     end.

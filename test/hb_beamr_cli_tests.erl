@@ -170,7 +170,17 @@ special_files(Dir) ->
                             {Fifo, <<"not a regular file (other)">>},
                             {Dir, <<"not a regular file (directory)">>}],
             {Command, Rest} <- [{"inspect", []}, {"run", ["f"]}, {"compile", ["-o", Fifo ++ ".out"]},
-                                {"aos", ["1"]}]].
+                                {"aos", ["1"]}]],
+    %% A sparse file just over the 1 GiB a module may have is refused by its size.
+    Huge = filename:join(Dir, "huge.wasm"),
+    {ok, Fd} = file:open(Huge, [write, raw]),
+    {ok, _} = file:position(Fd, (1 bsl 30) + 1),
+    ok = file:truncate(Fd),
+    ok = file:close(Fd),
+    ?assertEqual({1, <<"beamr: cannot read ", (list_to_binary(Huge))/binary,
+                      ": 1073741825 bytes is over the 1073741824 a module may have\n">>},
+                 beamr(Dir, ["run", Huge, "f"])),
+    ok = file:delete(Huge).
 
 %% `aos' on modules that are not AO processes: a `beamr: ...' line and status 1.
 not_aos(Dir) ->
