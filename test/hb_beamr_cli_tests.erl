@@ -136,8 +136,7 @@ aos(Dir) ->
     ?assertMatch({_, _}, binary:match(Error, <<"boom">>)).
 
 %% fd_write's iovecs are checked against memory before anything is read: a count of 2^31
-%% (which once built a list of 2^31 iovecs) is EINVAL (28) like writev past IOV_MAX, an
-%% array or a buffer outside memory EFAULT (21).
+%% is EINVAL (28) like writev past IOV_MAX, an array or a buffer outside memory EFAULT (21).
 wasi_bounds(Dir) ->
     [?assertEqual({Args, {0, Expected}}, {Args, beamr(Dir, ["run", "--wasi", ?WAT, "write" | Args])})
      || {Args, Expected} <- [{["0", "0x7fffffff"], <<"28\n">>}, {["0", "-1"], <<"28\n">>},
@@ -157,8 +156,8 @@ exit_status(Dir) ->
     ?assertEqual({1, <<"beamr: cannot write ", (list_to_binary(Fifo))/binary, ": not a regular file (other)\n">>},
                  beamr(Dir, ["compile", ?WAT, "-o", Fifo])).
 
-%% FILE must be a regular file: a device or a FIFO is refused at once (the first was read
-%% without end, the second blocked for ever).
+%% FILE must be a regular file: a device or a FIFO is refused at once (reading the first
+%% would never end, opening the second would wait for a writer).
 special_files(Dir) ->
     Fifo = filename:join(Dir, "fifo.wasm"),
     "" = os:cmd("mkfifo '" ++ Fifo ++ "'"),
