@@ -18,12 +18,22 @@
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 -export([snapshot/1, snapshot/2, restore/2, snapshot_info/1]).
 -export([call_async/4, reply/2, wasm_send/2, info/1]).
-%% Internal: the owner process's entry point and idle loop, and the wait for an event.
--export([owner/1, idle/0, next_event/2]).
+%% Internal: the owner process's entry point and idle loop, the wait for an event, and
+%% running a function on an instance's node.
+-export([owner/1, idle/0, next_event/2, on_node/4]).
 
 %% How long a caller whose instance died waits for the executor's last word on its
 %% request (it normally comes within milliseconds).
 -define(DRAIN_TIMEOUT, 1000).
+
+%% The options start/2 and compile/2 know; any other key is refused.
+-define(START_OPTIONS, [mode, wamr_compat, gas, timeout, memory_limit, cache_dir, deterministic,
+                        restore, dirty_tracking]).
+
+%% The process dictionary key of this process's seed calls (wasm_send/2), and the fewest
+%% instances it holds before stopped ones are looked for.
+-define(SEED_CALLS, {?MODULE, seed_calls}).
+-define(SEED_PRUNE_MIN, 8).
 
 -type instance() :: pid().
 %% A running instance: its owner process, which stops the instance when it exits.
@@ -55,14 +65,15 @@
 %% process's death.
 -type reason() :: {trap, trap_kind(), binary()} | {not_found, name()} | {badarg, term()}
                 | {invalid_module, term()} | {invalid_artifact, term()} | {cache_dir, string()}
-                | stopped
+                | stopped | {noconnection, node()}
                 | {invalid_snapshot, binary()} | {snapshot_mismatch, binary()}
                 | {unsnapshottable, {global | table | module_hash, non_neg_integer()}}
                 | call_in_progress
                 | {memory_limit, Initial :: non_neg_integer(), Limit :: non_neg_integer()}
                 | {resource_limit, thread | memory}
                 | {too_large, Len :: non_neg_integer(), Max :: non_neg_integer()}
-                | {import_failed, string(), string(), {atom(), term()}}.
+                | {import_failed, string(), string(), {atom(), term()}}
+                | malloc_failed | {bad_malloc_result, term()}.
 %% Every error this module returns (the README's error table says when each comes).
 -type call_ref() :: reference().
 %% An asynchronous call (`call_async/4'): the NIF's handle of the call, which is a
@@ -95,15 +106,17 @@ start(Wasm) ->
 %% the state of a snapshot of the same module, or of a chain, as `restore/2') and
 %% `dirty_tracking => auto | digests' (how incremental snapshots find changed pages; see
 %% the README). The application env gives defaults for `memory_limit' and `cache_dir'.
+%% Any other key gives `{error, {badarg, {options, {Key, Value}}}}'.
 -spec start(iodata(), wasm | aot | map()) ->
     {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.
 start(Wasm, Mode) when Mode =:= wasm; Mode =:= aot ->
     start(Wasm, #{mode => Mode});
 start(Wasm, Opts) when is_map(Opts) ->
-    case {to_binary(Wasm), chain(maps:get(restore, Opts, <<>>))} of
-        {_, error} -> {error, {badarg, {options, {restore, maps:get(restore, Opts)}}}};
-        {{ok, Bin}, _} -> start_owned(Bin, with_env_defaults(Opts));
-        {error, _} -> {error, {badarg, wasm}}
+    case {known_options(maps:iterator(Opts)), to_binary(Wasm), chain(maps:get(restore, Opts, <<>>))} of
+        {{unknown, Option}, _, _} -> {error, {badarg, {options, Option}}};
+        {ok, _, error} -> {error, {badarg, {options, {restore, maps:get(restore, Opts)}}}};
+        {ok, {ok, Bin}, _} -> start_owned(Bin, with_env_defaults(Opts));
+        {ok, error, _} -> {error, {badarg, wasm}}
     end;
 start(_Wasm, Opts) ->
     {error, {badarg, {options, Opts}}}.
@@ -148,6 +161,18 @@ start_restored({ok, Instance, Imports, Exports}, #{restore := Snapshot}) ->
 start_restored(Result, _Opts) ->
     Result.
 
+%% `ok', or the first option that start/2 and compile/2 do not know: a misspelt option
+%% must not go unnoticed (`memory_limt' would run without a limit).
+known_options(Options) ->
+    case maps:next(Options) of
+        none -> ok;
+        {Key, Value, Rest} ->
+            case lists:member(Key, ?START_OPTIONS) of
+                true -> known_options(Rest);
+                false -> {unknown, {Key, Value}}
+            end
+    end.
+
 with_env_defaults(Opts) ->
     Defaults = maps:from_list([{Key, Value} || Key <- [memory_limit, cache_dir],
                                                {ok, Value} <- [application:get_env(hb_beamr, Key)]]),
@@ -161,9 +186,10 @@ with_env_defaults(Opts) ->
 %% built into the artifact.
 -spec compile(iodata(), map()) -> {ok, binary()} | {error, reason()}.
 compile(Wasm, Opts) when is_map(Opts) ->
-    case to_binary(Wasm) of
-        {ok, Bin} -> hb_beamr_nif:compile(Bin, with_env_defaults(Opts));
-        error -> {error, {badarg, wasm}}
+    case {known_options(maps:iterator(Opts)), to_binary(Wasm)} of
+        {{unknown, Option}, _} -> {error, {badarg, {options, Option}}};
+        {ok, {ok, Bin}} -> hb_beamr_nif:compile(Bin, with_env_defaults(Opts));
+        {ok, error} -> {error, {badarg, wasm}}
     end;
 compile(_Wasm, Opts) ->
     {error, {badarg, {options, Opts}}}.
@@ -205,12 +231,14 @@ idle() ->
 %% left alone.
 -spec stop(instance() | term()) -> ok | {error, {badarg, {instance, term()}}}.
 stop(Instance) when is_pid(Instance), node(Instance) =:= node() ->
+    forget_seed_calls(Instance),
     stop_local(Instance, erlang:process_info(Instance, initial_call));
 stop(Instance) when is_pid(Instance) ->
-    try erpc:call(node(Instance), ?MODULE, stop, [Instance])
-    catch
-        %% A node that cannot be reached holds no instance any more.
-        error:{erpc, noconnection} -> ok
+    case on_node(node(Instance), ?MODULE, stop, [Instance]) of
+        {ok, Stopped} -> Stopped;
+        %% Nothing more can be done from here, and stop/1 is total: `ok', as for an
+        %% instance already gone.
+        {error, {noconnection, _}} -> ok
     end;
 stop(Instance) ->
     {error, {badarg, {instance, Instance}}}.
@@ -256,7 +284,10 @@ call(Instance, Func, Args, ImportFun, State) ->
     {ok, [value()], term()} | {error, reason(), term()}.
 call(Instance, Func, Args, ImportFun, State, Opts)
         when is_pid(Instance), node(Instance) =/= node() ->
-    erpc:call(node(Instance), ?MODULE, call, [Instance, Func, Args, ImportFun, State, Opts]);
+    case on_node(node(Instance), ?MODULE, call, [Instance, Func, Args, ImportFun, State, Opts]) of
+        {ok, Result} -> Result;
+        {error, Reason} -> {error, Reason, State}
+    end;
 call(Instance, Func, Args, ImportFun, State, Opts)
         when is_pid(Instance), is_map(Opts),
              (is_function(ImportFun, 3) orelse is_function(ImportFun, 2)) ->
@@ -450,11 +481,25 @@ gas_used(Instance) ->
 
 %% Runs `Local(Instance)' on the instance's node (`?MODULE:Name(Instance)' there).
 where_it_lives(Instance, Name, _Local) when is_pid(Instance), node(Instance) =/= node() ->
-    erpc:call(node(Instance), ?MODULE, Name, [Instance]);
+    case on_node(node(Instance), ?MODULE, Name, [Instance]) of
+        {ok, Result} -> Result;
+        {error, Reason} -> {error, Reason}
+    end;
 where_it_lives(Instance, _Name, Local) when is_pid(Instance) ->
     Local(Instance);
 where_it_lives(Instance, _Name, _Local) ->
     {error, {badarg, {instance, Instance}}}.
+
+%% @private `Module:Function(Args...)' on `Node', as `{ok, Result}', or
+%% `{error, {noconnection, Node}}' when the node is not connected (its instances may still
+%% live there, but cannot be reached from here).
+-spec on_node(node(), module(), atom(), list()) -> {ok, term()} | {error, {noconnection, node()}}.
+on_node(Node, Module, Function, Args) ->
+    try
+        {ok, erpc:call(Node, Module, Function, Args)}
+    catch
+        error:{erpc, noconnection} -> {error, {noconnection, Node}}
+    end.
 
 %% @doc Starts a call and returns at once. The calling process then receives
 %% `{hb_beamr_import, Ref, Request}' for each import the call makes (`Request' as an import
@@ -484,11 +529,21 @@ start_async(Instance, _Func, _Args, _Opts, _Protocol) ->
 %% `{error, {import_failed, Module, Name, Why}}'. Results that do not fit the import's
 %% signature fail it too (`Why = {bad_import_results, Results}') and give
 %% `{error, {badarg, Detail}}' here. `{error, badarg}' when no import of `Ref' is pending
-%% for this process.
+%% for this process; `{error, {badarg, {call_ref, Ref}}}' when `Ref' is not a call's
+%% reference at all.
 -spec reply(call_ref(), [value()] | {error, term()}) -> ok | {error, term()}.
-reply(Ref, {error, Why}) ->
+reply(Ref, Answer) ->
+    %% The NIFs take only a call's resource (the reference call_async/4 returned): any other
+    %% term fails to decode.
+    try
+        answer(Ref, Answer)
+    catch
+        error:badarg -> {error, {badarg, {call_ref, Ref}}}
+    end.
+
+answer(Ref, {error, Why}) ->
     hb_beamr_nif:async_fail(Ref, Why);
-reply(Ref, Results) ->
+answer(Ref, Results) ->
     case hb_beamr_nif:async_reply(Ref, Results) of
         {ok, Message} -> post(Ref, Message);
         Other -> Other
@@ -531,26 +586,55 @@ seed_command(_Instance, Command) ->
 seed_call(Instance, Func, Args) ->
     Waiting = [Ref || Ref <- seed_calls(Instance), hb_beamr_nif:async_pending(Ref)],
     case start_async(Instance, Func, Args, #{}, seed) of
-        {ok, Ref} -> put({?MODULE, seed_calls, Instance}, [Ref | Waiting]), ok;
-        {error, Reason} -> self() ! {error, Reason}, ok
-    end.
-
-seed_calls(Instance) ->
-    case get({?MODULE, seed_calls, Instance}) of
-        undefined -> [];
-        Refs -> Refs
+        {ok, Ref} -> put_seed_calls(Instance, [Ref | Waiting]), ok;
+        {error, Reason} -> put_seed_calls(Instance, Waiting), self() ! {error, Reason}, ok
     end.
 
 %% The innermost call with an import pending is the one answered; calls before it in the
 %% list have ended (they have no import pending) and are forgotten.
 seed_reply(Instance, [], _Results) ->
-    erase({?MODULE, seed_calls, Instance}),
+    put_seed_calls(Instance, []),
     {error, no_import_pending};
 seed_reply(Instance, [Ref | Outer] = Calls, Results) ->
     case reply(Ref, Results) of
         {error, badarg} -> seed_reply(Instance, Outer, Results);
-        Answered -> put({?MODULE, seed_calls, Instance}, Calls), Answered
+        Answered -> put_seed_calls(Instance, Calls), Answered
     end.
+
+%% One dictionary entry, `{Limit, #{Instance => Calls}}', holds the seed calls of every
+%% instance, so that those of stopped instances can be found and dropped: each call keeps
+%% its instance's shared state alive. stop/1 drops the caller's own at once; instances
+%% stopped by other processes are looked for once the map holds more than `Limit' of them,
+%% twice the number live at the last look, so the map stays within twice the instances that
+%% are live, at a constant cost per call.
+seed_calls(Instance) ->
+    {_Limit, Calls} = seed_calls(),
+    maps:get(Instance, Calls, []).
+
+seed_calls() ->
+    case get(?SEED_CALLS) of
+        undefined -> {?SEED_PRUNE_MIN, #{}};
+        LimitAndCalls -> LimitAndCalls
+    end.
+
+put_seed_calls(Instance, []) ->
+    forget_seed_calls(Instance);
+put_seed_calls(Instance, Refs) ->
+    {Limit, Calls} = seed_calls(),
+    keep_seed_calls(Limit, Calls#{Instance => Refs}).
+
+forget_seed_calls(Instance) ->
+    {Limit, Calls} = seed_calls(),
+    keep_seed_calls(Limit, maps:remove(Instance, Calls)).
+
+keep_seed_calls(_Limit, Calls) when map_size(Calls) =:= 0 ->
+    erase(?SEED_CALLS);
+keep_seed_calls(Limit, Calls) when map_size(Calls) > Limit ->
+    %% Seed calls are only made on local instances, whose owner lives until they stop.
+    Live = maps:filter(fun(Instance, _) -> is_process_alive(Instance) end, Calls),
+    keep_seed_calls(max(?SEED_PRUNE_MIN, 2 * map_size(Live)), Live);
+keep_seed_calls(Limit, Calls) ->
+    put(?SEED_CALLS, {Limit, Calls}).
 
 %% @doc What the instance is and does: `module_hash' (hex SHA-256 of the module it was
 %% started from), `memory_bytes' and `memory_pages' (memory 0 as of the end of the last

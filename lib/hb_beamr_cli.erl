@@ -7,10 +7,19 @@
 %%% 2 for usage errors (unknown commands or options, bad or missing arguments).
 -module(hb_beamr_cli).
 
--export([main/1, write_escript/1]).
+-include_lib("kernel/include/file.hrl").
+
+-export([main/1, write_escript/1, wasi_iovecs/4]).
 
 -define(EBIN, "_build/default/lib/hb_beamr/ebin").
 -define(WASI, "wasi_snapshot_preview1").
+%% WASI errno values (wasi_snapshot_preview1's `errno').
+-define(EFAULT, 21).
+-define(EINVAL, 28).
+%% The most iovecs one fd_write takes, POSIX's IOV_MAX on Linux (writev refuses more).
+-define(IOV_MAX, 1024).
+%% The largest FILE read: a module or artifact beyond it is refused before it is read.
+-define(MAX_FILE_BYTES, 1 bsl 30).
 
 %% Options per command: {Flag, Key, Kind}; a flag takes a value unless Kind is `flag'.
 -define(MEMORY_LIMIT, {"--memory-limit", memory_limit, integer}).
@@ -36,7 +45,9 @@ write_escript(Path) ->
     file:change_mode(Path, 8#755).
 
 %% Commands signal failures by throwing `{usage, Command, Message}', `{fail, Message}'
-%% or `{exit, Status}'.
+%% or `{exit, Status}'. Anything else that escapes a command is a defect of this module;
+%% it is still reported as a runtime error (not as escript's crash, status 127) so that
+%% scripts see a `beamr: ...' line and status 1.
 run_command(Args) ->
     try command(Args) of
         ok -> 0
@@ -46,7 +57,9 @@ run_command(Args) ->
             io:format(standard_error, "beamr: ~ts~n~ts (--help for more)~n", [Message, Synopsis]),
             2;
         throw:{fail, Message} -> fail_status(Message);
-        throw:{exit, Status} -> Status
+        throw:{exit, Status} -> Status;
+        Class:Reason:Stacktrace ->
+            fail_status(io_lib:format("internal error: ~0p~n~0p", [{Class, Reason}, Stacktrace]))
     end.
 
 fail_status(Message) ->
@@ -147,14 +160,29 @@ compile(_) ->
     bad_usage(compile).
 
 aos({Opts, [File, Lua]}) ->
-    {Instance, _} = start(File, Opts),
-    {ok, MsgPtr} = hb_beamr_io:write_string(Instance, aos_message(Lua)),
-    {ok, EnvPtr} = hb_beamr_io:write_string(Instance, aos_env()),
-    [OutPtr] = call(Instance, "handle", [MsgPtr, EnvPtr], Opts#{wasi => true, wasi_out => standard_error}),
-    {ok, Json} = hb_beamr_io:read_string(Instance, OutPtr),
-    io:format("~ts~n", [aos_output(Json)]);
+    {Instance, Exports} = start(File, Opts),
+    [fail("~ts: not an AO process module: no exported function ~s", [File, Name])
+     || Name <- ["handle", "malloc"], not lists:keymember(Name, 2, [E || {func, _, _} = E <- Exports])],
+    MsgPtr = aos_string(File, Instance, aos_message(Lua)),
+    EnvPtr = aos_string(File, Instance, aos_env()),
+    case call(Instance, "handle", [MsgPtr, EnvPtr], Opts#{wasi => true, wasi_out => standard_error}) of
+        [OutPtr] -> io:format("~ts~n", [aos_output(aos_result(File, Instance, OutPtr))]);
+        Results -> fail("~ts: handle returned ~b results, not a pointer", [File, length(Results)])
+    end;
 aos(_) ->
     bad_usage(aos).
+
+aos_result(File, Instance, OutPtr) ->
+    case hb_beamr_io:read_string(Instance, OutPtr) of
+        {ok, Json} -> Json;
+        {error, Reason} -> fail("~ts: cannot read handle's result: ~ts", [File, reason(Reason)])
+    end.
+
+aos_string(File, Instance, Bin) ->
+    case hb_beamr_io:write_string(Instance, Bin) of
+        {ok, Ptr} -> Ptr;
+        {error, Reason} -> fail("~ts: cannot write the message into memory: ~ts", [File, reason(Reason)])
+    end.
 
 %%% Arguments
 
@@ -250,13 +278,43 @@ type_name(_) -> "reference (only null)".
 
 %%% Instances and calls
 
+%% FILE's bytes, if it is a regular file (after symlinks) within ?MAX_FILE_BYTES: a FIFO
+%% would block the open for ever and a device (/dev/zero) would be read without end.
 read_module(File) ->
-    case file:read_file(File) of
-        {ok, Bin} -> Bin;
+    case file:read_file_info(File) of
+        {ok, #file_info{type = regular, size = Size}} when Size =< ?MAX_FILE_BYTES -> read_regular(File, Size);
+        {ok, #file_info{type = regular, size = Size}} ->
+            fail("cannot read ~ts: ~b bytes is over the ~b a module may have", [File, Size, ?MAX_FILE_BYTES]);
+        {ok, #file_info{type = Type}} -> fail("cannot read ~ts: not a regular file (~s)", [File, Type]);
         {error, Why} -> fail("cannot read ~ts: ~ts", [File, file:format_error(Why)])
     end.
 
+%% Reads the `Size' bytes the file had when it was looked at, and one more to tell that it
+%% has grown since (then it is being written: refused rather than read in part).
+read_regular(File, Size) ->
+    Read = case file:open(File, [read, raw, binary]) of
+               {ok, Fd} ->
+                   try file:read(Fd, Size + 1) after file:close(Fd) end;
+               {error, _} = Failed ->
+                   Failed
+           end,
+    case Read of
+        {ok, Bin} when byte_size(Bin) =< Size -> Bin;
+        {ok, _} -> fail("cannot read ~ts: it grew while it was read", [File]);
+        eof -> <<>>;
+        {error, Why} -> fail("cannot read ~ts: ~ts", [File, file:format_error(Why)])
+    end.
+
+%% Writes over a regular file or makes a new one: opening a FIFO would wait for a reader.
 write_file(File, Bin) ->
+    case file:read_file_info(File) of
+        {ok, #file_info{type = Type}} when Type =/= regular, Type =/= device ->
+            fail("cannot write ~ts: not a regular file (~s)", [File, Type]);
+        _ ->
+            write_regular(File, Bin)
+    end.
+
+write_regular(File, Bin) ->
     case file:write_file(File, Bin) of
         ok -> io:format("wrote ~ts (~b bytes)~n", [File, byte_size(Bin)]);
         {error, Why} -> fail("cannot write ~ts: ~ts", [File, file:format_error(Why)])
@@ -353,26 +411,31 @@ trace(_Opts, _Module, _Name, _Args, _Results, _Note) ->
 
 %% WASI preview 1 as HyperBEAM's dev_wasi answers it (AOS.md): output written, stdin empty,
 %% no arguments or environment, clock_time_get gives errno 1. Pointers and sizes are
-%% 64-bit in memory64 modules, which their signatures show (`(iIII)i').
+%% 64-bit in memory64 modules, which their signatures show (`(iIII)i'). Memory the module
+%% points at that is not there gives EFAULT, as the OS would.
 wasi(#{func := "fd_write", func_sig := Sig, args := [Fd, Iovs, Count, RetPtr], instance := I}, Opts) ->
     Width = pointer_width(Sig),
-    Data = [read_iovec(I, Iovs + K * 2 * Width, Width) || K <- lists:seq(0, Count - 1)],
-    output(Fd, Data, Opts),
-    ok = hb_beamr_io:write(I, RetPtr, <<(iolist_size(Data)):(Width * 8)/little>>),
-    [0];
+    case wasi_iovecs(I, Iovs, Count, Width) of
+        {ok, Data} ->
+            output(Fd, Data, Opts),
+            [errno(hb_beamr_io:write(I, RetPtr, <<(iolist_size(Data)):(Width * 8)/little>>))];
+        {error, Errno} ->
+            [Errno]
+    end;
 wasi(#{func := "fd_read", func_sig := Sig, args := [_Fd, _Iovs, _Count, RetPtr], instance := I}, _Opts) ->
-    ok = hb_beamr_io:write(I, RetPtr, <<0:(pointer_width(Sig) * 8)>>),
-    [0];
+    [errno(hb_beamr_io:write(I, RetPtr, <<0:(pointer_width(Sig) * 8)>>))];
 wasi(#{func := Sizes, func_sig := Sig, args := [CountPtr, SizePtr], instance := I}, _Opts)
         when Sizes =:= "args_sizes_get"; Sizes =:= "environ_sizes_get" ->
     Zero = <<0:(pointer_width(Sig) * 8)>>,
-    ok = hb_beamr_io:write(I, CountPtr, Zero),
-    ok = hb_beamr_io:write(I, SizePtr, Zero),
-    [0];
+    case errno(hb_beamr_io:write(I, CountPtr, Zero)) of
+        0 -> [errno(hb_beamr_io:write(I, SizePtr, Zero))];
+        Errno -> [Errno]
+    end;
 wasi(#{func := "clock_time_get"}, _Opts) ->
     [1];
 wasi(#{func := "proc_exit", args := [Status]}, _Opts) ->
-    throw({proc_exit, Status});
+    %% The exit status the OS keeps: its low 8 bits (halt/1 refuses a negative one).
+    throw({proc_exit, Status band 16#ff});
 wasi(_Request, _Opts) ->
     unknown.
 
@@ -380,10 +443,52 @@ pointer_width([$(, _Fd, $I | _]) -> 8;
 pointer_width([$(, $I | _]) -> 8;
 pointer_width(_Sig) -> 4.
 
-read_iovec(I, At, Width) ->
-    {ok, <<Ptr:(Width * 8)/little, Len:(Width * 8)/little>>} = hb_beamr_io:read(I, At, 2 * Width),
-    {ok, Data} = hb_beamr_io:read(I, Ptr, Len),
-    Data.
+errno(ok) -> 0;
+errno({error, _}) -> ?EFAULT.
+
+%% @doc The buffers that `Count' WASI iovecs at `Iovs' point at (`Width': 4 or 8 bytes
+%% per pointer and length), or a WASI errno: EINVAL for more than 1,024 iovecs (IOV_MAX)
+%% or buffers that add up to more than memory holds, EFAULT when the array or a buffer is
+%% not inside memory 0. Every bound is checked before anything is copied, so no `Count'
+%% makes the host do more than copy memory's size once. (Also used by the AOS test helper,
+%% test/hb_beamr_aos.erl.)
+-spec wasi_iovecs(hb_beamr:instance(), integer(), integer(), 4 | 8) ->
+    {ok, [binary()]} | {error, ?EFAULT | ?EINVAL}.
+wasi_iovecs(I, Iovs, Count, Width) ->
+    Unsigned = fun(N) -> N band ((1 bsl (Width * 8)) - 1) end,
+    wasi_iovecs(I, Unsigned(Iovs), Unsigned(Count), Width, hb_beamr_io:size(I)).
+
+wasi_iovecs(_I, _Iovs, Count, _Width, {ok, _MemorySize}) when Count > ?IOV_MAX ->
+    {error, ?EINVAL};
+wasi_iovecs(_I, Iovs, Count, Width, {ok, MemorySize}) when Iovs + Count * 2 * Width > MemorySize ->
+    {error, ?EFAULT};
+wasi_iovecs(I, Iovs, Count, Width, {ok, MemorySize}) ->
+    case hb_beamr_io:read(I, Iovs, Count * 2 * Width) of
+        {ok, Array} ->
+            Bits = Width * 8,
+            Buffers = [{Ptr, Len} || <<Ptr:Bits/little, Len:Bits/little>> <= Array],
+            read_buffers(I, Buffers, MemorySize);
+        {error, _} ->
+            {error, ?EFAULT}
+    end;
+wasi_iovecs(_I, _Iovs, _Count, _Width, {error, _}) ->
+    {error, ?EFAULT}.
+
+read_buffers(I, Buffers, MemorySize) ->
+    case {lists:all(fun({Ptr, Len}) -> Ptr + Len =< MemorySize end, Buffers),
+          lists:sum([Len || {_, Len} <- Buffers]) =< MemorySize} of
+        {false, _} -> {error, ?EFAULT};
+        {true, false} -> {error, ?EINVAL};
+        {true, true} -> read_all(I, Buffers, [])
+    end.
+
+read_all(_I, [], Data) ->
+    {ok, lists:reverse(Data)};
+read_all(I, [{Ptr, Len} | Rest], Data) ->
+    case hb_beamr_io:read(I, Ptr, Len) of
+        {ok, Bin} -> read_all(I, Rest, [Bin | Data]);
+        {error, _} -> {error, ?EFAULT}
+    end.
 
 output(2, Data, _Opts) -> io:put_chars(standard_error, Data);
 output(_Fd, Data, #{wasi_out := Device}) -> io:put_chars(Device, Data);
@@ -430,7 +535,10 @@ json_field(Json, Prefix) ->
 
 json_unescape(Bin) ->
     Parts = re:split(Bin, "(\\\\u[0-9a-fA-F]{4}|\\\\.)", [{return, binary}]),
-    unicode:characters_to_binary([unescape(P) || P <- Parts]).
+    case unicode:characters_to_binary([unescape(P) || P <- Parts]) of
+        Text when is_binary(Text) -> Text;
+        _Invalid -> fail("the result is not UTF-8 text: ~0p", [Bin])
+    end.
 
 unescape(<<"\\u", Hex/binary>>) -> [binary_to_integer(Hex, 16)];
 unescape(<<"\\n">>) -> "\n";

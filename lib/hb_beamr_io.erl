@@ -8,6 +8,9 @@
 %% Runs a request on the instance's node; not part of the API.
 -export([request/3]).
 
+%% size/1 is this module's own (memory 0's size), not erlang:size/1.
+-compile({no_auto_import, [size/1]}).
+
 -define(MAX_U64, 16#FFFFFFFFFFFFFFFF).
 -define(is_offset(X), (is_integer(X) andalso X >= 0 andalso X =< ?MAX_U64)).
 %% How far `read_string/2' looks for the NUL: a string is copied whole, so the module
@@ -74,22 +77,43 @@ write_new(Instance, Bin) ->
             {error, Reason}
     end.
 
-%% @doc Calls the module's `malloc' export; a null pointer is `{error, malloc_failed}'.
+%% @doc Calls the module's `malloc' export. A null pointer is `{error, malloc_failed}';
+%% anything else that is not an address inside memory 0 (a negative i64, one at or past the
+%% end of memory, no result or more than one) is `{error, {bad_malloc_result, Results}}'.
 -spec malloc(hb_beamr:instance(), non_neg_integer()) -> {ok, pos_integer()} | {error, term()}.
-malloc(Instance, Size) ->
+malloc(Instance, Size) when ?is_offset(Size) ->
     case hb_beamr:call(Instance, "malloc", [Size]) of
         {ok, [0]} -> {error, malloc_failed};
-        {ok, [Ptr]} -> {ok, unsigned(Ptr)};
+        {ok, [Ptr]} when is_integer(Ptr) -> inside_memory(Instance, Ptr);
+        {ok, Results} -> {error, {bad_malloc_result, Results}};
+        {error, Reason} -> {error, Reason}
+    end;
+malloc(_Instance, Size) ->
+    {error, {badarg, {size, Size}}}.
+
+%% Results come back signed: an i32 pointer above 2 GiB is negative and means its unsigned
+%% value. A memory64 malloc's i64 in the same range would be taken the same way, but then
+%% lands at or past the end of memory (which stays under 4 GiB), so it is refused too.
+inside_memory(Instance, Ptr) ->
+    Address = case Ptr < 0 andalso Ptr >= -(1 bsl 31) of
+                  true -> Ptr + (1 bsl 32);
+                  false -> Ptr
+              end,
+    case size(Instance) of
+        {ok, Size} when Address >= 0, Address < Size -> {ok, Address};
+        {ok, _Size} -> {error, {bad_malloc_result, [Ptr]}};
         {error, Reason} -> {error, Reason}
     end.
 
 %% @doc Calls the module's `free' export.
 -spec free(hb_beamr:instance(), non_neg_integer()) -> ok | {error, term()}.
-free(Instance, Ptr) ->
+free(Instance, Ptr) when ?is_offset(Ptr) ->
     case hb_beamr:call(Instance, "free", [Ptr]) of
         {ok, _} -> ok;
         {error, Reason} -> {error, Reason}
-    end.
+    end;
+free(_Instance, Ptr) ->
+    {error, {badarg, {ptr, Ptr}}}.
 
 %% @doc All of memory 0 (what `hb_beamr:serialize/1' returns).
 -spec snapshot(hb_beamr:instance()) -> {ok, binary()} | {error, term()}.
@@ -105,14 +129,13 @@ restore(Instance, Data) when is_pid(Instance), is_binary(Data) ->
 restore(Instance, Data) ->
     {error, {badarg, {restore, Instance, Data}}}.
 
-%% Results come back signed; a 32-bit pointer above 2 GiB is negative.
-unsigned(Ptr) when Ptr < 0 -> Ptr + (1 bsl 32);
-unsigned(Ptr) -> Ptr.
-
 %% @private
 -spec request(hb_beamr:instance(), atom(), list()) -> term().
 request(Instance, Op, Args) when node(Instance) =/= node() ->
-    erpc:call(node(Instance), ?MODULE, request, [Instance, Op, Args]);
+    case hb_beamr:on_node(node(Instance), ?MODULE, request, [Instance, Op, Args]) of
+        {ok, Reply} -> Reply;
+        {error, Reason} -> {error, Reason}
+    end;
 request(Instance, Op, Args) ->
     case apply(hb_beamr_nif, Op, [Instance | Args]) of
         {event, _Id, Reply} -> Reply;

@@ -54,13 +54,13 @@ output_data(Json) ->
 %% @doc The minimal WASI of AOS.md; the state collects what the module writes.
 -spec wasi_import(list(), hb_beamr:import_request(), map()) -> {ok, [integer()], list()}.
 wasi_import(Out, #{func := "fd_write", args := [_Fd, Iovs, Count, RetPtr], instance := I}, _) ->
-    Chunks = [begin
-                  {ok, <<Ptr:64/little, Len:64/little>>} = hb_beamr_io:read(I, Iovs + K * 16, 16),
-                  {ok, Chunk} = hb_beamr_io:read(I, Ptr, Len),
-                  Chunk
-              end || K <- lists:seq(0, Count - 1)],
-    ok = hb_beamr_io:write(I, RetPtr, <<(iolist_size(Chunks)):64/little>>),
-    {ok, [0], [Chunks | Out]};
+    case hb_beamr_cli:wasi_iovecs(I, Iovs, Count, 8) of
+        {ok, Chunks} ->
+            ok = hb_beamr_io:write(I, RetPtr, <<(iolist_size(Chunks)):64/little>>),
+            {ok, [0], [Chunks | Out]};
+        {error, Errno} ->
+            {ok, [Errno], Out}
+    end;
 wasi_import(Out, #{func := "fd_read", args := [_Fd, _Iovs, _Count, RetPtr], instance := I}, _) ->
     ok = hb_beamr_io:write(I, RetPtr, <<0:64>>),
     {ok, [0], Out};

@@ -15,7 +15,9 @@ cli_test_() ->
                                             {run_imports, fun run_imports/1}, {run_failures, fun run_failures/1},
                                             {run_limits, fun run_limits/1}, {bad_files, fun bad_files/1},
                                             {bad_arguments, fun bad_arguments/1},
-                                            {compile_then_run, fun compile_then_run/1}, {aos, fun aos/1}]]}
+                                            {compile_then_run, fun compile_then_run/1}, {aos, fun aos/1},
+                                            {wasi_bounds, fun wasi_bounds/1}, {special_files, fun special_files/1},
+                                            {not_aos, fun not_aos/1}, {exit_status, fun exit_status/1}]]}
     end}.
 
 setup() ->
@@ -132,6 +134,66 @@ aos(Dir) ->
     {1, Error} = beamr(Dir, ["aos", Aos, "error('boom')"]),
     ?assertMatch({_, _}, binary:match(Error, <<"beamr: Lua error: ">>)),
     ?assertMatch({_, _}, binary:match(Error, <<"boom">>)).
+
+%% fd_write's iovecs are checked against memory before anything is read: a count of 2^31
+%% is EINVAL (28) like writev past IOV_MAX, an array or a buffer outside memory EFAULT (21).
+wasi_bounds(Dir) ->
+    [?assertEqual({Args, {0, Expected}}, {Args, beamr(Dir, ["run", "--wasi", ?WAT, "write" | Args])})
+     || {Args, Expected} <- [{["0", "0x7fffffff"], <<"28\n">>}, {["0", "-1"], <<"28\n">>},
+                             {["0", "1025"], <<"28\n">>},
+                             {["0xfffffff8", "1"], <<"21\n">>}, {["131064", "2"], <<"21\n">>},
+                             %% The iovec at 64 is "hello fr": a pointer and a length far outside.
+                             {["64", "1"], <<"21\n">>},
+                             %% 1,024 empty iovecs at 0 (memory is zero there, up to the text).
+                             {["1024", "1024"], <<"0\n">>}]].
+
+%% proc_exit's status is the OS's: its low 8 bits, also for a negative one.
+exit_status(Dir) ->
+    [?assertEqual({Status, {Expected, <<>>}}, {Status, beamr(Dir, ["run", "--wasi", ?WAT, "exit", Status])})
+     || {Status, Expected} <- [{"3", 3}, {"-1", 255}, {"256", 0}]],
+    Fifo = filename:join(Dir, "out.fifo"),
+    "" = os:cmd("mkfifo '" ++ Fifo ++ "'"),
+    ?assertEqual({1, <<"beamr: cannot write ", (list_to_binary(Fifo))/binary, ": not a regular file (other)\n">>},
+                 beamr(Dir, ["compile", ?WAT, "-o", Fifo])).
+
+%% FILE must be a regular file: a device or a FIFO is refused at once (reading the first
+%% would never end, opening the second would wait for a writer).
+special_files(Dir) ->
+    Fifo = filename:join(Dir, "fifo.wasm"),
+    "" = os:cmd("mkfifo '" ++ Fifo ++ "'"),
+    [begin
+         {1, Out} = beamr(Dir, [Command, File | Rest]),
+         ?assertEqual({File, <<"beamr: cannot read ", (list_to_binary(File))/binary, ": ", Why/binary, "\n">>},
+                      {File, Out})
+     end || {File, Why} <- [{"/dev/zero", <<"not a regular file (device)">>},
+                            {Fifo, <<"not a regular file (other)">>},
+                            {Dir, <<"not a regular file (directory)">>}],
+            {Command, Rest} <- [{"inspect", []}, {"run", ["f"]}, {"compile", ["-o", Fifo ++ ".out"]},
+                                {"aos", ["1"]}]],
+    %% A sparse file just over the 1 GiB a module may have is refused by its size.
+    Huge = filename:join(Dir, "huge.wasm"),
+    {ok, Fd} = file:open(Huge, [write, raw]),
+    {ok, _} = file:position(Fd, (1 bsl 30) + 1),
+    ok = file:truncate(Fd),
+    ok = file:close(Fd),
+    ?assertEqual({1, <<"beamr: cannot read ", (list_to_binary(Huge))/binary,
+                      ": 1073741825 bytes is over the 1073741824 a module may have\n">>},
+                 beamr(Dir, ["run", Huge, "f"])),
+    ok = file:delete(Huge).
+
+%% `aos' on modules that are not AO processes: a `beamr: ...' line and status 1.
+not_aos(Dir) ->
+    {1, Plain} = beamr(Dir, ["aos", ?WAT, "1 + 1"]),
+    ?assertEqual(<<"beamr: ", ?WAT, ": not an AO process module: no exported function handle\n">>, Plain),
+    Odd = filename:join(Dir, "odd_aos.wat"),
+    ok = file:write_file(Odd, <<"(module (memory 1)"
+                                "  (func (export \"malloc\") (param i64) (result i64) (i64.const 0))"
+                                "  (func (export \"handle\") (param i64 i64) (result i64) (i64.const 0)))">>),
+    {1, NoMemory} = beamr(Dir, ["aos", Odd, "1 + 1"]),
+    ?assertMatch(<<"beamr: ", _/binary>>, NoMemory),
+    ?assertMatch({_, _}, binary:match(NoMemory, <<"malloc_failed">>)),
+    {1, Missing} = beamr(Dir, ["aos", "/nonexistent.wasm", "1"]),
+    ?assertEqual(<<"beamr: cannot read /nonexistent.wasm: no such file or directory\n">>, Missing).
 
 %% aos-2-pure-xs.wasm from ../shared, as a file (the suite fails without it).
 aos_file(Dir) ->

@@ -13,6 +13,12 @@
 //!   so the header inside must match the request too.
 //! * Writers write a temporary file and rename it over the entry: readers see the old file
 //!   or the new one, whole, and concurrent writers of the same entry both write valid files.
+//! * Anyone who can write to the directory may put anything under these names: a FIFO, a
+//!   device, a symlink to `/dev/zero`, a huge file. Only a regular file owned by this
+//!   process's user, of at most [`KEY_BYTES`] (the key) or [`MAX_ENTRY_BYTES`] (an entry), is
+//!   read, and it is opened without following symlinks or blocking ([`open_private`]). A bad
+//!   entry is a miss (recompiled and replaced); a bad key file makes the directory unusable.
+//! * No lock is held across file I/O: a slow disk delays only the starts that use it.
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -30,6 +36,11 @@ use crate::artifact::{self, Header, Key};
 
 pub const KEY_FILE: &str = "hb_beamr.key";
 const ENTRY_SUFFIX: &str = ".hbm";
+/// The size of the key file.
+pub const KEY_BYTES: u64 = 32;
+/// The largest entry read (and so the largest compiled module the cache keeps): 1 GiB,
+/// beyond the native code of any module wasmer can compile here (AOS's is ~15 MB).
+pub const MAX_ENTRY_BYTES: u64 = 1 << 30;
 
 /// An authenticated entry read from the cache.
 pub struct Entry {
@@ -67,20 +78,75 @@ fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
     file.sync_all()
 }
 
-fn read_key(path: &Path) -> io::Result<Key> {
-    let mut file = fs::File::open(path)?;
-    let mode = file.metadata()?.permissions().mode();
-    if mode & 0o077 != 0 {
-        return Err(io::Error::new(
+fn invalid(kind: io::ErrorKind, path: &Path, why: impl std::fmt::Display) -> io::Error {
+    io::Error::new(kind, format!("{}: {why}", path.display()))
+}
+
+/// Opens `path` for reading if it is a regular file owned by this process's user, of at
+/// most `max` bytes; returns it with its size. A symlink is not followed (`O_NOFOLLOW`) and
+/// opening a FIFO or device does not wait for a writer (`O_NONBLOCK`); the checks are made
+/// on the opened file (`fstat`), so the file cannot be swapped between check and read.
+fn open_private(path: &Path, max: u64) -> io::Result<(fs::File, u64)> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => invalid(io::ErrorKind::InvalidData, path, "is a symbolic link"),
+            _ => e,
+        })?;
+    let meta = file.metadata()?;
+    check_private(&meta, path, max)?;
+    Ok((file, meta.len()))
+}
+
+/// Whether `meta` is that of a regular file owned by this process's user, of at most `max`
+/// bytes.
+fn check_private(meta: &fs::Metadata, path: &Path, max: u64) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !meta.file_type().is_file() {
+        return Err(invalid(io::ErrorKind::InvalidData, path, "is not a regular file"));
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid {
+        return Err(invalid(
             io::ErrorKind::PermissionDenied,
-            format!("{} is accessible to others (mode {:o}); it must be 0600", path.display(), mode & 0o777),
+            path,
+            format_args!("is owned by uid {}, not by this process's {uid}", meta.uid()),
         ));
     }
+    if meta.len() > max {
+        return Err(invalid(io::ErrorKind::InvalidData, path, format_args!("is over {max} bytes")));
+    }
+    Ok(())
+}
+
+/// The file's contents, `len` bytes as fstat reported (reading stops after `max`: a file
+/// that grew since is refused rather than read on).
+fn read_bounded(mut file: fs::File, len: u64, max: u64, path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
-    let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
-        io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a 32-byte key", path.display()))
-    })?;
+    bytes.try_reserve_exact(len as usize).map_err(|_| invalid(io::ErrorKind::OutOfMemory, path, "too large"))?;
+    (&mut file).take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
+        return Err(invalid(io::ErrorKind::InvalidData, path, format_args!("is over {max} bytes")));
+    }
+    Ok(bytes)
+}
+
+fn read_key(path: &Path) -> io::Result<Key> {
+    let (file, len) = open_private(path, KEY_BYTES)?;
+    let mode = file.metadata()?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(invalid(
+            io::ErrorKind::PermissionDenied,
+            path,
+            format_args!("is accessible to others (mode {:o}); it must be 0600", mode & 0o777),
+        ));
+    }
+    let bytes = read_bounded(file, len, KEY_BYTES, path)?;
+    let bytes: [u8; KEY_BYTES as usize] =
+        bytes.try_into().map_err(|_| invalid(io::ErrorKind::InvalidData, path, "is not a 32-byte key"))?;
     Ok(Key(bytes))
 }
 
@@ -107,16 +173,17 @@ fn load_or_create_key(dir: &Path) -> io::Result<Key> {
 
 impl DiskCache {
     /// The cache in `dir` (created if missing, with its key).
+    /// The lock is held only to look up and insert: two threads opening a new directory at
+    /// once both read its key (they agree on it, see [`load_or_create_key`]) and the first
+    /// to finish is kept.
     pub fn open(dir: &Path) -> io::Result<Arc<DiskCache>> {
-        let mut open = OPEN.lock();
-        if let Some(cache) = open.get(dir) {
+        if let Some(cache) = OPEN.lock().get(dir) {
             return Ok(cache.clone());
         }
         fs::create_dir_all(dir)?;
         let key = load_or_create_key(dir)?;
         let cache = Arc::new(DiskCache { dir: dir.to_path_buf(), key });
-        open.insert(dir.to_path_buf(), cache.clone());
-        Ok(cache)
+        Ok(OPEN.lock().entry(dir.to_path_buf()).or_insert(cache).clone())
     }
 
     pub fn key(&self) -> &Key {
@@ -145,7 +212,9 @@ impl DiskCache {
     /// was compiled from the same source with the same options for this engine. Anything
     /// else is `None`.
     pub fn load(&self, header: &Header) -> Option<Entry> {
-        let bytes = fs::read(self.entry_path(header)).ok()?;
+        let path = self.entry_path(header);
+        let (file, len) = open_private(&path, MAX_ENTRY_BYTES).ok()?;
+        let bytes = read_bounded(file, len, MAX_ENTRY_BYTES, &path).ok()?;
         let (found, payload) = artifact::open(&bytes, &[&self.key]).ok()?;
         if found != *header {
             return None;
@@ -155,8 +224,11 @@ impl DiskCache {
         Some(Entry { bytes, payload })
     }
 
+    /// Whether a file that [`load`](Self::load) would read holds the entry for `header`
+    /// (its contents are not checked): anything else under its name is to be replaced.
     pub fn contains(&self, header: &Header) -> bool {
-        self.entry_path(header).exists()
+        let path = self.entry_path(header);
+        fs::symlink_metadata(&path).is_ok_and(|meta| check_private(&meta, &path, MAX_ENTRY_BYTES).is_ok())
     }
 
     /// Stores `payload` (serialized native code) as the entry for `header`, replacing any.
@@ -238,6 +310,69 @@ mod tests {
         fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
         fs::write(&key, [0u8; 5]).unwrap();
         assert!(DiskCache::open(&dir).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Runs `f` on another thread and fails the test if it takes over 5 s (a read that
+    /// blocks would otherwise hang the test run).
+    fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()));
+        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("blocked on a file")
+    }
+
+    fn mkfifo(path: &Path) {
+        use std::os::unix::ffi::OsStrExt;
+        let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+    }
+
+    #[test]
+    fn refuses_a_key_file_that_is_a_fifo_a_symlink_or_a_directory() {
+        let dir = temp_dir("oddkey");
+        fs::create_dir_all(&dir).unwrap();
+        let key = dir.join(KEY_FILE);
+        mkfifo(&key);
+        let d = dir.clone();
+        let opened = promptly(move || DiskCache::open(&d).map(|_| ()));
+        assert!(opened.unwrap_err().to_string().contains("not a regular file"));
+        fs::remove_file(&key).unwrap();
+
+        let target = dir.join("real.key");
+        fs::write(&target, [7u8; 32]).unwrap();
+        fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&target, &key).unwrap();
+        assert!(DiskCache::open(&dir).map(|_| ()).unwrap_err().to_string().contains("symbolic link"));
+        fs::remove_file(&key).unwrap();
+
+        fs::create_dir(&key).unwrap();
+        assert!(DiskCache::open(&dir).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_entry_that_is_a_fifo_a_device_or_too_large_is_a_miss_and_replaced() {
+        let dir = temp_dir("oddentry");
+        let cache = DiskCache::open(&dir).unwrap();
+        let path = cache.entry_path(&header(1));
+        let shapes: [(&str, &dyn Fn(&Path)); 3] = [
+            ("fifo", &|p| mkfifo(p)),
+            ("symlink to /dev/zero", &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+            ("sparse file over the cap", &|p| {
+                let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).unwrap();
+                file.set_len(MAX_ENTRY_BYTES + 1).unwrap();
+            }),
+        ];
+        for (what, make) in shapes {
+            make(&path);
+            assert!(!cache.contains(&header(1)), "{what}");
+            let c = cache.clone();
+            assert!(promptly(move || c.load(&header(1)).is_none()), "{what}");
+            cache.store(&header(1), b"code").unwrap();
+            assert_eq!(cache.load(&header(1)).unwrap().payload(), b"code", "{what}");
+            fs::remove_file(&path).unwrap();
+        }
         fs::remove_dir_all(&dir).unwrap();
     }
 

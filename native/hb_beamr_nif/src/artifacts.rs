@@ -9,19 +9,19 @@ use std::sync::Arc;
 use beamr_core::artifact::{self, ArtifactError, Key};
 use beamr_core::compile::{self, CompileError, CompiledModule};
 use beamr_core::disk_cache::DiskCache;
-use rustler::{Binary, Encoder, Env, ListIterator, Term, TermType};
+use rustler::{Binary, Encoder, Env, Term, TermType};
 
 use crate::atoms;
 use crate::nifs::{decode_options, StartOptions};
+
+/// The longest `cache_dir` taken as a string: Linux's PATH_MAX.
+const MAX_PATH_CHARS: usize = 4096;
 
 /// A `cache_dir` value: a binary or a string.
 pub fn decode_path(term: Term) -> Option<PathBuf> {
     let path = match term.get_type() {
         TermType::Binary => String::from_utf8(Binary::from_term(term).ok()?.as_slice().to_vec()).ok()?,
-        TermType::List => {
-            let chars: ListIterator = term.decode().ok()?;
-            chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect::<Option<String>>()?
-        }
+        TermType::List => crate::codec::decode_charlist(term, MAX_PATH_CHARS)?,
         _ => return None,
     };
     (!path.is_empty()).then(|| PathBuf::from(path))

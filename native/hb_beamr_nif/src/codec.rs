@@ -72,6 +72,23 @@ impl<'a> BadArg<'a> {
     }
 }
 
+/// A string given as a list of code points, or `None` for anything else: a list that is
+/// improper (rustler's `ListIterator` panics at such a tail), holds a non-character, or
+/// is longer than `max` characters (walked cell by cell, so no more than `max` are looked at).
+pub fn decode_charlist(term: Term, max: usize) -> Option<String> {
+    let mut string = String::new();
+    let mut rest = term;
+    for _ in 0..=max {
+        if rest.is_empty_list() {
+            return Some(string);
+        }
+        let (head, tail) = rest.list_get_cell().ok()?;
+        string.push(char::from_u32(head.decode::<u32>().ok()?)?);
+        rest = tail;
+    }
+    None
+}
+
 /// Decodes an Erlang list of arguments against the parameter types of a function.
 pub fn decode_args<'a>(list: Term<'a>, types: &[Type]) -> Result<Values, BadArg<'a>> {
     let got = checked_length(list, types.len())?;

@@ -14,7 +14,7 @@ use beamr_core::snapshot::{self, Lineage};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
-use rustler::{Atom, Binary, Encoder, Env, ListIterator, LocalPid, ResourceArc, Term, TermType};
+use rustler::{Atom, Binary, Encoder, Env, LocalPid, ResourceArc, Term, TermType};
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
@@ -278,11 +278,7 @@ fn decode_name<'a>(term: Term<'a>, longest: usize) -> Name<'a> {
             Err(_) => Name::Invalid,
         },
         TermType::List => match crate::codec::bounded_length(term, longest) {
-            Ok(_) => {
-                let Ok(chars) = term.decode::<ListIterator>() else { return Name::Invalid };
-                let name = chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect::<Option<String>>();
-                name.map_or(Name::Invalid, |name| Name::Text(Cow::Owned(name)))
-            }
+            Ok(_) => crate::codec::decode_charlist(term, longest).map_or(Name::Invalid, |name| Name::Text(Cow::Owned(name))),
             Err(Some(_)) => Name::TooLong,
             Err(None) => Name::Invalid,
         },
