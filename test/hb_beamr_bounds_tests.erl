@@ -186,7 +186,10 @@ read_string_is_bounded_test() ->
     hb_beamr:stop(I).
 
 %% NIFs walk a bounded prefix of what they are given before refusing it.
-long_inputs_are_refused_after_a_bounded_walk_test() ->
+long_inputs_are_refused_after_a_bounded_walk_test_() ->
+    {timeout, 120, fun long_inputs_are_refused_after_a_bounded_walk/0}.
+
+long_inputs_are_refused_after_a_bounded_walk() ->
     Wat = <<"(module (import \"env\" \"ask\" (func $ask (result i32)))
                (table 1 funcref) (elem (i32.const 0) $g)
                (func $g (result i32) i32.const 7)

@@ -9,7 +9,7 @@
 
 cli_test_() ->
     {setup, fun setup/0, fun cleanup/1, fun(Dir) ->
-        {timeout, 300, [{atom_to_list(Name), ?_test(Test(Dir))}
+        [{atom_to_list(Name), {timeout, 120, ?_test(Test(Dir))}}
                         || {Name, Test} <- [{help, fun help/1}, {inspect_wat, fun inspect_wat/1},
                                             {inspect_aos, fun inspect_aos/1}, {run_values, fun run_values/1},
                                             {run_imports, fun run_imports/1}, {run_failures, fun run_failures/1},
@@ -17,7 +17,7 @@ cli_test_() ->
                                             {bad_arguments, fun bad_arguments/1},
                                             {compile_then_run, fun compile_then_run/1}, {aos, fun aos/1},
                                             {wasi_bounds, fun wasi_bounds/1}, {special_files, fun special_files/1},
-                                            {not_aos, fun not_aos/1}, {exit_status, fun exit_status/1}]]}
+                                            {not_aos, fun not_aos/1}, {exit_status, fun exit_status/1}]]
     end}.
 
 setup() ->
