@@ -80,3 +80,33 @@ answer(I, Func) ->
         ok = hb_beamr:stop(I),
         no_answer
     end.
+
+-define(GROWS, <<"(module
+    (memory 1)
+    (memory $second 0)
+    (table $funcs 0 funcref)
+    (table $externs 0 externref)
+    (func (export \"grow_funcs\") (param i32) (result i32) (table.grow $funcs (ref.null func) (local.get 0)))
+    (func (export \"grow_externs\") (param i32) (result i32) (table.grow $externs (ref.null extern) (local.get 0)))
+    (func (export \"grow_second\") (param i32) (result i32) (memory.grow $second (local.get 0)))
+    (func (export \"add\") (param i32 i32) (result i32) (i32.add (local.get 0) (local.get 1))))">>).
+
+%% wasmer aborted the VM allocating 32 GiB for 0xFFFFFFFA entries of a table without a
+%% maximum; beyond the instance's budget a grow answers -1, the spec's failure.
+huge_table_grow_answers_minus_one_test() ->
+    I = start(?GROWS),
+    ?assertEqual({ok, [-1]}, hb_beamr:call(I, "grow_funcs", [16#FFFFFFFA])),
+    ?assertEqual({ok, [-1]}, hb_beamr:call(I, "grow_externs", [16#FFFFFFFA])),
+    ?assertEqual({ok, [0]}, hb_beamr:call(I, "grow_funcs", [1000])),
+    ?assertEqual({ok, [3]}, hb_beamr:call(I, "add", [1, 2])),
+    hb_beamr:stop(I).
+
+%% memory_limit covers every memory: memory 0 (1 page and WAMR's) takes the whole 128 KiB,
+%% so a second memory cannot grow at all, let alone to 1 GiB.
+memory_limit_covers_a_second_memory_test() ->
+    {ok, I, _, _} = hb_beamr:start(?GROWS, #{memory_limit => 131072}),
+    ?assertEqual({ok, [-1]}, hb_beamr:call(I, "grow_second", [16384])),
+    ?assertEqual({ok, [-1]}, hb_beamr:call(I, "grow_second", [1])),
+    ?assertEqual({ok, [-1]}, hb_beamr:call(I, "grow_funcs", [1])),
+    ?assertEqual({ok, [0]}, hb_beamr:call(I, "grow_second", [0])),
+    hb_beamr:stop(I).
