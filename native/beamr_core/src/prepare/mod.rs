@@ -164,7 +164,7 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
     let translated = exceptions::translate_legacy_exceptions(wasm)?;
     let wasm = translated.as_deref().unwrap_or(wasm);
     let finished = finish::finish(wasm, opts, memory0_is_64)?;
-    let instrumented = interrupt::instrument(&finished.wasm)?;
+    let instrumented = interrupt::instrument(&finished.wasm, u64::MAX)?;
     let wasm = instrumented.unwrap_or(finished.wasm);
 
     Validator::new_with_features(wasmer_features())
