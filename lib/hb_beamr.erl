@@ -472,7 +472,7 @@ start_async(Instance, Func, Args, Opts, Protocol)
         when is_pid(Instance), node(Instance) =:= node(), is_map(Opts) ->
     case hb_beamr_nif:call_async(Instance, Func, Args, Opts, Protocol) of
         {ok, Ref} -> {ok, Ref};
-        {ok, Ref, Message} -> self() ! Message, {ok, Ref};
+        {ok, Ref, Message} -> post(Ref, Message), {ok, Ref};
         {error, Reason} -> {error, Reason}
     end;
 start_async(Instance, _Func, _Args, Opts, _Protocol) when is_pid(Instance), not is_map(Opts) ->
@@ -491,9 +491,15 @@ reply(Ref, {error, Why}) ->
     hb_beamr_nif:async_fail(Ref, Why);
 reply(Ref, Results) ->
     case hb_beamr_nif:async_reply(Ref, Results) of
-        {ok, Message} -> self() ! Message, ok;
+        {ok, Message} -> post(Ref, Message);
         Other -> Other
     end.
+
+%% An event the NIF took straight from the executor goes into this process's mailbox
+%% before any later message of the call (the executor waits for `async_posted').
+post(Ref, Message) ->
+    self() ! Message,
+    hb_beamr_nif:async_posted(Ref).
 
 %% @doc The seed's raw port protocol, on top of `call_async/4': `Command' is
 %% `term_to_binary' of `{call, Name, Args}', `{indirect_call, Index, Args}' or

@@ -3,13 +3,16 @@
 %%% the same instance (the executor serves the process handling the import).
 -module(hb_beamr_io).
 
--export([size/1, read/3, write/3, read_string/2, write_string/2, malloc/2, free/2]).
+-export([size/1, read/3, write/3, read_string/2, read_string/3, write_string/2, malloc/2, free/2]).
 -export([snapshot/1, restore/2]).
 %% Runs a request on the instance's node; not part of the API.
 -export([request/3]).
 
 -define(MAX_U64, 16#FFFFFFFFFFFFFFFF).
 -define(is_offset(X), (is_integer(X) andalso X >= 0 andalso X =< ?MAX_U64)).
+%% How far `read_string/2' looks for the NUL: a string is copied whole, so the module
+%% must not decide how much the caller receives.
+-define(READ_STRING_MAX, 64 * 1024 * 1024).
 
 %% @doc The size of memory 0 in bytes (0 when the module has no memory).
 -spec size(hb_beamr:instance()) -> {ok, non_neg_integer()} | {error, term()}.
@@ -34,12 +37,21 @@ write(Instance, Offset, Data) when is_pid(Instance), ?is_offset(Offset), is_bina
 write(Instance, Offset, Data) ->
     {error, {badarg, {write, Instance, Offset, Data}}}.
 
-%% @doc The bytes at `Ptr' up to the first NUL.
+%% @doc The bytes at `Ptr' up to the first NUL, which must come within 64 MiB
+%% (`read_string/3' with that maximum).
 -spec read_string(hb_beamr:instance(), non_neg_integer()) -> {ok, binary()} | {error, term()}.
-read_string(Instance, Ptr) when is_pid(Instance), ?is_offset(Ptr) ->
-    request(Instance, memory_read_string, [Ptr]);
 read_string(Instance, Ptr) ->
-    {error, {badarg, {read_string, Instance, Ptr}}}.
+    read_string(Instance, Ptr, ?READ_STRING_MAX).
+
+%% @doc The bytes at `Ptr' up to the first NUL, which must come within `Max' bytes:
+%% `{error, {string_too_long, Ptr, Max}}' otherwise, and
+%% `{error, {out_of_bounds, Ptr, unterminated, Size}}' when memory ends first.
+-spec read_string(hb_beamr:instance(), non_neg_integer(), non_neg_integer()) ->
+    {ok, binary()} | {error, term()}.
+read_string(Instance, Ptr, Max) when is_pid(Instance), ?is_offset(Ptr), ?is_offset(Max) ->
+    request(Instance, memory_read_string, [Ptr, Max]);
+read_string(Instance, Ptr, Max) ->
+    {error, {badarg, {read_string, Instance, Ptr, Max}}}.
 
 %% @doc Copies `Data' and a terminating NUL into memory obtained from the module's
 %% `malloc'.

@@ -7,8 +7,8 @@
 
 -export([start/3, call/3, call/4, import_reply/3, import_failed/1, stop/1, gas_used/1]).
 -export([compile/2, cache_stats/0]).
--export([call_async/5, async_reply/2, async_fail/2, async_pending/1, info/1]).
--export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/2,
+-export([call_async/5, async_reply/2, async_fail/2, async_pending/1, async_posted/1, info/1]).
+-export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/3,
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/2, state_restore/2, snapshot_info/1, kernel_dirty_tracking/0]).
 -export([inspect/2, nif_cpu_time/1, nif_cpu_time_control/1]).
@@ -84,6 +84,11 @@ async_fail(_Ref, _Why) -> erlang:nif_error(not_loaded).
 -spec async_pending(reference()) -> boolean().
 async_pending(_Ref) -> erlang:nif_error(not_loaded).
 
+%% @doc The message that `call_async/5' or `async_reply/2' returned for `Ref' has been sent to
+%% the caller itself: the call's next messages may follow it.
+-spec async_posted(reference()) -> ok.
+async_posted(_Ref) -> erlang:nif_error(not_loaded).
+
 %% @doc The instance's `hb_beamr:info()'.
 -spec info(pid()) -> {ok, map()} | {error, stopped}.
 info(_Instance) -> erlang:nif_error(not_loaded).
@@ -118,8 +123,8 @@ memory_read(_Instance, _Offset, _Len) -> erlang:nif_error(not_loaded).
 memory_write(_Instance, _Offset, _Data) -> erlang:nif_error(not_loaded).
 
 %% @doc Queues a read of the NUL-terminated string at `Ptr'.
--spec memory_read_string(pid(), non_neg_integer()) -> queued().
-memory_read_string(_Instance, _Ptr) -> erlang:nif_error(not_loaded).
+-spec memory_read_string(pid(), non_neg_integer(), non_neg_integer()) -> queued().
+memory_read_string(_Instance, _Ptr, _Max) -> erlang:nif_error(not_loaded).
 
 %% @doc Queues a copy of memory 0 (the seed's raw format, `hb_beamr:serialize/1').
 -spec memory_snapshot(pid()) -> queued().

@@ -6,7 +6,7 @@
 
 -define(DEEP, 100000).
 
--export([start_until_refused/2, start_and_stop/1]).
+-export([start_and_stop/1]).
 
 start() ->
     start(#{}).
@@ -199,12 +199,9 @@ check_import_is_hidden_test() ->
 %% memory reservation, not two): start/1 says so, and the VM and its instances live on.
 resource_limit_in_a_child_vm_test_() ->
     {timeout, 120, fun() ->
-        ok = hb_beamr_test_util:distribute(),
-        Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(12 bsl 30), os:find_executable("erl")]},
-        {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
-                                             args => ["-pa" | code:get_path()]}),
+        {Peer, Node} = hb_beamr_test_util:address_limited_peer(12 bsl 30),
         Wasm = hb_beamr_test_util:fixture("core.wat"),
-        {Started, Refused} = erpc:call(Node, ?MODULE, start_until_refused, [Wasm, 16]),
+        {Started, Refused} = erpc:call(Node, hb_beamr_test_util, start_until_refused, [Wasm, 16]),
         ?assertEqual({error, {resource_limit, memory}}, Refused),
         ?assertMatch([_ | _], Started),
         ?assertEqual([{ok, [3]} || _ <- Started], [erpc:call(Node, hb_beamr, call, [I, "add", [1, 2]]) || I <- Started]),
@@ -217,15 +214,14 @@ resource_limit_in_a_child_vm_test_() ->
 
 %% The OS refuses the executor thread (here: a limit on the number of threads of the
 %% user the child VM runs as, with room for the VM's own and a few more): start/1 says
-%% so, and the VM and its instances live on. RLIMIT_NPROC does not bind root, so as root
-%% the child runs as nobody.
+%% so, and the VM and its instances live on.
 thread_limit_in_a_child_vm_test_() ->
     {timeout, 120, fun() ->
-        {Exec, Args, CodePath} = thread_limited_erl(8),
+        {Exec, Args, CodePath} = hb_beamr_test_util:thread_limited_erl(8, [?MODULE]),
         {ok, Peer, _} = peer:start_link(#{exec => {Exec, Args}, connection => standard_io,
                                        args => ["-pa" | CodePath]}),
         Wasm = hb_beamr_test_util:fixture("core.wat"),
-        {Started, Refused} = peer:call(Peer, ?MODULE, start_until_refused, [Wasm, 64], 60000),
+        {Started, Refused} = peer:call(Peer, hb_beamr_test_util, start_until_refused, [Wasm, 64], 60000),
         ?assertEqual({error, {resource_limit, thread}}, Refused),
         ?assertMatch([_ | _], Started),
         ?assertEqual([{ok, [3]} || _ <- Started], [peer:call(Peer, hb_beamr, call, [I, "add", [1, 2]]) || I <- Started]),
@@ -234,44 +230,8 @@ thread_limit_in_a_child_vm_test_() ->
         StartAgain = fun() -> peer:call(Peer, ?MODULE, start_and_stop, [Wasm]) end,
         ?assertEqual(ok, hb_beamr_test_util:settle(StartAgain, ok)),
         peer:stop(Peer),
-        [ok = file:del_dir_r(filename:dirname(filename:dirname(Ebin))) || Ebin <- CodePath, is_copy(Ebin)]
+        hb_beamr_test_util:remove_copy(CodePath)
     end}.
-
-%% `erl' under a thread limit of `Spare' more than the user it runs as has now plus what a
-%% booted VM needs, and the code path it can read.
-thread_limited_erl(Spare) ->
-    Erl = os:find_executable("erl"),
-    Prlimit = os:find_executable("prlimit"),
-    VmThreads = length(element(2, file:list_dir("/proc/self/task"))),
-    case string:trim(os:cmd("id -u")) of
-        "0" ->
-            Nproc = "--nproc=" ++ integer_to_list(VmThreads + Spare),
-            {os:find_executable("setpriv"),
-             ["--reuid=65534", "--regid=65534", "--clear-groups", Prlimit, Nproc, "env", "HOME=/tmp", Erl],
-             [copy_for_nobody()]};
-        Uid ->
-            Mine = length(string:lexemes(os:cmd("ps -L -o lwp= -u " ++ Uid), "\n")),
-            {Prlimit, ["--nproc=" ++ integer_to_list(Mine + VmThreads + Spare), Erl], code:get_path()}
-    end.
-
-%% The checkout may sit where nobody cannot read it (a fresh `mktemp -d' is 0700): the
-%% application, this module and the NIF are copied under /tmp, readable by all; the
-%% ebin directory of the copy.
-copy_for_nobody() ->
-    Root = filename:join("/tmp", "hb_beamr_nobody_" ++ integer_to_list(erlang:unique_integer([positive]))),
-    Ebin = filename:join([Root, "hb_beamr", "ebin"]),
-    Priv = filename:join([Root, "hb_beamr", "priv"]),
-    ok = filelib:ensure_dir(filename:join(Ebin, "x")),
-    ok = filelib:ensure_dir(filename:join(Priv, "x")),
-    Beams = filelib:wildcard(filename:join(code:lib_dir(hb_beamr, ebin), "*")) ++ [code:which(?MODULE)],
-    [{ok, _} = file:copy(Beam, filename:join(Ebin, filename:basename(Beam))) || Beam <- Beams],
-    [{ok, _} = file:copy(So, filename:join(Priv, filename:basename(So)))
-     || So <- filelib:wildcard(filename:join(code:priv_dir(hb_beamr), "*.so"))],
-    [ok = file:change_mode(Path, 8#755) || Path <- [Root, filename:dirname(Ebin), Ebin, Priv]],
-    Ebin.
-
-is_copy(Ebin) ->
-    lists:prefix("/tmp/hb_beamr_nobody_", Ebin).
 
 %% @private
 -spec start_and_stop(binary()) -> ok | {error, term()}.
@@ -281,15 +241,3 @@ start_and_stop(Wasm) ->
         Refused -> Refused
     end.
 
-%% @private Starts instances until one is refused (or `Max' are running).
--spec start_until_refused(binary(), pos_integer()) -> {[hb_beamr:instance()], term()}.
-start_until_refused(Wasm, Max) ->
-    start_until_refused(Wasm, Max, []).
-
-start_until_refused(_Wasm, 0, Started) ->
-    {Started, none_refused};
-start_until_refused(Wasm, Max, Started) ->
-    case hb_beamr:start(Wasm) of
-        {ok, I, _, _} -> start_until_refused(Wasm, Max - 1, [I | Started]);
-        Refused -> {Started, Refused}
-    end.

@@ -33,10 +33,7 @@ huge_tables_exceed_the_default_limit_test() ->
 %% its instances live on.
 huge_tables_the_os_refuses_test_() ->
     {timeout, 120, fun() ->
-        ok = hb_beamr_test_util:distribute(),
-        Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(12 bsl 30), os:find_executable("erl")]},
-        {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
-                                             args => ["-pa" | code:get_path()]}),
+        {Peer, Node} = hb_beamr_test_util:address_limited_peer(12 bsl 30),
         Start = fun(Wasm) -> erpc:call(Node, ?MODULE, start_result, [Wasm, #{memory_limit => 32 bsl 30}]) end,
         ?assertEqual({error, {resource_limit, memory}}, Start(huge_tables(1 bsl 27, externref))),
         ?assertEqual({error, {resource_limit, memory}}, Start(huge_tables(1 bsl 27 - 1, funcref))),

@@ -3,6 +3,7 @@
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
 -export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
+-export([thread_limited_erl/2, remove_copy/1, address_limited_peer/1, start_until_refused/2]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -86,6 +87,74 @@ start_peer() ->
 -spec stop_peer({pid(), node()}) -> ok.
 stop_peer({Peer, _Node}) ->
     peer:stop(Peer).
+
+%% @doc `erl' under a thread limit of `Spare' more than the user it runs as has now plus
+%% what a booted VM needs, and the code path it can read (with `Modules', the test modules
+%% whose functions the child runs). RLIMIT_NPROC does not bind root, so as root the child
+%% runs as nobody.
+-spec thread_limited_erl(non_neg_integer(), [module()]) -> {string(), [string()], [string()]}.
+thread_limited_erl(Spare, Modules) ->
+    Erl = os:find_executable("erl"),
+    Prlimit = os:find_executable("prlimit"),
+    VmThreads = length(element(2, file:list_dir("/proc/self/task"))),
+    case string:trim(os:cmd("id -u")) of
+        "0" ->
+            Nproc = "--nproc=" ++ integer_to_list(VmThreads + Spare),
+            {os:find_executable("setpriv"),
+             ["--reuid=65534", "--regid=65534", "--clear-groups", Prlimit, Nproc, "env", "HOME=/tmp", Erl],
+             [copy_for_nobody(Modules)]};
+        Uid ->
+            Mine = length(string:lexemes(os:cmd("ps -L -o lwp= -u " ++ Uid), "\n")),
+            {Prlimit, ["--nproc=" ++ integer_to_list(Mine + VmThreads + Spare), Erl], code:get_path()}
+    end.
+
+%% The checkout may sit where nobody cannot read it (a fresh `mktemp -d' is 0700): the
+%% application, the test modules and the NIF are copied under /tmp, readable by all; the
+%% ebin directory of the copy.
+copy_for_nobody(Modules) ->
+    Root = filename:join("/tmp", "hb_beamr_nobody_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    Ebin = filename:join([Root, "hb_beamr", "ebin"]),
+    Priv = filename:join([Root, "hb_beamr", "priv"]),
+    ok = filelib:ensure_dir(filename:join(Ebin, "x")),
+    ok = filelib:ensure_dir(filename:join(Priv, "x")),
+    Beams = filelib:wildcard(filename:join(code:lib_dir(hb_beamr, ebin), "*"))
+        ++ [code:which(M) || M <- [?MODULE | Modules]],
+    [{ok, _} = file:copy(Beam, filename:join(Ebin, filename:basename(Beam))) || Beam <- Beams],
+    [{ok, _} = file:copy(So, filename:join(Priv, filename:basename(So)))
+     || So <- filelib:wildcard(filename:join(code:priv_dir(hb_beamr), "*.so"))],
+    [ok = file:change_mode(Path, 8#755) || Path <- [Root, filename:dirname(Ebin), Ebin, Priv]],
+    Ebin.
+
+%% @doc Removes the copy `thread_limited_erl/2' made for nobody, if it made one.
+-spec remove_copy([string()]) -> ok.
+remove_copy(CodePath) ->
+    [ok = file:del_dir_r(filename:dirname(filename:dirname(Ebin)))
+     || Ebin <- CodePath, lists:prefix("/tmp/hb_beamr_nobody_", Ebin)],
+    ok.
+
+%% @doc A peer VM under an address-space limit of `Bytes' (`prlimit --as'), with this
+%% node's code path.
+-spec address_limited_peer(pos_integer()) -> {pid(), node()}.
+address_limited_peer(Bytes) ->
+    ok = distribute(),
+    Limited = {os:find_executable("prlimit"), ["--as=" ++ integer_to_list(Bytes), os:find_executable("erl")]},
+    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
+                                         args => ["-pa" | code:get_path()]}),
+    {Peer, Node}.
+
+%% @doc Starts instances of `Wasm' until one is refused (or `Max' are running): those
+%% started, and the refusal.
+-spec start_until_refused(binary(), pos_integer()) -> {[hb_beamr:instance()], term()}.
+start_until_refused(Wasm, Max) ->
+    start_until_refused(Wasm, Max, []).
+
+start_until_refused(_Wasm, 0, Started) ->
+    {Started, none_refused};
+start_until_refused(Wasm, Max, Started) ->
+    case hb_beamr:start(Wasm) of
+        {ok, I, _, _} -> start_until_refused(Wasm, Max - 1, [I | Started]);
+        Refused -> {Started, Refused}
+    end.
 
 %% rebar3 and make run the suites from the project root.
 root() ->

@@ -70,6 +70,8 @@ pub enum CompileError {
     InvalidArtifact(ArtifactError),
     /// wasmer could not serialize the module (an artifact was asked for).
     Serialize(String),
+    /// The OS refused the compiler's threads.
+    NoThreads(String),
 }
 
 impl std::fmt::Display for CompileError {
@@ -81,6 +83,7 @@ impl std::fmt::Display for CompileError {
             }
             CompileError::InvalidArtifact(e) => write!(f, "invalid artifact: {e}"),
             CompileError::Serialize(msg) => write!(f, "cannot serialize module: {msg}"),
+            CompileError::NoThreads(msg) => write!(f, "no threads to compile with: {msg}"),
         }
     }
 }
@@ -227,8 +230,30 @@ fn build(source: &[u8], opts: &PrepareOptions) -> Result<Module, CompileError> {
             prepared.fixed_funcref_entries
         )));
     }
-    on_engine(opts.engine_kind(), |engine| Module::new(engine, &prepared.wasm))?
-        .map_err(|e| CompileError::InvalidModule(e.to_string()))
+    let compiled = in_compiler_pool(|| on_engine(opts.engine_kind(), |engine| Module::new(engine, &prepared.wasm)))?;
+    compiled?.map_err(|e| CompileError::InvalidModule(e.to_string()))
+}
+
+/// Runs a compilation in the compiler's thread pool. Cranelift compiles a module's functions
+/// in parallel with rayon, whose global pool is made on first use; if the OS refuses its
+/// threads then, it is never made, and every later compilation in the process panics. So
+/// compilations run in a pool of this module's own, made again after such a failure.
+fn in_compiler_pool<T: Send>(compile: impl FnOnce() -> T + Send) -> Result<T, CompileError> {
+    static POOL: Mutex<Option<Arc<rayon::ThreadPool>>> = Mutex::new(None);
+    let pool = {
+        let mut pool = POOL.lock();
+        match pool.as_ref() {
+            Some(pool) => Arc::clone(pool),
+            None => {
+                let built = rayon::ThreadPoolBuilder::new()
+                    .thread_name(|i| format!("hb_beamr_cc{i}"))
+                    .build()
+                    .map_err(|e| CompileError::NoThreads(e.to_string()))?;
+                Arc::clone(pool.insert(Arc::new(built)))
+            }
+        }
+    };
+    Ok(pool.install(compile))
 }
 
 /// Runs a wasmer operation on a module that may make wasmer panic (a compiler bug reached by

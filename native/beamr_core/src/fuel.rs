@@ -57,6 +57,13 @@ impl Meter {
         self.granted = fuel;
     }
 
+    /// A meter for code that starts with no fuel granted (the fuel global's initial value,
+    /// 0): a module's start function, which runs before the host can set the global, so its
+    /// first charge goes straight to the check.
+    pub fn ungranted(budget: Option<u64>) -> Meter {
+        Meter { budget, used: 0, granted: 0 }
+    }
+
     fn grant(&mut self) -> i64 {
         let left = self.budget.map_or(u64::MAX, |budget| budget.saturating_sub(self.used));
         self.granted = left.min(SLICE as u64) as i64;
@@ -97,6 +104,20 @@ mod tests {
         assert_eq!(run(Some(10), &[4, 4, 3]), (Err(OutOfGas), 10));
         assert_eq!(run(Some(0), &[1]), (Err(OutOfGas), 0));
         assert_eq!(run(Some(0), &[]), (Ok(()), 0));
+    }
+
+    #[test]
+    fn an_ungranted_meter_counts_from_the_first_check() {
+        let mut meter = Meter::ungranted(Some(10));
+        let fuel = meter.refill(-3).unwrap();
+        assert_eq!(fuel, 7);
+        assert_eq!(meter.refill(fuel - 8), Err(OutOfGas));
+        assert_eq!(meter.finish(-1), 10);
+        let mut meter = Meter::ungranted(None);
+        let fuel = meter.refill(-3).unwrap();
+        assert_eq!(meter.finish(fuel - 5), 8);
+        let mut meter = Meter::ungranted(Some(2));
+        assert_eq!(meter.refill(-3), Err(OutOfGas));
     }
 
     #[test]

@@ -8,10 +8,11 @@
 //!   in a [`cache`] in memory and a [`disk_cache`] on disk, and loads [`artifact`]s
 //!   (serialized native code, authenticated with HMAC-SHA-256).
 //! * [`executor_thread`] starts threads whose thread and signal stacks share one mapping.
+//! * [`os_limits`] keeps instances from taking the mappings the Erlang VM needs.
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
 //! * [`inspect`] lists what a module declares and the preparation passes it needs.
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
-//! * [`store_exceptions`] drops the exception objects a Store keeps once nothing can reach them.
+//! * [`store_objects`] drops the exception and function objects a Store keeps once nothing can reach them.
 //! * [`snapshot`] encodes, decodes and validates snapshots of an instance's state (full,
 //!   and deltas chained to them); [`dirty_pages`] finds the pages a delta must hold.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.
@@ -28,10 +29,11 @@ pub mod engine;
 pub mod executor_thread;
 pub mod fuel;
 pub mod inspect;
+pub mod os_limits;
 pub mod prepare;
 pub mod signature;
 pub mod snapshot;
-pub mod store_exceptions;
+pub mod store_objects;
 pub mod tunables;
 pub mod wamr_aot;
 

@@ -11,7 +11,7 @@
 //! `close`, or refused (`Err(Closed)`) to its own pusher, exactly one of the three.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 
@@ -105,7 +105,8 @@ impl<T> Mailbox<T> {
         }
     }
 
-    fn try_pop(&self) -> Option<T> {
+    /// The next value if one is there. Consumer thread only.
+    pub fn try_pop(&self) -> Option<T> {
         if let Some(value) = self.lane.take() {
             return Some(value);
         }
@@ -120,17 +121,27 @@ impl<T> Mailbox<T> {
 
     /// The next value, waiting as long as it takes: spinning briefly, then parked.
     /// Consumer thread only (after `bind_executor`), and not after `close`.
+    pub fn pop(&self) -> T {
+        loop {
+            if let Some(value) = self.pop_until(None) {
+                return value;
+            }
+        }
+    }
+
+    /// The next value, or `None` once `deadline` has passed (`None`: no deadline): spinning
+    /// briefly, then parked until a push or the deadline. Consumer thread only.
     ///
     /// A consumer that finds itself on the CPU where the latest producer last ran would
     /// spin on the core that producer needs (see [`cpu`]): it moves to another CPU, or
     /// parks at once when it may use no other.
-    pub fn pop(&self) -> T {
+    pub fn pop_until(&self, deadline: Option<Instant>) -> Option<T> {
         let mut spin = Spin::yielding(SPIN_BEFORE_YIELDING, SPIN_BEFORE_PARKING);
         loop {
             let here = cpu::current();
             self.consumer_cpu.record(here);
             if let Some(value) = self.try_pop() {
-                return value;
+                return Some(value);
             }
             let in_the_way = self.producer_cpu.is(here);
             if in_the_way && cpu::move_off(here) {
@@ -139,7 +150,13 @@ impl<T> Mailbox<T> {
             if in_the_way || !spin.step() {
                 self.consumer_cpu.forget();
                 reached!(MailboxParked);
-                thread::park();
+                match deadline {
+                    None => thread::park(),
+                    Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => thread::park_timeout(left),
+                        _ => return self.try_pop(),
+                    },
+                }
             }
         }
     }

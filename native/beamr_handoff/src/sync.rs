@@ -10,7 +10,7 @@ pub(crate) use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 #[cfg(not(loom))]
 pub(crate) mod thread {
-    pub(crate) use std::thread::{current, park, yield_now, Thread};
+    pub(crate) use std::thread::{current, park, park_timeout, yield_now, Thread};
 }
 
 /// std's park and unpark (a token per thread) over loom's mutex and condition variable.
@@ -47,6 +47,10 @@ pub(crate) mod thread {
             *token = false;
         })
     }
+
+    /// A timed park modelled as one that may end at any moment (a spurious wake-up), which
+    /// covers every timing the real one can show.
+    pub(crate) fn park_timeout(_timeout: std::time::Duration) {}
 
     impl Thread {
         /// Makes the token available.

@@ -46,6 +46,7 @@ impl<'a> Failure<'a> {
                 (atoms::invalid_artifact(), artifact_reason(env, why)).encode(env)
             }
             Failure::Compile(CompileError::Serialize(msg)) => (atoms::invalid_module(), msg).encode(env),
+            Failure::Compile(CompileError::NoThreads(_)) => (atoms::resource_limit(), atoms::thread()).encode(env),
             Failure::CacheDir(msg) => (atoms::cache_dir(), msg).encode(env),
         }
     }
@@ -121,11 +122,13 @@ fn compile<'a>(env: Env<'a>, source: Binary<'a>, opts: Term<'a>) -> Term<'a> {
         compile::to_artifact(&compiled, key).map_err(Failure::Compile)
     });
     match sealed {
-        Ok(bytes) => {
-            let mut binary = rustler::OwnedBinary::new(bytes.len());
-            binary.as_mut_slice().copy_from_slice(&bytes);
-            (atoms::ok(), Binary::from_owned(binary, env)).encode(env)
-        }
+        Ok(bytes) => match crate::bytes::try_binary(bytes.len()) {
+            Ok(mut binary) => {
+                binary.as_mut_slice().copy_from_slice(&bytes);
+                (atoms::ok(), Binary::from_owned(binary, env)).encode(env)
+            }
+            Err(_) => (atoms::error(), (atoms::resource_limit(), atoms::memory())).encode(env),
+        },
         Err(failure) => (atoms::error(), failure.encode(env)).encode(env),
     }
 }

@@ -13,7 +13,7 @@ use rustler::types::tuple::make_tuple;
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
 
 use crate::atoms;
-use crate::codec::charlist;
+use crate::codec::{charlist, fits_in, MAX_VALUES};
 use crate::command::{Callee, Command, Limits};
 use crate::handover::{CallResource, Event, ReplySlot};
 use crate::instance::Shared;
@@ -21,6 +21,9 @@ use crate::nif_cpu_time;
 use crate::nifs::{callee, decode_limits, error, fail_import, reply_values};
 use crate::registry;
 use crate::trap::CallFailure;
+
+/// The largest import failure reason kept for a call's result, in nodes and binary bytes.
+const MAX_REASON: usize = 64 * 1024;
 
 /// How an asynchronous call's events are put as messages.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -54,6 +57,7 @@ fn submit<'a>(env: Env<'a>, shared: &Arc<Shared>, func: Callee, limits: Limits, 
     let caller = env.pid();
     let slot = ReplySlot::new(caller);
     let call = CallResource::new(Arc::clone(shared), Arc::clone(&slot), Some(protocol));
+    slot.start_posting();
     let armed = slot.arm();
     let command = Command::Call { caller, slot, func, limits, handle: Some(call.clone()) };
     if shared.submit(command).is_err() {
@@ -62,12 +66,30 @@ fn submit<'a>(env: Env<'a>, shared: &Arc<Shared>, func: Callee, limits: Limits, 
     awaited(env, &call, armed)
 }
 
-/// `{ok, Ref, Message}` when the executor answered within the hand-over spin, else `{ok, Ref}`.
+/// `{ok, Ref, Message}` when the executor answered within the hand-over spin (the caller
+/// sends `Message` to itself, then calls `async_posted`), else `{ok, Ref}`.
 fn awaited<'a>(env: Env<'a>, call: &ResourceArc<CallResource>, armed: bool) -> Term<'a> {
-    match armed.then(|| call.slot.wait(&call.shared)).flatten() {
+    match taken(call, armed) {
         Some(event) => (atoms::ok(), call, message(env, &call.shared, call, event)).encode(env),
         None => (atoms::ok(), call).encode(env),
     }
+}
+
+/// The call's next event if it comes within the hand-over spin; it then stays marked as
+/// being posted (see `ReplySlot::start_posting`).
+fn taken(call: &CallResource, armed: bool) -> Option<Event> {
+    let event = armed.then(|| call.slot.wait(&call.shared)).flatten();
+    if event.is_none() {
+        call.slot.posted();
+    }
+    event
+}
+
+/// `async_posted(Ref)`: the event a NIF returned for `Ref` is in the caller's mailbox.
+#[rustler::nif]
+fn async_posted(call: ResourceArc<CallResource>) -> Atom {
+    call.slot.posted();
+    atoms::ok()
 }
 
 /// `async_reply(Ref, Results)`: answers the call's pending import; `ok`, `{ok, Message}`
@@ -78,17 +100,24 @@ fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<
     let _timed = nif_cpu_time::Timed::start();
     let pending = call.protocol.and_then(|_| call.slot.claim_pending(env.pid()));
     let Some(index) = pending else { return error(env, atoms::badarg()) };
+    call.slot.start_posting();
     let armed = match reply_values(env, &call, index, results) {
         Ok(armed) => armed,
         Err(reason) => {
-            // The call's result names the results that could not be used.
+            call.slot.posted();
+            // The call's result names the results that could not be used (a list too
+            // long to be any function's results by its length only: it is not copied).
+            let results = match crate::codec::bounded_length(results, MAX_VALUES) {
+                Err(Some(_)) => (atoms::more_than(), MAX_VALUES).encode(env),
+                _ => results,
+            };
             let why = (atoms::bad_import_results(), results).encode(env);
             stash_failure(&call, index, why);
             fail_import(&call);
             return reason;
         }
     };
-    match armed.then(|| call.slot.wait(&call.shared)).flatten() {
+    match taken(&call, armed) {
         Some(event) => (atoms::ok(), message(env, &call.shared, &call, event)).encode(env),
         None => atoms::ok().encode(env),
     }
@@ -105,8 +134,11 @@ fn async_fail<'a>(env: Env<'a>, call: ResourceArc<CallResource>, why: Term<'a>) 
     atoms::ok().encode(env)
 }
 
-/// Keeps `why` (copied out of the NIF's environment) for the call's result.
+/// Keeps `why` (copied out of the NIF's environment) for the call's result; a reason too
+/// large to copy on a normal scheduler is kept as `{too_large, MaxSize}`.
 fn stash_failure(call: &CallResource, index: usize, why: Term) {
+    let env = why.get_env();
+    let why = if fits_in(why, MAX_REASON) { why } else { (atoms::too_large(), MAX_REASON).encode(env) };
     *call.failure.lock() = Some((index, why.to_binary().as_slice().to_vec()));
 }
 

@@ -7,6 +7,10 @@
 use rustler::env::SavedTerm;
 use rustler::{Binary, Env, OwnedEnv, Term};
 
+/// The longest snapshot chain (a full snapshot and its deltas) `restore` takes: the list
+/// is walked on a normal scheduler, so its length is bounded before anything else.
+pub const MAX_CHAIN: usize = 10_000;
+
 /// Below this size a copy costs less than a process-independent environment.
 const SHARE_THRESHOLD: usize = 64 * 1024;
 
@@ -45,8 +49,9 @@ pub struct BinaryList {
 }
 
 impl BinaryList {
-    /// None unless `list` is a proper list of binaries.
+    /// None unless `list` is a proper list of at most `MAX_CHAIN` binaries.
     pub fn new(list: Term) -> Option<BinaryList> {
+        crate::codec::bounded_length(list, MAX_CHAIN).ok()?;
         list.decode::<Vec<Binary>>().ok()?;
         let env = OwnedEnv::new();
         let term = env.save(list);
@@ -59,5 +64,23 @@ impl BinaryList {
             let slices: Vec<&[u8]> = binaries.iter().map(|b| b.as_slice()).collect();
             f(&slices)
         })
+    }
+}
+
+/// The allocator could not give a binary of the size asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+/// A new binary of `len` bytes, or `OutOfMemory` where `OwnedBinary::new` would abort the
+/// VM: the sizes asked for here (memory copies, snapshots) are chosen by modules and callers.
+pub fn try_binary(len: usize) -> Result<rustler::OwnedBinary, OutOfMemory> {
+    let mut raw = std::mem::MaybeUninit::uninit();
+    // SAFETY: enif_alloc_binary initialises `raw` when it succeeds (returns non-zero);
+    // ownership then passes to the OwnedBinary, which releases it.
+    unsafe {
+        if rustler::sys::enif_alloc_binary(len, raw.as_mut_ptr()) == 0 {
+            return Err(OutOfMemory);
+        }
+        Ok(rustler::OwnedBinary::from_raw(raw.assume_init()))
     }
 }

@@ -27,9 +27,31 @@ pub enum WasmValue {
     NullRef(Type),
 }
 
+/// No wasm function takes more parameters or returns more results than this (wasmer's
+/// own limit), so no argument or result list longer than it is walked.
+pub const MAX_VALUES: usize = 1000;
+
+/// The length of a proper list of at most `max` elements: `Err(None)` when `term` is not a
+/// proper list, `Err(Some(max))` when it is longer. Walks at most `max + 1` cells, so a
+/// NIF's work does not grow with what a careless caller passes.
+pub fn bounded_length(term: Term, max: usize) -> Result<usize, Option<usize>> {
+    let mut rest = term;
+    for length in 0..=max {
+        if rest.is_empty_list() {
+            return Ok(length);
+        }
+        rest = rest.list_get_cell().map_err(|_| None)?.1;
+    }
+    Err(if rest.is_list() { Some(max) } else { None })
+}
+
 /// Why an argument list does not fit a signature; becomes `{badarg, Detail}`.
 pub enum BadArg<'a> {
     Arity { expected: usize, got: usize },
+    /// More than `MAX_VALUES` values.
+    TooMany { expected: usize },
+    /// A term too large to be a value of any type (not copied to be checked later).
+    NotAValue { position: usize, value: Term<'a> },
     NotAList,
     Value { position: usize, value: Term<'a>, ty: Type },
 }
@@ -39,6 +61,8 @@ impl<'a> BadArg<'a> {
         let detail = match self {
             BadArg::NotAList => atoms::arg().encode(env),
             BadArg::Arity { expected, got } => (atoms::arity(), *expected, *got).encode(env),
+            BadArg::NotAValue { position, value } => (atoms::arg(), *position, *value, charlist(env, "")).encode(env),
+            BadArg::TooMany { expected } => (atoms::arity(), *expected, (atoms::more_than(), MAX_VALUES)).encode(env),
             BadArg::Value { position, value, ty } => {
                 let ty = charlist(env, &beamr_core::signature::type_char(*ty).to_string());
                 (atoms::arg(), *position, *value, ty).encode(env)
@@ -50,7 +74,7 @@ impl<'a> BadArg<'a> {
 
 /// Decodes an Erlang list of arguments against the parameter types of a function.
 pub fn decode_args<'a>(list: Term<'a>, types: &[Type]) -> Result<Values, BadArg<'a>> {
-    let got = list.list_length().map_err(|_| BadArg::NotAList)?;
+    let got = checked_length(list, types.len())?;
     if got != types.len() {
         return Err(BadArg::Arity { expected: types.len(), got });
     }
@@ -71,8 +95,14 @@ pub struct UncheckedArgs(Vec<u8>);
 
 impl UncheckedArgs {
     pub fn new(list: Term) -> Result<UncheckedArgs, BadArg> {
-        if !list.is_list() {
-            return Err(BadArg::NotAList);
+        checked_length(list, MAX_VALUES)?;
+        // Copied to be checked later: a term that could not be a value of any type for its
+        // size alone is refused first (a bignum or binary of megabytes, a huge tuple).
+        let items: ListIterator = list.decode().map_err(|_| BadArg::NotAList)?;
+        for (position, term) in items.enumerate() {
+            if is_large(term) {
+                return Err(BadArg::NotAValue { position: position + 1, value: term });
+            }
         }
         Ok(UncheckedArgs(list.to_binary().as_slice().to_vec()))
     }
@@ -83,6 +113,56 @@ impl UncheckedArgs {
             let (list, _) = env.binary_to_term(&self.0).expect("encoded by UncheckedArgs::new");
             decode_args(list, types).map_err(|bad| CallFailure::BadArg(bad.encode(env).to_binary().as_slice().to_vec()))
         })
+    }
+}
+
+/// The length of an argument or result list for a function expecting `expected` values,
+/// or why it is refused.
+fn checked_length<'a>(list: Term<'a>, expected: usize) -> Result<usize, BadArg<'a>> {
+    bounded_length(list, MAX_VALUES).map_err(|too_long| match too_long {
+        Some(_) => BadArg::TooMany { expected },
+        None => BadArg::NotAList,
+    })
+}
+
+/// Whether `term` is larger than any wasm value's term (at most a 128-bit integer) by
+/// far.
+fn is_large(term: Term) -> bool {
+    !fits_in(term, 256)
+}
+
+/// Whether `term` has at most `budget` nodes and bytes of binaries, found without walking
+/// more of it than the budget allows.
+pub fn fits_in(term: Term, mut budget: usize) -> bool {
+    fits(term, &mut budget)
+}
+
+fn fits(term: Term, budget: &mut usize) -> bool {
+    let Some(left) = budget.checked_sub(1) else { return false };
+    *budget = left;
+    match term.get_type() {
+        TermType::Integer => term.decode::<i128>().is_ok() || term.decode::<u128>().is_ok(),
+        TermType::Binary => term.decode::<rustler::Binary>().is_ok_and(|b| take(budget, b.len())),
+        TermType::Tuple => rustler::types::tuple::get_tuple(term)
+            .is_ok_and(|items| take(budget, items.len()) && items.iter().all(|item| fits(*item, budget))),
+        TermType::List => match bounded_length(term, *budget) {
+            Ok(_) => term.decode::<ListIterator>().is_ok_and(|mut items| items.all(|item| fits(item, budget))),
+            Err(_) => false,
+        },
+        TermType::Map => term.map_size().is_ok_and(|n| take(budget, 2 * n))
+            && rustler::types::map::MapIterator::new(term)
+                .is_some_and(|mut pairs| pairs.all(|(key, value)| fits(key, budget) && fits(value, budget))),
+        _ => true,
+    }
+}
+
+fn take(budget: &mut usize, n: usize) -> bool {
+    match budget.checked_sub(n) {
+        Some(left) => {
+            *budget = left;
+            true
+        }
+        None => false,
     }
 }
 

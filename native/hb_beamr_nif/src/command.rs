@@ -48,8 +48,8 @@ pub enum MemoryOp {
     /// All of memory 0.
     Snapshot,
     Write { offset: u64, data: Bytes },
-    /// The bytes from `ptr` up to (excluding) the first NUL.
-    ReadString { ptr: u64 },
+    /// The bytes from `ptr` up to (excluding) the first NUL, which must come within `max`.
+    ReadString { ptr: u64, max: u64 },
     /// Write at offset 0, growing the memory first when `data` does not fit.
     Restore { data: Bytes },
     /// The whole state (memory, globals, table): served by `state.rs`, not `memory.rs`.

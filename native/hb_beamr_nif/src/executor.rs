@@ -15,9 +15,10 @@ use std::time::Instant;
 
 use beamr_core::engine::panic_message;
 use beamr_core::fuel::{Meter, SLICE};
+use beamr_core::os_limits;
 use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
 use beamr_core::prepare::MEMORY_EXPORT;
-use beamr_core::store_exceptions;
+use beamr_core::store_objects;
 use rustler::types::tuple::make_tuple;
 use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
@@ -79,8 +80,6 @@ struct Context {
     nesting: Cell<usize>,
     /// An address near the top of the executor's stack, to measure how much is in use.
     stack_top: usize,
-    /// The module can keep an exnref from one call to the next (see `store_exceptions`).
-    exceptions_outlive_calls: bool,
 }
 
 struct Frame {
@@ -120,21 +119,23 @@ fn context() -> Rc<Context> {
 struct ImportSlot(usize);
 
 /// Starts the executor; it instantiates `module` in a Store of `engine` (the engine that
-/// compiled it) and reports to `starter` as `start`'s events.
+/// compiled it), running the module's start function within `limits`, and reports to
+/// `starter` as `start`'s events.
 pub fn spawn(
     resource: ResourceArc<InstanceResource>,
     module: Module,
     engine: wasmer::Engine,
     starter: LocalPid,
     start: Arc<ReplySlot>,
+    limits: Limits,
 ) -> std::io::Result<()> {
     beamr_core::executor_thread::spawn(c"hb_beamr_exec", EXECUTOR_STACK_SIZE, move || {
-        run(resource, module, engine, starter, start)
+        let _live = os_limits::LiveInstance::count();
+        run(resource, module, engine, Frame::new(starter, start, None), limits)
     })
 }
 
-fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::Engine, starter: LocalPid, start: Arc<ReplySlot>) {
-    let start = Frame::new(starter, start, None);
+fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::Engine, start: Rc<Frame>, limits: Limits) {
     let shared = Arc::clone(&resource.shared);
     shared.mailbox.bind_executor();
     let context = Rc::new(Context {
@@ -155,14 +156,24 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::
         deadline: Cell::new(None),
         nesting: Cell::new(0),
         stack_top: stack_address(),
-        exceptions_outlive_calls: store_exceptions::may_outlive_calls(&module),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, engine, &start))) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, engine, &start, limits))) {
         context.finish(&start, Err(CallFailure::panic(panic_message(&panic))));
     }
     context.shutdown();
     CONTEXT.with(|c| *c.borrow_mut() = None);
+}
+
+/// Takes the executor's first wasm stack. wasmer maps one on first use and keeps it for
+/// the thread, but panics when it cannot be mapped (the OS's mapping or memory limit): an
+/// instance that could never run a call is refused at start instead.
+fn acquire_wasm_stack(store: &mut Store) -> Result<(), CallFailure> {
+    let probe = Function::new_typed(store, || {});
+    match catch_unwind(AssertUnwindSafe(|| probe.call(store, &[]))) {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(CallFailure::ResourceLimit(Resource::Memory)),
+    }
 }
 
 /// The address of a local of the calling frame.
@@ -173,16 +184,29 @@ fn stack_address() -> usize {
 }
 
 impl Context {
-    fn serve(&self, module: Module, engine: wasmer::Engine, start: &Rc<Frame>) {
+    fn serve(&self, module: Module, engine: wasmer::Engine, start: &Rc<Frame>, limits: Limits) {
         let mut store = Store::new(engine);
+        if let Err(failure) = acquire_wasm_stack(&mut store) {
+            return self.finish(start, Err(failure));
+        }
         let imports = self.import_object(&mut store);
         if !self.enter(Rc::clone(start)) {
             return self.finish(start, Err(CallFailure::Stopped));
         }
+        // The start function runs before the host can set the fuel global (still 0), so
+        // its first charge reaches the check, which applies the start's limits.
+        *self.meter.borrow_mut() = Some(Meter::ungranted(limits.gas));
+        self.deadline.set(limits.deadline);
         let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
         self.leave();
         let failure = match instance {
-            Ok(Ok(instance)) => return self.serve_instance(&mut store, &module, &instance, start),
+            Ok(Ok(instance)) if os_limits::room_for_instance() => {
+                *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
+                self.stop_metering(&mut store);
+                return self.serve_instance(&mut store, &module, &instance, start);
+            }
+            // What the instance took leaves the VM too little (see `os_limits`).
+            Ok(Ok(_)) => CallFailure::ResourceLimit(Resource::Memory),
             Ok(Err(InstantiationError::Start(error))) => CallFailure::classify(&error, self.shared.is_stopped()),
             Ok(Err(InstantiationError::Link(LinkError::Resource(_)))) => CallFailure::ResourceLimit(Resource::Memory),
             Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
@@ -201,10 +225,10 @@ impl Context {
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
         *self.table.borrow_mut() = table::table0(instance);
-        *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
         *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance, self.shared.dirty_tracking));
         self.publish_memory_size(store);
+        self.shared.set_activity(Activity::Idle);
         self.finish(start, Ok(Values::new()));
 
         while !self.shared.is_stopped() {
@@ -249,7 +273,10 @@ impl Context {
                 self.deliver(caller, &slot, Event::Memory(result));
             }
             Command::Memory { caller, slot, op } => {
-                let result = memory::run(self.memory.borrow().as_ref(), store, op);
+                let memory = self.memory.borrow();
+                let result = catch_unwind(AssertUnwindSafe(|| memory::run(memory.as_ref(), store, op)))
+                    .unwrap_or(Err(MemoryError::Panicked));
+                drop(memory);
                 self.publish_memory_size(store);
                 self.deliver(caller, &slot, Event::Memory(result));
             }
@@ -279,6 +306,9 @@ impl Context {
             Err(failure) => return self.finish(&frame, Err(failure)),
         };
         let outermost = self.frames.borrow().is_empty();
+        if outermost && limits.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            return self.finish(&frame, Err(CallFailure::from(&HostError::Timeout)));
+        }
         if !outermost && !self.may_nest() {
             return self.finish(&frame, Err(CallFailure::from(&HostError::NestedTooDeep)));
         }
@@ -346,20 +376,18 @@ impl Context {
     }
 
     /// Sets up an outermost call: its limits, and where its exceptions will start.
-    fn start_outermost(&self, store: &mut impl AsStoreMut, limits: Limits) -> store_exceptions::Mark {
+    fn start_outermost(&self, store: &mut impl AsStoreMut, limits: Limits) -> store_objects::Mark {
         self.start_metering(store, limits);
-        store_exceptions::mark(store)
+        store_objects::mark(store)
     }
 
-    /// Records what the call used and drops the exceptions it threw, which nothing can
-    /// reach any more unless the module keeps exnrefs across calls.
-    fn end_outermost(&self, store: &mut impl AsStoreMut, mark: store_exceptions::Mark) {
+    /// Records what the call used and drops the exception and function objects it made,
+    /// which nothing can reach any more (see `store_objects`).
+    fn end_outermost(&self, store: &mut impl AsStoreMut, mark: store_objects::Mark) {
         self.stop_metering(store);
         self.publish_memory_size(store);
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
-        if !self.exceptions_outlive_calls {
-            store_exceptions::drop_since(store, mark);
-        }
+        store_objects::drop_since(store, mark);
     }
 
     fn start_metering(&self, store: &mut impl AsStoreMut, limits: Limits) {
@@ -391,6 +419,7 @@ impl Context {
         if self.shared.is_stopped() {
             return Err(HostError::Stopped);
         }
+        self.defer_queued();
         if self.past_deadline() {
             return Err(HostError::Timeout);
         }
@@ -432,7 +461,8 @@ impl Context {
         }
     }
 
-    /// Serves the import's caller until it answers the import of call `frame`.
+    /// Serves the import's caller until it answers the import of call `frame`. Calls
+    /// from other processes wait meanwhile; their deadlines still end them.
     fn await_reply(&self, store: &mut impl AsStoreMut, frame: &Frame) -> Result<Values, HostError> {
         loop {
             if self.shared.is_stopped() {
@@ -441,7 +471,17 @@ impl Context {
             if self.caller_died.get() {
                 return Err(HostError::CallerDied);
             }
-            match self.shared.mailbox.pop() {
+            let command = match self.take_deferred_for(frame) {
+                Some(command) => command,
+                None => match self.shared.mailbox.pop_until(self.earliest_deferred_deadline()) {
+                    Some(command) => command,
+                    None => {
+                        self.expire_deferred();
+                        continue;
+                    }
+                },
+            };
+            match command {
                 Command::ImportReply { id, results } if id == frame.slot.id => {
                     if self.past_deadline() {
                         return Err(HostError::Timeout);
@@ -455,6 +495,54 @@ impl Context {
                 }
                 // Stale replies and monitors of earlier calls, or a stop wake-up.
                 Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
+            }
+        }
+    }
+
+    /// The first deferred command that the wait for `frame`'s import must see: its reply,
+    /// its caller's death, or a request of its caller (queued meanwhile by a check).
+    fn take_deferred_for(&self, frame: &Frame) -> Option<Command> {
+        let mut deferred = self.deferred.borrow_mut();
+        let position = deferred.iter().position(|command| match command {
+            Command::ImportReply { id, .. } => *id == frame.slot.id,
+            Command::CallerDown(pid) => *pid == frame.caller,
+            command => command.caller() == Some(frame.caller),
+        })?;
+        deferred.remove(position)
+    }
+
+    /// Moves the commands queued while wasm runs behind the running call (in order), so
+    /// that the deadlines of the calls among them are kept however long that call runs.
+    fn defer_queued(&self) {
+        while let Some(command) = self.shared.mailbox.try_pop() {
+            self.deferred.borrow_mut().push_back(command);
+        }
+        self.expire_deferred();
+    }
+
+    /// The earliest deadline of a call waiting in `deferred`.
+    fn earliest_deferred_deadline(&self) -> Option<Instant> {
+        self.deferred.borrow().iter().filter_map(queued_deadline).min()
+    }
+
+    /// Ends the waiting calls whose deadline has passed: `{trap, timeout, _}`, as if they
+    /// had run out of time running.
+    fn expire_deferred(&self) {
+        let now = Instant::now();
+        let expired: VecDeque<Command> = {
+            let mut deferred = self.deferred.borrow_mut();
+            if !deferred.iter().any(|command| queued_deadline(command).is_some_and(|deadline| deadline <= now)) {
+                return;
+            }
+            let (expired, waiting) = deferred
+                .drain(..)
+                .partition(|command| queued_deadline(command).is_some_and(|deadline| deadline <= now));
+            *deferred = waiting;
+            expired
+        };
+        for command in expired {
+            if let Command::Call { caller, slot, handle, .. } = command {
+                self.finish(&Frame::new(caller, slot, handle), Err(CallFailure::from(&HostError::Timeout)));
             }
         }
     }
@@ -483,7 +571,13 @@ impl Context {
     /// `deliver` for a call's events; an asynchronous call's messages are in its protocol.
     fn deliver_call(&self, frame: &Frame, event: Event) {
         let Some(call) = frame.asynchronous() else { return self.deliver(frame.caller, &frame.slot, event) };
+        if let Event::Done(_) = event {
+            frame.slot.clear_pending();
+        }
         if let Err(event) = frame.slot.offer(event) {
+            // Messages of one call arrive in the order they happened: after an event
+            // that a NIF took and the caller is still posting to itself.
+            frame.slot.await_posted();
             let shared = &self.shared;
             self.send(frame.caller, |env| asynchronous::message(env, shared, call, event));
         }
@@ -541,7 +635,23 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     if !context.may_nest() {
         return Err(RuntimeError::user(Box::new(HostError::NestedTooDeep)));
     }
-    context.nested(|| hooks.invoke(&mut env, args, import.ty.results()))
+    // The table entry it reads is a new function object in the Store: gone once the
+    // invoke returns, not at the end of the outermost call (an Eval may invoke millions
+    // of times). Unless a reference it returns may be one of them (not Emscripten's).
+    let mark = store_objects::mark(&mut env);
+    let result = context.nested(|| hooks.invoke(&mut env, args, import.ty.results()));
+    if !import.ty.results().iter().any(|ty| ty.is_ref()) {
+        store_objects::drop_functions_since(&mut env, mark);
+    }
+    result
+}
+
+/// A queued call's deadline.
+fn queued_deadline(command: &Command) -> Option<Instant> {
+    match command {
+        Command::Call { limits, .. } => limits.deadline,
+        _ => None,
+    }
 }
 
 /// The host function behind the module's interruption checks.

@@ -12,7 +12,7 @@
 //! Import replies come from Erlang, so any term may arrive: only the process that
 //! issued the request may answer its imports, once per import request.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +40,10 @@ pub enum Event {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// How long an executor waits for a caller to post an event its NIF took: the caller
+/// does it right after the NIF returns, unless it died meanwhile.
+const POSTING_BOUND: Duration = Duration::from_millis(100);
+
 pub struct ReplySlot {
     /// Tags the request's messages, unique in this VM.
     pub id: u64,
@@ -50,6 +54,10 @@ pub struct ReplySlot {
     /// It stays set when the call ends otherwise (stop, caller death), so a handler that
     /// was running then can still answer once; the executor ignores that answer.
     pending_import: AtomicUsize,
+    /// An asynchronous call's event was taken by a NIF and is on its way into the caller's
+    /// mailbox (Erlang sends it to itself): the executor's next message for the call must
+    /// not overtake it.
+    posting: AtomicBool,
     slot: Slot<Event>,
 }
 
@@ -59,6 +67,7 @@ impl ReplySlot {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             caller,
             pending_import: AtomicUsize::new(0),
+            posting: AtomicBool::new(false),
             slot: Slot::new(),
         })
     }
@@ -101,6 +110,31 @@ impl ReplySlot {
             }
             None => self.claim_pending(from).is_some(),
         }
+    }
+
+    /// NIF side, before `arm` for an asynchronous call: an event it takes stays marked as
+    /// being posted until `posted`.
+    pub fn start_posting(&self) {
+        self.posting.store(true, Ordering::Release);
+    }
+
+    /// The event taken (if any) is in the caller's mailbox.
+    pub fn posted(&self) {
+        self.posting.store(false, Ordering::Release);
+    }
+
+    /// Executor side, before sending a message for this request: waits (a bounded time:
+    /// the caller may have died in between) until an event a NIF took is posted.
+    pub fn await_posted(&self) {
+        let give_up = std::time::Instant::now() + POSTING_BOUND;
+        while self.posting.load(Ordering::Acquire) && std::time::Instant::now() < give_up {
+            std::thread::yield_now();
+        }
+    }
+
+    /// The call ended: nothing of it can be answered any more.
+    pub fn clear_pending(&self) {
+        self.pending_import.store(0, Ordering::Release);
     }
 
     /// Whether an import request waits for `from`'s answer.

@@ -34,12 +34,14 @@ pub struct ImportedFunction {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum Activity {
-    /// Waiting for a command (or starting).
+    /// Waiting for a command.
     Idle = 0,
     /// Running wasm.
     Running = 1,
     /// Waiting for the calling process to answer an import.
     InImport = 2,
+    /// Instantiating the module (and running its start function).
+    Starting = 3,
 }
 
 /// The module an instance runs: the SHA-256 of its source and how it was obtained.
@@ -65,6 +67,8 @@ pub struct Shared {
     pub module: ModuleInfo,
     pub exports: Vec<ExportedFunction>,
     pub export_index: HashMap<String, usize>,
+    /// The length in bytes of the longest export name: no longer name is looked up.
+    pub longest_export_name: usize,
     pub imports: Vec<ImportedFunction>,
     /// How incremental snapshots find changed pages (start option `dirty_tracking`).
     pub dirty_tracking: Policy,
@@ -96,17 +100,19 @@ impl Shared {
         dirty_tracking: Policy,
     ) -> Shared {
         let export_index = exports.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
+        let longest_export_name = exports.iter().map(|e| e.name.len()).max().unwrap_or(0);
         Shared {
             owner,
             mailbox: Mailbox::new(),
             stopped: AtomicBool::new(false),
             gas_used: AtomicU64::new(0),
-            activity: AtomicU8::new(Activity::Idle as u8),
+            activity: AtomicU8::new(Activity::Starting as u8),
             calls: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
             module,
             exports,
             export_index,
+            longest_export_name,
             imports,
             dirty_tracking,
         }
@@ -121,6 +127,7 @@ impl Shared {
         match self.activity.load(Ordering::Relaxed) {
             1 => Activity::Running,
             2 => Activity::InImport,
+            3 => Activity::Starting,
             _ => Activity::Idle,
         }
     }

@@ -5,6 +5,7 @@ use rustler::{Encoder, Env, OwnedBinary, Term};
 use wasmer::{AsStoreMut, AsStoreRef, Memory, Pages, WASM_PAGE_SIZE};
 
 use crate::atoms;
+use crate::bytes::{try_binary, OutOfMemory};
 use crate::command::MemoryOp;
 use crate::state::StateError;
 
@@ -18,6 +19,12 @@ pub enum MemoryError {
     OutOfBounds { offset: u64, len: u64, size: u64 },
     /// `read_string` found no NUL before the end of memory.
     Unterminated { ptr: u64, size: u64 },
+    /// `read_string` found no NUL within the `max` bytes it may read.
+    StringTooLong { ptr: u64, max: u64 },
+    /// The result could not be allocated.
+    OutOfMemory,
+    /// wasmer panicked (caught); the instance answers the next command.
+    Panicked,
     /// Restoring needs more pages than the memory may grow to.
     TooLarge { len: u64, max: u64 },
     NoMemory,
@@ -27,15 +34,18 @@ pub enum MemoryError {
 
 pub type MemoryResult = Result<MemoryReply, MemoryError>;
 
-/// Bytes are read in chunks of this size while looking for a string's NUL.
-const STRING_CHUNK: u64 = 4096;
+impl From<OutOfMemory> for MemoryError {
+    fn from(_: OutOfMemory) -> MemoryError {
+        MemoryError::OutOfMemory
+    }
+}
 
 pub fn run(memory: Option<&Memory>, store: &mut impl AsStoreMut, op: MemoryOp) -> MemoryResult {
     let Some(memory) = memory else {
         return match op {
             MemoryOp::Size => Ok(MemoryReply::Size(0)),
             MemoryOp::Read { len: 0, .. } | MemoryOp::Snapshot => {
-                Ok(MemoryReply::Bytes(OwnedBinary::new(0)))
+                Ok(MemoryReply::Bytes(try_binary(0)?))
             }
             _ => Err(MemoryError::NoMemory),
         };
@@ -45,7 +55,7 @@ pub fn run(memory: Option<&Memory>, store: &mut impl AsStoreMut, op: MemoryOp) -
         MemoryOp::Read { offset, len } => read(memory, store, offset, len),
         MemoryOp::Snapshot => read(memory, store, 0, size(memory, store)),
         MemoryOp::Write { offset, data } => data.with_slice(|data| write(memory, store, offset, data)),
-        MemoryOp::ReadString { ptr } => read_string(memory, store, ptr),
+        MemoryOp::ReadString { ptr, max } => read_string(memory, store, ptr, max),
         MemoryOp::Restore { data } => data.with_slice(|data| restore(memory, store, data)),
         MemoryOp::State(_) => unreachable!("the executor serves state operations through state.rs"),
     }
@@ -65,7 +75,7 @@ fn check(offset: u64, len: u64, size: u64) -> Result<(), MemoryError> {
 fn read(memory: &Memory, store: &impl AsStoreRef, offset: u64, len: u64) -> MemoryResult {
     let view = memory.view(store);
     check(offset, len, view.data_size())?;
-    let mut bytes = OwnedBinary::new(len as usize);
+    let mut bytes = try_binary(len as usize)?;
     // SAFETY: no wasm runs while the executor serves this command, and only the executor
     // thread touches the instance, so memory cannot change or move meanwhile.
     let memory = unsafe { view.data_unchecked() };
@@ -82,26 +92,22 @@ fn write(memory: &Memory, store: &impl AsStoreRef, offset: u64, data: &[u8]) -> 
     Ok(MemoryReply::Done)
 }
 
-fn read_string(memory: &Memory, store: &impl AsStoreRef, ptr: u64) -> MemoryResult {
+/// The bytes from `ptr` up to the first NUL, which must come within `max` bytes: the
+/// scan and the copy are bounded by what the caller allows, not by what wasm wrote.
+fn read_string(memory: &Memory, store: &impl AsStoreRef, ptr: u64, max: u64) -> MemoryResult {
     let view = memory.view(store);
     let size = view.data_size();
     check(ptr, 0, size)?;
-    let mut bytes = Vec::new();
-    let mut at = ptr;
-    while at < size {
-        let mut chunk = vec![0u8; STRING_CHUNK.min(size - at) as usize];
-        view.read(at, &mut chunk)
-            .map_err(|_| MemoryError::OutOfBounds { offset: at, len: chunk.len() as u64, size })?;
-        if let Some(nul) = chunk.iter().position(|b| *b == 0) {
-            bytes.extend_from_slice(&chunk[..nul]);
-            let mut binary = OwnedBinary::new(bytes.len());
-            binary.as_mut_slice().copy_from_slice(&bytes);
-            return Ok(MemoryReply::Bytes(binary));
-        }
-        at += chunk.len() as u64;
-        bytes.extend_from_slice(&chunk);
-    }
-    Err(MemoryError::Unterminated { ptr, size })
+    let end = ptr.saturating_add(max).min(size);
+    // SAFETY: no wasm runs while the executor serves this command, and only the executor
+    // thread touches the instance, so memory cannot change or move meanwhile.
+    let scanned = unsafe { &view.data_unchecked()[ptr as usize..end as usize] };
+    let Some(len) = scanned.iter().position(|byte| *byte == 0) else {
+        return Err(if end == size { MemoryError::Unterminated { ptr, size } } else { MemoryError::StringTooLong { ptr, max } });
+    };
+    let mut binary = try_binary(len)?;
+    binary.as_mut_slice().copy_from_slice(&scanned[..len]);
+    Ok(MemoryReply::Bytes(binary))
 }
 
 fn restore(memory: &Memory, store: &mut impl AsStoreMut, data: &[u8]) -> MemoryResult {
@@ -125,7 +131,10 @@ impl Encoder for MemoryError {
             MemoryError::Unterminated { ptr, size } => {
                 (atoms::out_of_bounds(), ptr, atoms::unterminated(), size).encode(env)
             }
+            MemoryError::StringTooLong { ptr, max } => (atoms::string_too_long(), ptr, max).encode(env),
             MemoryError::TooLarge { len, max } => (atoms::too_large(), len, max).encode(env),
+            MemoryError::OutOfMemory => (atoms::resource_limit(), atoms::memory()).encode(env),
+            MemoryError::Panicked => (atoms::other(), "panic during a memory operation").encode(env),
             MemoryError::NoMemory => atoms::no_memory().encode(env),
             MemoryError::State(ref error) => error.encode(env),
         }

@@ -52,6 +52,8 @@ pub(crate) struct StartOptions {
     pub dirty_tracking: Policy,
     /// Which preparation options were given (an artifact must have been compiled with them).
     pub given: GivenOptions,
+    /// `timeout` and `gas` for instantiation and the module's start function.
+    pub start_limits: Limits,
 }
 
 #[derive(Default)]
@@ -67,10 +69,19 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
         cache_dir: None,
         dirty_tracking: Policy::Auto,
         given: GivenOptions::default(),
+        start_limits: Limits::default(),
     };
     for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
         let Ok(key_atom) = key.decode::<Atom>() else { continue };
         let bad = || bad_option(key, value);
+        // `timeout` and `gas` bound the start as they bound a call; `gas => boolean()` is
+        // accepted too (metering is always compiled in).
+        if key_atom == atoms::gas() && value.decode::<bool>().is_ok() {
+            continue;
+        }
+        if decode_limit(&mut options.start_limits, key_atom, key, value)? {
+            continue;
+        }
         if key_atom == atoms::wamr_compat() {
             options.prepare.wamr_compat = value.decode().map_err(|_| bad())?;
             options.given.wamr_compat = true;
@@ -84,8 +95,6 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
             if mode != atoms::wasm() && mode != atoms::aot() {
                 return Err(bad());
             }
-        } else if key_atom == atoms::gas() {
-            value.decode::<bool>().map_err(|_| bad())?;
         } else if key_atom == atoms::dirty_tracking() {
             options.dirty_tracking = match value.decode::<Atom>() {
                 Ok(policy) if policy == atoms::auto() => Policy::Auto,
@@ -103,19 +112,39 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
 /// Call options (call/6 `Opts`): `timeout => Ms | infinity`, `gas => N | infinity`. The
 /// map is also the import fun's options, so other keys are the caller's own.
 pub(crate) fn decode_limits(opts: Term) -> Result<Limits, Term> {
+    if !opts.is_map() {
+        return Err(opts);
+    }
+    // Looked up, not iterated: the caller's own keys may be many.
     let mut limits = Limits::default();
-    for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
-        let Ok(key_atom) = key.decode::<Atom>() else { continue };
-        let unbounded = value.decode::<Atom>().is_ok_and(|a| a == atoms::infinity());
-        if key_atom == atoms::timeout() && !unbounded {
-            let ms: u64 = value.decode().map_err(|_| bad_option(key, value))?;
-            // A deadline beyond what the clock can represent is no deadline.
-            limits.deadline = Instant::now().checked_add(Duration::from_millis(ms));
-        } else if key_atom == atoms::gas() && !unbounded {
-            limits.gas = Some(value.decode().map_err(|_| bad_option(key, value))?);
+    for key_atom in [atoms::timeout(), atoms::gas()] {
+        let key = key_atom.encode(opts.get_env());
+        if let Ok(value) = opts.map_get(key) {
+            decode_limit(&mut limits, key_atom, key, value)?;
         }
     }
     Ok(limits)
+}
+
+/// Takes `timeout => Ms | infinity` or `gas => N | infinity` into `limits`: whether `key`
+/// was one of them, or the bad option.
+fn decode_limit<'a>(limits: &mut Limits, key_atom: Atom, key: Term<'a>, value: Term<'a>) -> Result<bool, Term<'a>> {
+    let unbounded = value.decode::<Atom>().is_ok_and(|a| a == atoms::infinity());
+    if key_atom == atoms::timeout() {
+        if !unbounded {
+            let ms: u64 = value.decode().map_err(|_| bad_option(key, value))?;
+            // A deadline beyond what the clock can represent is no deadline.
+            limits.deadline = Instant::now().checked_add(Duration::from_millis(ms));
+        }
+        Ok(true)
+    } else if key_atom == atoms::gas() {
+        if !unbounded {
+            limits.gas = Some(value.decode().map_err(|_| bad_option(key, value))?);
+        }
+        Ok(true)
+    } else {
+        Ok(false)
+    }
 }
 
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -124,6 +153,9 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         Ok(options) => options,
         Err(bad) => return badarg(env, bad),
     };
+    if !beamr_core::os_limits::room_for_instance() {
+        return error(env, CallFailure::ResourceLimit(Resource::Memory));
+    }
     let compiled = match crate::artifacts::module_for(env, source.as_slice(), &options) {
         Ok(compiled) => compiled,
         Err(failure) => return error(env, failure.encode(env)),
@@ -144,7 +176,7 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     let (imports, exports) = (imports_term(env, &resource.shared.imports), exports_term(env, &module));
     let start = ReplySlot::new(env.pid());
     let id = start.id;
-    if executor::spawn(resource.clone(), module, engine, env.pid(), start).is_err() {
+    if executor::spawn(resource.clone(), module, engine, env.pid(), start, options.start_limits).is_err() {
         resource.shared.stop();
         return error(env, CallFailure::ResourceLimit(Resource::Thread));
     }
@@ -209,15 +241,32 @@ fn exports_term<'a>(env: Env<'a>, module: &Module) -> Term<'a> {
     items.encode(env)
 }
 
-/// A function name given as a binary (borrowed, no copy) or a string.
-fn decode_name<'a>(term: Term<'a>) -> Option<Cow<'a, str>> {
+/// What a function name given as a binary (borrowed, no copy) or a string is.
+enum Name<'a> {
+    Text(Cow<'a, str>),
+    /// Longer than any export's name, so no export's (not read further).
+    TooLong,
+    Invalid,
+}
+
+/// Reads at most `longest` bytes' worth of a name.
+fn decode_name<'a>(term: Term<'a>, longest: usize) -> Name<'a> {
     match term.get_type() {
-        TermType::Binary => std::str::from_utf8(Binary::from_term(term).ok()?.as_slice()).ok().map(Cow::Borrowed),
-        TermType::List => {
-            let chars: ListIterator = term.decode().ok()?;
-            chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect::<Option<String>>().map(Cow::Owned)
-        }
-        _ => None,
+        TermType::Binary => match Binary::from_term(term) {
+            Ok(binary) if binary.len() > longest => Name::TooLong,
+            Ok(binary) => std::str::from_utf8(binary.as_slice()).map_or(Name::Invalid, |name| Name::Text(Cow::Borrowed(name))),
+            Err(_) => Name::Invalid,
+        },
+        TermType::List => match crate::codec::bounded_length(term, longest) {
+            Ok(_) => {
+                let Ok(chars) = term.decode::<ListIterator>() else { return Name::Invalid };
+                let name = chars.map(|c| c.decode::<u32>().ok().and_then(char::from_u32)).collect::<Option<String>>();
+                name.map_or(Name::Invalid, |name| Name::Text(Cow::Owned(name)))
+            }
+            Err(Some(_)) => Name::TooLong,
+            Err(None) => Name::Invalid,
+        },
+        _ => Name::Invalid,
     }
 }
 
@@ -251,7 +300,11 @@ pub(crate) fn callee<'a>(env: Env<'a>, shared: &Shared, func: Term<'a>, args: Te
     if func.get_type() == TermType::Integer {
         return table_entry(env, func, args);
     }
-    let Some(name) = decode_name(func) else { return Err(badarg(env, (atoms::func(), func))) };
+    let name = match decode_name(func, shared.longest_export_name) {
+        Name::Text(name) => name,
+        Name::TooLong => return Err(error(env, (atoms::not_found(), func))),
+        Name::Invalid => return Err(badarg(env, (atoms::func(), func))),
+    };
     let Some(&index) = shared.export_index.get(name.as_ref()) else {
         return Err(error(env, (atoms::not_found(), func)));
     };
@@ -328,8 +381,8 @@ fn memory_write<'a>(env: Env<'a>, owner: LocalPid, offset: u64, data: Binary<'a>
 }
 
 #[rustler::nif]
-fn memory_read_string(env: Env, owner: LocalPid, ptr: u64) -> Term {
-    memory_command(env, owner, MemoryOp::ReadString { ptr })
+fn memory_read_string(env: Env, owner: LocalPid, ptr: u64, max: u64) -> Term {
+    memory_command(env, owner, MemoryOp::ReadString { ptr, max })
 }
 
 #[rustler::nif]
@@ -413,6 +466,7 @@ fn info(env: Env, owner: LocalPid) -> Term {
         Activity::Idle => atoms::idle(),
         Activity::Running => atoms::running(),
         Activity::InImport => atoms::in_import(),
+        Activity::Starting => atoms::starting(),
     };
     let hash: String = shared.module.sha256.iter().map(|b| format!("{b:02x}")).collect();
     let origin = match shared.module.origin {

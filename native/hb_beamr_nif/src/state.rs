@@ -13,7 +13,7 @@
 //! reference (never freed until the Store goes, so snapshots would leak), and a
 //! `Function` has no index anyway; so this reads the raw references (pointers to the
 //! instance's `VMCallerCheckedAnyfunc`s) through wasmer's `sys` internals, the way
-//! `beamr_core::store_exceptions` reaches its objects. A pointer is mapped back to an
+//! `beamr_core::store_objects` reaches its objects. A pointer is mapped back to an
 //! index through what the instance exposes: its exported functions and the functions
 //! its active element segments put into table 0 at instantiation. A reference outside
 //! that set (a function placed by `table.set`/`table.init` from a passive or declarative
@@ -40,6 +40,7 @@ use wasmer::{
 };
 
 use crate::atoms;
+use crate::bytes::try_binary;
 use crate::bytes::BinaryList;
 
 pub enum StateOp {
@@ -57,7 +58,8 @@ pub enum StateError {
     /// Snapshots are taken and restored between calls, never from inside one: wasm
     /// frames on the stack are not part of the state.
     CallInProgress,
-    /// The memory or table could not be grown to the snapshot's size.
+    /// The memory or table could not be grown to the snapshot's size, or the snapshot's
+    /// binary could not be allocated: `{resource_limit, What}`.
     Grow(&'static str),
     /// wasmer panicked (caught); the instance answers the next command.
     Panicked,
@@ -269,7 +271,7 @@ impl StateAccess {
             _ => (Lineage::Full, 0, MemoryParts::None),
         };
         let parts = Parts { module: &module, lineage, sequence, globals: &globals, table: table.as_deref(), memory: memory_parts };
-        let mut binary = OwnedBinary::new(parts.encoded_len());
+        let mut binary = try_binary(parts.encoded_len()).map_err(|_| StateError::Grow("memory"))?;
         let encoded = parts.encode_into(binary.as_mut_slice(), memory);
         if let (Lineage::Full, MemoryParts::Whole { .. }) = (lineage, memory_parts) {
             tracking.pages.snapshotted(memory, encoded.page_digests, incremental);

@@ -119,6 +119,11 @@ impl CallFailure {
     }
 
     pub fn panic(message: String) -> CallFailure {
+        // wasmer unwraps the mapping of each further wasm stack (a nested call's): what
+        // failed is the OS's memory, not the module.
+        if message.contains("kind: OutOfMemory") {
+            return CallFailure::ResourceLimit(Resource::Memory);
+        }
         CallFailure::Trap { kind: TrapKind::Other, message }
     }
 }

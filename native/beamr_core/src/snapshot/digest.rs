@@ -51,11 +51,22 @@ pub fn per_segment(len: usize, unit: usize, work: impl Fn(Range<usize>, &mut [u6
     }
     let half = len.div_ceil(SEGMENT) / 2;
     let (first, second) = digests.split_at_mut(half * units_per_segment);
+    // The helper thread only saves time: when the OS refuses it (thread limit, no memory
+    // for its stack), this thread does its half too.
+    let second = parking_lot::Mutex::new(Some(second));
+    let run_second = || {
+        if let Some(second) = second.lock().take() {
+            run(half, second)
+        }
+    };
     std::thread::scope(|scope| {
-        let helper = scope.spawn(|| run(half, second));
+        let helper = std::thread::Builder::new().spawn_scoped(scope, run_second);
         run(0, first);
-        // A panic in the helper is a bug; let it surface like one on this thread.
-        helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        match helper {
+            // A panic in the helper is a bug; let it surface like one on this thread.
+            Ok(helper) => helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => run_second(),
+        }
     });
     digests
 }

@@ -1,0 +1,119 @@
+//! The OS's limits on mappings and address space, shared by every instance and by the
+//! Erlang VM.
+//!
+//! Each live instance holds a few mappings (its wasm memory, its executor and wasm stacks
+//! with their guard pages) and their address space. When the kernel refuses new mappings
+//! (`vm.max_map_count`) or address space (`ulimit -v`), not only instances fail: the VM's
+//! own allocators do, and the VM aborts ("eheap_alloc: Cannot allocate"). So an instance is
+//! refused, before and after it is made, while too little would be left for the VM.
+//! Counting the mappings (a read of /proc/self/maps) costs milliseconds near the limit, so
+//! it is only done once the live instances alone could use half of it; the address space
+//! in use is one short read (/proc/self/statm).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use once_cell::sync::Lazy;
+
+/// What one live instance maps at most in the common case (memory 0, executor and wasm
+/// stacks, guards), with room to spare for a second memory or a nested call's stack.
+pub const MAPPINGS_PER_INSTANCE: usize = 8;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts an executor thread as a live instance while it exists.
+pub struct LiveInstance(());
+
+impl LiveInstance {
+    pub fn count() -> LiveInstance {
+        LIVE.fetch_add(1, Ordering::Relaxed);
+        LiveInstance(())
+    }
+}
+
+impl Drop for LiveInstance {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The kernel's limit, read once (`None` where there is no such file).
+static MAX_MAP_COUNT: Lazy<Option<usize>> =
+    Lazy::new(|| std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()));
+
+/// The address space the VM keeps for itself under a limit: an eighth of it, at least.
+const ADDRESS_SPACE_RESERVE: u64 = 256 << 20;
+
+/// Whether the VM keeps enough mappings and address space beside the instances (and one
+/// more instance's mappings): checked before an instance is made and once it is.
+pub fn room_for_instance() -> bool {
+    room_in_mappings() && room_in_address_space()
+}
+
+fn room_in_mappings() -> bool {
+    let Some(max) = *MAX_MAP_COUNT else { return true };
+    let live = LIVE.load(Ordering::Relaxed);
+    if live.saturating_mul(MAPPINGS_PER_INSTANCE) < max / 2 {
+        return true;
+    }
+    match mappings_in_use() {
+        Some(used) => fits(used, max),
+        None => true,
+    }
+}
+
+fn room_in_address_space() -> bool {
+    let Some(limit) = address_space_limit() else { return true };
+    match address_space_in_use() {
+        Some(used) => used.saturating_add(ADDRESS_SPACE_RESERVE.max(limit / 8)) <= limit,
+        None => true,
+    }
+}
+
+/// RLIMIT_AS, when there is one.
+fn address_space_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
+    (got == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+}
+
+/// The process's address space now (VmSize).
+fn address_space_in_use() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().next()?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn fits(used: usize, max: usize) -> bool {
+    used + MAPPINGS_PER_INSTANCE + max / 8 <= max
+}
+
+/// The process's mappings now: one line of /proc/self/maps each.
+fn mappings_in_use() -> Option<usize> {
+    let maps = std::fs::read("/proc/self/maps").ok()?;
+    Some(maps.iter().filter(|&&byte| byte == b'\n').count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leaves_an_eighth_of_the_limit_to_the_vm() {
+        assert!(fits(1000, 65530));
+        assert!(fits(65530 - 65530 / 8 - MAPPINGS_PER_INSTANCE, 65530));
+        assert!(!fits(65530 - 65530 / 8 - MAPPINGS_PER_INSTANCE + 1, 65530));
+    }
+
+    #[test]
+    fn reads_the_address_space_in_use() {
+        assert!(address_space_in_use().expect("/proc/self/statm") > 1 << 20);
+    }
+
+    #[test]
+    fn counts_this_process_mappings() {
+        let used = mappings_in_use().expect("/proc/self/maps");
+        assert!(used > 10, "{used}");
+        assert!(room_for_instance());
+    }
+}
