@@ -69,8 +69,8 @@ pub const MAX_FIXED_FUNCREF_ENTRIES: u64 = 1 << 22;
 
 /// The budget when the caller gives none: one full 32-bit memory (65,536 pages) and 8 Mi
 /// table entries. AO's processes (memory 0 grown to 32,769 pages, a table of ~200
-/// entries) fit with room to spare; a module cannot make the host allocate more than this
-/// through its memories and tables, however many it declares.
+/// entries) fit with room to spare, while a module declaring many memories or tables still
+/// shares this one budget among them.
 pub const DEFAULT_MEMORY_LIMIT: u64 = (4 << 30) + (64 << 20);
 
 /// The most imports, and separately exports, a module may declare. Each costs every
@@ -86,10 +86,10 @@ pub struct PrepareOptions {
     pub wamr_compat: bool,
     /// The instance's byte budget for everything its memories and tables make the host
     /// allocate: the bytes of all memories plus [`TABLE_ENTRY_BYTES`] per entry of all
-    /// tables. Each memory's and table's maximum is lowered to what fits the budget alone
-    /// (so `memory.grow`/`table.grow` past it return -1), and the module's initial
-    /// footprint is reported in [`PreparedModule::initial_footprint`] for the caller to
-    /// refuse.
+    /// tables ([`FIXED_FUNCREF_ENTRY_BYTES`] more for fixed-size funcref tables). Each
+    /// memory's and table's maximum is lowered to what fits the budget alone (so
+    /// `memory.grow`/`table.grow` past it return -1), and the module's initial footprint is
+    /// reported in [`PreparedModule::initial_footprint`] for the caller to refuse.
     pub memory_limit: u64,
     /// Deterministic mode: refuse what could make two runs differ (shared memory and
     /// atomics), and compile with the NaN-canonicalising engine (`engine::EngineKind`).
