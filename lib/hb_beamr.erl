@@ -100,7 +100,8 @@ start(Wasm) ->
 %% @doc Loads a module (or an artifact from `compile/2'). Options: `mode => wasm | aot'
 %% (both compile with Cranelift), `wamr_compat => boolean()' (default true: WAMR's extra
 %% memory page), `gas => boolean()' (accepted: metering is always compiled in),
-%% `memory_limit => Bytes' (memory 0 may not grow beyond it), `cache_dir => Path'
+%% `memory_limit => Bytes' (all memories and tables together, 8 bytes per table entry,
+%% may not start or grow beyond it; 4 GiB + 64 MiB when not given), `cache_dir => Path'
 %% (compiled modules persist there across VM restarts), `deterministic => boolean()'
 %% (canonical NaNs; threads refused), `restore => Snapshot | [Full | Deltas]' (start in
 %% the state of a snapshot of the same module, or of a chain, as `restore/2') and

@@ -129,7 +129,7 @@ call_options_usage() ->
     "  --trace-imports    list every import call to stderr\n"
     "  --timeout MS       end the call after MS milliseconds\n"
     "  --gas N            end the call once it has used N units of gas\n"
-    "  --memory-limit BYTES  memory 0 may not grow beyond BYTES\n"
+    "  --memory-limit BYTES  all memories and tables (8 bytes an entry) within BYTES\n"
     "  --cache-dir DIR    compiled modules and the artifact key (default $BEAMR_CACHE_DIR,\n"
     "                     else ~/.cache/hb_beamr/beamr)\n".
 

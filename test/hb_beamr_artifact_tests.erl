@@ -88,8 +88,8 @@ bad_artifacts_are_refused_test() ->
     ?assertEqual({error, {invalid_artifact, malformed}}, hb_beamr:start(<<A/binary, 0>>, #{})),
     ?assertEqual({error, {invalid_artifact, truncated}}, hb_beamr:start(<<0, "hbbe">>, #{})),
     <<Magic:8/binary, _Version:32/little, Rest/binary>> = A,
-    ?assertEqual({error, {invalid_artifact, {format_version, 2}}},
-                 hb_beamr:start(<<Magic/binary, 2:32/little, Rest/binary>>, #{})),
+    ?assertEqual({error, {invalid_artifact, {format_version, 1}}},
+                 hb_beamr:start(<<Magic/binary, 1:32/little, Rest/binary>>, #{})),
     ?assertMatch({error, {invalid_artifact, _}},
                  hb_beamr:start(<<0, "hbbeamr", (crypto_free_bytes(4096))/binary>>, #{})),
     %% Garbage without the magic is treated as wasm and refused as a module.

@@ -14,7 +14,7 @@
 //! 8       format version: u32
 //! 12      header length H: u32
 //! 16      header: engine identity (u32 length + UTF-8), SHA-256 of the source module (32),
-//!         preparation options (wamr_compat u8, has_max_pages u8, max_pages u64, deterministic u8)
+//!         preparation options (wamr_compat u8, memory_limit u64, deterministic u8)
 //! 16+H    payload length P: u64
 //! 24+H    payload: wasmer's `Module::serialize` output
 //! 24+H+P  HMAC-SHA-256 over bytes [0, 24+H+P)
@@ -31,7 +31,7 @@ use crate::prepare::PrepareOptions;
 
 pub const MAGIC: &[u8; 8] = b"\0hbbeamr";
 /// Bumped whenever the layout or the header's fields change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 const MAC_LEN: usize = 32;
 const PREFIX_LEN: usize = 16;
 
@@ -127,8 +127,7 @@ fn encode_header(header: &Header) -> Vec<u8> {
     out.extend_from_slice(&header.source_sha256);
     let opts = &header.options;
     out.push(opts.wamr_compat as u8);
-    out.push(opts.max_pages.is_some() as u8);
-    out.extend_from_slice(&opts.max_pages.unwrap_or(0).to_le_bytes());
+    out.extend_from_slice(&opts.memory_limit.to_le_bytes());
     out.push(opts.deterministic as u8);
     out
 }
@@ -170,13 +169,12 @@ fn decode_header(bytes: &[u8]) -> Result<Header, ArtifactError> {
     let engine = String::from_utf8(r.take(engine_len)?.to_vec()).map_err(|_| ArtifactError::Malformed)?;
     let source_sha256 = r.take(32)?.try_into().unwrap();
     let wamr_compat = r.bool()?;
-    let has_max_pages = r.bool()?;
-    let max_pages = r.u64()?;
+    let memory_limit = r.u64()?;
     let deterministic = r.bool()?;
     if !r.0.is_empty() {
         return Err(ArtifactError::Malformed);
     }
-    let options = PrepareOptions { wamr_compat, max_pages: has_max_pages.then_some(max_pages), deterministic };
+    let options = PrepareOptions { wamr_compat, memory_limit, deterministic };
     Ok(Header { engine, source_sha256, options })
 }
 
@@ -256,7 +254,7 @@ mod tests {
     use super::*;
 
     fn header() -> Header {
-        let options = PrepareOptions { wamr_compat: false, max_pages: Some(17), deterministic: true };
+        let options = PrepareOptions { wamr_compat: false, memory_limit: 17 << 16, deterministic: true };
         Header::current([7; 32], &options)
     }
 
@@ -320,8 +318,8 @@ mod tests {
         assert!(open(&huge, &[&key]).is_err());
 
         let mut sealed = seal(&header(), b"x", &key);
-        sealed[8..12].copy_from_slice(&2u32.to_le_bytes());
-        assert_eq!(open(&sealed, &[&key]).unwrap_err(), ArtifactError::FormatVersion(2));
+        sealed[8..12].copy_from_slice(&1u32.to_le_bytes());
+        assert_eq!(open(&sealed, &[&key]).unwrap_err(), ArtifactError::FormatVersion(1));
 
         let foreign = Header { engine: "wasmer 9.9.9; llvm; riscv64".into(), ..header() };
         let sealed = seal(&foreign, b"x", &key);

@@ -21,7 +21,7 @@ use crate::artifact::{self, ArtifactError, Header, Key};
 use crate::cache::LruCache;
 use crate::disk_cache::DiskCache;
 use crate::engine::{engine_for, panic_message, EngineKind};
-use crate::prepare::{prepare, PrepareOptions};
+use crate::prepare::{prepare, PrepareOptions, MAX_FIXED_FUNCREF_ENTRIES};
 
 /// Where a module came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,6 +62,10 @@ impl CompiledModule {
 pub enum CompileError {
     /// Not wasm (neither a binary nor WAT text), invalid, or beyond what preparation handles.
     InvalidModule(String),
+    /// Instantiating the module would make the host allocate `initial` bytes for its
+    /// memories and tables (see `PreparedModule::initial_footprint`), more than the
+    /// options' `memory_limit`.
+    MemoryLimit { initial: u64, limit: u64 },
     /// An artifact that was refused (never loaded).
     InvalidArtifact(ArtifactError),
     /// wasmer could not serialize the module (an artifact was asked for).
@@ -74,6 +78,9 @@ impl std::fmt::Display for CompileError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CompileError::InvalidModule(msg) => write!(f, "invalid module: {msg}"),
+            CompileError::MemoryLimit { initial, limit } => {
+                write!(f, "memories and tables start at {initial} bytes, more than the memory limit of {limit}")
+            }
             CompileError::InvalidArtifact(e) => write!(f, "invalid artifact: {e}"),
             CompileError::Serialize(msg) => write!(f, "cannot serialize module: {msg}"),
             CompileError::NoThreads(msg) => write!(f, "no threads to compile with: {msg}"),
@@ -205,13 +212,24 @@ pub fn compile_cached(
     Ok(CompiledModule { module, cached: origin != Origin::Compiled, origin, header })
 }
 
-/// Prepares and compiles.
+/// Prepares and compiles; a module that could not start within the memory limit, or whose
+/// fixed-size funcref tables wasmer could not lay out, is refused before Cranelift spends
+/// time on it.
 fn build(source: &[u8], opts: &PrepareOptions) -> Result<Module, CompileError> {
     if let Some(message) = crate::wamr_aot::rejection(source) {
         return Err(CompileError::InvalidModule(message));
     }
     let wasm = wat::parse_bytes(source).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
     let prepared = prepare(&wasm, opts).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
+    if prepared.initial_footprint > opts.memory_limit {
+        return Err(CompileError::MemoryLimit { initial: prepared.initial_footprint, limit: opts.memory_limit });
+    }
+    if prepared.fixed_funcref_entries > MAX_FIXED_FUNCREF_ENTRIES {
+        return Err(CompileError::InvalidModule(format!(
+            "funcref tables of fixed size hold {} entries, more than the {MAX_FIXED_FUNCREF_ENTRIES} hb_beamr allows",
+            prepared.fixed_funcref_entries
+        )));
+    }
     let compiled = in_compiler_pool(|| on_engine(opts.engine_kind(), |engine| Module::new(engine, &prepared.wasm)))?;
     compiled?.map_err(|e| CompileError::InvalidModule(e.to_string()))
 }
@@ -220,21 +238,22 @@ fn build(source: &[u8], opts: &PrepareOptions) -> Result<Module, CompileError> {
 /// in parallel with rayon, whose global pool is made on first use; if the OS refuses its
 /// threads then, it is never made, and every later compilation in the process panics. So
 /// compilations run in a pool of this module's own, made again after such a failure.
+///
+/// One compilation at a time: a pool thread waiting for its module's functions steals
+/// other queued work, and a second module's compilation stolen that way would wait for
+/// the engine lock its own thread holds, for ever. (wasmer's engine lock lets one
+/// compilation run at a time anyway.)
 fn in_compiler_pool<T: Send>(compile: impl FnOnce() -> T + Send) -> Result<T, CompileError> {
-    static POOL: Mutex<Option<Arc<rayon::ThreadPool>>> = Mutex::new(None);
-    let pool = {
-        let mut pool = POOL.lock();
-        match pool.as_ref() {
-            Some(pool) => Arc::clone(pool),
-            None => {
-                let built = rayon::ThreadPoolBuilder::new()
-                    .thread_name(|i| format!("hb_beamr_cc{i}"))
-                    .build()
-                    .map_err(|e| CompileError::NoThreads(e.to_string()))?;
-                Arc::clone(pool.insert(Arc::new(built)))
-            }
-        }
-    };
+    static POOL: Mutex<Option<rayon::ThreadPool>> = Mutex::new(None);
+    let mut pool = POOL.lock();
+    if pool.is_none() {
+        let built = rayon::ThreadPoolBuilder::new()
+            .thread_name(|i| format!("hb_beamr_cc{i}"))
+            .build()
+            .map_err(|e| CompileError::NoThreads(e.to_string()))?;
+        *pool = Some(built);
+    }
+    let pool = pool.as_ref().expect("made above");
     Ok(pool.install(compile))
 }
 
@@ -320,6 +339,41 @@ mod tests {
         assert!(matches!(compile(b"not wasm at all", &opts), Err(CompileError::InvalidModule(_))));
         let wasm = wat::parse_str(ADD).unwrap();
         assert!(matches!(compile(&wasm[..wasm.len() - 3], &opts), Err(CompileError::InvalidModule(_))));
+    }
+
+    /// Issue 19, defects 2 and 14: the limit covers every memory and table a module starts
+    /// with (20 tables of 2^27 entries, 20 GiB, aborted the VM under an address-space limit).
+    #[test]
+    fn refuses_modules_whose_memories_and_tables_start_over_the_limit() {
+        let opts = |memory_limit| PrepareOptions { wamr_compat: false, memory_limit, ..Default::default() };
+        let wat = "(module (memory 1) (memory 2) (table 10 funcref))";
+        let footprint = 3 * 65536 + 10 * 8;
+        assert!(compile(wat.as_bytes(), &opts(footprint)).is_ok());
+        assert_eq!(
+            compile(wat.as_bytes(), &opts(footprint - 1)).err(),
+            Some(CompileError::MemoryLimit { initial: footprint, limit: footprint - 1 })
+        );
+        let tables: String = (0..20).map(|_| "(table 134217728 externref)").collect();
+        let wat = format!("(module {tables})");
+        assert_eq!(
+            compile(wat.as_bytes(), &PrepareOptions::default()).err(),
+            Some(CompileError::MemoryLimit { initial: 20 << 30, limit: crate::prepare::DEFAULT_MEMORY_LIMIT })
+        );
+    }
+
+    /// wasmer panicked compiling fixed-size funcref tables of 2^27 entries or more (its
+    /// instance layout has 32-bit offsets) and allocates their layout infallibly.
+    #[test]
+    fn refuses_fixed_size_funcref_tables_beyond_the_cap() {
+        let opts = PrepareOptions { memory_limit: 1 << 40, ..Default::default() };
+        let fixed = |entries: u64| format!("(module (table {entries} {entries} funcref))");
+        assert!(compile(fixed(MAX_FIXED_FUNCREF_ENTRIES).as_bytes(), &opts).is_ok());
+        for wat in [fixed(MAX_FIXED_FUNCREF_ENTRIES + 1), "(module (table 134217728 funcref))".to_string()] {
+            let Err(CompileError::InvalidModule(message)) = compile(wat.as_bytes(), &opts) else {
+                panic!("{wat} compiled");
+            };
+            assert!(message.contains("funcref tables of fixed size"), "{message}");
+        }
     }
 
     #[test]

@@ -3,12 +3,15 @@
 //! canonicalisation is a compiler setting, not a per-module one: the default engine, and the
 //! deterministic engine (`deterministic => true`) that canonicalises every NaN a float
 //! operation produces. A module must run in a Store of the engine that compiled it (the
-//! engine owns the signature registry that `call_indirect` checks against).
+//! engine owns the signature registry that `call_indirect` checks against). Both create
+//! memories and tables through [`FallibleTables`].
 
 use once_cell::sync::Lazy;
 use parking_lot::RwLock;
-use wasmer::sys::{Cranelift, EngineBuilder, Features, Target};
+use wasmer::sys::{Cranelift, EngineBuilder, Features, NativeEngineExt, Target};
 use wasmer::Engine;
+
+use crate::tunables::FallibleTables;
 
 /// Which of the two engines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -33,7 +36,9 @@ fn build(canonicalize_nans: bool) -> Engine {
     features.exceptions(true);
     let mut compiler = Cranelift::default();
     compiler.canonicalize_nans(canonicalize_nans);
-    EngineBuilder::new(compiler).set_features(Some(features)).engine().into()
+    let mut engine: Engine = EngineBuilder::new(compiler).set_features(Some(features)).engine().into();
+    engine.set_tunables(FallibleTables::default());
+    engine
 }
 
 /// Engines live for the rest of the process: Stores and modules of an engine that was

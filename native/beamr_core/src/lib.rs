@@ -2,7 +2,8 @@
 //!
 //! * [`prepare`] rewrites a module so wasmer can run it (memory64 lowering,
 //!   legacy exceptions, snapshot globals, WAMR page layout).
-//! * [`engine`] owns the process-wide wasmer engines (default and deterministic);
+//! * [`engine`] owns the process-wide wasmer engines (default and deterministic), whose
+//!   [`tunables`] refuse tables the host cannot allocate rather than abort;
 //!   [`compile`] turns bytes into a compiled module through preparation, keeping modules
 //!   in a [`cache`] in memory and a [`disk_cache`] on disk, and loads [`artifact`]s
 //!   (serialized native code, authenticated with HMAC-SHA-256).
@@ -33,6 +34,7 @@ pub mod prepare;
 pub mod signature;
 pub mod snapshot;
 pub mod store_objects;
+pub mod tunables;
 pub mod wamr_aot;
 
 pub use beamr_handoff as handoff;

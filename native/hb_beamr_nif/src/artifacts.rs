@@ -39,6 +39,9 @@ impl<'a> Failure<'a> {
         match self {
             Failure::Term(term) => term,
             Failure::Compile(CompileError::InvalidModule(msg)) => (atoms::invalid_module(), msg).encode(env),
+            Failure::Compile(CompileError::MemoryLimit { initial, limit }) => {
+                (atoms::memory_limit(), initial, limit).encode(env)
+            }
             Failure::Compile(CompileError::InvalidArtifact(why)) => {
                 (atoms::invalid_artifact(), artifact_reason(env, why)).encode(env)
             }
@@ -97,10 +100,8 @@ fn check_given_options<'a>(env: Env<'a>, compiled: &CompiledModule, options: &St
     if options.given.deterministic && options.prepare.deterministic != built.deterministic {
         return Err(bad(atoms::deterministic().encode(env), options.prepare.deterministic.encode(env)));
     }
-    if let Some(limit) = options.memory_limit {
-        if options.prepare.max_pages != built.max_pages {
-            return Err(bad(atoms::memory_limit().encode(env), limit.encode(env)));
-        }
+    if options.given.memory_limit && options.prepare.memory_limit != built.memory_limit {
+        return Err(bad(atoms::memory_limit().encode(env), options.prepare.memory_limit.encode(env)));
     }
     Ok(())
 }

@@ -12,7 +12,7 @@ use beamr_core::compile::Origin;
 use beamr_core::dirty_pages::Policy;
 use beamr_core::snapshot::{self, Lineage};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
-use beamr_core::prepare::{PrepareOptions, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX};
+use beamr_core::prepare::{PrepareOptions, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, ResourceArc, Term, TermType};
 use wasmer::{ExternType, Module};
@@ -48,7 +48,6 @@ fn bad_option<'a>(key: Term<'a>, value: Term<'a>) -> Term<'a> {
 /// digests`). Other keys are left to the Erlang side.
 pub(crate) struct StartOptions {
     pub prepare: PrepareOptions,
-    pub memory_limit: Option<u64>,
     pub cache_dir: Option<std::path::PathBuf>,
     pub dirty_tracking: Policy,
     /// Which preparation options were given (an artifact must have been compiled with them).
@@ -61,12 +60,12 @@ pub(crate) struct StartOptions {
 pub(crate) struct GivenOptions {
     pub wamr_compat: bool,
     pub deterministic: bool,
+    pub memory_limit: bool,
 }
 
 pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
     let mut options = StartOptions {
         prepare: PrepareOptions::default(),
-        memory_limit: None,
         cache_dir: None,
         dirty_tracking: Policy::Auto,
         given: GivenOptions::default(),
@@ -103,9 +102,8 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
                 _ => return Err(bad()),
             };
         } else if key_atom == atoms::memory_limit() {
-            let limit: u64 = value.decode().map_err(|_| bad())?;
-            options.memory_limit = Some(limit);
-            options.prepare.max_pages = Some(limit / wasmer::WASM_PAGE_SIZE as u64);
+            options.prepare.memory_limit = value.decode().map_err(|_| bad())?;
+            options.given.memory_limit = true;
         }
     }
     Ok(options)
@@ -149,18 +147,6 @@ fn decode_limit<'a>(limits: &mut Limits, key_atom: Atom, key: Term<'a>, value: T
     }
 }
 
-/// The initial size of memory 0 in bytes.
-fn initial_memory(module: &Module) -> u64 {
-    module
-        .exports()
-        .find(|e| e.name() == MEMORY_EXPORT)
-        .and_then(|e| match e.ty() {
-            ExternType::Memory(ty) => Some(ty.minimum.bytes().0 as u64),
-            _ => None,
-        })
-        .unwrap_or(0)
-}
-
 #[rustler::nif(schedule = "DirtyCpu")]
 fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) -> Term<'a> {
     let options = match decode_options(opts) {
@@ -177,12 +163,6 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
     let engine = compiled.engine().clone();
     let info = ModuleInfo { sha256: compiled.header.source_sha256, origin: compiled.origin };
     let module = compiled.module;
-    if let Some(limit) = options.memory_limit {
-        let initial = initial_memory(&module);
-        if initial > limit {
-            return error(env, (atoms::memory_limit(), initial, limit));
-        }
-    }
     let (exports, imports) = (exported_functions(&module), imported_functions(&module));
     let shared = Arc::new(Shared::new(owner, info, exports, imports, options.dirty_tracking));
     let resource = InstanceResource::new(shared);

@@ -50,7 +50,7 @@ use wasm_encoder::{
 };
 use wasmparser::{CompositeInnerType, FunctionBody, Operator, Parser, Payload, RefType, TypeRef};
 
-use super::PrepareError;
+use super::{PrepareError, TABLE_ENTRY_BYTES};
 
 /// The import the instrumented module calls when its fuel runs out.
 pub const CHECK_MODULE: &str = "__hb_beamr";
@@ -82,9 +82,6 @@ pub const MEMORY_UNITS_PER_BYTE: u64 = 1;
 /// What each element of `table.fill/copy/init` costs: 0.17 (copy) to 0.5 ns (fill) per
 /// element measured here, ~7 operators' worth; a slice is at most ~1 ms of it.
 pub const TABLE_UNITS_PER_ELEMENT: u64 = 8;
-
-/// What wasmer allocates per table entry, as the growth guard counts it.
-pub const TABLE_ENTRY_BYTES: u64 = 8;
 
 /// The bytes of a wasm page.
 const PAGE_BYTES: u64 = 65536;
@@ -281,6 +278,8 @@ impl Instrument {
 
     /// The bytes all memories and tables take: Σ pages × 64 KiB + Σ entries × 8. At most
     /// 100 of each (wasmparser's limits) of at most 2^32 pages or entries: no overflow.
+    /// (Fixed-size funcref tables cost more, but cannot grow; their part is bounded when
+    /// the module is compiled.)
     fn footprint(&self) -> Function {
         let mut function = Function::new([]);
         let mut sink = function.instructions();

@@ -9,7 +9,8 @@
 //! 1. [`memory64`]: 64-bit memories and tables become 32-bit ones.
 //! 2. [`exceptions`]: legacy `try`/`catch`/`rethrow`/`delegate` become `try_table`/`throw_ref`.
 //! 3. [`host_exports`] and 4. [`wamr_layout`]: applied together by [`finish`], which only
-//!    rewrites the memory and export sections and copies everything else byte for byte.
+//!    rewrites the memory, table and export sections (also fitting every memory's and
+//!    table's maximum to the `memory_limit` budget) and copies everything else byte for byte.
 //! 5. [`interrupt`]: the fuel countdown through which running wasm is stopped, timed out
 //!    and metered.
 
@@ -48,12 +49,48 @@ pub fn global_export_name(global_index: u32) -> String {
     format!("{RESERVED_EXPORT_PREFIX}global_{global_index}")
 }
 
+/// The import module of hb_beamr's own host functions (the interruption check). A module
+/// that imported from it itself could call them with arguments of its choosing.
+pub const RESERVED_IMPORT_MODULE: &str = interrupt::CHECK_MODULE;
+
+/// What one table entry costs the host: wasmer keeps a table as a vector of 8-byte
+/// references, allocated in full for the table's current size.
+pub const TABLE_ENTRY_BYTES: u64 = 8;
+
+/// What one entry of a funcref table of fixed size (its maximum equals its minimum) costs
+/// the host besides [`TABLE_ENTRY_BYTES`]: wasmer also lays such a table out inside the
+/// instance's context, 32 bytes per entry.
+pub const FIXED_FUNCREF_ENTRY_BYTES: u64 = 32;
+
+/// The most entries all funcref tables of fixed size may hold together (128 MiB of the
+/// instance's context). wasmer addresses the context with 32-bit offsets, so it panics
+/// compiling more than 2^27 such entries, and it allocates the context infallibly.
+pub const MAX_FIXED_FUNCREF_ENTRIES: u64 = 1 << 22;
+
+/// The budget when the caller gives none: one full 32-bit memory (65,536 pages) and 8 Mi
+/// table entries. AO's processes (memory 0 grown to 32,769 pages, a table of ~200
+/// entries) fit with room to spare, while a module declaring many memories or tables still
+/// shares this one budget among them.
+pub const DEFAULT_MEMORY_LIMIT: u64 = (4 << 30) + (64 << 20);
+
+/// The most imports, and separately exports, a module may declare. Each costs every
+/// instance a name, a type and a wasmer function, and each start a list entry for the
+/// caller (100,000 exports took ~70 MB and 240-430 ms per start); real modules have
+/// dozens (HyperBEAM's fixtures at most 52 imports and 32 exports).
+pub const MAX_IMPORTS: usize = 10_000;
+pub const MAX_EXPORTS: usize = 10_000;
+
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PrepareOptions {
     /// Add WAMR's extra 64 KiB page (see DESIGN.md, item 4).
     pub wamr_compat: bool,
-    /// Memory 0 may not grow beyond this many 64 KiB pages (`memory.grow` returns -1).
-    pub max_pages: Option<u64>,
+    /// The instance's byte budget for everything its memories and tables make the host
+    /// allocate: the bytes of all memories plus [`TABLE_ENTRY_BYTES`] per entry of all
+    /// tables ([`FIXED_FUNCREF_ENTRY_BYTES`] more for fixed-size funcref tables). Each
+    /// memory's and table's maximum is lowered to what fits the budget alone (so
+    /// `memory.grow`/`table.grow` past it return -1), and the module's initial footprint is
+    /// reported in [`PreparedModule::initial_footprint`] for the caller to refuse.
+    pub memory_limit: u64,
     /// Deterministic mode: refuse what could make two runs differ (shared memory and
     /// atomics), and compile with the NaN-canonicalising engine (`engine::EngineKind`).
     pub deterministic: bool,
@@ -61,7 +98,7 @@ pub struct PrepareOptions {
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { wamr_compat: true, max_pages: None, deterministic: false }
+        PrepareOptions { wamr_compat: true, memory_limit: DEFAULT_MEMORY_LIMIT, deterministic: false }
     }
 }
 
@@ -82,6 +119,16 @@ pub struct PreparedModule {
     pub exceptions_translated: bool,
     /// Memory 0 got WAMR's extra page.
     pub wamr_extra_page: bool,
+    /// What instantiating it makes the host allocate, counted as `memory_limit` counts:
+    /// the initial bytes of the memories it defines (with WAMR's page) plus
+    /// [`TABLE_ENTRY_BYTES`] per initial entry of the tables it defines, and
+    /// [`FIXED_FUNCREF_ENTRY_BYTES`] more per entry of its fixed-size funcref tables.
+    /// Imported memories and tables do not count: hb_beamr provides none, so such a module
+    /// never links.
+    pub initial_footprint: u64,
+    /// The entries of the fixed-size funcref tables it defines (see
+    /// [`MAX_FIXED_FUNCREF_ENTRIES`]).
+    pub fixed_funcref_entries: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +191,28 @@ fn refuse_exnref_storage(types: wasmparser::types::TypesRef<'_>) -> Result<(), P
     }
 }
 
+/// Refuses imports from [`RESERVED_IMPORT_MODULE`] and more than [`MAX_IMPORTS`] imports or
+/// [`MAX_EXPORTS`] exports.
+fn check_imports_and_exports(types: wasmparser::types::TypesRef<'_>) -> Result<(), PrepareError> {
+    let mut imports = 0;
+    for (module, name, _) in types.core_imports().into_iter().flatten() {
+        if module == RESERVED_IMPORT_MODULE {
+            return Err(PrepareError(format!(
+                "imports {module}.{name}: the import module name {RESERVED_IMPORT_MODULE} is reserved for hb_beamr"
+            )));
+        }
+        imports += 1;
+    }
+    let exports = types.core_exports().into_iter().flatten().count();
+    if imports > MAX_IMPORTS {
+        return Err(PrepareError(format!("{imports} imports, more than the {MAX_IMPORTS} hb_beamr allows")));
+    }
+    if exports > MAX_EXPORTS {
+        return Err(PrepareError(format!("{exports} exports, more than the {MAX_EXPORTS} hb_beamr allows")));
+    }
+    Ok(())
+}
+
 /// Rewrites `wasm` (a binary module) into a module wasmer can compile and run as WAMR would.
 pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, PrepareError> {
     let types = if opts.deterministic {
@@ -157,6 +226,7 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
         Validator::new_with_features(input_features()).validate_all(wasm).map_err(invalid)?
     };
     refuse_exnref_storage(types.as_ref())?;
+    check_imports_and_exports(types.as_ref())?;
 
     let memory0_is_64 = types.as_ref().memory_count() > 0 && types.as_ref().memory_at(0).memory64;
     let lowered = memory64::lower(wasm, types.as_ref())?;
@@ -164,7 +234,7 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
     let translated = exceptions::translate_legacy_exceptions(wasm)?;
     let wasm = translated.as_deref().unwrap_or(wasm);
     let finished = finish::finish(wasm, opts, memory0_is_64)?;
-    let instrumented = interrupt::instrument(&finished.wasm, u64::MAX)?;
+    let instrumented = interrupt::instrument(&finished.wasm, opts.memory_limit)?;
     let wasm = instrumented.unwrap_or(finished.wasm);
 
     Validator::new_with_features(wasmer_features())
@@ -175,6 +245,8 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
         memory64_lowered: lowered.is_some(),
         exceptions_translated: translated.is_some(),
         wamr_extra_page: finished.wamr_extra_page,
+        initial_footprint: finished.initial_footprint,
+        fixed_funcref_entries: finished.fixed_funcref_entries,
     })
 }
 
@@ -349,6 +421,60 @@ mod tests {
         assert!(MEMORY_EXPORT.starts_with(RESERVED_EXPORT_PREFIX));
         assert!(TABLE_EXPORT.starts_with(RESERVED_EXPORT_PREFIX));
         assert_eq!(global_export_name(7), "__hb_beamr_global_7");
+    }
+
+    /// Issue 19, defect 18: a module that imported the check itself could call it with
+    /// any fuel (i64::MIN made `gas_used` report 9223372036854775810).
+    #[test]
+    fn refuses_imports_of_hb_beamrs_own_functions() {
+        for wat in [
+            r#"(module (import "__hb_beamr" "check" (func (param i64) (result i64))))"#,
+            r#"(module (import "__hb_beamr" "anything" (global i32)))"#,
+        ] {
+            let error = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap_err();
+            assert!(error.0.contains("__hb_beamr is reserved"), "{wat}: {error}");
+        }
+        // Names that only look alike are the module's own business.
+        let wat = r#"(module (import "__hb_beamr_x" "check" (func)) (import "env" "__hb_beamr" (func)))"#;
+        assert!(prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).is_ok());
+    }
+
+    /// A module's own export under a reserved name is dropped, so it cannot stand in for
+    /// what the host looks up under that name.
+    #[test]
+    fn a_modules_reserved_export_names_do_not_reach_the_host() {
+        let wat = r#"(module (memory 1) (memory $other 3)
+            (global $g (mut i32) (i32.const 5))
+            (export "__hb_beamr_memory" (memory $other))
+            (export "__hb_beamr_fuel" (global $g))
+            (func (export "__hb_beamr_table")))"#;
+        let (store, instance) = instantiate(wat);
+        assert_eq!(instance.exports.get_memory(MEMORY_EXPORT).unwrap().view(&store).size().0, 1);
+        assert!(instance.exports.get_function(TABLE_EXPORT).is_err());
+        let fuel = instance.exports.get_global(interrupt::FUEL_EXPORT).unwrap();
+        assert_eq!(fuel.ty(&store).ty, Type::I64);
+    }
+
+    fn with_exports(count: usize) -> Vec<u8> {
+        let exports: String = (0..count).map(|i| format!(r#"(export "f{i}" (func 0))"#)).collect();
+        wat::parse_str(format!("(module (func) {exports})")).unwrap()
+    }
+
+    fn with_imports(count: usize) -> Vec<u8> {
+        let imports: String = (0..count).map(|i| format!(r#"(import "env" "f{i}" (func))"#)).collect();
+        wat::parse_str(format!("(module {imports})")).unwrap()
+    }
+
+    /// Issue 19, defect 16: 100,000 exports of one function cost 56-97 MB per instance.
+    #[test]
+    fn refuses_more_imports_or_exports_than_the_bounds() {
+        let opts = PrepareOptions::default();
+        assert!(prepare(&with_exports(MAX_EXPORTS), &opts).is_ok());
+        let error = prepare(&with_exports(MAX_EXPORTS + 1), &opts).unwrap_err();
+        assert_eq!(error.0, "10001 exports, more than the 10000 hb_beamr allows");
+        assert!(prepare(&with_imports(MAX_IMPORTS), &opts).is_ok());
+        let error = prepare(&with_imports(MAX_IMPORTS + 1), &opts).unwrap_err();
+        assert_eq!(error.0, "10001 imports, more than the 10000 hb_beamr allows");
     }
 
     fn wasi_stubs(store: &mut Store, module: &Module) -> wasmer::Imports {

@@ -27,8 +27,8 @@ pub(super) fn needs_extra_page(wasm: &[u8], summary: &ModuleSummary) -> Result<b
     uses_memory_size_or_grow(wasm).map_err(invalid)
 }
 
-/// The most pages WAMR lets a 32-bit memory have.
-const WASM32_MAX_PAGES: u64 = 65536;
+/// The most pages WAMR (and wasm) lets a 32-bit memory have.
+pub(super) const WASM32_MAX_PAGES: u64 = 65536;
 
 /// Adds WAMR's page to the initial and maximum sizes of memory 0 (`lowered`: it was a 64-bit
 /// memory). Without a maximum it may already grow as far as WAMR's memory could.
@@ -112,9 +112,9 @@ mod tests {
         assert_eq!(limits(&sized("i64 65534 65534")), (65535, Some(65535)));
         assert_eq!(limits(&sized("i64 65535")), (65535, Some(65535)));
         // memory_limit still caps the maximum, after the extra page.
-        let limited = PrepareOptions { max_pages: Some(2), ..Default::default() };
+        let limited = PrepareOptions { memory_limit: 2 * 65536, ..Default::default() };
         assert_eq!(pages_with(&wat::parse_str(sized("i64 1 2")).unwrap(), &limited), (2, Some(2)));
-        let limited = PrepareOptions { max_pages: Some(5), ..Default::default() };
+        let limited = PrepareOptions { memory_limit: 5 * 65536, ..Default::default() };
         assert_eq!(pages_with(&wat::parse_str(sized("i64 1 2")).unwrap(), &limited), (2, Some(3)));
     }
 
