@@ -18,7 +18,11 @@ use once_cell::sync::Lazy;
 /// stacks, guards), with room to spare for a second memory or a nested call's stack.
 pub const MAPPINGS_PER_INSTANCE: usize = 8;
 
+/// What a wasm stack a nested call takes maps: the stack and its guard page.
+pub const MAPPINGS_PER_STACK: usize = 2;
+
 static LIVE: AtomicUsize = AtomicUsize::new(0);
+static NESTED: AtomicUsize = AtomicUsize::new(0);
 
 /// Counts an executor thread as a live instance while it exists.
 pub struct LiveInstance(());
@@ -33,6 +37,30 @@ impl LiveInstance {
 impl Drop for LiveInstance {
     fn drop(&mut self) {
         LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a nested call's wasm stack while the call runs.
+pub struct NestedStack(());
+
+impl NestedStack {
+    /// `None` when one more would leave the VM too little: nested calls (each on a wasm
+    /// stack of its own) are refused once the instances' and nested calls' mappings could
+    /// reach half of the mapping limit, and when the address space runs short. Nesting is
+    /// rare and shallow in real modules (Lua stops at 200 C levels); a hundred instances
+    /// nesting `invoke_*` a thousand deep would otherwise take every mapping there is.
+    pub fn take() -> Option<NestedStack> {
+        let nested = NESTED.fetch_add(1, Ordering::Relaxed) + 1;
+        let stack = NestedStack(());
+        let estimate = nested * MAPPINGS_PER_STACK + LIVE.load(Ordering::Relaxed) * MAPPINGS_PER_INSTANCE;
+        let fits = MAX_MAP_COUNT.is_none_or(|max| estimate < max / 2) && room_in_address_space();
+        fits.then_some(stack)
+    }
+}
+
+impl Drop for NestedStack {
+    fn drop(&mut self) {
+        NESTED.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -103,6 +131,14 @@ mod tests {
         assert!(fits(1000, 65530));
         assert!(fits(65530 - 65530 / 8 - MAPPINGS_PER_INSTANCE, 65530));
         assert!(!fits(65530 - 65530 / 8 - MAPPINGS_PER_INSTANCE + 1, 65530));
+    }
+
+    #[test]
+    fn nested_stacks_are_counted_while_held() {
+        let held: Vec<NestedStack> = (0..10).map_while(|_| NestedStack::take()).collect();
+        assert_eq!(held.len(), 10);
+        assert!(NESTED.load(Ordering::Relaxed) >= 10);
+        drop(held);
     }
 
     #[test]

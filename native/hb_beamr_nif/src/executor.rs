@@ -320,9 +320,10 @@ impl Context {
         let outcome = self.nested(|| catch_unwind(AssertUnwindSafe(|| function.call(store, &params))));
         // Converted before the call's exceptions are dropped: an error may refer to one.
         let outcome = match outcome {
-            Ok(Ok(results)) => Ok(results.iter().map(WasmValue::from_wasmer).collect()),
-            Ok(Err(error)) => Err(CallFailure::classify(&error, self.shared.is_stopped())),
-            Err(panic) => Err(CallFailure::panic(panic_message(&panic))),
+            Ok(Ok(Ok(results))) => Ok(results.iter().map(WasmValue::from_wasmer).collect()),
+            Ok(Ok(Err(error))) => Err(CallFailure::classify(&error, self.shared.is_stopped())),
+            Ok(Err(panic)) => Err(CallFailure::panic(panic_message(&panic))),
+            Err(refused) => Err(CallFailure::from(&refused)),
         };
         if let Some(mark) = mark {
             self.end_outermost(store, mark);
@@ -367,12 +368,18 @@ impl Context {
         self.nesting.get() < MAX_NESTING && used + STACK_RESERVE < EXECUTOR_STACK_SIZE
     }
 
-    /// Runs `f` (a wasm call) counted as one nesting level.
-    fn nested<R>(&self, f: impl FnOnce() -> R) -> R {
+    /// Runs `f` (a wasm call) counted as one nesting level; a nested one takes a wasm
+    /// stack of its own, which the OS's mapping limit bounds for the whole VM (see
+    /// `os_limits::NestedStack`): refused, it traps as nesting too deep.
+    fn nested<R>(&self, f: impl FnOnce() -> R) -> Result<R, HostError> {
+        let _stack = match self.nesting.get() {
+            0 => None,
+            _ => Some(os_limits::NestedStack::take().ok_or(HostError::NestedTooDeep)?),
+        };
         self.nesting.set(self.nesting.get() + 1);
         let result = f();
         self.nesting.set(self.nesting.get() - 1);
-        result
+        Ok(result)
     }
 
     /// Sets up an outermost call: its limits, and where its exceptions will start.
@@ -639,7 +646,9 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     // invoke returns, not at the end of the outermost call (an Eval may invoke millions
     // of times). Unless a reference it returns may be one of them (not Emscripten's).
     let mark = store_objects::mark(&mut env);
-    let result = context.nested(|| hooks.invoke(&mut env, args, import.ty.results()));
+    let result = context
+        .nested(|| hooks.invoke(&mut env, args, import.ty.results()))
+        .unwrap_or_else(|refused| Err(RuntimeError::user(Box::new(refused))));
     if !import.ty.results().iter().any(|ty| ty.is_ref()) {
         store_objects::drop_functions_since(&mut env, mark);
     }

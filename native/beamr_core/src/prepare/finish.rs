@@ -257,12 +257,17 @@ mod tests {
                 assert_eq!(result[0], Value::I32(-1), "{grow} with a limit of {memory_limit}");
             }
         }
-        let (mut store, instance) = instantiate(&prepared(wat, 128 << 10).wasm);
+        // Two pages and the two tables' entries fit exactly; memory and tables share it.
+        let limit = (128 << 10) + 2 * TABLE_ENTRY_BYTES;
+        let (mut store, instance) = instantiate(&prepared(wat, limit).wasm);
         assert_eq!(call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0], Value::I32(1));
         assert_eq!(call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0], Value::I32(-1));
-        let entries = (128 << 10) / TABLE_ENTRY_BYTES as i32;
-        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(entries)]).unwrap()[0], Value::I32(-1));
-        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(entries - 1)]).unwrap()[0], Value::I32(1));
+        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(1)]).unwrap()[0], Value::I32(-1));
+        let (mut store, instance) = instantiate(&prepared(wat, limit).wasm);
+        let entries = (65536 / TABLE_ENTRY_BYTES) as i32;
+        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(entries + 1)]).unwrap()[0], Value::I32(-1));
+        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(entries)]).unwrap()[0], Value::I32(1));
+        assert_eq!(call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0], Value::I32(-1));
     }
 
     #[test]
