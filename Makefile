@@ -1,7 +1,7 @@
 # hb_beamr: `make test` builds everything and runs the Rust and Erlang suites;
 # `make demo` runs a short tour with the `beamr` CLI; `make bench` prints the benchmark table;
 # `make soak` checks that a long run does not grow; `make fuzz` and `make chaos` run the
-# fuzzer and the API chaos run (fuzz/README.md). `make` also writes the `beamr` escript
+# fuzzer and the API chaos run (test/fuzz_corpus/README.md). `make` also writes the `beamr` escript
 # (README, "CLI").
 
 # Cargo builds outside the clone, so rebuilds (and CI on the same machine) are fast.
@@ -98,13 +98,13 @@ soak: compile
 fuzz-gen:
 	cargo build --release -p beamr_core --example fuzz_modules
 
-# FUZZ_SEED, FUZZ_MODULES or FUZZ_MINUTES, FUZZ_CORPUS (fuzz/README.md).
+# FUZZ_SEED, FUZZ_MODULES or FUZZ_MINUTES, FUZZ_CORPUS (test/fuzz_corpus/README.md).
 fuzz: compile fuzz-gen
 	mkdir -p _build/fuzz
 	erlc -o _build/fuzz test/hb_beamr_fuzz_run.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/fuzz -eval 'halt(hb_beamr_fuzz_run:main()).'
 
-# CHAOS_SEED, CHAOS_MINUTES (fuzz/README.md).
+# CHAOS_SEED, CHAOS_MINUTES (test/fuzz_corpus/README.md).
 chaos: compile
 	mkdir -p _build/fuzz
 	erlc -o _build/fuzz test/hb_beamr_chaos.erl test/hb_beamr_test_util.erl

@@ -2,7 +2,7 @@
 %%% in `hb_beamr_fuzz_run_tests'). Modules from `fuzz_modules' (wasm-smith and hostile
 %%% shapes, native/beamr_core/examples/fuzz_modules.rs) are started, every export called
 %%% with boundary and random arguments under `timeout' and `gas' call options and a
-%%% `memory_limit', a little memory read, and the instance stopped; all in child VMs under
+%%% `memory_limit' (64 MiB or 1 GiB), a little memory read, and the instance stopped; all in child VMs under
 %%% an address-space and a thread limit, so that the death of a VM is observed, not
 %%% suffered. A failure is:
 %%%
@@ -23,8 +23,8 @@
 
 -export([main/0, generate/3, run/2, report/2, child/1]).
 
--define(MEMORY_LIMIT, 64 bsl 20).
--define(START_BOUND, 20000).
+-define(MEMORY_LIMITS, [64 bsl 20, 1 bsl 30]).
+-define(START_BOUND, 10000).
 -define(MARGIN, 2000).
 -define(STOP_BOUND, 5000).
 -define(SILENCE, 60000).
@@ -35,7 +35,7 @@
 %% RLIMIT_NPROC does not bind root: as root the children run as this otherwise unused uid.
 -define(CHILD_UID, "64998").
 -define(MAX_EXPORTS, 30).
--define(CHUNK, 50).
+-define(CHUNK, 20).
 
 -type failure() :: #{kind := atom(), file := file:filename(), phase => term(), detail => term()}.
 -type tally() :: #{modules := non_neg_integer(), started := non_neg_integer(),
@@ -77,9 +77,9 @@ chunks(Seed, {modules, End} = Until, Dir, Opts, Tally) ->
 
 chunk(Seed, Count, Until, Dir, Opts, Tally) ->
     Files = generate(Dir, Seed, Count),
-    Ran = run(Files, Opts#{seed => Seed}),
+    Ran = run_from(list_to_tuple(Files), 1, Opts#{seed => Seed}, Tally),
     [file:delete(F) || F <- Files],
-    chunks(Seed + Count, Until, Dir, Opts, merge(Ran, Tally)).
+    chunks(Seed + Count, Until, Dir, Opts, Ran).
 
 %% @doc Writes the modules of seeds `First'..`First + Count - 1' into `Dir' with the
 %% generator (`FUZZ_GEN', or the example cargo builds under `CARGO_TARGET_DIR'); their paths.
@@ -113,18 +113,15 @@ run(Files, Opts) ->
 run_from(Files, Index, _Opts, Tally) when Index > tuple_size(Files) ->
     Tally;
 run_from(Files, Index, Opts, Tally) ->
-    {Next, Ran} = child_run(Files, Index, Opts),
-    run_from(Files, Next, Opts, merge(Ran, Tally#{children := maps:get(children, Tally) + 1})).
+    {Next, Ran} = child_run(Files, Index, Opts, Tally#{children := maps:get(children, Tally) + 1}),
+    run_from(Files, Next, Opts, Ran).
 
 empty() ->
     #{modules => 0, started => 0, calls => 0, failures => [], children => 0}.
 
-merge(#{failures := F} = A, #{failures := G} = B) ->
-    Sums = maps:merge_with(fun(_, X, Y) -> X + Y end, maps:without([failures], A), maps:without([failures], B)),
-    Sums#{failures => G ++ F}.
-
-%% One child VM from module `Index' until it ends or must be replaced: `{NextIndex, Tally}'.
-child_run(Files, Index, Opts) ->
+%% One child VM from module `Index' until it ends or must be replaced: `{NextIndex, Tally}'
+%% (`Tally' goes on from the run's).
+child_run(Files, Index, Opts, Tally) ->
     Job = filename:join("/tmp", "hb_beamr_fuzz_job_" ++ os:getpid() ++ "_" ++ integer_to_list(Index)),
     Seed = maps:get(seed, Opts, 1),
     ok = file:write_file(Job, io_lib:format("~p.~n", [#{files => tuple_to_list(Files), first => Index, seed => Seed}])),
@@ -132,7 +129,7 @@ child_run(Files, Index, Opts) ->
     Port = open_child(Job),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     State = #{port => Port, os_pid => OsPid, files => Files, current => Index, phase => booting,
-              baseline => undefined, opts => Opts, out => [], tally => empty()},
+              baseline => undefined, opts => Opts, out => [], tally => Tally},
     try
         watch(State)
     after
@@ -220,19 +217,24 @@ signal(_) -> none.
 fail(Kind, Detail, #{current := Index, files := Files, phase := Phase, tally := T, opts := Opts} = S) ->
     File = element(min(Index, tuple_size(Files)), Files),
     Failure = #{kind => Kind, file => File, phase => Phase, detail => Detail},
-    io:format("  FAIL ~s ~p in ~W: ~W~n", [File, Kind, Phase, 8, Detail, 40]),
+    io:format("  FAIL ~s ~p in ~ts: ~ts~n", [File, Kind, one_line(Phase), one_line(Detail)]),
     save(Failure, maps:get(corpus, Opts, none), T),
     S#{tally := T#{failures := maps:get(failures, T) ++ [Failure]}}.
 
-%% Copies the module into the corpus once per kind and phase of failure per run, and only
-%% when the corpus does not hold the same bytes.
+one_line(Term) ->
+    Text = io_lib:format("~tP", [Term, 12]),
+    string:slice(re:replace(Text, "\\s*\n\\s*", " ", [global, unicode, {return, list}]), 0, 400).
+
+%% Copies the module into the corpus (named by its hash, a note beside it) once per kind
+%% of failure and phase (the export, for the hostile ones) per run, and only when the corpus
+%% does not hold the same bytes.
 save(_Failure, none, _T) ->
     ok;
 save(#{kind := Kind, file := File, phase := Phase} = Failure, Corpus, #{failures := Earlier}) ->
     Same = [F || #{kind := K, phase := P} = F <- Earlier, K =:= Kind, phase_kind(P) =:= phase_kind(Phase)],
     {ok, Wasm} = file:read_file(File),
     Hash = binary:part(binary:encode_hex(crypto:hash(sha256, Wasm)), 0, 12),
-    Name = filename:join(Corpus, lists:flatten(io_lib:format("~s-~s", [Kind, string:lowercase(Hash)]))),
+    Name = filename:join(Corpus, string:lowercase(binary_to_list(Hash))),
     case Same =:= [] andalso not filelib:is_regular(Name ++ ".wasm") of
         true ->
             ok = filelib:ensure_dir(Name),
@@ -242,8 +244,8 @@ save(#{kind := Kind, file := File, phase := Phase} = Failure, Corpus, #{failures
             ok
     end.
 
-phase_kind({Phase, _}) -> Phase;
-phase_kind({Phase, _, _}) -> Phase;
+phase_kind({call, "hostile_" ++ _ = Name, _Args, _Opts}) -> {call, Name};
+phase_kind(Phase) when is_tuple(Phase) -> element(1, Phase);
 phase_kind(Phase) -> Phase.
 
 %% @doc Prints what ran: modules, calls, minutes, failures by kind.
@@ -294,11 +296,13 @@ child_module(Index, File, Seed) ->
 %% `{Started, Calls, Problems}' for one module.
 exercise(Wasm, Phase) ->
     Phase(start),
-    case bounded(fun() -> hb_beamr:start(Wasm, #{memory_limit => ?MEMORY_LIMIT}) end, ?START_BOUND) of
+    Limit = pick(?MEMORY_LIMITS),
+    case bounded(fun() -> hb_beamr:start(Wasm, #{memory_limit => Limit}) end, ?START_BOUND) of
         {ok, {ok, I, _Imports, Exports}} ->
             Funcs = [{Name, Sig} || {func, Name, Sig} <- Exports],
             {Calls, Problems} = calls(I, lists:sublist(Funcs, ?MAX_EXPORTS), Phase, 0, []),
-            Io = memory(I, Phase),
+            Hung = lists:keymember(call_hang, 1, Problems),
+            Io = [P || not Hung, P <- memory(I, Phase)],
             Phase(stop),
             Stop = case bounded(fun() -> hb_beamr:stop(I) end, ?STOP_BOUND) of
                        {ok, ok} -> [];
