@@ -168,8 +168,11 @@ watch(#{port := Port} = S) ->
         {maps:get(current, S) + 1, drain(Port, Failed)}
     end.
 
-output(Line, #{out := Out} = S) ->
-    S#{out := lists:sublist([Line | Out], 20)}.
+%% The first lines: a panic or an allocation failure names itself there, a backtrace follows.
+output(Line, #{out := Out} = S) when length(Out) < 20 ->
+    S#{out := [Line | Out]};
+output(_Line, S) ->
+    S.
 
 event({phase, Index, Phase}, S) ->
     watch(S#{current := Index, phase := Phase, out := []});
@@ -225,9 +228,9 @@ one_line(Term) ->
     Text = io_lib:format("~tP", [Term, 12]),
     string:slice(re:replace(Text, "\\s*\n\\s*", " ", [global, unicode, {return, list}]), 0, 400).
 
-%% Copies the module into the corpus (named by its hash, a note beside it) once per kind
-%% of failure and phase (the export, for the hostile ones) per run, and only when the corpus
-%% does not hold the same bytes.
+%% Copies the module into the corpus (named by its hash, a note beside it: one term per
+%% failure) once per kind of failure and phase (the export, for the hostile ones) per run,
+%% unless the corpus held the same bytes before this run.
 save(_Failure, none, _T) ->
     ok;
 save(#{kind := Kind, file := File, phase := Phase} = Failure, Corpus, #{failures := Earlier}) ->
@@ -235,11 +238,14 @@ save(#{kind := Kind, file := File, phase := Phase} = Failure, Corpus, #{failures
     {ok, Wasm} = file:read_file(File),
     Hash = binary:part(binary:encode_hex(crypto:hash(sha256, Wasm)), 0, 12),
     Name = filename:join(Corpus, string:lowercase(binary_to_list(Hash))),
-    case Same =:= [] andalso not filelib:is_regular(Name ++ ".wasm") of
+    Known = filelib:is_regular(Name ++ ".wasm"),
+    Saved = [F || #{file := F0} = F <- Earlier, F0 =:= File],
+    case Same =:= [] andalso (not Known orelse Saved =/= []) of
         true ->
             ok = filelib:ensure_dir(Name),
             ok = file:write_file(Name ++ ".wasm", Wasm),
-            ok = file:write_file(Name ++ ".txt", io_lib:format("~p.~n", [Failure#{file => filename:basename(File)}]));
+            Note = io_lib:format("~p.~n", [Failure#{file => filename:basename(File)}]),
+            ok = file:write_file(Name ++ ".txt", Note, [append]);
         false ->
             ok
     end.

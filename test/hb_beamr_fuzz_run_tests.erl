@@ -8,7 +8,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 -define(SEED, 20261204).
--define(MODULES, 24).
+-define(MODULES, 40).
 
 short_fixed_seed_run_test_() ->
     {timeout, 180, fun() ->
