@@ -9,9 +9,12 @@
 %%%   without a timeout: within `?OP_BOUND');
 %%% - `import_after_result': a `{hb_beamr_import, Ref, _}' after `{hb_beamr_result, Ref, _}';
 %%% - `raised': an API function raised instead of returning;
+%%% - `panic': a call's answer names a Rust panic (`{trap, other, "...panicked..."}', an
+%%%   `unwrap' of an OS error, `nif_panicked');
 %%% - `hung': a worker still inside an operation `?OP_BOUND' after the end;
-%%% - `leftover': executor threads, OS threads, processes or RSS above the baseline
-%%%   (taken after a warm-up) once every instance is stopped.
+%%% - `leftover': executor threads, OS threads or processes above the baseline (taken
+%%%   after a warm-up) once every instance is stopped; the run has two rounds, and RSS after
+%%%   the second may not exceed RSS after the first by more than `?RSS_BOUND'.
 -module(hb_beamr_chaos).
 
 -export([main/0, run/1, report/2]).
@@ -24,7 +27,8 @@
 -define(FIXTURES, ["core.wat", "limits.wat", "snapshot.wat"]).
 
 -type options() :: #{seed => integer(), millis => pos_integer(), workers => pos_integer()}.
--type result() :: #{ops := #{atom() => non_neg_integer()}, failures := [term()], millis := non_neg_integer()}.
+-type result() :: #{ops := #{atom() => non_neg_integer()}, failures := [term()], millis := non_neg_integer(),
+                    rss := {Baseline :: pos_integer(), AfterRound1 :: pos_integer(), AfterRound2 :: pos_integer()}}.
 -export_type([result/0]).
 
 %% @doc `make chaos': `CHAOS_MINUTES' (default 5) of chaos from seed `CHAOS_SEED'
@@ -47,20 +51,26 @@ env(Name, Default) ->
         Value -> Value
     end.
 
-%% @doc Prints operations, minutes and failures (each kind once, with its count).
+%% @doc Prints operations, minutes, RSS and failures (each kind, and operation, once).
 -spec report(integer(), result()) -> ok.
-report(Seed, #{ops := Ops, failures := Failures, millis := Millis}) ->
+report(Seed, #{ops := Ops, failures := Failures, millis := Millis, rss := {Rss0, Rss1, Rss2}}) ->
     Kinds = lists:foldl(fun(F, Acc) -> maps:update_with(element(1, F), fun(N) -> N + 1 end, 1, Acc) end,
                         #{}, Failures),
-    io:format("chaos (seed ~b): ~b operations in ~.1f minutes ~w~n  ~b failures ~w~n",
-              [Seed, lists:sum(maps:values(Ops)), Millis / 60000, Ops, length(Failures), Kinds]),
-    [io:format("  FAIL ~W~n", [F, 30]) || F <- first_of_each_kind(Failures)],
+    io:format("chaos (seed ~b): ~b operations in ~.1f minutes ~w~n"
+              "  RSS ~b MiB at the start, ~b after round 1, ~b after round 2~n  ~b failures ~w~n",
+              [Seed, lists:sum(maps:values(Ops)), Millis / 60000, Ops,
+               Rss0 bsr 20, Rss1 bsr 20, Rss2 bsr 20, length(Failures), Kinds]),
+    [io:format("  FAIL ~ts~n", [re:replace(io_lib:format("~tP", [F, 20]), "\\s*\n\\s*", " ", [global, unicode])])
+     || F <- first_of_each_kind(Failures)],
     ok.
 
 first_of_each_kind(Failures) ->
     lists:reverse(element(2, lists:foldl(
         fun(F, {Seen, Acc}) ->
-            Key = {element(1, F), element(2, F)},
+            Key = case element(2, F) of
+                      Op when is_atom(Op) -> {element(1, F), Op};
+                      _ -> element(1, F)
+                  end,
             case lists:member(Key, Seen) of
                 true -> {Seen, Acc};
                 false -> {[Key | Seen], [F | Acc]}
@@ -68,29 +78,50 @@ first_of_each_kind(Failures) ->
         end, {[], []}, Failures))).
 
 %% @doc Runs the chaos for `millis' (default 30 s) with `workers' processes (default
-%% `?WORKERS') and checks the VM afterwards. Run it in a VM of its own: the baseline is the
-%% whole VM's.
+%% `?WORKERS') in two rounds of half that time, and checks the VM after each. Run it in a VM
+%% of its own: the baseline is the whole VM's.
 -spec run(options()) -> result().
 run(Opts) ->
     Seed = maps:get(seed, Opts, 1),
-    Millis = maps:get(millis, Opts, 30000),
-    Modules = [hb_beamr_test_util:fixture(F) || F <- ?FIXTURES],
-    Baseline = warm_up(Modules),
+    Half = maps:get(millis, Opts, 30000) div 2,
+    Workers = maps:get(workers, Opts, ?WORKERS),
+    Modules = list_to_tuple([hb_beamr_test_util:fixture(F) || F <- ?FIXTURES]),
+    Baseline = warm_up(tuple_to_list(Modules)),
+    Started = erlang:monotonic_time(millisecond),
+    {Ops1, Failures1} = round(Modules, {Seed, 1}, Half, Workers),
+    Counts1 = leftovers(Baseline),
+    Rss1 = rss(),
+    {Ops2, Failures2} = round(Modules, {Seed, 2}, Half, Workers),
+    Counts2 = leftovers(Baseline),
+    Rss2 = rss(),
+    %% Memory the allocators keep for reuse after the first round is no leak; growth past it
+    %% in the second round is.
+    Grown = [{leftover, rss, #{baseline => maps:get(rss, Baseline), after_round_1 => Rss1, after_round_2 => Rss2}}
+             || Rss2 - Rss1 > ?RSS_BOUND],
+    #{ops => maps:merge_with(fun(_, A, B) -> A + B end, Ops1, Ops2),
+      failures => Failures1 ++ Counts1 ++ Failures2 ++ Counts2 ++ Grown,
+      rss => {maps:get(rss, Baseline), Rss1, Rss2},
+      millis => erlang:monotonic_time(millisecond) - Started}.
+
+%% `Workers' processes for `Millis' on a fresh pool; then every instance is stopped.
+round(Modules, Seed, Millis, Workers) ->
     Tab = ets:new(hb_beamr_chaos, [public, set, {write_concurrency, true}]),
-    ets:insert(Tab, {modules, list_to_tuple(Modules)}),
+    ets:insert(Tab, {modules, Modules}),
     Started = erlang:monotonic_time(millisecond),
     Deadline = Started + Millis,
     process_flag(trap_exit, true),
-    Workers = maps:from_list([spawn_worker(Tab, Seed, N, Deadline) || N <- lists:seq(1, maps:get(workers, Opts, ?WORKERS))]),
-    supervise(Tab, Seed, Workers, Deadline, ?WORKERS + 1),
+    Pids = maps:from_list([spawn_worker(Tab, Seed, N, Deadline) || N <- lists:seq(1, Workers)]),
+    Progress = spawn_link(fun() -> progress(Tab, Started) end),
+    supervise(Tab, Seed, Pids, Deadline, Workers + 1),
+    unlink(Progress),
+    exit(Progress, kill),
     process_flag(trap_exit, false),
     Stops = [{stop_hung, I} || {{started, I}} <- ets:tab2list(Tab), stop_bounded(I) =:= timeout],
-    Leftovers = leftovers(Baseline),
     Ops = maps:from_list([{Op, N} || {{ops, Op}, N} <- ets:tab2list(Tab)]),
     Failures = [F || {{failure, _}, F} <- lists:sort(ets:tab2list(Tab))],
+    %% The pool's snapshots and memory copies go before anything is measured.
     ets:delete(Tab),
-    #{ops => Ops, failures => Failures ++ Stops ++ Leftovers,
-      millis => erlang:monotonic_time(millisecond) - Started}.
+    {Ops, Failures ++ Stops}.
 
 %% One start, call and stop of each module first, so that what the NIF keeps for the VM's
 %% life (the engine, its threads, the module cache) is in the baseline.
@@ -107,8 +138,7 @@ measure() ->
       processes => erlang:system_info(process_count),
       rss => rss()}.
 
-%% Executor threads, OS threads and processes back to the baseline (within 5 s), RSS
-%% within `?RSS_BOUND' of it.
+%% Executor threads, OS threads and processes back to the baseline (within 5 s).
 leftovers(Baseline) ->
     garbage_collect_all(),
     Back = fun() ->
@@ -117,10 +147,7 @@ leftovers(Baseline) ->
                                                          maps:get(K, Now) > maps:get(K, Baseline)]
     end,
     Counts = hb_beamr_test_util:settle(Back, []),
-    #{rss := Before} = Baseline,
-    Rss = rss(),
-    [{leftover, K, #{baseline => B, now => N}} || {K, B, N} <- Counts] ++
-        [{leftover, rss, #{baseline => Before, now => Rss}} || Rss - Before > ?RSS_BOUND].
+    [{leftover, K, #{baseline => B, now => N}} || {K, B, N} <- Counts].
 
 garbage_collect_all() ->
     [erlang:garbage_collect(P) || P <- erlang:processes()],
@@ -160,9 +187,19 @@ supervise(Tab, Seed, Workers, Deadline, Next) ->
         ok
     end.
 
+%% A line a minute, so that a run the VM does not survive still shows how far it went.
+progress(Tab, Started) ->
+    timer:sleep(60000),
+    Ops = lists:sum([N || {{ops, _}, N} <- ets:tab2list(Tab)]),
+    Failures = length([F || {{failure, _}, F} <- ets:tab2list(Tab)]),
+    io:format("  chaos: ~b operations, ~b failures after ~b s~n",
+              [Ops, Failures, (erlang:monotonic_time(millisecond) - Started) div 1000]),
+    progress(Tab, Started).
+
 spawn_worker(Tab, Seed, N, Deadline) ->
     Pid = spawn_link(fun() ->
-        rand:seed(exsss, {Seed, N, 7}),
+        {RunSeed, Round} = Seed,
+        rand:seed(exsss, {RunSeed, Round, N}),
         ets:insert(Tab, {{worker, N}, self()}),
         worker(Tab, N, Deadline)
     end),
@@ -210,7 +247,7 @@ op(start, Tab, _N) ->
 op(call, Tab, _N) ->
     with_instance(Tab, fun(I, Funcs) ->
         {Name, Args, Opts} = call_args(Funcs),
-        hb_beamr:call(I, Name, Args, fun import/3, 0, Opts),
+        panicked(Tab, Name, hb_beamr:call(I, Name, Args, fun import/3, 0, Opts)),
         {bound, maps:get(timeout, Opts) + ?MARGIN, {call, Name, Args}}
     end);
 op(call_async, Tab, _N) ->
@@ -318,6 +355,7 @@ async_loop(Tab, I, Ref, Name) ->
             end,
             async_loop(Tab, I, Ref, Name);
         {hb_beamr_result, Ref, Result} ->
+            panicked(Tab, Name, Result),
             receive
                 {hb_beamr_import, Ref, Request} ->
                     failure(Tab, {import_after_result, Name, #{result => Result, import => Request}})
@@ -326,6 +364,13 @@ async_loop(Tab, I, Ref, Name) ->
             end
     after ?OP_BOUND + ?MARGIN ->
         failure(Tab, {late, call_async, #{func => Name, never_answered => true}})
+    end.
+
+panicked(Tab, Name, Result) ->
+    Text = iolist_to_binary(io_lib:format("~0p", [Result])),
+    case binary:match(Text, [<<"panicked">>, <<"unwrap">>]) of
+        nomatch -> ok;
+        _ -> failure(Tab, {panic, Name, Result})
     end.
 
 stop_bounded(I) ->

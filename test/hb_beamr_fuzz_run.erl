@@ -40,7 +40,7 @@
 -type failure() :: #{kind := atom(), file := file:filename(), phase => term(), detail => term()}.
 -type tally() :: #{modules := non_neg_integer(), started := non_neg_integer(),
                    calls := non_neg_integer(), failures := [failure()], children := non_neg_integer()}.
--type options() :: #{seed => integer(), corpus => file:filename() | none}.
+-type options() :: #{corpus => file:filename() | none}.
 -export_type([tally/0, failure/0]).
 
 %%% The parent
@@ -58,7 +58,7 @@ main() ->
                 0 -> {modules, Seed + env_int("FUZZ_MODULES", 500)};
                 Minutes -> {time, Started + Minutes * 60000}
             end,
-    Tally = chunks(Seed, Until, Dir, #{seed => Seed, corpus => Corpus}, empty()),
+    Tally = chunks(Seed, Until, Dir, #{corpus => Corpus}, empty()),
     report(Tally, erlang:monotonic_time(millisecond) - Started),
     case maps:get(failures, Tally) of
         [] -> 0;
@@ -77,7 +77,7 @@ chunks(Seed, {modules, End} = Until, Dir, Opts, Tally) ->
 
 chunk(Seed, Count, Until, Dir, Opts, Tally) ->
     Files = generate(Dir, Seed, Count),
-    Ran = run_from(list_to_tuple(Files), 1, Opts#{seed => Seed}, Tally),
+    Ran = run_from(list_to_tuple(Files), 1, Opts, Tally),
     [file:delete(F) || F <- Files],
     chunks(Seed + Count, Until, Dir, Opts, Ran).
 
@@ -104,8 +104,8 @@ wait_exit(Port) ->
         {Port, {data, _}} -> wait_exit(Port)
     end.
 
-%% @doc Runs `Files' (in order) in child VMs; `seed' seeds the arguments, `corpus' is where
-%% failing modules are copied (`none': nowhere).
+%% @doc Runs `Files' (in order) in child VMs; `corpus' is where failing modules are copied
+%% (`none': nowhere).
 -spec run([file:filename()], options()) -> tally().
 run(Files, Opts) ->
     run_from(list_to_tuple(Files), 1, Opts, empty()).
@@ -123,8 +123,7 @@ empty() ->
 %% (`Tally' goes on from the run's).
 child_run(Files, Index, Opts, Tally) ->
     Job = filename:join("/tmp", "hb_beamr_fuzz_job_" ++ os:getpid() ++ "_" ++ integer_to_list(Index)),
-    Seed = maps:get(seed, Opts, 1),
-    ok = file:write_file(Job, io_lib:format("~p.~n", [#{files => tuple_to_list(Files), first => Index, seed => Seed}])),
+    ok = file:write_file(Job, io_lib:format("~p.~n", [#{files => tuple_to_list(Files), first => Index}])),
     ok = file:change_mode(Job, 8#644),
     Port = open_child(Job),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
@@ -277,21 +276,23 @@ env_int(Name, Default) ->
 %% step and after every module; halts.
 -spec child(file:filename()) -> no_return().
 child(Job) ->
-    {ok, [#{files := Files, first := First, seed := Seed}]} = file:consult(Job),
+    {ok, [#{files := Files, first := First}]} = file:consult(Job),
     ok = hb_beamr:load_driver(),
     Indexed = lists:nthtail(First - 1, lists:enumerate(Files)),
-    lists:foreach(fun({Index, File}) -> child_module(Index, File, Seed) end, Indexed),
+    lists:foreach(fun({Index, File}) -> child_module(Index, File) end, Indexed),
     emit(finished),
     halt(0).
 
 emit(Term) ->
     io:format("FUZZ ~s~n", [base64:encode(term_to_binary(Term))]).
 
-child_module(Index, File, Seed) ->
+child_module(Index, File) ->
     Phase = fun(P) -> emit({phase, Index, P}) end,
     Phase(read),
     {ok, Wasm} = file:read_file(File),
-    rand:seed(exsss, {Seed, Index, erlang:phash2(filename:basename(File))}),
+    %% Arguments and options follow from the module's bytes: a corpus entry replays the
+    %% calls that failed when it was found.
+    rand:seed(exsss, erlang:phash2(Wasm)),
     {Started, Calls, Problems} = exercise(Wasm, Phase),
     Phase(settle),
     Left = hb_beamr_test_util:settle(fun leftovers/0, {0, 0}),

@@ -26,7 +26,7 @@ corpus_replay_test_() ->
 
 assert_clean(Title, Files) ->
     Started = erlang:monotonic_time(millisecond),
-    Tally = hb_beamr_fuzz_run:run(Files, #{seed => ?SEED, corpus => none}),
+    Tally = hb_beamr_fuzz_run:run(Files, #{corpus => none}),
     io:format(user, "~n  ~s: ", [Title]),
     hb_beamr_fuzz_run:report(Tally, erlang:monotonic_time(millisecond) - Started),
     ?assertEqual(length(Files), maps:get(modules, Tally) + length(vm_ends(Tally))),
