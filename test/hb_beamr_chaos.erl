@@ -90,10 +90,10 @@ run(Opts) ->
     Started = erlang:monotonic_time(millisecond),
     {Ops1, Failures1} = round(Modules, {Seed, 1}, Half, Workers),
     Counts1 = leftovers(Baseline),
-    Rss1 = rss(),
+    Rss1 = settled_rss(maps:get(rss, Baseline)),
     {Ops2, Failures2} = round(Modules, {Seed, 2}, Half, Workers),
     Counts2 = leftovers(Baseline),
-    Rss2 = rss(),
+    Rss2 = settled_rss(Rss1),
     %% Memory the allocators keep for reuse after the first round is no leak; growth past it
     %% in the second round is.
     Grown = [{leftover, rss, #{baseline => maps:get(rss, Baseline), after_round_1 => Rss1, after_round_2 => Rss2}}
@@ -148,6 +148,12 @@ leftovers(Baseline) ->
     end,
     Counts = hb_beamr_test_util:settle(Back, []),
     [{leftover, K, #{baseline => B, now => N}} || {K, B, N} <- Counts].
+
+%% RSS once it is within `?RSS_BOUND' of `Level', or after 5 s: the executor threads' stacks
+%% and arena blocks are given back a little after the last thread exits.
+settled_rss(Level) ->
+    hb_beamr_test_util:settle(fun() -> rss() - Level =< ?RSS_BOUND end, true),
+    rss().
 
 garbage_collect_all() ->
     [erlang:garbage_collect(P) || P <- erlang:processes()],

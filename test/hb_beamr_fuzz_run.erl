@@ -37,7 +37,8 @@
 -define(MAX_EXPORTS, 30).
 -define(CHUNK, 20).
 
--type failure() :: #{kind := atom(), file := file:filename(), phase => term(), detail => term()}.
+-type failure() :: #{kind := atom(), file := file:filename(), phase := term(), detail := term(),
+                     origin := hostile | wasm_smith}.
 -type tally() :: #{modules := non_neg_integer(), started := non_neg_integer(),
                    calls := non_neg_integer(), failures := [failure()], children := non_neg_integer()}.
 -type options() :: #{corpus => file:filename() | none}.
@@ -218,7 +219,7 @@ signal(_) -> none.
 
 fail(Kind, Detail, #{current := Index, files := Files, phase := Phase, tally := T, opts := Opts} = S) ->
     File = element(min(Index, tuple_size(Files)), Files),
-    Failure = #{kind => Kind, file => File, phase => Phase, detail => Detail},
+    Failure = #{kind => Kind, file => File, phase => Phase, detail => Detail, origin => origin(File)},
     io:format("  FAIL ~s ~p in ~ts: ~ts~n", [File, Kind, one_line(Phase), one_line(Detail)]),
     save(Failure, maps:get(corpus, Opts, none), T),
     S#{tally := T#{failures := maps:get(failures, T) ++ [Failure]}}.
@@ -228,13 +229,14 @@ one_line(Term) ->
     string:slice(re:replace(Text, "\\s*\n\\s*", " ", [global, unicode, {return, list}]), 0, 400).
 
 %% Copies the module into the corpus (named by its hash, a note beside it: one term per
-%% failure) once per kind of failure and phase (the export, for the hostile ones) per run,
-%% unless the corpus held the same bytes before this run.
+%% failure) once per kind of failure, phase (the export, for the hostile ones) and origin
+%% (hostile or wasm-smith) per run, unless the corpus held the same bytes before this run.
 save(_Failure, none, _T) ->
     ok;
 save(#{kind := Kind, file := File, phase := Phase} = Failure, Corpus, #{failures := Earlier}) ->
-    Same = [F || #{kind := K, phase := P} = F <- Earlier, K =:= Kind, phase_kind(P) =:= phase_kind(Phase)],
     {ok, Wasm} = file:read_file(File),
+    Key = {Kind, phase_kind(Phase), maps:get(origin, Failure)},
+    Same = [F || #{kind := K, phase := P, origin := O} = F <- Earlier, {K, phase_kind(P), O} =:= Key],
     Hash = binary:part(binary:encode_hex(crypto:hash(sha256, Wasm)), 0, 12),
     Name = filename:join(Corpus, string:lowercase(binary_to_list(Hash))),
     Known = filelib:is_regular(Name ++ ".wasm"),
@@ -247,6 +249,14 @@ save(#{kind := Kind, file := File, phase := Phase} = Failure, Corpus, #{failures
             ok = file:write_file(Name ++ ".txt", Note, [append]);
         false ->
             ok
+    end.
+
+%% The generator's hostile modules export `hostile_*' functions; the others are wasm-smith's.
+origin(File) ->
+    {ok, Wasm} = file:read_file(File),
+    case binary:match(Wasm, <<"hostile_">>) of
+        nomatch -> wasm_smith;
+        _ -> hostile
     end.
 
 phase_kind({call, "hostile_" ++ _ = Name, _Args, _Opts}) -> {call, Name};
