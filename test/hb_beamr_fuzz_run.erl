@@ -267,7 +267,7 @@ phase_kind(Phase) -> Phase.
 -spec report(tally(), non_neg_integer()) -> ok.
 report(#{modules := Modules, started := Started, calls := Calls, failures := Failures, children := Children}, Millis) ->
     Kinds = lists:foldl(fun(#{kind := K}, Acc) -> maps:update_with(K, fun(N) -> N + 1 end, 1, Acc) end, #{}, Failures),
-    io:format("fuzz: ~b modules (~b started), ~b calls, ~b child VMs, ~.1f minutes, ~b failures ~p~n",
+    io:format("fuzz: ~b modules (~b started), ~b calls, ~b child VMs, ~.1f minutes, ~b failures ~w~n",
               [Modules, Started, Calls, Children, Millis / 60000, length(Failures), Kinds]).
 
 env(Name, Default) ->
