@@ -1,6 +1,7 @@
 # hb_beamr: `make test` builds everything and runs the Rust and Erlang suites;
 # `make demo` runs a short tour with the `beamr` CLI; `make bench` prints the benchmark table;
-# `make soak` checks that a long run does not grow. `make` also writes the `beamr` escript
+# `make soak` checks that a long run does not grow; `make fuzz` and `make chaos` run the
+# fuzzer and the API chaos run (test/fuzz_corpus/README.md). `make` also writes the `beamr` escript
 # (README, "CLI").
 
 # Cargo builds outside the clone, so rebuilds (and CI on the same machine) are fast.
@@ -14,7 +15,7 @@ BUILT_NIF = $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench bench-load bench-scale soak clean
+.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench bench-load bench-scale soak fuzz-gen fuzz chaos clean
 
 all: compile beamr
 
@@ -53,7 +54,8 @@ rust-test:
 	cargo test --release -p beamr_core -p beamr_handoff
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(CARGO_TARGET_DIR)/loom cargo test --release -p beamr_handoff --test loom
 
-erlang-test: beamr
+# The fuzz suites (short fixed-seed runs, corpus replay) need the module generator.
+erlang-test: beamr fuzz-gen
 	rebar3 eunit
 
 # examples/host_app uses hb_beamr as a rebar3 dependency through _checkouts/hb_beamr -> ../../..
@@ -91,6 +93,22 @@ soak: compile
 	mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_soak.erl
 	$(ERL_RUN) -pa _build/bench -eval 'halt(hb_beamr_soak:main()).'
+
+# The module generator of `make fuzz` (an example: wasm-smith is a dev-dependency).
+fuzz-gen:
+	cargo build --release -p beamr_core --example fuzz_modules
+
+# FUZZ_SEED, FUZZ_MODULES or FUZZ_MINUTES, FUZZ_CORPUS (test/fuzz_corpus/README.md).
+fuzz: compile fuzz-gen
+	mkdir -p _build/fuzz
+	erlc -o _build/fuzz test/hb_beamr_fuzz_run.erl test/hb_beamr_test_util.erl
+	$(ERL_RUN) -pa _build/fuzz -eval 'halt(hb_beamr_fuzz_run:main()).'
+
+# CHAOS_SEED, CHAOS_MINUTES (test/fuzz_corpus/README.md).
+chaos: compile
+	mkdir -p _build/fuzz
+	erlc -o _build/fuzz test/hb_beamr_chaos.erl test/hb_beamr_test_util.erl
+	$(ERL_RUN) -pa _build/fuzz -eval 'halt(hb_beamr_chaos:main()).'
 
 clean:
 	rm -rf _build priv/*.so beamr examples/host_app/_build examples/host_app/_checkouts
