@@ -169,6 +169,29 @@ check_order([result], []) -> ok;
 check_order([import, result], [{error, badarg}]) -> ok;
 check_order(Messages, Replied) -> {Messages, Replied}.
 
+%% Every nested call runs on a wasm stack of its own: a hundred instances nesting
+%% `invoke_*' to the depth bound at once must not take the mappings the VM needs (they
+%% exhausted vm.max_map_count, then every call panicked and the VM aborted).
+nesting_everywhere_at_once_test_() ->
+    {timeout, 120, fun() ->
+        Wat = <<"(module (import \"env\" \"invoke_vi\" (func $invoke_vi (param i32 i32)))
+                   (table 1 funcref) (elem (i32.const 0) $again)
+                   (func $again (param $n i32)
+                     (if (local.get $n) (then (call $invoke_vi (i32.const 0) (i32.sub (local.get $n) (i32.const 1))))))
+                   (func (export \"recurse_invoke\") (param $n i32) (call $invoke_vi (i32.const 0) (local.get $n))))">>,
+        Self = self(),
+        Pids = [spawn(fun() ->
+                    {ok, I, _, _} = hb_beamr:start(Wat),
+                    Self ! {self(), hb_beamr:call(I, "recurse_invoke", [100000])},
+                    hb_beamr:stop(I)
+                end) || _ <- lists:seq(1, 100)],
+        Results = [receive {Pid, R} -> R after 60000 -> no_answer end || Pid <- Pids],
+        ?assertEqual([], [R || R <- Results, not is_stack_overflow(R)])
+    end}.
+
+is_stack_overflow({error, {trap, stack_overflow, _}}) -> true;
+is_stack_overflow(_) -> false.
+
 %% read_string reads at most `Max' bytes looking for the NUL (64 MiB by default), so a
 %% module cannot make the caller copy its whole memory.
 read_string_is_bounded_test() ->
