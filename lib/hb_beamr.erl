@@ -67,7 +67,7 @@
                 | {invalid_module, term()} | {invalid_artifact, term()} | {cache_dir, string()}
                 | stopped | {noconnection, node()}
                 | {invalid_snapshot, binary()} | {snapshot_mismatch, binary()}
-                | {unsnapshottable, {global | table | module_hash, non_neg_integer()}}
+                | {unsnapshottable, {global | table, non_neg_integer()}}
                 | call_in_progress
                 | {memory_limit, Initial :: non_neg_integer(), Limit :: non_neg_integer()}
                 | {resource_limit, thread | memory}

@@ -314,7 +314,9 @@ child_module(Index, File) ->
 exercise(Wasm, Phase) ->
     Phase(start),
     Limit = pick(?MEMORY_LIMITS),
-    case bounded(fun() -> hb_beamr:start(Wasm, #{memory_limit => Limit}) end, ?START_BOUND) of
+    %% A start function may loop: the start's own timeout must end it within the bound.
+    Opts = #{memory_limit => Limit, timeout => ?START_BOUND - ?MARGIN},
+    case bounded(fun() -> hb_beamr:start(Wasm, Opts) end, ?START_BOUND) of
         {ok, {ok, I, _Imports, Exports}} ->
             Funcs = [{Name, Sig} || {func, Name, Sig} <- Exports],
             {Calls, Problems} = calls(I, lists:sublist(Funcs, ?MAX_EXPORTS), Phase, 0, []),

@@ -70,10 +70,27 @@ pub struct Header {
     pub options: PrepareOptions,
 }
 
+/// Names the layout of an instance's state that snapshots hold (memory 0 with WAMR's page
+/// or not, the mutable globals by index, table 0): changed only when that layout does.
+const STATE_LAYOUT: &[u8] = b"hb_beamr state layout 1";
+
 impl Header {
     /// The header of code compiled here, now, from a source with this hash.
     pub fn current(source_sha256: [u8; 32], options: &PrepareOptions) -> Header {
         Header { engine: engine::identity(options.engine_kind()), source_sha256, options: options.clone() }
+    }
+
+    /// The module a snapshot of an instance of this code is bound to: its source and what
+    /// decides the state's layout, not the prepared bytes, so that snapshots outlive
+    /// changes to preparation that leave the layout alone (the interruption checks, the
+    /// maxima fitted to `memory_limit`).
+    pub fn state_identity(&self) -> [u8; 32] {
+        use sha2::Digest;
+        let mut hasher = Sha256::new();
+        hasher.update(STATE_LAYOUT);
+        hasher.update(self.source_sha256);
+        hasher.update([u8::from(self.options.wamr_compat)]);
+        hasher.finalize().into()
     }
 }
 

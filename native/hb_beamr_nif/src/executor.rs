@@ -226,7 +226,7 @@ impl Context {
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
         *self.table.borrow_mut() = table::table0(instance);
         *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
-        *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance, self.shared.dirty_tracking));
+        *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance, &self.shared));
         self.publish_memory_size(store);
         self.shared.set_activity(Activity::Idle);
         self.finish(start, Ok(Values::new()));

@@ -48,6 +48,8 @@ pub enum Activity {
 pub struct ModuleInfo {
     pub sha256: [u8; 32],
     pub origin: Origin,
+    /// What its snapshots are bound to (`artifact::Header::state_identity`).
+    pub state_identity: [u8; 32],
 }
 
 pub struct Shared {

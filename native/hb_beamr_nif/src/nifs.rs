@@ -161,7 +161,11 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         Err(failure) => return error(env, failure.encode(env)),
     };
     let engine = compiled.engine().clone();
-    let info = ModuleInfo { sha256: compiled.header.source_sha256, origin: compiled.origin };
+    let info = ModuleInfo {
+        sha256: compiled.header.source_sha256,
+        origin: compiled.origin,
+        state_identity: compiled.header.state_identity(),
+    };
     let module = compiled.module;
     let (exports, imports) = (exported_functions(&module), imported_functions(&module));
     let shared = Arc::new(Shared::new(owner, info, exports, imports, options.dirty_tracking));

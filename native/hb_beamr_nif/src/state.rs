@@ -28,7 +28,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 
-use beamr_core::dirty_pages::{DirtyPages, Policy};
+use beamr_core::dirty_pages::DirtyPages;
 use beamr_core::prepare::{global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, TABLE_EXPORT};
 use beamr_core::snapshot::{
     self, GlobalValue, Lineage, MemoryParts, MemoryState, ModuleId, Parts, Snapshot, SnapshotError, SnapshotId,
@@ -40,6 +40,7 @@ use wasmer::{
 };
 
 use crate::atoms;
+use crate::instance::Shared;
 use crate::bytes::try_binary;
 use crate::bytes::BinaryList;
 
@@ -75,7 +76,7 @@ type FuncPtr = usize;
 
 /// What the executor keeps to capture and restore its instance's state.
 pub struct StateAccess {
-    module: Option<ModuleId>,
+    module: ModuleId,
     memory: Option<Memory>,
     table: Option<Table>,
     /// Mutable globals, ascending by index.
@@ -116,8 +117,8 @@ fn raw_global(store: &mut impl AsStoreMut, global: &Global) -> NonNull<wasmer::s
 }
 
 impl StateAccess {
-    pub fn new(store: &mut impl AsStoreMut, module: &Module, instance: &Instance, tracking: Policy) -> StateAccess {
-        let info = module.info();
+    pub fn new(store: &mut impl AsStoreMut, module: &Module, instance: &Instance, shared: &Shared) -> StateAccess {
+        let (info, tracking) = (module.info(), shared.dirty_tracking);
         let exports = &instance.exports;
         let mut globals: Vec<(u32, Global)> = exports
             .iter()
@@ -131,7 +132,7 @@ impl StateAccess {
             .collect();
         globals.sort_by_key(|(index, _)| *index);
         let mut access = StateAccess {
-            module: info.hash.map(|hash| hash.as_bytes().try_into().expect("a SHA-256")),
+            module: shared.module.state_identity,
             memory: exports.get_memory(MEMORY_EXPORT).ok().cloned(),
             table: exports.get_table(TABLE_EXPORT).ok().cloned(),
             globals,
@@ -180,10 +181,6 @@ impl StateAccess {
     fn learn(&mut self, index: u32, r: VMFuncRef) {
         self.index_of.insert(funcref_ptr(r), index);
         self.ref_of.insert(index, r);
-    }
-
-    fn module_id(&self) -> Result<ModuleId, StateError> {
-        self.module.ok_or(StateError::Unsnapshottable("module_hash", 0))
     }
 
     pub fn run(&self, store: &mut impl AsStoreMut, op: StateOp) -> Result<StateReply, StateError> {
@@ -248,7 +245,7 @@ impl StateAccess {
     /// The result binary is sized up front and memory (or the changed pages) is copied
     /// into it once.
     fn capture(&self, store: &mut impl AsStoreMut, incremental: bool) -> Result<OwnedBinary, StateError> {
-        let module = self.module_id()?;
+        let module = self.module;
         let globals = self.capture_globals(store)?;
         let table = self.capture_table(store)?;
         let view = self.memory.as_ref().map(|m| m.view(store));
@@ -285,7 +282,7 @@ impl StateAccess {
     /// comes first, is the one change a failure can leave behind, and only on an OS
     /// refusal).
     fn apply(&self, store: &mut impl AsStoreMut, chain: &[&[u8]]) -> Result<(), StateError> {
-        let module = self.module_id()?;
+        let module = self.module;
         let chain: Vec<Snapshot> =
             chain.iter().map(|bytes| snapshot::decode(bytes)).collect::<Result<_, _>>().map_err(StateError::Snapshot)?;
         for element in &chain {
