@@ -399,7 +399,7 @@ deserialize(Instance, Bin) ->
 
 %% @doc The instance's whole state: memory 0, every mutable global (exported or not, such
 %% as `__stack_pointer') and table 0, in a versioned, checksummed binary bound to the
-%% module and its preparation options (see the README). Taken between calls: from inside
+%% module's source and `wamr_compat' (see the README). Taken between calls: from inside
 %% an import handler it is `{error, call_in_progress}'. The same as
 %% `snapshot(Instance, #{})'.
 -spec snapshot(instance()) -> {ok, binary()} | {error, reason()}.

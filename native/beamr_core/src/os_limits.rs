@@ -52,7 +52,8 @@ impl NestedStack {
     pub fn take() -> Option<NestedStack> {
         let nested = NESTED.fetch_add(1, Ordering::Relaxed) + 1;
         let stack = NestedStack(());
-        let estimate = nested * MAPPINGS_PER_STACK + LIVE.load(Ordering::Relaxed) * MAPPINGS_PER_INSTANCE;
+        let estimate =
+            nested * MAPPINGS_PER_STACK + LIVE.load(Ordering::Relaxed) * MAPPINGS_PER_INSTANCE;
         let fits = MAX_MAP_COUNT.is_none_or(|max| estimate < max / 2) && room_in_address_space();
         fits.then_some(stack)
     }
@@ -65,8 +66,11 @@ impl Drop for NestedStack {
 }
 
 /// The kernel's limit, read once (`None` where there is no such file).
-static MAX_MAP_COUNT: Lazy<Option<usize>> =
-    Lazy::new(|| std::fs::read_to_string("/proc/sys/vm/max_map_count").ok().and_then(|s| s.trim().parse().ok()));
+static MAX_MAP_COUNT: Lazy<Option<usize>> = Lazy::new(|| {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+});
 
 /// The address space the VM keeps for itself under a limit: an eighth of it, at least.
 const ADDRESS_SPACE_RESERVE: u64 = 256 << 20;
@@ -78,7 +82,9 @@ pub fn room_for_instance() -> bool {
 }
 
 fn room_in_mappings() -> bool {
-    let Some(max) = *MAX_MAP_COUNT else { return true };
+    let Some(max) = *MAX_MAP_COUNT else {
+        return true;
+    };
     let live = LIVE.load(Ordering::Relaxed);
     if live.saturating_mul(MAPPINGS_PER_INSTANCE) < max / 2 {
         return true;
@@ -90,7 +96,9 @@ fn room_in_mappings() -> bool {
 }
 
 fn room_in_address_space() -> bool {
-    let Some(limit) = address_space_limit() else { return true };
+    let Some(limit) = address_space_limit() else {
+        return true;
+    };
     match address_space_in_use() {
         Some(used) => used.saturating_add(ADDRESS_SPACE_RESERVE.max(limit / 8)) <= limit,
         None => true,
@@ -99,7 +107,10 @@ fn room_in_address_space() -> bool {
 
 /// RLIMIT_AS, when there is one.
 fn address_space_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit only writes the struct it is given.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
     (got == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)

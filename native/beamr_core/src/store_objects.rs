@@ -38,7 +38,10 @@ pub fn mark(store: &mut impl AsStoreMut) -> Mark {
 /// wasm frame and no host value may still refer to them.
 pub fn drop_since(store: &mut impl AsStoreMut, mark: Mark) {
     let objects = store.objects_mut().as_sys_mut();
-    truncate(<VMExceptionObj as StoreObject>::list_mut(objects), mark.exceptions);
+    truncate(
+        <VMExceptionObj as StoreObject>::list_mut(objects),
+        mark.exceptions,
+    );
     drop_functions_since(store, mark);
 }
 
@@ -46,7 +49,10 @@ pub fn drop_since(store: &mut impl AsStoreMut, mark: Mark) {
 /// values made since (a table entry being called) are gone, whereas an exception thrown
 /// meanwhile may still be on its way to a handler.
 pub fn drop_functions_since(store: &mut impl AsStoreMut, mark: Mark) {
-    truncate(<VMFunction as StoreObject>::list_mut(store.objects_mut().as_sys_mut()), mark.functions);
+    truncate(
+        <VMFunction as StoreObject>::list_mut(store.objects_mut().as_sys_mut()),
+        mark.functions,
+    );
 }
 
 fn truncate<T>(list: &mut Vec<T>, len: usize) {
@@ -88,7 +94,10 @@ mod tests {
             let mark_before_call = mark(&mut store);
             let sum = call(&mut store, &instance, "throw_n", &[Value::I32(1000)]).unwrap();
             assert_eq!(sum[0], Value::I32(999 * 1000 / 2));
-            assert_eq!(super::mark(&mut store).exceptions - mark_before_call.exceptions, 1000);
+            assert_eq!(
+                super::mark(&mut store).exceptions - mark_before_call.exceptions,
+                1000
+            );
             drop_since(&mut store, mark_before_call);
             assert_eq!(super::mark(&mut store), before);
         }
@@ -103,13 +112,18 @@ mod tests {
         let table = instance.exports.get_table("t").unwrap().clone();
         let before = mark(&mut store);
         for _ in 0..1000 {
-            let Some(Value::FuncRef(Some(function))) = table.get(&mut store, 0) else { panic!("entry 0") };
+            let Some(Value::FuncRef(Some(function))) = table.get(&mut store, 0) else {
+                panic!("entry 0")
+            };
             assert_eq!(function.call(&mut store, &[]).unwrap()[0], Value::I32(7));
         }
         assert_eq!(mark(&mut store).functions - before.functions, 1000);
         drop_functions_since(&mut store, before);
         assert_eq!(mark(&mut store), before);
         // The instance's own exports still work: they were made before the mark.
-        assert_eq!(call(&mut store, &instance, "f", &[]).unwrap()[0], Value::I32(7));
+        assert_eq!(
+            call(&mut store, &instance, "f", &[]).unwrap()[0],
+            Value::I32(7)
+        );
     }
 }
