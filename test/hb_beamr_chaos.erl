@@ -35,20 +35,13 @@
 %% (default 1); prints what ran; 0 when nothing failed.
 -spec main() -> 0 | 1.
 main() ->
-    Minutes = list_to_integer(env("CHAOS_MINUTES", "5")),
-    Seed = list_to_integer(env("CHAOS_SEED", "1")),
+    Minutes = list_to_integer(hb_beamr_test_util:env("CHAOS_MINUTES", "5")),
+    Seed = list_to_integer(hb_beamr_test_util:env("CHAOS_SEED", "1")),
     Result = run(#{seed => Seed, millis => Minutes * 60000}),
     report(Seed, Result),
     case maps:get(failures, Result) of
         [] -> 0;
         _ -> 1
-    end.
-
-env(Name, Default) ->
-    case os:getenv(Name) of
-        false -> Default;
-        "" -> Default;
-        Value -> Value
     end.
 
 %% @doc Prints operations, minutes, RSS and failures (each kind, and operation, once).

@@ -52,7 +52,7 @@
 -spec main() -> 0 | 1.
 main() ->
     Seed = env_int("FUZZ_SEED", 1),
-    Corpus = env("FUZZ_CORPUS", "test/fuzz_corpus"),
+    Corpus = hb_beamr_test_util:env("FUZZ_CORPUS", "test/fuzz_corpus"),
     Dir = filename:absname("_build/fuzz/modules"),
     Started = erlang:monotonic_time(millisecond),
     Until = case env_int("FUZZ_MINUTES", 0) of
@@ -94,8 +94,9 @@ generate(Dir, First, Count) ->
     [filename:join(Dir, integer_to_list(S) ++ ".wasm") || S <- lists:seq(First, First + Count - 1)].
 
 generator() ->
-    Target = env("CARGO_TARGET_DIR", filename:join(env("HOME", "/root"), ".cache/hb_beamr/target")),
-    Gen = env("FUZZ_GEN", filename:join(Target, "release/examples/fuzz_modules")),
+    Home = hb_beamr_test_util:env("HOME", "/root"),
+    Target = hb_beamr_test_util:env("CARGO_TARGET_DIR", filename:join(Home, ".cache/hb_beamr/target")),
+    Gen = hb_beamr_test_util:env("FUZZ_GEN", filename:join(Target, "release/examples/fuzz_modules")),
     filelib:is_regular(Gen) orelse error({no_generator, Gen, "cargo build --release -p beamr_core --example fuzz_modules"}),
     Gen.
 
@@ -270,15 +271,8 @@ report(#{modules := Modules, started := Started, calls := Calls, failures := Fai
     io:format("fuzz: ~b modules (~b started), ~b calls, ~b child VMs, ~.1f minutes, ~b failures ~w~n",
               [Modules, Started, Calls, Children, Millis / 60000, length(Failures), Kinds]).
 
-env(Name, Default) ->
-    case os:getenv(Name) of
-        false -> Default;
-        "" -> Default;
-        Value -> Value
-    end.
-
 env_int(Name, Default) ->
-    list_to_integer(env(Name, integer_to_list(Default))).
+    list_to_integer(hb_beamr_test_util:env(Name, integer_to_list(Default))).
 
 %%% In the child VM
 

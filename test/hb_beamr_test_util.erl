@@ -3,7 +3,7 @@
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
 -export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
--export([thread_limited_erl/2, remove_copy/1, address_limited_peer/1, start_until_refused/2]).
+-export([thread_limited_erl/2, remove_copy/1, address_limited_peer/1, start_until_refused/2, env/2]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -154,6 +154,16 @@ start_until_refused(Wasm, Max, Started) ->
     case hb_beamr:start(Wasm) of
         {ok, I, _, _} -> start_until_refused(Wasm, Max - 1, [I | Started]);
         Refused -> {Started, Refused}
+    end.
+
+%% @doc The OS environment variable `Name', or `Default' when it is unset or empty (as
+%% make passes a variable nobody set).
+-spec env(string(), string()) -> string().
+env(Name, Default) ->
+    case os:getenv(Name) of
+        false -> Default;
+        "" -> Default;
+        Value -> Value
     end.
 
 %% rebar3 and make run the suites from the project root.
