@@ -73,7 +73,8 @@
                 | {resource_limit, thread | memory}
                 | {too_large, Len :: non_neg_integer(), Max :: non_neg_integer()}
                 | {import_failed, string(), string(), {atom(), term()}}
-                | malloc_failed | {bad_malloc_result, term()}.
+                | malloc_failed | {bad_malloc_result, term()}
+                | {string_too_long, Ptr :: non_neg_integer(), Max :: non_neg_integer()}.
 %% Every error this module returns (the README's error table says when each comes).
 -type call_ref() :: reference().
 %% An asynchronous call (`call_async/4'): the NIF's handle of the call, which is a
