@@ -41,7 +41,7 @@
                      origin := hostile | wasm_smith}.
 -type tally() :: #{modules := non_neg_integer(), started := non_neg_integer(),
                    calls := non_neg_integer(), failures := [failure()], children := non_neg_integer()}.
--type options() :: #{corpus => file:filename() | none}.
+-type options() :: #{corpus => file:filename() | none, code_paths => [file:filename()]}.
 -export_type([tally/0, failure/0]).
 
 %%% The parent
@@ -78,7 +78,7 @@ chunks(Seed, {modules, End} = Until, Dir, Opts, Tally) ->
 
 chunk(Seed, Count, Until, Dir, Opts, Tally) ->
     Files = generate(Dir, Seed, Count),
-    Ran = run_from(list_to_tuple(Files), 1, Opts, Tally),
+    Ran = in_child_vms(Files, Opts, Tally),
     [file:delete(F) || F <- Files],
     chunks(Seed + Count, Until, Dir, Opts, Ran).
 
@@ -110,7 +110,31 @@ wait_exit(Port) ->
 %% (`none': nowhere).
 -spec run([file:filename()], options()) -> tally().
 run(Files, Opts) ->
-    run_from(list_to_tuple(Files), 1, Opts, empty()).
+    in_child_vms(Files, Opts, empty()).
+
+%% Runs `Files' from a place the children can read: as root they run as another user,
+%% who may not read the checkout (a fresh `mktemp -d' is 0700), so the code and the
+%% modules are copied where all may read them, for the time of the run.
+in_child_vms(Files, Opts, Tally) ->
+    case string:trim(os:cmd("id -u")) of
+        "0" ->
+            Ebin = hb_beamr_test_util:copy_for_nobody([?MODULE]),
+            Dir = filename:join(filename:dirname(filename:dirname(Ebin)), "modules"),
+            ok = filelib:ensure_path(Dir),
+            ok = file:change_mode(Dir, 8#755),
+            Copies = [begin
+                          Copy = filename:join(Dir, filename:basename(F)),
+                          {ok, _} = file:copy(F, Copy),
+                          ok = file:change_mode(Copy, 8#644),
+                          Copy
+                      end || F <- Files],
+            try run_from(list_to_tuple(Copies), 1, Opts#{code_paths => [Ebin]}, Tally)
+            after hb_beamr_test_util:remove_copy([Ebin])
+            end;
+        _ ->
+            Paths = lists:usort([filename:dirname(code:which(M)) || M <- [hb_beamr, ?MODULE]]),
+            run_from(list_to_tuple(Files), 1, Opts#{code_paths => Paths}, Tally)
+    end.
 
 run_from(Files, Index, _Opts, Tally) when Index > tuple_size(Files) ->
     Tally;
@@ -127,7 +151,7 @@ child_run(Files, Index, Opts, Tally) ->
     Job = filename:join("/tmp", "hb_beamr_fuzz_job_" ++ os:getpid() ++ "_" ++ integer_to_list(Index)),
     ok = file:write_file(Job, io_lib:format("~p.~n", [#{files => tuple_to_list(Files), first => Index}])),
     ok = file:change_mode(Job, 8#644),
-    Port = open_child(Job),
+    Port = open_child(Job, maps:get(code_paths, Opts)),
     {os_pid, OsPid} = erlang:port_info(Port, os_pid),
     State = #{port => Port, os_pid => OsPid, files => Files, current => Index, phase => booting,
               baseline => undefined, opts => Opts, out => [], tally => Tally},
@@ -137,9 +161,8 @@ child_run(Files, Index, Opts, Tally) ->
         file:delete(Job)
     end.
 
-open_child(Job) ->
+open_child(Job, Paths) ->
     Erl = os:find_executable("erl"),
-    Paths = lists:usort([filename:dirname(code:which(M)) || M <- [hb_beamr, ?MODULE]]),
     Eval = "hb_beamr_fuzz_run:child(\"" ++ Job ++ "\")",
     VmThreads = length(element(2, file:list_dir("/proc/self/task"))),
     Limits = [os:find_executable("prlimit"), "--as=" ++ integer_to_list(?ADDRESS_SPACE),

@@ -3,7 +3,7 @@
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
 -export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
--export([thread_limited_erl/2, remove_copy/1, address_limited_peer/1, start_until_refused/2, env/2]).
+-export([thread_limited_erl/2, copy_for_nobody/1, remove_copy/1, address_limited_peer/1, start_until_refused/2, env/2]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -108,9 +108,10 @@ thread_limited_erl(Spare, Modules) ->
             {Prlimit, ["--nproc=" ++ integer_to_list(Mine + VmThreads + Spare), Erl], code:get_path()}
     end.
 
-%% The checkout may sit where nobody cannot read it (a fresh `mktemp -d' is 0700): the
-%% application, the test modules and the NIF are copied under /tmp, readable by all; the
-%% ebin directory of the copy.
+%% @doc The checkout may sit where nobody cannot read it (a fresh `mktemp -d' is 0700):
+%% the application, the test modules and the NIF are copied under /tmp, readable by all;
+%% the ebin directory of the copy (`remove_copy/1' removes it).
+-spec copy_for_nobody([module()]) -> string().
 copy_for_nobody(Modules) ->
     Root = filename:join("/tmp", "hb_beamr_nobody_" ++ integer_to_list(erlang:unique_integer([positive]))),
     Ebin = filename:join([Root, "hb_beamr", "ebin"]),
