@@ -20,6 +20,8 @@ pub const MAPPINGS_PER_INSTANCE: usize = 8;
 
 /// What a wasm stack a nested call takes maps: the stack and its guard page.
 pub const MAPPINGS_PER_STACK: usize = 2;
+/// The address space a wasm stack takes (the executor's `WASM_STACK_SIZE`).
+const STACK_BYTES: u64 = 16 << 20;
 
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 static NESTED: AtomicUsize = AtomicUsize::new(0);
@@ -54,7 +56,12 @@ impl NestedStack {
         let stack = NestedStack(());
         let estimate =
             nested * MAPPINGS_PER_STACK + LIVE.load(Ordering::Relaxed) * MAPPINGS_PER_INSTANCE;
-        let fits = MAX_MAP_COUNT.is_none_or(|max| estimate < max / 2) && room_in_address_space();
+        // Address space is read only once nested stacks alone could take a quarter of the
+        // limit: `invoke_*` nests on every call, and reading it costs a system call.
+        let reserved = (nested as u64).saturating_mul(STACK_BYTES);
+        let fits = MAX_MAP_COUNT.is_none_or(|max| estimate < max / 2)
+            && ADDRESS_SPACE_LIMIT
+                .is_none_or(|limit| reserved < limit / 4 || room_in_address_space());
         fits.then_some(stack)
     }
 }
@@ -96,7 +103,7 @@ fn room_in_mappings() -> bool {
 }
 
 fn room_in_address_space() -> bool {
-    let Some(limit) = address_space_limit() else {
+    let Some(limit) = *ADDRESS_SPACE_LIMIT else {
         return true;
     };
     match address_space_in_use() {
@@ -105,7 +112,10 @@ fn room_in_address_space() -> bool {
     }
 }
 
-/// RLIMIT_AS, when there is one.
+/// RLIMIT_AS, when there is one, as it was when first asked for (operators set it before
+/// the VM starts).
+static ADDRESS_SPACE_LIMIT: Lazy<Option<u64>> = Lazy::new(address_space_limit);
+
 fn address_space_limit() -> Option<u64> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

@@ -309,9 +309,6 @@ impl Context {
         if outermost && limits.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return self.finish(&frame, Err(CallFailure::from(&HostError::Timeout)));
         }
-        if !outermost && !self.may_nest() {
-            return self.finish(&frame, Err(CallFailure::from(&HostError::NestedTooDeep)));
-        }
         if !self.enter(Rc::clone(&frame)) {
             return self.finish(&frame, Err(CallFailure::Stopped));
         }
@@ -368,12 +365,13 @@ impl Context {
         self.nesting.get() < MAX_NESTING && used + STACK_RESERVE < EXECUTOR_STACK_SIZE
     }
 
-    /// Runs `f` (a wasm call) counted as one nesting level; a nested one takes a wasm
-    /// stack of its own, which the OS's mapping limit bounds for the whole VM (see
-    /// `os_limits::NestedStack`): refused, it traps as nesting too deep.
+    /// Runs `f` (a wasm call) counted as one nesting level. A nested one must fit
+    /// (`may_nest`) and takes a wasm stack of its own, which the OS's mapping limit bounds
+    /// for the whole VM (see `os_limits::NestedStack`): refused, it traps as nesting too deep.
     fn nested<R>(&self, f: impl FnOnce() -> R) -> Result<R, HostError> {
         let _stack = match self.nesting.get() {
             0 => None,
+            _ if !self.may_nest() => return Err(HostError::NestedTooDeep),
             _ => Some(os_limits::NestedStack::take().ok_or(HostError::NestedTooDeep)?),
         };
         self.nesting.set(self.nesting.get() + 1);
@@ -639,9 +637,6 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     // Instantiation has finished whenever wasm can reach an invoke (start functions
     // aside, which Emscripten does not use).
     let hooks = hooks.as_ref().ok_or_else(|| RuntimeError::new("invoke_* called during instantiation"))?;
-    if !context.may_nest() {
-        return Err(RuntimeError::user(Box::new(HostError::NestedTooDeep)));
-    }
     // The table entry it reads is a new function object in the Store: gone once the
     // invoke returns, not at the end of the outermost call (an Eval may invoke millions
     // of times). Unless a reference it returns may be one of them (not Emscripten's).
