@@ -100,7 +100,9 @@ start(Wasm) ->
 
 %% @doc Loads a module (or an artifact from `compile/2'). Options: `mode => wasm | aot'
 %% (both compile with Cranelift), `wamr_compat => boolean()' (default true: WAMR's extra
-%% memory page), `gas => boolean()' (accepted: metering is always compiled in),
+%% memory page), `timeout => Ms | infinity' and `gas => N | infinity' (bound the
+%% instantiation and the module's start function, as they bound a call; `gas => boolean()'
+%% is accepted too),
 %% `memory_limit => Bytes' (all memories and tables together, 8 bytes per table entry,
 %% may not start or grow beyond it; 4 GiB + 64 MiB when not given), `cache_dir => Path'
 %% (compiled modules persist there across VM restarts), `deterministic => boolean()'
