@@ -28,7 +28,7 @@
 
 %% The options start/2 and compile/2 know; any other key is refused.
 -define(START_OPTIONS, [mode, wamr_compat, gas, timeout, memory_limit, cache_dir, deterministic,
-                        restore, dirty_tracking]).
+                        restore, dirty_tracking, emscripten]).
 
 %% The process dictionary key of this process's seed calls (wasm_send/2), and the fewest
 %% instances it holds before stopped ones are looked for.
@@ -48,10 +48,18 @@
 %% What an import fun is asked: which import of which instance, with what arguments
 %% (`func_sig' in WAMR's notation, e.g. `"(ii)i"').
 -type import_fun() ::
-    fun((State :: term(), import_request(), Opts :: map()) -> {ok, [value()], term()})
-  | fun((State :: term(), import_request()) -> {ok, [value()], term()}).
+    fun((State :: term(), import_request(), Opts :: map()) -> import_answer())
+  | fun((State :: term(), import_request()) -> import_answer()).
 %% Answers a call's imports: returns the results and the new state threaded through the
-%% call; anything else (or an exception) fails the call with `import_failed'.
+%% call, or raises an exception at the import's call site (see `import_answer()');
+%% anything else (or an Erlang exception other than `throw({import_exception, Reason})')
+%% fails the call with `import_failed'.
+-type import_answer() :: {ok, [value()], term()}
+                       | {import_exception, Reason :: term()}
+                       | {import_exception, Reason :: term(), State :: term()}.
+%% `{import_exception, Reason}' (also thrown) unwinds the wasm frames to the nearest
+%% Emscripten `invoke_*', which catches it as it catches a C++ throw or a longjmp; with
+%% none the call ends with `{error, {trap, exception, Reason}, State}'.
 -type import_entry() :: {func, Module :: string(), Name :: string(), Sig :: string()}.
 %% One import of a started module, as `start/1,2' lists them.
 -type export_entry() :: {func | memory | table | global | tag, Name :: string(), Sig :: string()}.
@@ -63,7 +71,7 @@
 %% Why wasm stopped: the WebAssembly trap, an uncaught exception, a limit of the call
 %% (`out_of_gas', `timeout', `stack_overflow' also for nesting too deep), or the calling
 %% process's death.
--type reason() :: {trap, trap_kind(), binary()} | {not_found, name()} | {badarg, term()}
+-type reason() :: {trap, trap_kind(), binary()} | {trap, exception, Reason :: term()} | {not_found, name()} | {badarg, term()}
                 | {invalid_module, term()} | {invalid_artifact, term()} | {cache_dir, string()}
                 | stopped | {noconnection, node()}
                 | {invalid_snapshot, binary()} | {snapshot_mismatch, binary()}
@@ -360,6 +368,11 @@ handle(Instance, Id, {import, Call, Index, Module, Name, Sig, Args}, ImportFun, 
                     Why = {error, {bad_import_results, Results}},
                     await_failure(Instance, Id, {import_failed, Module, Name, Why}, State)
             end;
+        {exception, Reason, NewState} ->
+            case hb_beamr_nif:import_exception(Call, Index, Reason) of
+                {wait, Id} -> await(Instance, Id, ImportFun, NewState, Opts);
+                {event, Id, Event} -> handle(Instance, Id, Event, ImportFun, NewState, Opts)
+            end;
         {failed, Why} ->
             ok = hb_beamr_nif:import_failed(Call),
             await_failure(Instance, Id, {import_failed, Module, Name, Why}, State)
@@ -380,8 +393,11 @@ await_failure(Instance, Id, Failure, State) ->
 run_import(ImportFun, State, Request, Opts) ->
     try apply_import(ImportFun, State, Request, Opts) of
         {ok, Results, NewState} when is_list(Results) -> {ok, Results, NewState};
+        {import_exception, Reason} -> {exception, Reason, State};
+        {import_exception, Reason, NewState} -> {exception, Reason, NewState};
         Other -> {failed, {error, {bad_import_return, Other}}}
     catch
+        throw:{import_exception, Reason} -> {exception, Reason, State};
         Class:Reason -> {failed, {Class, Reason}}
     end.
 
@@ -528,14 +544,15 @@ start_async(Instance, _Func, _Args, Opts, _Protocol) when is_pid(Instance), not 
 start_async(Instance, _Func, _Args, _Opts, _Protocol) ->
     {error, {badarg, {instance, Instance}}}.
 
-%% @doc Answers the pending import of asynchronous call `Ref' with `Results', or fails it
+%% @doc Answers the pending import of asynchronous call `Ref' with `Results', raises
+%% `{import_exception, Reason}' at its call site (see `import_answer()'), or fails it
 %% with `{error, Why}': the call then ends with
 %% `{error, {import_failed, Module, Name, Why}}'. Results that do not fit the import's
 %% signature fail it too (`Why = {bad_import_results, Results}') and give
 %% `{error, {badarg, Detail}}' here. `{error, badarg}' when no import of `Ref' is pending
 %% for this process; `{error, {badarg, {call_ref, Ref}}}' when `Ref' is not a call's
 %% reference at all.
--spec reply(call_ref(), [value()] | {error, term()}) -> ok | {error, term()}.
+-spec reply(call_ref(), [value()] | {import_exception, term()} | {error, term()}) -> ok | {error, term()}.
 reply(Ref, Answer) ->
     %% The NIFs take only a call's resource (the reference call_async/4 returned): any other
     %% term fails to decode.
@@ -547,6 +564,11 @@ reply(Ref, Answer) ->
 
 answer(Ref, {error, Why}) ->
     hb_beamr_nif:async_fail(Ref, Why);
+answer(Ref, {import_exception, Reason}) ->
+    case hb_beamr_nif:async_exception(Ref, Reason) of
+        {ok, Message} -> post(Ref, Message);
+        Other -> Other
+    end;
 answer(Ref, Results) ->
     case hb_beamr_nif:async_reply(Ref, Results) of
         {ok, Message} -> post(Ref, Message);

@@ -5,9 +5,9 @@
 %%% Use `hb_beamr' and `hb_beamr_io', not this.
 -module(hb_beamr_nif).
 
--export([start/3, call/3, call/4, import_reply/3, import_failed/1, stop/1, gas_used/1]).
+-export([start/3, call/3, call/4, import_reply/3, import_exception/3, import_failed/1, stop/1, gas_used/1]).
 -export([compile/2, cache_stats/0]).
--export([call_async/5, async_reply/2, async_fail/2, async_pending/1, async_posted/1, info/1]).
+-export([call_async/5, async_reply/2, async_exception/2, async_fail/2, async_pending/1, async_posted/1, info/1]).
 -export([memory_size/1, memory_read/3, memory_write/3, memory_read_string/3,
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/2, state_restore/2, snapshot_info/1, kernel_dirty_tracking/0]).
@@ -76,6 +76,11 @@ call_async(_Instance, _Func, _Args, _Opts, _Protocol) -> erlang:nif_error(not_lo
 -spec async_reply(reference(), list()) -> ok | {ok, term()} | {error, term()}.
 async_reply(_Ref, _Results) -> erlang:nif_error(not_loaded).
 
+%% @doc Throws `Reason' at the pending import of an asynchronous call, to the nearest
+%% Emscripten `invoke_*'; returns like `async_reply/2'.
+-spec async_exception(reference(), term()) -> ok | {ok, tuple()} | {error, badarg}.
+async_exception(_Ref, _Reason) -> erlang:nif_error(not_loaded).
+
 %% @doc Fails the pending import of an asynchronous call: the call traps with `Why'.
 -spec async_fail(reference(), term()) -> ok | {error, badarg}.
 async_fail(_Ref, _Why) -> erlang:nif_error(not_loaded).
@@ -100,6 +105,12 @@ gas_used(_Instance) -> erlang:nif_error(not_loaded).
 %% @doc Answers import `Index' of `Call' with `Results' (only its caller may, once).
 -spec import_reply(call(), non_neg_integer(), list()) -> {event, id(), event()} | {wait, id()} | {error, term()}.
 import_reply(_Call, _Index, _Results) -> erlang:nif_error(not_loaded).
+
+%% @doc Throws `Reason' at the pending import `Index' of `Call', to the nearest Emscripten
+%% `invoke_*' (without one the call ends with `{trap, exception, Reason}'); returns like
+%% `import_reply/3'.
+-spec import_exception(call(), non_neg_integer(), term()) -> {event, id(), event()} | {wait, id()} | {error, term()}.
+import_exception(_Call, _Index, _Reason) -> erlang:nif_error(not_loaded).
 
 %% @doc Fails the pending import of `Call': the call ends with `import_failed'.
 -spec import_failed(call()) -> ok | {error, badarg}.

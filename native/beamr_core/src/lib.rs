@@ -24,6 +24,7 @@ pub mod artifact;
 pub mod cache;
 pub mod compile;
 pub mod dirty_pages;
+pub mod emscripten;
 pub mod disk_cache;
 pub mod engine;
 pub mod executor_thread;

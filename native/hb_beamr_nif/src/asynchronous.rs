@@ -13,17 +13,14 @@ use rustler::types::tuple::make_tuple;
 use rustler::{Atom, Encoder, Env, LocalPid, ResourceArc, Term};
 
 use crate::atoms;
-use crate::codec::{charlist, fits_in, MAX_VALUES};
+use crate::codec::{bounded_reason, charlist, MAX_VALUES};
 use crate::command::{Callee, Command, Limits};
 use crate::handover::{CallResource, Event, ReplySlot};
 use crate::instance::Shared;
 use crate::nif_cpu_time;
-use crate::nifs::{callee, decode_limits, error, fail_import, reply_values};
+use crate::nifs::{callee, decode_limits, error, fail_import, reply_values, throw_in_import};
 use crate::registry;
 use crate::trap::CallFailure;
-
-/// The largest import failure reason kept for a call's result, in nodes and binary bytes.
-const MAX_REASON: usize = 64 * 1024;
 
 /// How an asynchronous call's events are put as messages.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -123,6 +120,22 @@ fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<
     }
 }
 
+/// `async_exception(Ref, Reason)`: throws `Reason` at the call's pending import (see
+/// `import_exception`); returns like `async_reply`.
+#[rustler::nif]
+fn async_exception<'a>(env: Env<'a>, call: ResourceArc<CallResource>, reason: Term<'a>) -> Term<'a> {
+    let pending = call.protocol.and_then(|_| call.slot.claim_pending(env.pid()));
+    if pending.is_none() {
+        return error(env, atoms::badarg());
+    }
+    call.slot.start_posting();
+    let armed = throw_in_import(&call, reason);
+    match taken(&call, armed) {
+        Some(event) => (atoms::ok(), message(env, &call.shared, &call, event)).encode(env),
+        None => atoms::ok().encode(env),
+    }
+}
+
 /// `async_fail(Ref, Why)`: traps the call in its pending import; its result reports
 /// `{import_failed, Module, Name, Why}`.
 #[rustler::nif]
@@ -134,12 +147,10 @@ fn async_fail<'a>(env: Env<'a>, call: ResourceArc<CallResource>, why: Term<'a>) 
     atoms::ok().encode(env)
 }
 
-/// Keeps `why` (copied out of the NIF's environment) for the call's result; a reason too
-/// large to copy on a normal scheduler is kept as `{too_large, MaxSize}`.
+/// Keeps `why` (copied out of the NIF's environment, see `bounded_reason`) for the call's
+/// result.
 fn stash_failure(call: &CallResource, index: usize, why: Term) {
-    let env = why.get_env();
-    let why = if fits_in(why, MAX_REASON) { why } else { (atoms::too_large(), MAX_REASON).encode(env) };
-    *call.failure.lock() = Some((index, why.to_binary().as_slice().to_vec()));
+    *call.failure.lock() = Some((index, bounded_reason(why)));
 }
 
 /// `async_pending(Ref)`: whether an import of the call waits for the calling process.

@@ -148,6 +148,18 @@ fn is_large(term: Term) -> bool {
     !fits_in(term, 256)
 }
 
+/// The largest reason an import handler gives (a failure's, an exception's) that is kept
+/// for a call's result, in nodes and binary bytes.
+pub const MAX_REASON: usize = 64 * 1024;
+
+/// `reason` in the external term format, or `{too_large, MAX_REASON}` when it is too large
+/// to copy on a normal scheduler.
+pub fn bounded_reason(reason: Term) -> Vec<u8> {
+    let env = reason.get_env();
+    let reason = if fits_in(reason, MAX_REASON) { reason } else { (atoms::too_large(), MAX_REASON).encode(env) };
+    reason.to_binary().as_slice().to_vec()
+}
+
 /// Whether `term` has at most `budget` nodes and bytes of binaries, found without walking
 /// more of it than the budget allows.
 pub fn fits_in(term: Term, mut budget: usize) -> bool {

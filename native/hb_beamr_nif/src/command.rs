@@ -16,13 +16,22 @@ pub enum Command {
     Call { caller: LocalPid, slot: Arc<ReplySlot>, func: Callee, limits: Limits, handle: Option<ResourceArc<CallResource>> },
     /// Access memory 0; the outcome goes to `caller` (see `ReplySlot`).
     Memory { caller: LocalPid, slot: Arc<ReplySlot>, op: MemoryOp },
-    /// The Erlang side answered the pending import of call `id`; `None` means the
-    /// import fun failed.
-    ImportReply { id: u64, results: Option<Values> },
+    /// The Erlang side answered the pending import of call `id`.
+    ImportReply { id: u64, answer: ImportAnswer },
     /// A monitored caller died.
     CallerDown(LocalPid),
     /// Wakes the executor so it notices the instance's stop flag.
     Stop,
+}
+
+/// How the Erlang side answered an import.
+pub enum ImportAnswer {
+    Results(Values),
+    /// The import fun raised or returned something unusable: the call traps.
+    Failed,
+    /// `{import_exception, Reason}` (Reason in the external term format): thrown at the
+    /// import's call site, to the nearest `invoke_*`.
+    Exception(Vec<u8>),
 }
 
 /// The function a call runs, with its arguments.

@@ -1,29 +1,72 @@
-//! Emscripten's `invoke_*` imports, answered natively instead of by the import fun.
+//! Emscripten's `invoke_*` imports and its exception and longjmp runtime
+//! (`beamr_core::emscripten`), answered natively instead of by the import fun.
 //!
 //! `invoke_<sig>(index, args...)` calls entry `index` of the module's function table.
 //! As in Emscripten's JavaScript glue, the stack pointer is saved first and restored when
-//! the call fails; a wasm exception (a C++ throw or longjmp) is then reported to the module
-//! through `setThrew(1, 0)` and the invoke returns zeros, while traps and host errors
-//! (stop, dead caller) propagate.
+//! the call throws; a throw (a C++ exception or longjmp through the runtime's imports, an
+//! import handler's `{import_exception, Reason}`, or a wasm exception) is then reported
+//! to the module through `setThrew(1, 0)` and the invoke returns zeros, while traps and
+//! host errors (stop, timeout, dead caller) propagate.
 //!
 //! memory64 builds pass pointer-sized values as i64: the index (`invoke_vjj : (III)`), the
 //! stack pointer and `setThrew`'s first parameter. So the index is taken from the low 32
-//! bits of an i32 or i64, as WAMR does, and `setThrew` gets its arguments in its own types.
+//! bits of an i32 or i64, as WAMR does. Builds without WASM_BIGINT "legalize" i64s in
+//! imports: `invoke_jij` then takes each i64 as two i32 halves (low first) and returns the
+//! low half of an i64 result, its high half in the temporary return register.
 
-use wasmer::{AsStoreMut, Function, Instance, RuntimeError, Table, Type, Value};
+use beamr_core::emscripten::{integer, invoke_catches, value_of, Host, Import, Runtime, Thrown};
+use wasmer::{AsStoreMut, Function, FunctionType, Instance, Memory, RuntimeError, Table, Type, Value};
 
 use crate::table;
 
-/// What `invoke_*` needs from the instance, resolved once after instantiation.
-pub struct Hooks {
-    table: Option<Table>,
-    set_threw: Option<Function>,
-    stack_save: Option<Function>,
-    stack_restore: Option<Function>,
+/// Who answers an import.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handler {
+    /// The import fun, through the process that made the call.
+    Fun,
+    /// Emscripten's `invoke_*`; `legalized`: its i64s come and go as i32 halves.
+    Invoke { legalized: bool },
+    /// A function of Emscripten's exception and longjmp runtime.
+    Runtime(Import),
 }
 
-pub fn is_invoke(module: &str, name: &str) -> bool {
-    module == "env" && name.starts_with("invoke_")
+/// Which imports of an Emscripten build hb_beamr answers itself (start option
+/// `emscripten`): all of them, or only `invoke_*` (the import fun then answers the
+/// runtime's imports, e.g. raising with `{import_exception, Reason}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Native,
+    Imports,
+}
+
+/// The handler of import `module.name` of type `ty`; an error when it has the name of a
+/// runtime function that `mode` answers natively but not its type.
+pub fn handler(module: &str, name: &str, ty: &FunctionType, mode: Mode) -> Result<Handler, String> {
+    if let Some(letters) = name.strip_prefix("invoke_").filter(|_| module == "env") {
+        return Ok(Handler::Invoke { legalized: is_legalized(letters, ty) });
+    }
+    match Import::classify(module, name, ty) {
+        Some(runtime) if mode == Mode::Native => runtime.map(Handler::Runtime),
+        _ => Ok(Handler::Fun),
+    }
+}
+
+/// Whether `invoke_<letters>` of type `ty` passes i64s as pairs of i32s: its name has an
+/// i64 (`j`) that its type does not.
+fn is_legalized(letters: &str, ty: &FunctionType) -> bool {
+    let wide = letters.chars().skip(1).filter(|&c| c == 'j').count();
+    let params = letters.chars().skip(1).count();
+    wide > 0 && ty.params().len() == 1 + params + wide && ty.params().iter().all(|t| *t == Type::I32)
+        || letters.starts_with('j') && ty.results() == [Type::I32] && !ty.params().contains(&Type::I64)
+}
+
+/// What invoke_* and the runtime need from the instance, resolved once after instantiation.
+pub struct Hooks {
+    pub runtime: Runtime,
+    table: Option<Table>,
+    stack_save: Option<Function>,
+    stack_restore: Option<Function>,
 }
 
 fn first_function(instance: &Instance, names: &[&str]) -> Option<Function> {
@@ -31,10 +74,12 @@ fn first_function(instance: &Instance, names: &[&str]) -> Option<Function> {
 }
 
 impl Hooks {
-    pub fn resolve(instance: &Instance) -> Hooks {
+    /// `host_temp_ret0`: the module imports `getTempRet0` (see `Runtime::resolve`).
+    pub fn resolve(store: &impl wasmer::AsStoreRef, instance: &Instance, memory: Option<Memory>, host_temp_ret0: bool) -> Hooks {
+        let table = table::table0(instance);
         Hooks {
-            table: table::table0(instance),
-            set_threw: first_function(instance, &["setThrew"]),
+            runtime: Runtime::resolve(store, instance, memory, table.clone(), host_temp_ret0),
+            table,
             stack_save: first_function(instance, &["stackSave", "emscripten_stack_get_current"]),
             stack_restore: first_function(instance, &["stackRestore", "_emscripten_stack_restore"]),
         }
@@ -45,8 +90,10 @@ impl Hooks {
     pub fn invoke(
         &self,
         store: &mut impl AsStoreMut,
+        host: &impl Host,
         args: &[Value],
         results: &[Type],
+        legalized: bool,
     ) -> Result<Vec<Value>, RuntimeError> {
         let index = match args.first() {
             Some(Value::I32(index)) => *index as u32,
@@ -59,38 +106,68 @@ impl Hooks {
             Some(save) => save.call(store, &[])?.first().cloned(),
             None => None,
         };
-        match function.call(store, &args[1..]) {
-            Ok(values) => Ok(values.into_vec()),
-            Err(error) => {
+        let outcome = if legalized {
+            self.call_legalized(store, host, &function, &args[1..])
+        } else {
+            function.call(store, &args[1..]).map(|values| values.into_vec())
+        };
+        match outcome {
+            Ok(values) => Ok(values),
+            Err(error) if invoke_catches(&error) => {
+                self.runtime.caught_by_invoke(Thrown::of(&error));
                 if let (Some(restore), Some(sp)) = (&self.stack_restore, saved_stack) {
                     restore.call(store, &[sp])?;
                 }
-                match &self.set_threw {
-                    Some(set_threw) if error.is_exception() => {
-                        // setThrew(threw = 1, value = 0), in its own parameter types.
-                        let params = set_threw.ty(store).params().to_vec();
-                        let threw: Vec<Value> =
-                            params.iter().enumerate().map(|(i, ty)| number(*ty, i64::from(i == 0))).collect();
-                        set_threw.call(store, &threw)?;
-                        Ok(results.iter().map(|ty| number(*ty, 0)).collect())
-                    }
-                    _ => Err(error),
-                }
+                self.runtime.set_threw(store, host, 1, 0)?;
+                Ok(results.iter().map(|ty| value_of(*ty, 0)).collect())
             }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Calls `function` with i64 arguments put together from i32 halves, and returns an
+    /// i64 result's low half (its high half goes to the temporary return register).
+    fn call_legalized(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        function: &Function,
+        halves: &[Value],
+    ) -> Result<Vec<Value>, RuntimeError> {
+        let ty = function.ty(store);
+        let mut halves = halves.iter().map(integer);
+        let mut args = Vec::with_capacity(ty.params().len());
+        for param in ty.params() {
+            let low = halves.next().unwrap_or(0);
+            args.push(match param {
+                Type::I64 => Value::I64((low | halves.next().unwrap_or(0) << 32) as i64),
+                ty => value_of(*ty, low),
+            });
+        }
+        let results = function.call(store, &args)?;
+        match results.first() {
+            Some(Value::I64(wide)) => {
+                self.runtime.set_temp_ret0(store, host, (*wide as u64 >> 32) as u32)?;
+                Ok(vec![Value::I32(*wide as i32)])
+            }
+            _ => Ok(results.into_vec()),
         }
     }
 }
 
-/// `n` as a value of type `ty` (references are null whatever `n` is).
-fn number(ty: Type, n: i64) -> Value {
-    match ty {
-        Type::I32 => Value::I32(n as i32),
-        Type::I64 => Value::I64(n),
-        Type::F32 => Value::F32(n as f32),
-        Type::F64 => Value::F64(n as f64),
-        Type::V128 => Value::V128(n as u128),
-        Type::FuncRef => Value::FuncRef(None),
-        Type::ExternRef => Value::ExternRef(None),
-        Type::ExceptionRef => Value::ExceptionRef(None),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legalized_invokes_are_told_apart_by_their_types() {
+        use Type::{I32, I64};
+        let ty = |params: &[Type], results: &[Type]| FunctionType::new(params.to_vec(), results.to_vec());
+        assert!(!is_legalized("vii", &ty(&[I32, I32, I32], &[])));
+        assert!(!is_legalized("vjj", &ty(&[I64, I64, I64], &[])));
+        assert!(!is_legalized("jij", &ty(&[I32, I32, I64], &[I64])));
+        assert!(is_legalized("vij", &ty(&[I32, I32, I32, I32], &[])));
+        assert!(is_legalized("jij", &ty(&[I32, I32, I32, I32], &[I32])));
+        assert!(is_legalized("ji", &ty(&[I32, I32], &[I32])));
     }
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use beamr_core::emscripten::{Host, Import, Thrown};
 use beamr_core::engine::panic_message;
 use beamr_core::fuel::{Meter, SLICE};
 use beamr_core::os_limits;
@@ -30,14 +31,14 @@ use wasmer::{
 use crate::atoms;
 use crate::handover::{CallResource, ReplySlot, Event};
 use crate::codec::{charlist, Values, WasmValue};
-use crate::command::{Callee, Command, Limits, MemoryOp};
-use crate::emscripten::{self, Hooks};
+use crate::command::{Callee, Command, ImportAnswer, Limits, MemoryOp};
+use crate::emscripten::{Handler, Hooks};
 use crate::asynchronous;
 use crate::instance::{Activity, InstanceResource, Shared};
 use crate::memory::{self, MemoryError, MemoryReply};
 use crate::state::{StateAccess, StateError, StateOp, StateReply};
 use crate::table;
-use crate::trap::{CallFailure, HostError, Resource};
+use crate::trap::{CallFailure, HostError, Resource, TrapKind};
 
 /// wasm runs on its own stack of this size (wasmer's default of 1 MiB is too small for
 /// interpreters such as AO's Lua).
@@ -117,6 +118,27 @@ fn context() -> Rc<Context> {
 
 /// Which import a host function stands for.
 struct ImportSlot(usize);
+
+/// Which `invoke_*` import a host function stands for, and whether its i64s are halved.
+struct InvokeSlot {
+    index: usize,
+    legalized: bool,
+}
+
+/// Which import of Emscripten's runtime a host function stands for.
+struct RuntimeSlot {
+    index: usize,
+    import: Import,
+}
+
+/// The calls Emscripten's runtime makes into the module, nested like any other.
+struct NestedCalls<'a>(&'a Context);
+
+impl Host for NestedCalls<'_> {
+    fn call(&self, store: &mut impl AsStoreMut, function: &Function, args: &[Value]) -> Result<Box<[Value]>, RuntimeError> {
+        self.0.nested(|| function.call(store, args)).unwrap_or_else(|refused| Err(RuntimeError::user(Box::new(refused))))
+    }
+}
 
 /// Starts the executor; it instantiates `module` in a Store of `engine` (the engine that
 /// compiled it), running the module's start function within `limits`, and reports to
@@ -225,7 +247,9 @@ impl Context {
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
         *self.table.borrow_mut() = table::table0(instance);
-        *self.emscripten.borrow_mut() = Some(Hooks::resolve(instance));
+        let host_temp_ret0 = self.shared.imports.iter().any(|i| i.handler == Handler::Runtime(Import::GetTempRet0));
+        let memory = self.memory.borrow().clone();
+        *self.emscripten.borrow_mut() = Some(Hooks::resolve(store, instance, memory, host_temp_ret0));
         *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance, &self.shared));
         self.publish_memory_size(store);
         self.shared.set_activity(Activity::Idle);
@@ -242,11 +266,20 @@ impl Context {
     fn import_object(&self, store: &mut Store) -> Imports {
         let mut imports = Imports::new();
         for (index, import) in self.shared.imports.iter().enumerate() {
-            let env = FunctionEnv::new(store, ImportSlot(index));
-            let function = if emscripten::is_invoke(&import.module, &import.name) {
-                Function::new_with_env(store, &env, import.ty.clone(), on_invoke)
-            } else {
-                Function::new_with_env(store, &env, import.ty.clone(), on_import)
+            let ty = import.ty.clone();
+            let function = match import.handler {
+                Handler::Fun => {
+                    let env = FunctionEnv::new(store, ImportSlot(index));
+                    Function::new_with_env(store, &env, ty, on_import)
+                }
+                Handler::Invoke { legalized } => {
+                    let env = FunctionEnv::new(store, InvokeSlot { index, legalized });
+                    Function::new_with_env(store, &env, ty, on_invoke)
+                }
+                Handler::Runtime(import) => {
+                    let env = FunctionEnv::new(store, RuntimeSlot { index, import });
+                    Function::new_with_env(store, &env, ty, on_runtime)
+                }
             };
             imports.define(&import.module, &import.name, Extern::Function(function));
         }
@@ -318,7 +351,7 @@ impl Context {
         // Converted before the call's exceptions are dropped: an error may refer to one.
         let outcome = match outcome {
             Ok(Ok(Ok(results))) => Ok(results.iter().map(WasmValue::from_wasmer).collect()),
-            Ok(Ok(Err(error))) => Err(CallFailure::classify(&error, self.shared.is_stopped())),
+            Ok(Ok(Err(error))) => Err(self.failure(store, &error)),
             Ok(Err(panic)) => Err(CallFailure::panic(panic_message(&panic))),
             Err(refused) => Err(CallFailure::from(&refused)),
         };
@@ -329,6 +362,23 @@ impl Context {
         self.shared.set_activity(if outermost { Activity::Idle } else { Activity::InImport });
         self.leave();
         self.finish(&frame, outcome);
+    }
+
+    /// Why a call failed: a throw that no `invoke_*` caught is reported with what it
+    /// carries (an import handler's reason, the C++ exception's `what()`).
+    fn failure(&self, store: &mut impl AsStoreMut, error: &RuntimeError) -> CallFailure {
+        match Thrown::of(error) {
+            Some(Thrown::Foreign(reason)) => CallFailure::ImportException(reason.clone()),
+            Some(thrown) => {
+                let hooks = self.emscripten.borrow();
+                let message = match hooks.as_ref() {
+                    Some(hooks) => hooks.runtime.describe(store, &NestedCalls(self), thrown),
+                    None => thrown.to_string(),
+                };
+                CallFailure::Trap { kind: TrapKind::Exception, message }
+            }
+            None => CallFailure::classify(error, self.shared.is_stopped()),
+        }
     }
 
     /// The function a call runs and its arguments as wasm values.
@@ -393,6 +443,9 @@ impl Context {
         self.publish_memory_size(store);
         self.shared.calls.fetch_add(1, Ordering::Relaxed);
         store_objects::drop_since(store, mark);
+        if let Some(hooks) = self.emscripten.borrow().as_ref() {
+            hooks.runtime.end_call();
+        }
     }
 
     fn start_metering(&self, store: &mut impl AsStoreMut, limits: Limits) {
@@ -468,7 +521,7 @@ impl Context {
 
     /// Serves the import's caller until it answers the import of call `frame`. Calls
     /// from other processes wait meanwhile; their deadlines still end them.
-    fn await_reply(&self, store: &mut impl AsStoreMut, frame: &Frame) -> Result<Values, HostError> {
+    fn await_reply(&self, store: &mut impl AsStoreMut, frame: &Frame) -> Result<ImportAnswer, HostError> {
         loop {
             if self.shared.is_stopped() {
                 return Err(HostError::Stopped);
@@ -487,11 +540,14 @@ impl Context {
                 },
             };
             match command {
-                Command::ImportReply { id, results } if id == frame.slot.id => {
+                Command::ImportReply { id, answer } if id == frame.slot.id => {
                     if self.past_deadline() {
                         return Err(HostError::Timeout);
                     }
-                    return results.ok_or(HostError::ImportFailed);
+                    return match answer {
+                        ImportAnswer::Failed => Err(HostError::ImportFailed),
+                        answer => Ok(answer),
+                    };
                 }
                 Command::CallerDown(pid) if pid == frame.caller => self.caller_died.set(true),
                 command if command.caller() == Some(frame.caller) => self.execute(store, command),
@@ -624,15 +680,18 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     let reply = context.await_reply(&mut env, &frame);
     context.shared.set_activity(Activity::Running);
     match reply {
-        Ok(results) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
+        Ok(ImportAnswer::Results(results)) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
+        Ok(ImportAnswer::Exception(reason)) => Err(Thrown::Foreign(reason).raise()),
+        Ok(ImportAnswer::Failed) => Err(RuntimeError::user(Box::new(HostError::ImportFailed))),
         Err(error) => Err(RuntimeError::user(Box::new(error))),
     }
 }
 
 /// The host function behind Emscripten's `invoke_*` imports.
-fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+fn on_invoke(mut env: FunctionEnvMut<InvokeSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
     let context = context();
-    let import = &context.shared.imports[env.data().0];
+    let (index, legalized) = (env.data().index, env.data().legalized);
+    let import = &context.shared.imports[index];
     let hooks = context.emscripten.borrow();
     // Instantiation has finished whenever wasm can reach an invoke (start functions
     // aside, which Emscripten does not use).
@@ -642,12 +701,22 @@ fn on_invoke(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     // of times). Unless a reference it returns may be one of them (not Emscripten's).
     let mark = store_objects::mark(&mut env);
     let result = context
-        .nested(|| hooks.invoke(&mut env, args, import.ty.results()))
+        .nested(|| hooks.invoke(&mut env, &NestedCalls(&context), args, import.ty.results(), legalized))
         .unwrap_or_else(|refused| Err(RuntimeError::user(Box::new(refused))));
     if !import.ty.results().iter().any(|ty| ty.is_ref()) {
         store_objects::drop_functions_since(&mut env, mark);
     }
     result
+}
+
+/// The host function behind the imports of Emscripten's exception and longjmp runtime.
+fn on_runtime(mut env: FunctionEnvMut<RuntimeSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+    let context = context();
+    let (index, import) = (env.data().index, env.data().import);
+    let hooks = context.emscripten.borrow();
+    let hooks = hooks.as_ref().ok_or_else(|| RuntimeError::new("Emscripten's runtime called during instantiation"))?;
+    let results = context.shared.imports[index].ty.results();
+    hooks.runtime.answer(&mut env, &NestedCalls(&context), import, args, results)
 }
 
 /// A queued call's deadline.

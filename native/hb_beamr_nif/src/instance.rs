@@ -5,6 +5,7 @@
 //! check arguments before queueing, and what `hb_beamr:info/1` reports (the module it
 //! runs, and counters the executor keeps up to date with cheap relaxed stores).
 
+use crate::emscripten::Handler;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,7 @@ pub struct ImportedFunction {
     pub name: String,
     pub signature: String,
     pub ty: FunctionType,
+    pub handler: Handler,
 }
 
 /// What the executor is doing, for `info/1`.

@@ -20,8 +20,9 @@ use wasmer::{ExternType, Module};
 use crate::atoms;
 use crate::bytes::{BinaryList, Bytes};
 use crate::handover::{CallResource, ReplySlot};
-use crate::codec::{charlist, decode_args, BadArg, UncheckedArgs, Values};
-use crate::command::{Callee, Command, Limits, MemoryOp};
+use crate::codec::{bounded_reason, charlist, decode_args, BadArg, UncheckedArgs, Values};
+use crate::command::{Callee, Command, ImportAnswer, Limits, MemoryOp};
+use crate::emscripten;
 use crate::executor::{self, encode_event};
 use crate::instance::{Activity, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, Shared};
 use crate::nif_cpu_time;
@@ -54,6 +55,8 @@ pub(crate) struct StartOptions {
     pub given: GivenOptions,
     /// `timeout` and `gas` for instantiation and the module's start function.
     pub start_limits: Limits,
+    /// Which of Emscripten's imports are answered natively.
+    pub emscripten: emscripten::Mode,
 }
 
 #[derive(Default)]
@@ -70,6 +73,7 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
         dirty_tracking: Policy::Auto,
         given: GivenOptions::default(),
         start_limits: Limits::default(),
+        emscripten: emscripten::Mode::default(),
     };
     for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
         let Ok(key_atom) = key.decode::<Atom>() else { continue };
@@ -95,6 +99,12 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
             if mode != atoms::wasm() && mode != atoms::aot() {
                 return Err(bad());
             }
+        } else if key_atom == atoms::emscripten() {
+            options.emscripten = match value.decode::<Atom>() {
+                Ok(mode) if mode == atoms::native() => emscripten::Mode::Native,
+                Ok(mode) if mode == atoms::imports() => emscripten::Mode::Imports,
+                _ => return Err(bad()),
+            };
         } else if key_atom == atoms::dirty_tracking() {
             options.dirty_tracking = match value.decode::<Atom>() {
                 Ok(policy) if policy == atoms::auto() => Policy::Auto,
@@ -167,7 +177,11 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         state_identity: compiled.header.state_identity(),
     };
     let module = compiled.module;
-    let (exports, imports) = (exported_functions(&module), imported_functions(&module));
+    let imports = match imported_functions(&module, options.emscripten) {
+        Ok(imports) => imports,
+        Err(message) => return error(env, CallFailure::InvalidModule(message)),
+    };
+    let exports = exported_functions(&module);
     let shared = Arc::new(Shared::new(owner, info, exports, imports, options.dirty_tracking));
     let resource = InstanceResource::new(shared);
     // Registered before the owner is monitored: an owner that dies in between must find
@@ -198,17 +212,22 @@ fn exported_functions(module: &Module) -> Vec<ExportedFunction> {
         .collect()
 }
 
-fn imported_functions(module: &Module) -> Vec<ImportedFunction> {
+/// The module's function imports, each with its handler; an error when one has the name
+/// of Emscripten's runtime but not its type (see `emscripten::handler`).
+fn imported_functions(module: &Module, mode: emscripten::Mode) -> Result<Vec<ImportedFunction>, String> {
     module
         .imports()
         .filter(|i| i.module() != CHECK_MODULE)
         .filter_map(|i| match i.ty() {
-            ExternType::Function(ty) => Some(ImportedFunction {
-                module: i.module().to_string(),
-                name: i.name().to_string(),
-                signature: signature(ty),
-                ty: ty.clone(),
-            }),
+            ExternType::Function(ty) => Some(emscripten::handler(i.module(), i.name(), ty, mode).map(|handler| {
+                ImportedFunction {
+                    module: i.module().to_string(),
+                    name: i.name().to_string(),
+                    signature: signature(ty),
+                    ty: ty.clone(),
+                    handler,
+                }
+            })),
             _ => None,
         })
         .collect()
@@ -411,7 +430,7 @@ fn import_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize,
 
 /// Traps the call in its pending import (claimed by the caller).
 pub(crate) fn fail_import(call: &CallResource) {
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: None });
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, answer: ImportAnswer::Failed });
 }
 
 /// Queues the results of import `index` (claimed by the caller) for the executor: whether
@@ -431,8 +450,30 @@ pub(crate) fn reply_values<'a>(env: Env<'a>, call: &CallResource, index: usize, 
     };
     let armed = call.slot.arm();
     // Queued even after a stop: the executor is the one to notice and unwind.
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, results: Some(values) });
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, answer: ImportAnswer::Results(values) });
     Ok(armed)
+}
+
+/// Throws `reason` at the pending import (number `index`) of `call`, to the nearest
+/// `invoke_*` (see `beamr_core::emscripten`); without one the call ends with
+/// `{error, {trap, exception, Reason}}`. Then waits like `import_reply`, and is refused
+/// (`{error, badarg}`) under the same conditions.
+#[rustler::nif]
+fn import_exception<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize, reason: Term<'a>) -> Term<'a> {
+    if call.shared.imports.get(index).is_none() || !call.slot.claim_reply(env.pid(), Some(index)) {
+        return error(env, atoms::badarg());
+    }
+    let armed = throw_in_import(&call, reason);
+    awaited(env, &call.shared, &call.slot, armed)
+}
+
+/// Queues the exception `reason` for the pending import of `call` (claimed by the
+/// caller): whether the slot could be armed for the next event.
+pub(crate) fn throw_in_import(call: &CallResource, reason: Term) -> bool {
+    let reason = bounded_reason(reason);
+    let armed = call.slot.arm();
+    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, answer: ImportAnswer::Exception(reason) });
+    armed
 }
 
 /// The import fun for `call` raised or returned something unusable: trap the call.

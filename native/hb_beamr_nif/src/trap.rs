@@ -2,6 +2,7 @@
 
 use rustler::{Encoder, Env, Term};
 use wasmer::sys::vm::TrapCode;
+use beamr_core::emscripten::Fault;
 use wasmer::RuntimeError;
 
 use crate::atoms;
@@ -57,6 +58,9 @@ pub enum CallFailure {
     ResourceLimit(Resource),
     ImportFailed,
     Trap { kind: TrapKind, message: String },
+    /// `{trap, exception, Reason}`: an import handler's `{import_exception, Reason}` that
+    /// no `invoke_*` caught (Reason in the external term format).
+    ImportException(Vec<u8>),
     /// `{badarg, Detail}` found by the executor (an integer function reference's arguments
     /// against the table entry's type), in the external term format.
     BadArg(Vec<u8>),
@@ -91,6 +95,10 @@ impl CallFailure {
     pub fn classify(error: &RuntimeError, stopped: bool) -> CallFailure {
         if let Some(host) = error.downcast_ref::<HostError>() {
             return CallFailure::from(host);
+        }
+        if let Some(fault) = error.downcast_ref::<Fault>() {
+            let kind = if fault.out_of_bounds { TrapKind::OutOfBounds } else { TrapKind::Other };
+            return CallFailure::Trap { kind, message: fault.message.clone() };
         }
         if stopped {
             return CallFailure::Stopped;
@@ -158,6 +166,10 @@ impl Encoder for CallFailure {
             CallFailure::Trap { kind, message } => {
                 let message = message_binary(env, message);
                 (atoms::trap(), kind.atom(), message).encode(env)
+            }
+            CallFailure::ImportException(reason) => {
+                let reason = env.binary_to_term(reason).map_or(atoms::undefined().encode(env), |(term, _)| term);
+                (atoms::trap(), atoms::exception(), reason).encode(env)
             }
             CallFailure::BadArg(term) => env.binary_to_term(term).expect("encoded by UncheckedArgs::check").0,
         }
