@@ -9,7 +9,7 @@
 
 -include_lib("kernel/include/file.hrl").
 
--export([main/1, write_escript/1, wasi_iovecs/4]).
+-export([main/1, write_escript/1, wasi_iovecs/4, emscripten_import/1]).
 
 -define(EBIN, "_build/default/lib/hb_beamr/ebin").
 -define(WASI, "wasi_snapshot_preview1").
@@ -163,6 +163,8 @@ aos({Opts, [File, Lua]}) ->
     {Instance, Exports} = start(File, Opts),
     [fail("~ts: not an AO process module: no exported function ~s", [File, Name])
      || Name <- ["handle", "malloc"], not lists:keymember(Name, 2, [E || {func, _, _} = E <- Exports])],
+    %% Newer Emscripten builds leave their constructors to the host.
+    [call(Instance, "__wasm_call_ctors", [], Opts#{wasi => true}) || lists:keymember("__wasm_call_ctors", 2, Exports)],
     MsgPtr = aos_string(File, Instance, aos_message(Lua)),
     EnvPtr = aos_string(File, Instance, aos_env()),
     case call(Instance, "handle", [MsgPtr, EnvPtr], Opts#{wasi => true, wasi_out => standard_error}) of
@@ -393,8 +395,27 @@ answer(#{module := ?WASI} = Request, ResultTypes, #{wasi := true} = Opts) ->
         unknown -> {zeros(ResultTypes), "not provided"};
         Results -> {Results, "wasi"}
     end;
+answer(#{module := "env"} = Request, ResultTypes, #{wasi := true}) ->
+    case emscripten_import(Request) of
+        unknown -> {zeros(ResultTypes), "not provided"};
+        Results -> {Results, "emscripten"}
+    end;
 answer(_Request, ResultTypes, _Opts) ->
     {zeros(ResultTypes), "not provided"}.
+
+%% @doc The results of the JavaScript helpers of Emscripten builds that AO processes call
+%% (`unknown' for others): a memory copy, and the clock (0: a process's time is its
+%% message's Timestamp). (Also used by the AOS test helper, test/hb_beamr_aos.erl.)
+-spec emscripten_import(hb_beamr:import_request()) -> [hb_beamr:value()] | unknown.
+emscripten_import(#{func := "_emscripten_memcpy_js", args := [To, From, Len], instance := I}) ->
+    case hb_beamr_io:read(I, From, Len) of
+        {ok, Bytes} -> ok = hb_beamr_io:write(I, To, Bytes), [];
+        {error, Reason} -> throw({emscripten_memcpy_js, Reason})
+    end;
+emscripten_import(#{func := "emscripten_date_now"}) ->
+    [0.0];
+emscripten_import(_Request) ->
+    unknown.
 
 zeros(Types) -> [zero(T) || T <- Types].
 
@@ -496,10 +517,11 @@ output(_Fd, Data, _Opts) -> io:put_chars(standard_io, Data).
 
 %%% AOS
 
-%% An Eval message for `Lua', as AOS.md describes.
+%% An Eval message for `Lua', as AOS.md describes. Its Id is the process's: newer AOS
+%% builds take their owner from the process's own message.
 aos_message(Lua) ->
     iolist_to_binary(["{\"From\":\"FOOBAR\",\"Block-Height\":\"1\",\"Target\":\"AOS\",\"Owner\":\"FOOBAR\","
-                      "\"Id\":\"1\",\"Module\":\"W\",\"Tags\":[{\"name\":\"Action\",\"value\":\"Eval\"}],"
+                      "\"Id\":\"AOS\",\"Module\":\"W\",\"Tags\":[{\"name\":\"Action\",\"value\":\"Eval\"}],"
                       "\"Data\":", json_string(unicode:characters_to_binary(Lua)), "}"]).
 
 aos_env() ->
@@ -520,9 +542,17 @@ json_char(C) -> C.
 %% (the result's `Error') fails.
 aos_output(Json) ->
     case {json_field(Json, "\"Output\":\\{.*?\"data\":"), json_field(Json, "\"Error\":")} of
+        %% Some builds put the value in an object: `"data":{"output":2,...}'.
+        {{ok, <<"{", _/binary>>}, _} -> aos_output_field(Json);
         {{ok, Data}, _} -> Data;
         {nomatch, {ok, Error}} -> fail("Lua error: ~ts", [string:trim(Error)]);
         {nomatch, nomatch} -> fail("no Output data in the result: ~ts", [Json])
+    end.
+
+aos_output_field(Json) ->
+    case json_field(Json, "\"Output\":\\{.*?\"data\":\\{.*?\"output\":") of
+        {ok, Output} -> Output;
+        nomatch -> fail("no output in the result's data: ~ts", [Json])
     end.
 
 %% The JSON value after `Prefix' (a regular expression): a string unescaped, else as it is.

@@ -25,7 +25,7 @@ eval(I, Code, Opts) ->
 -spec write_message(hb_beamr:instance(), binary()) -> {pos_integer(), pos_integer()}.
 write_message(I, Code) ->
     Msg = <<"{\"From\":\"FOOBAR\",\"Block-Height\":\"1\",\"Target\":\"AOS\",\"Owner\":\"FOOBAR\","
-            "\"Id\":\"1\",\"Module\":\"W\",\"Tags\":[{\"name\":\"Action\",\"value\":\"Eval\"}],"
+            "\"Id\":\"AOS\",\"Module\":\"W\",\"Tags\":[{\"name\":\"Action\",\"value\":\"Eval\"}],"
             "\"Data\":\"", Code/binary, "\"}">>,
     {ok, MsgPtr} = hb_beamr_io:write_string(I, Msg),
     {ok, EnvPtr} = hb_beamr_io:write_string(I, ?ENV),
