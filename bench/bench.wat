@@ -1,7 +1,27 @@
-;; Benchmark module: a trivial export, a loop of import round trips and a compute loop.
+;; Benchmark module: a trivial export, a loop of import round trips, a compute loop, and
+;; loops of Emscripten invoke_* calls (with and without a throw that invoke_* catches).
 (module
   (import "env" "echo" (func $echo (param i32) (result i32)))
+  (import "env" "invoke_vi" (func $invoke_vi (param i32 i32)))
+  (import "env" "_emscripten_throw_longjmp" (func $throw_longjmp))
   (memory 1)
+  (table 3 funcref)
+  (elem (i32.const 1) $nothing $throws)
+  (global $sp (mut i32) (i32.const 4096))
+  (global $threw (mut i32) (i32.const 0))
+  (func $nothing (param i32))
+  (func $throws (param i32) (call $throw_longjmp))
+  (func (export "stackSave") (result i32) (global.get $sp))
+  (func (export "stackRestore") (param i32) (global.set $sp (local.get 0)))
+  (func (export "setThrew") (param i32 i32) (global.set $threw (local.get 0)))
+  ;; Calls table entry `entry` through invoke_vi n times.
+  (func (export "invoke_loop") (param $entry i32) (param $n i32)
+    (block $done
+      (loop $again
+        local.get $n i32.eqz br_if $done
+        local.get $entry local.get $n call $invoke_vi
+        local.get $n i32.const 1 i32.sub local.set $n
+        br $again)))
   (func (export "add") (param i32 i32) (result i32)
     local.get 0 local.get 1 i32.add)
   ;; Calls env.echo n times, feeding each answer into the next call.

@@ -27,12 +27,14 @@ main() ->
          maps:get("direct_import_ns", Base) / 1000, "<= 3", "us"},
         {"hb_beamr_io:read/3, 16 bytes", median_us(fun() -> {ok, _} = hb_beamr_io:read(I, 0, 16) end),
          "", "", "us"},
+        {"invoke_* of a table entry that returns", invoke_us(I, 1), "", "", "us"},
+        {"invoke_* of a table entry that throws (longjmp), caught", invoke_us(I, 2), "", "", "us"},
         {"compute loop, 50M rounds (with interruption checks)", Compute, DirectCompute, "", "ms"},
         {"  interruption checks' cost on the compute loop", Compute / DirectCompute, "", "<= 1.05", "x"},
         {"stop/1 of a running loop until the caller has {error, stopped}", stop_latency_ms(Wat), "", "<= 10", "ms"},
         nif_row("idle", nif_durations_us(I, 0)),
         nif_row("2 busy Erlang processes", nif_durations_us(I, 2))
-    ] ++ AosRows ++ gib_rows() ++ incremental_rows() ++ [
+    ] ++ AosRows ++ new_aos_rows() ++ gib_rows() ++ incremental_rows() ++ [
         {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
     hb_beamr:stop(I).
@@ -53,6 +55,11 @@ import_round_trip_us(I) ->
     Echo = fun(S, #{args := [X]}, _) -> {ok, [X], S} end,
     {ok, _, _} = hb_beamr:call(I, "echo_loop", [10000], Echo, ok),
     time_ns(fun() -> {ok, _, _} = hb_beamr:call(I, "echo_loop", [?CALLS], Echo, ok) end) / ?CALLS / 1000.
+
+%% Per invoke_* of table entry `Entry', over a loop of a million in one call.
+invoke_us(I, Entry) ->
+    {ok, []} = hb_beamr:call(I, "invoke_loop", [Entry, 10000]),
+    time_ns(fun() -> {ok, []} = hb_beamr:call(I, "invoke_loop", [Entry, 1000000]) end) / 1000000 / 1000.
 
 compute_ms(I) ->
     {ok, _} = hb_beamr:call(I, "compute", [?COMPUTE_ROUNDS div 10]),
@@ -87,6 +94,35 @@ nif_row(Load, Sorted) ->
     Over = length([D || D <- Sorted, D > 100]),
     {io_lib:format("call/3 NIF, 100,000 calls (~s): p99.9 / max; ~b over 100 us", [Load, Over]),
      lists:nth(99900, Sorted), lists:last(Sorted), "<= 100", "us"}.
+
+%% The newer AOS builds (Emscripten's JavaScript-style setjmp/longjmp, answered natively):
+%% a fresh instance's first message (start, constructors, handle), and an Eval's handle.
+new_aos_rows() ->
+    lists:append([new_aos_rows(File, hb_beamr_test_util:shared_file("fixtures/hyperbeam-aot2/" ++ File))
+                  || File <- ["aos-ll.wasm", "aos-dock.wasm", "aos-new.wasm"]]).
+
+new_aos_rows(File, undefined) ->
+    io:format("(~s not found under ../shared: its rows skipped)~n", [File]),
+    [];
+new_aos_rows(File, Wasm) ->
+    {ok, Warm, _, _} = hb_beamr:start(Wasm),
+    hb_beamr:stop(Warm),
+    FirstMessage = median([time_ns(fun() ->
+                                       {ok, X, _, _} = hb_beamr:start(Wasm),
+                                       ok = hb_beamr_aos:init(X),
+                                       _ = hb_beamr_aos:eval(X, <<"1 + 1">>),
+                                       hb_beamr:stop(X)
+                                   end) || _ <- lists:seq(1, 5)]) / 1000000,
+    {ok, I, _, _} = hb_beamr:start(Wasm),
+    ok = hb_beamr_aos:init(I),
+    _ = hb_beamr_aos:eval(I, <<"1 + 1">>),
+    Handle = median([begin
+                         {M, E} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
+                         time_ns(fun() -> {ok, _} = hb_beamr_aos:handle(I, M, E) end)
+                     end || _ <- lists:seq(1, ?AOS_RUNS)]) / 1000000,
+    hb_beamr:stop(I),
+    [{io_lib:format("~s: start, constructors and first Eval (module seen before)", [File]), FirstMessage, "", "", "ms"},
+     {io_lib:format("~s: Eval \"1 + 1\", handle only", [File]), Handle, "", "<= 1", "ms"}].
 
 aos_rows(undefined, _Base) ->
     io:format("(aos-2-pure-xs.wasm not found under ../shared: AOS rows skipped)~n"),

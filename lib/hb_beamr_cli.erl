@@ -582,7 +582,7 @@ unescape(Text) -> Text.
 %%% Inspect
 
 describe_module(File, Size, #{imports := Imports, exports := Exports, memories := Memories,
-                              memory0 := Memory0, passes := Passes}) ->
+                              memory0 := Memory0, passes := Passes, emscripten := Emscripten}) ->
     [io_lib:format("~ts: ~b bytes~n", [File, Size]),
      io_lib:format("imports (~b):~n", [length(Imports)]),
      [io_lib:format("  ~-6s ~ts.~ts~ts~n", [Kind, Module, Name, sig_suffix(Sig)]) || {Kind, Module, Name, Sig} <- Imports],
@@ -593,7 +593,14 @@ describe_module(File, Size, #{imports := Imports, exports := Exports, memories :
      "preparation passes:\n",
      [io_lib:format("  ~ts: ~ts~n", [Label, yes_no(maps:get(Key, Passes))])
       || {Key, Label} <- [{memory64_lowering, "memory64 lowering"}, {legacy_exceptions, "legacy exceptions"},
-                          {wamr_extra_page, "WAMR extra page"}]]].
+                          {wamr_extra_page, "WAMR extra page"}]],
+     describe_emscripten(Emscripten)].
+
+describe_emscripten([]) ->
+    "";
+describe_emscripten(Names) ->
+    io_lib:format("Emscripten runtime answered natively (exceptions and longjmp unless emscripten => imports):~n  ~ts~n",
+                  [lists:join(", ", Names)]).
 
 sig_suffix("") -> "";
 sig_suffix(Sig) -> [$\s | Sig].

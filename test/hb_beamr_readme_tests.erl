@@ -31,6 +31,9 @@ api_tour_test() ->
 
     {ok, Artifact} = hb_beamr:compile(Wasm, #{cache_dir => Cache}),
 
+    Raise = fun(S, #{func := "host_op"}, _) -> {import_exception, host_op_failed, S} end,
+    {error, {trap, exception, host_op_failed}, _} = hb_beamr:call(I, "run_unguarded", [], Raise, s),
+
     {ok, Ref} = hb_beamr:call_async(J, "run", [7], #{}),
     receive {hb_beamr_import, Ref, #{func := "log"}} -> ok = hb_beamr:reply(Ref, []) end,
     receive {hb_beamr_result, Ref, {ok, _}} -> ok end,

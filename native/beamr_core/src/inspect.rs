@@ -4,6 +4,7 @@
 use wasmparser::types::{EntityType, TypesRef};
 use wasmparser::{MemoryType, ValType, Validator, WasmFeatures};
 
+use crate::emscripten::Import;
 use crate::prepare::{prepare, PrepareError, PrepareOptions};
 
 /// An import or export: its kind (`func`, `table`, `memory`, `global`, `tag`), module
@@ -34,6 +35,9 @@ pub struct Inspection {
     pub memory64_lowered: bool,
     pub exceptions_translated: bool,
     pub wamr_extra_page: bool,
+    /// The imports of Emscripten's runtime that hb_beamr answers itself: `invoke_*` always,
+    /// the exception and longjmp functions unless started with `emscripten => imports`.
+    pub emscripten: Vec<String>,
 }
 
 /// Inspects wasm bytes or WAT text: preparation runs (it also validates), nothing compiles.
@@ -52,6 +56,16 @@ pub fn inspect(source: &[u8], opts: &PrepareOptions) -> Result<Inspection, Prepa
             .collect(),
         prepared_memory0: (rewritten.as_ref().memory_count() > 0)
             .then(|| memory(rewritten.as_ref().memory_at(0), imported_memories > 0)),
+        emscripten: types
+            .core_imports()
+            .into_iter()
+            .flatten()
+            .filter(|(module, name, ty)| {
+                matches!(ty, EntityType::Func(_))
+                    && (*module == "env" && name.starts_with("invoke_") || Import::recognise(module, name).is_some())
+            })
+            .map(|(_, name, _)| name.to_string())
+            .collect(),
         memory64_lowered: prepared.memory64_lowered,
         exceptions_translated: prepared.exceptions_translated,
         wamr_extra_page: prepared.wamr_extra_page,

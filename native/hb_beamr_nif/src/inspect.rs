@@ -10,10 +10,10 @@ use crate::nifs::decode_options;
 
 rustler::atoms! {
     imports, exports, memories, memory0, passes, memory64_lowering, legacy_exceptions,
-    wamr_extra_page, memory64, shared, imported, initial, maximum, undefined, infinity,
+    wamr_extra_page, memory64, shared, imported, initial, maximum, undefined, infinity, emscripten,
 }
 
-/// `{ok, #{imports, exports, memories, memory0, passes}}` for wasm or WAT `Source` under
+/// `{ok, #{imports, exports, memories, memory0, passes, emscripten}}` for wasm or WAT `Source` under
 /// start options `Opts` (those that change preparation: `wamr_compat`, `memory_limit`,
 /// `deterministic`), or `{error, {invalid_module, Msg}}`; nothing is compiled.
 #[rustler::nif(schedule = "DirtyCpu")]
@@ -45,6 +45,7 @@ fn encode<'a>(env: Env<'a>, info: &Inspection) -> Term<'a> {
         (memories(), info.memories.iter().map(|m| memory(env, m)).collect::<Vec<_>>().encode(env)),
         (memory0(), memory0_term),
         (passes(), passes_term),
+        (emscripten(), info.emscripten.iter().map(|name| charlist(env, name)).collect::<Vec<_>>().encode(env)),
     ])
 }
 
