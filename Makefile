@@ -15,7 +15,7 @@ BUILT_NIF = $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench bench-load bench-scale soak fuzz-gen fuzz chaos clean
+.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench bench-load bench-scale soak fuzz-gen fuzz chaos fixtures clean
 
 all: compile beamr
 
@@ -109,6 +109,11 @@ chaos: compile
 	mkdir -p _build/fuzz
 	erlc -o _build/fuzz test/hb_beamr_chaos.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/fuzz -eval 'halt(hb_beamr_chaos:main()).'
+
+# Rebuilds the Emscripten exception/longjmp fixtures with Debian's emscripten (3.1.6) and
+# checks every build under node (test/fixtures/emscripten/MANIFEST.md). Not part of `test`.
+fixtures:
+	test/fixtures/emscripten/build.sh
 
 clean:
 	rm -rf _build priv/*.so beamr examples/host_app/_build examples/host_app/_checkouts
