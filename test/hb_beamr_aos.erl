@@ -2,7 +2,7 @@
 %%% (see ../shared/fixtures/hyperbeam/AOS.md). Used by the AOS suite and `make bench'.
 -module(hb_beamr_aos).
 
--export([eval/2, eval/3, write_message/2, handle/3, handle/4, output_data/1, wasi_import/3]).
+-export([init/1, eval/2, eval/3, write_message/2, handle/3, handle/4, output_data/1, wasi_import/3]).
 
 -define(ENV, <<"{\"Process\":{\"Id\":\"AOS\",\"Owner\":\"FOOBAR\",\"Tags\":["
                "{\"name\":\"Name\",\"value\":\"Thomas\"},"
@@ -21,7 +21,17 @@ eval(I, Code, Opts) ->
     {ok, Json} = hb_beamr_io:read_string(I, OutPtr),
     Json.
 
-%% @doc Writes an Eval message for `Code' and the environment into the module.
+%% @doc Runs the module's constructors, which newer Emscripten builds leave to the host
+%% (a no-op for modules that do not export them).
+-spec init(hb_beamr:instance()) -> ok.
+init(I) ->
+    case hb_beamr:call(I, "__wasm_call_ctors", [], fun wasi_import/3, [], #{}) of
+        {ok, [], _} -> ok;
+        {error, {not_found, _}, _} -> ok
+    end.
+
+%% @doc Writes an Eval message for `Code' and the environment into the module (its Id is
+%% the process's: newer builds take their owner from the process's own message).
 -spec write_message(hb_beamr:instance(), binary()) -> {pos_integer(), pos_integer()}.
 write_message(I, Code) ->
     Msg = <<"{\"From\":\"FOOBAR\",\"Block-Height\":\"1\",\"Target\":\"AOS\",\"Owner\":\"FOOBAR\","
@@ -66,5 +76,10 @@ wasi_import(Out, #{func := "fd_read", args := [_Fd, _Iovs, _Count, RetPtr], inst
     {ok, [0], Out};
 wasi_import(Out, #{func := "clock_time_get"}, _) ->
     {ok, [1], Out};
+wasi_import(Out, #{module := "env"} = Request, _) ->
+    case hb_beamr_cli:emscripten_import(Request) of
+        unknown -> {ok, [0], Out};
+        Results -> {ok, Results, Out}
+    end;
 wasi_import(Out, _Request, _) ->
     {ok, [0], Out}.

@@ -17,7 +17,8 @@ wasi_only(State, #{module := "wasi_snapshot_preview1"}) -> {ok, [0], State};
 wasi_only(State, #{func := "emscripten_notify_memory_growth"}) -> {ok, [], State};
 wasi_only(_State, Request) -> error({unexpected_import, Request}).
 
-%% `handle(Msg, Env)' as HyperBEAM's tests call these modules: the result string.
+%% `handle(Msg, Env)' as HyperBEAM's tests call these modules: the result string, or
+%% `{trap, Kind}'.
 handle(I, Env, ImportFun, State) ->
     {ok, MsgPtr} = hb_beamr_io:write_string(I, <<"msg">>),
     {ok, EnvPtr} = hb_beamr_io:write_string(I, Env),
@@ -25,8 +26,8 @@ handle(I, Env, ImportFun, State) ->
         {ok, [Ptr], _} ->
             {ok, String} = hb_beamr_io:read_string(I, Ptr),
             String;
-        {error, Reason, _} ->
-            {error, Reason}
+        {error, {trap, Kind, _}, _} ->
+            {trap, Kind}
     end.
 
 %% Each `{Env, Expected}' of `File' in one instance, natively and through import answers.
@@ -36,8 +37,8 @@ handles(File, Cases) ->
         {ok, Answered, _, _} = hb_beamr:start(Wasm, #{emscripten => imports}),
         Js = fun hb_beamr_emscripten_js:import/3,
         [begin
-             ?assertMatch(Expected, handle(Native, Env, fun wasi_only/2, s), {File, Env, native}),
-             ?assertMatch(Expected, handle(Answered, Env, Js, hb_beamr_emscripten_js:new()), {File, Env, imports})
+             ?assertEqual({Env, Expected}, {Env, handle(Native, Env, fun wasi_only/2, s)}),
+             ?assertEqual({Env, Expected}, {Env, handle(Answered, Env, Js, hb_beamr_emscripten_js:new())})
          end || {Env, Expected} <- Cases],
         ok = hb_beamr:stop(Native),
         ok = hb_beamr:stop(Answered)
@@ -47,7 +48,7 @@ try_test() ->
     %% A rethrow of nothing, an int, a std::runtime_error; then a wild pointer traps and
     %% the instance still catches.
     Cases = [{<<"0">>, <<"Initial">>}, {<<"1">>, <<"Catch">>}, {<<"2">>, <<"Catch">>},
-             {<<"3">>, <<"Catch">>}, {<<"4">>, {error, {trap, out_of_bounds, _}}},
+             {<<"3">>, <<"Catch">>}, {<<"4">>, {trap, out_of_bounds}},
              {<<"3">>, <<"Catch">>}],
     handles("try.wasm", Cases),
     handles("try-64.wasm", Cases).
@@ -107,7 +108,7 @@ inspect_test() ->
     ?assertMatch({error, {badarg, _}}, hb_beamr:start(fixture("emscripten_throw.wat"), #{emscripten => bogus})).
 
 %% `{import_exception, Reason}' from the import fun, in its three forms.
-raise(State, #{func := "raise", args := [1]}) -> {import_exception, {oops, 1}};
+raise(_State, #{func := "raise", args := [1]}) -> {import_exception, {oops, 1}};
 raise(State, #{func := "raise", args := [2]}) -> {import_exception, {oops, 2}, State + 1};
 raise(_State, #{func := "raise", args := [3]}) -> throw({import_exception, {oops, 3}});
 raise(_State, #{func := "raise", args := [4]}) -> {import_exception, lists:seq(1, 100000)};
@@ -181,8 +182,8 @@ new_aos(File) ->
         {ok, I, _, _} = hb_beamr:start(Wasm),
         ok = hb_beamr_aos:init(I),
         ?assertEqual(<<"2">>, output(hb_beamr_aos:eval(I, <<"return 1+1">>))),
-        Caught = hb_beamr_aos:eval(I, <<"local ok, e = pcall(function() error('x') end) return tostring(ok) .. ':' .. e">>),
-        ?assertMatch({match, _}, re:run(output(Caught), "^false:.*x$")),
+        Caught = hb_beamr_aos:eval(I, <<"local ok, e = pcall(function() error('x') end) return tostring(ok) .. ':' .. e:sub(-1)">>),
+        ?assertEqual(<<"false:x">>, output(Caught)),
         Uncaught = hb_beamr_aos:eval(I, <<"error('boom')">>),
         ?assertMatch({match, _}, re:run(Uncaught, "\"Error\":\"[^}]*boom")),
         Loop = hb_beamr_aos:eval(I, <<"local s = 0 for i = 1, 1000000 do s = s + i end return s">>),

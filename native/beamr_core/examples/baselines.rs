@@ -10,7 +10,9 @@ use std::time::Instant;
 
 use beamr_core::prepare::interrupt::{unlimited_check, CHECK_MODULE, CHECK_NAME};
 use beamr_core::prepare::{prepare, PrepareOptions};
-use wasmer::{imports, Extern, Function, Imports, Instance, Memory, Module, Store, TypedFunction, Value};
+use wasmer::{
+    imports, Extern, Function, Imports, Instance, Memory, Module, Store, TypedFunction, Value,
+};
 
 const ITERATIONS: u32 = 200_000;
 const COMPUTE_ROUNDS: i32 = 50_000_000;
@@ -18,7 +20,11 @@ const PREPARE_RUNS: u32 = 10;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let bench = std::fs::read(args.next().expect("usage: baselines bench.wat [module.wasm]")).unwrap();
+    let bench = std::fs::read(
+        args.next()
+            .expect("usage: baselines bench.wat [module.wasm]"),
+    )
+    .unwrap();
     direct_calls(&bench);
     if let Some(path) = args.next() {
         let wasm = std::fs::read(path).unwrap();
@@ -29,25 +35,50 @@ fn main() {
 
 fn direct_calls(source: &[u8]) {
     // Plain wasmer: no preparation, so no interruption checks (bench.wat needs no lowering).
-    let module = Module::new(beamr_core::engine::engine(), wat::parse_bytes(source).unwrap()).unwrap();
+    let module = Module::new(
+        beamr_core::engine::engine(),
+        wat::parse_bytes(source).unwrap(),
+    )
+    .unwrap();
     let mut store = Store::new(beamr_core::engine::engine().clone());
     let echo = Function::new_typed(&mut store, |x: i32| x);
-    let instance = Instance::new(&mut store, &module, &imports! { "env" => { "echo" => echo } }).unwrap();
+    let instance = Instance::new(
+        &mut store,
+        &module,
+        &imports! { "env" => { "echo" => echo } },
+    )
+    .unwrap();
 
     // Dynamic `Function::call`, as the executor makes it.
     let add = instance.exports.get_function("add").unwrap().clone();
     let started = Instant::now();
     for i in 0..ITERATIONS {
-        add.call(&mut store, &[wasmer::Value::I32(i as i32), wasmer::Value::I32(1)]).unwrap();
+        add.call(
+            &mut store,
+            &[wasmer::Value::I32(i as i32), wasmer::Value::I32(1)],
+        )
+        .unwrap();
     }
-    println!("direct_call_ns {}", started.elapsed().as_nanos() / ITERATIONS as u128);
+    println!(
+        "direct_call_ns {}",
+        started.elapsed().as_nanos() / ITERATIONS as u128
+    );
 
-    let echo_loop: TypedFunction<i32, i32> = instance.exports.get_typed_function(&store, "echo_loop").unwrap();
+    let echo_loop: TypedFunction<i32, i32> = instance
+        .exports
+        .get_typed_function(&store, "echo_loop")
+        .unwrap();
     let started = Instant::now();
     echo_loop.call(&mut store, ITERATIONS as i32).unwrap();
-    println!("direct_import_ns {}", started.elapsed().as_nanos() / ITERATIONS as u128);
+    println!(
+        "direct_import_ns {}",
+        started.elapsed().as_nanos() / ITERATIONS as u128
+    );
 
-    let compute: TypedFunction<i32, i32> = instance.exports.get_typed_function(&store, "compute").unwrap();
+    let compute: TypedFunction<i32, i32> = instance
+        .exports
+        .get_typed_function(&store, "compute")
+        .unwrap();
     compute.call(&mut store, COMPUTE_ROUNDS / 10).unwrap();
     let started = Instant::now();
     compute.call(&mut store, COMPUTE_ROUNDS).unwrap();
@@ -80,7 +111,9 @@ fn aos_eval(wasm: &[u8]) {
     let mut store = Store::new(beamr_core::engine::engine().clone());
     let mut imports = Imports::new();
     for import in module.imports() {
-        let Some(ty) = import.ty().func().cloned() else { continue };
+        let Some(ty) = import.ty().func().cloned() else {
+            continue;
+        };
         let function = if (import.module(), import.name()) == (CHECK_MODULE, CHECK_NAME) {
             unlimited_check(&mut store)
         } else {
@@ -96,8 +129,14 @@ fn aos_eval(wasm: &[u8]) {
     let write = |store: &mut Store, text: &str| -> Value {
         let mut bytes = text.as_bytes().to_vec();
         bytes.push(0);
-        let ptr = malloc.call(store, &[Value::I64(bytes.len() as i64)]).unwrap()[0].clone();
-        memory.view(store).write(ptr.unwrap_i64() as u64, &bytes).unwrap();
+        let ptr = malloc
+            .call(store, &[Value::I64(bytes.len() as i64)])
+            .unwrap()[0]
+            .clone();
+        memory
+            .view(store)
+            .write(ptr.unwrap_i64() as u64, &bytes)
+            .unwrap();
         ptr
     };
     let eval = |store: &mut Store| -> usize {

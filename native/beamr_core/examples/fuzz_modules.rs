@@ -40,7 +40,8 @@ fn module(seed: u64) -> Vec<u8> {
     loop {
         let len = 1024 + rng.below(32 * 1024) as usize;
         let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-        if let Ok(module) = wasm_smith::Module::new(config(&mut rng), &mut Unstructured::new(&data)) {
+        if let Ok(module) = wasm_smith::Module::new(config(&mut rng), &mut Unstructured::new(&data))
+        {
             return module.to_bytes();
         }
     }
@@ -80,7 +81,9 @@ fn config(rng: &mut Rng) -> Config {
         max_instructions: [50, 200, 1000][rng.below(3) as usize],
         // Function imports only: the driver answers those; it cannot give memories,
         // tables or globals, so a module importing one could not start.
-        available_imports: Some(wat::parse_str(AVAILABLE_IMPORTS).expect("the import list assembles")),
+        available_imports: Some(
+            wat::parse_str(AVAILABLE_IMPORTS).expect("the import list assembles"),
+        ),
         max_imports: 6,
         max_exports: 30,
         max_data_segments: 8,
@@ -106,7 +109,14 @@ const AVAILABLE_IMPORTS: &str = r#"(module
   (import "env" "ref" (func (param externref funcref) (result externref))))"#;
 
 /// Deltas and lengths that are 0, small, at a power-of-two edge or near the top of u32.
-const HUGE: [u32; 6] = [0xFFFF_FFFA, 0x7FFF_FFFF, 0x1000_0000, 0x0100_0000, 65_536, 1];
+const HUGE: [u32; 6] = [
+    0xFFFF_FFFA,
+    0x7FFF_FFFF,
+    0x1000_0000,
+    0x0100_0000,
+    65_536,
+    1,
+];
 
 fn hostile(rng: &mut Rng) -> String {
     let mut wat = String::from("(module\n");
@@ -119,14 +129,20 @@ fn hostile(rng: &mut Rng) -> String {
     let pages = [1u32, 16, 256, 16_384][rng.below(4) as usize];
     let shared = rng.below(3) == 0;
     let memory = if shared {
-        format!("(memory {pages} {} shared)", pages + rng.below(1_000) as u32)
+        format!(
+            "(memory {pages} {} shared)",
+            pages + rng.below(1_000) as u32
+        )
     } else if rng.below(4) == 0 {
         format!("(memory i64 {pages})")
     } else {
         format!("(memory {pages})")
     };
     let addr = if memory.contains("i64") { "i64" } else { "i32" };
-    let _ = writeln!(wat, "  (import \"env\" \"host\" (func $host (param i32) (result i32)))");
+    let _ = writeln!(
+        wat,
+        "  (import \"env\" \"host\" (func $host (param i32) (result i32)))"
+    );
     let _ = writeln!(wat, "  (table $t {table_min}{table_max} {reftype})");
     let _ = writeln!(wat, "  {memory}");
     for extra in 0..rng.below(3) {
@@ -134,14 +150,25 @@ fn hostile(rng: &mut Rng) -> String {
         let _ = writeln!(wat, "  (table $extra{extra} {size} funcref)");
     }
     let delta = HUGE[rng.below(HUGE.len() as u64) as usize];
-    let null = format!("(ref.null {})", if reftype == "funcref" { "func" } else { "extern" });
+    let null = format!(
+        "(ref.null {})",
+        if reftype == "funcref" {
+            "func"
+        } else {
+            "extern"
+        }
+    );
     let _ = writeln!(
         wat,
         "  (func (export \"hostile_table_grow\") (param i32) (result i32)\n    \
            (drop (table.grow $t {null} (i32.const {delta})))\n    (table.grow $t {null} (local.get 0)))"
     );
     let mem_delta = [1u64, 65_535, 65_536, 0xFFFF_FFFF, 1 << 40][rng.below(5) as usize];
-    let grow_arg = if addr == "i64" { format!("(i64.const {mem_delta})") } else { format!("(i32.const {})", mem_delta as u32) };
+    let grow_arg = if addr == "i64" {
+        format!("(i64.const {mem_delta})")
+    } else {
+        format!("(i32.const {})", mem_delta as u32)
+    };
     let _ = writeln!(
         wat,
         "  (func (export \"hostile_memory_grow\") (result i32)\n    (drop (memory.grow {grow_arg})) (i32.const 0))"
@@ -166,7 +193,10 @@ fn hostile(rng: &mut Rng) -> String {
         );
     }
     let depth = [100u32, 2_000, 20_000][rng.below(3) as usize];
-    let _ = write!(wat, "  (func (export \"hostile_deep\") (param i32) (result i32)\n    ");
+    let _ = write!(
+        wat,
+        "  (func (export \"hostile_deep\") (param i32) (result i32)\n    "
+    );
     for _ in 0..depth {
         wat.push_str("(block ");
     }

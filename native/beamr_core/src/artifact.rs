@@ -77,7 +77,11 @@ const STATE_LAYOUT: &[u8] = b"hb_beamr state layout 1";
 impl Header {
     /// The header of code compiled here, now, from a source with this hash.
     pub fn current(source_sha256: [u8; 32], options: &PrepareOptions) -> Header {
-        Header { engine: engine::identity(options.engine_kind()), source_sha256, options: options.clone() }
+        Header {
+            engine: engine::identity(options.engine_kind()),
+            source_sha256,
+            options: options.clone(),
+        }
     }
 
     /// The module a snapshot of an instance of this code is bound to: its source and what
@@ -117,9 +121,13 @@ impl fmt::Display for ArtifactError {
             ArtifactError::NotAnArtifact => f.write_str("not an hb_beamr artifact"),
             ArtifactError::Truncated => f.write_str("truncated artifact"),
             ArtifactError::Malformed => f.write_str("malformed artifact"),
-            ArtifactError::FormatVersion(v) => write!(f, "artifact format version {v}, expected {FORMAT_VERSION}"),
+            ArtifactError::FormatVersion(v) => {
+                write!(f, "artifact format version {v}, expected {FORMAT_VERSION}")
+            }
             ArtifactError::BadMac => f.write_str("artifact authentication failed"),
-            ArtifactError::EngineMismatch(e) => write!(f, "artifact compiled for another engine: {e}"),
+            ArtifactError::EngineMismatch(e) => {
+                write!(f, "artifact compiled for another engine: {e}")
+            }
         }
     }
 }
@@ -183,7 +191,8 @@ impl<'a> Reader<'a> {
 fn decode_header(bytes: &[u8]) -> Result<Header, ArtifactError> {
     let mut r = Reader(bytes);
     let engine_len = r.u32()? as usize;
-    let engine = String::from_utf8(r.take(engine_len)?.to_vec()).map_err(|_| ArtifactError::Malformed)?;
+    let engine =
+        String::from_utf8(r.take(engine_len)?.to_vec()).map_err(|_| ArtifactError::Malformed)?;
     let source_sha256 = r.take(32)?.try_into().unwrap();
     let wamr_compat = r.bool()?;
     let memory_limit = r.u64()?;
@@ -191,8 +200,16 @@ fn decode_header(bytes: &[u8]) -> Result<Header, ArtifactError> {
     if !r.0.is_empty() {
         return Err(ArtifactError::Malformed);
     }
-    let options = PrepareOptions { wamr_compat, memory_limit, deterministic };
-    Ok(Header { engine, source_sha256, options })
+    let options = PrepareOptions {
+        wamr_compat,
+        memory_limit,
+        deterministic,
+    };
+    Ok(Header {
+        engine,
+        source_sha256,
+        options,
+    })
 }
 
 /// Wraps `payload` (wasmer's serialized module) in an artifact authenticated with `key`.
@@ -223,7 +240,10 @@ pub fn open<'a>(bytes: &'a [u8], keys: &[&Key]) -> Result<(Header, &'a [u8]), Ar
 }
 
 /// [`open`] without the engine check (the unit tests make artifacts for other engines).
-fn open_for_engine<'a>(bytes: &'a [u8], keys: &[&Key]) -> Result<(Header, &'a [u8]), ArtifactError> {
+fn open_for_engine<'a>(
+    bytes: &'a [u8],
+    keys: &[&Key],
+) -> Result<(Header, &'a [u8]), ArtifactError> {
     if !is_artifact(bytes) {
         return Err(ArtifactError::NotAnArtifact);
     }
@@ -271,7 +291,11 @@ mod tests {
     use super::*;
 
     fn header() -> Header {
-        let options = PrepareOptions { wamr_compat: false, memory_limit: 17 << 16, deterministic: true };
+        let options = PrepareOptions {
+            wamr_compat: false,
+            memory_limit: 17 << 16,
+            deterministic: true,
+        };
         Header::current([7; 32], &options)
     }
 
@@ -296,12 +320,18 @@ mod tests {
     fn refuses_other_keys_and_every_tampered_byte() {
         let key = Key::random();
         let sealed = seal(&header(), b"native code", &key);
-        assert_eq!(open(&sealed, &[&Key::random()]).unwrap_err(), ArtifactError::BadMac);
+        assert_eq!(
+            open(&sealed, &[&Key::random()]).unwrap_err(),
+            ArtifactError::BadMac
+        );
         assert_eq!(open(&sealed, &[]).unwrap_err(), ArtifactError::BadMac);
         for i in 0..sealed.len() {
             let mut tampered = sealed.clone();
             tampered[i] ^= 0x01;
-            assert!(open(&tampered, &[&key]).is_err(), "flipping byte {i} went unnoticed");
+            assert!(
+                open(&tampered, &[&key]).is_err(),
+                "flipping byte {i} went unnoticed"
+            );
         }
     }
 
@@ -312,21 +342,38 @@ mod tests {
         for len in 0..sealed.len() {
             let err = open(&sealed[..len], &[&key]).unwrap_err();
             assert!(
-                matches!(err, ArtifactError::Truncated | ArtifactError::NotAnArtifact | ArtifactError::Malformed),
+                matches!(
+                    err,
+                    ArtifactError::Truncated
+                        | ArtifactError::NotAnArtifact
+                        | ArtifactError::Malformed
+                ),
                 "length {len}: {err:?}"
             );
         }
         let mut longer = sealed.clone();
         longer.push(0);
-        assert_eq!(open(&longer, &[&key]).unwrap_err(), ArtifactError::Malformed);
+        assert_eq!(
+            open(&longer, &[&key]).unwrap_err(),
+            ArtifactError::Malformed
+        );
     }
 
     #[test]
     fn refuses_garbage_other_versions_and_other_engines() {
         let key = Key::random();
-        assert_eq!(open(b"\0asm\x01\0\0\0", &[&key]).unwrap_err(), ArtifactError::NotAnArtifact);
-        assert_eq!(open(b"(module)", &[&key]).unwrap_err(), ArtifactError::NotAnArtifact);
-        assert_eq!(open(b"", &[&key]).unwrap_err(), ArtifactError::NotAnArtifact);
+        assert_eq!(
+            open(b"\0asm\x01\0\0\0", &[&key]).unwrap_err(),
+            ArtifactError::NotAnArtifact
+        );
+        assert_eq!(
+            open(b"(module)", &[&key]).unwrap_err(),
+            ArtifactError::NotAnArtifact
+        );
+        assert_eq!(
+            open(b"", &[&key]).unwrap_err(),
+            ArtifactError::NotAnArtifact
+        );
         // Huge lengths neither overflow nor allocate.
         let mut huge = MAGIC.to_vec();
         huge.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
@@ -336,13 +383,28 @@ mod tests {
 
         let mut sealed = seal(&header(), b"x", &key);
         sealed[8..12].copy_from_slice(&1u32.to_le_bytes());
-        assert_eq!(open(&sealed, &[&key]).unwrap_err(), ArtifactError::FormatVersion(1));
+        assert_eq!(
+            open(&sealed, &[&key]).unwrap_err(),
+            ArtifactError::FormatVersion(1)
+        );
 
-        let foreign = Header { engine: "wasmer 9.9.9; llvm; riscv64".into(), ..header() };
+        let foreign = Header {
+            engine: "wasmer 9.9.9; llvm; riscv64".into(),
+            ..header()
+        };
         let sealed = seal(&foreign, b"x", &key);
-        assert_eq!(open(&sealed, &[&key]).unwrap_err(), ArtifactError::EngineMismatch(foreign.engine.clone()));
+        assert_eq!(
+            open(&sealed, &[&key]).unwrap_err(),
+            ArtifactError::EngineMismatch(foreign.engine.clone())
+        );
         // The default-engine identity does not pass for a deterministic artifact either.
-        let swapped = Header { engine: engine::identity(engine::EngineKind::Default), ..header() };
-        assert!(matches!(open(&seal(&swapped, b"x", &key), &[&key]), Err(ArtifactError::EngineMismatch(_))));
+        let swapped = Header {
+            engine: engine::identity(engine::EngineKind::Default),
+            ..header()
+        };
+        assert!(matches!(
+            open(&seal(&swapped, b"x", &key), &[&key]),
+            Err(ArtifactError::EngineMismatch(_))
+        ));
     }
 }

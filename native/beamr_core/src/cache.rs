@@ -13,7 +13,11 @@ pub struct LruCache<K, V> {
 
 impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
     pub fn new(capacity: usize) -> Self {
-        LruCache { capacity, entries: HashMap::new(), clock: 0 }
+        LruCache {
+            capacity,
+            entries: HashMap::new(),
+            clock: 0,
+        }
     }
 
     pub fn get(&mut self, key: &K) -> Option<V> {
@@ -32,7 +36,11 @@ impl<K: Hash + Eq + Clone, V: Clone> LruCache<K, V> {
 
     pub fn insert(&mut self, key: K, value: V) {
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&key) {
-            let oldest = self.entries.iter().min_by_key(|(_, (used, _))| *used).map(|(k, _)| k.clone());
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (used, _))| *used)
+                .map(|(k, _)| k.clone());
             if let Some(oldest) = oldest {
                 self.entries.remove(&oldest);
             }

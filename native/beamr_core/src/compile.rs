@@ -117,7 +117,8 @@ const CACHE_CAPACITY: usize = 64;
 type CacheKey = ([u8; 32], PrepareOptions);
 type Cell = Arc<OnceCell<Module>>;
 
-static CACHE: Lazy<Mutex<LruCache<CacheKey, Cell>>> = Lazy::new(|| Mutex::new(LruCache::new(CACHE_CAPACITY)));
+static CACHE: Lazy<Mutex<LruCache<CacheKey, Cell>>> =
+    Lazy::new(|| Mutex::new(LruCache::new(CACHE_CAPACITY)));
 
 /// Sources seen recently (as many as modules cached) and their SHA-256, found by xxh3 and
 /// length and confirmed byte for byte: hashing AOS's 550 KB with SHA-256 was the largest
@@ -209,7 +210,12 @@ pub fn compile_cached(
             }
         }
     }
-    Ok(CompiledModule { module, cached: origin != Origin::Compiled, origin, header })
+    Ok(CompiledModule {
+        module,
+        cached: origin != Origin::Compiled,
+        origin,
+        header,
+    })
 }
 
 /// Prepares and compiles; a module that could not start within the memory limit, or whose
@@ -222,7 +228,10 @@ fn build(source: &[u8], opts: &PrepareOptions) -> Result<Module, CompileError> {
     let wasm = wat::parse_bytes(source).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
     let prepared = prepare(&wasm, opts).map_err(|e| CompileError::InvalidModule(e.to_string()))?;
     if prepared.initial_footprint > opts.memory_limit {
-        return Err(CompileError::MemoryLimit { initial: prepared.initial_footprint, limit: opts.memory_limit });
+        return Err(CompileError::MemoryLimit {
+            initial: prepared.initial_footprint,
+            limit: opts.memory_limit,
+        });
     }
     if prepared.fixed_funcref_entries > MAX_FIXED_FUNCREF_ENTRIES {
         return Err(CompileError::InvalidModule(format!(
@@ -230,7 +239,11 @@ fn build(source: &[u8], opts: &PrepareOptions) -> Result<Module, CompileError> {
             prepared.fixed_funcref_entries
         )));
     }
-    let compiled = in_compiler_pool(|| on_engine(opts.engine_kind(), |engine| Module::new(engine, &prepared.wasm)))?;
+    let compiled = in_compiler_pool(|| {
+        on_engine(opts.engine_kind(), |engine| {
+            Module::new(engine, &prepared.wasm)
+        })
+    })?;
     compiled?.map_err(|e| CompileError::InvalidModule(e.to_string()))
 }
 
@@ -261,7 +274,10 @@ fn in_compiler_pool<T: Send>(compile: impl FnOnce() -> T + Send) -> Result<T, Co
 /// an odd module). The engine, which the panic may have poisoned, is replaced together with
 /// the modules cached for it, and the operation is tried once more on the new engine: the
 /// panic may have been an earlier module's poison. A second panic is this module's doing.
-fn on_engine<T>(kind: EngineKind, operation: impl Fn(&'static Engine) -> T) -> Result<T, CompileError> {
+fn on_engine<T>(
+    kind: EngineKind,
+    operation: impl Fn(&'static Engine) -> T,
+) -> Result<T, CompileError> {
     let attempt = || {
         catch_unwind(AssertUnwindSafe(|| operation(engine_for(kind)))).map_err(|panic| {
             crate::engine::replace(kind);
@@ -284,8 +300,10 @@ fn serialize(module: &Module) -> Result<Vec<u8>, CompileError> {
 /// and its header names this engine: it is code this node (or one sharing its key)
 /// compiled with `Module::serialize`.
 fn deserialize_verified(payload: &[u8], kind: EngineKind) -> Result<Module, CompileError> {
-    on_engine(kind, |engine| unsafe { Module::deserialize(engine, payload) })?
-        .map_err(|e| CompileError::InvalidModule(format!("cannot load compiled code: {e}")))
+    on_engine(kind, |engine| unsafe {
+        Module::deserialize(engine, payload)
+    })?
+    .map_err(|e| CompileError::InvalidModule(format!("cannot load compiled code: {e}")))
 }
 
 /// The disk cache's entry for `header`, if it has a good one.
@@ -299,13 +317,24 @@ pub fn load_artifact(bytes: &[u8], keys: &[&Key]) -> Result<CompiledModule, Comp
     let (header, payload) = artifact::open(bytes, keys).map_err(CompileError::InvalidArtifact)?;
     let cell = cell((header.source_sha256, header.options.clone()));
     let kind = header.options.engine_kind();
-    let (module, origin) = get_or_fill(&cell, || Ok((deserialize_verified(payload, kind)?, Origin::Artifact)))?;
-    Ok(CompiledModule { module, cached: true, origin, header })
+    let (module, origin) = get_or_fill(&cell, || {
+        Ok((deserialize_verified(payload, kind)?, Origin::Artifact))
+    })?;
+    Ok(CompiledModule {
+        module,
+        cached: true,
+        origin,
+        header,
+    })
 }
 
 /// A compiled module as an artifact authenticated with `key`.
 pub fn to_artifact(compiled: &CompiledModule, key: &Key) -> Result<Vec<u8>, CompileError> {
-    Ok(artifact::seal(&compiled.header, &serialize(&compiled.module)?, key))
+    Ok(artifact::seal(
+        &compiled.header,
+        &serialize(&compiled.module)?,
+        key,
+    ))
 }
 
 #[cfg(test)]
@@ -325,9 +354,15 @@ mod tests {
         let opts = PrepareOptions::default();
         assert!(!compile(ADD.as_bytes(), &opts).unwrap().cached);
         assert!(compile(ADD.as_bytes(), &opts).unwrap().cached);
-        let other_opts = PrepareOptions { wamr_compat: false, ..Default::default() };
+        let other_opts = PrepareOptions {
+            wamr_compat: false,
+            ..Default::default()
+        };
         assert!(!compile(ADD.as_bytes(), &other_opts).unwrap().cached);
-        let deterministic = PrepareOptions { deterministic: true, ..Default::default() };
+        let deterministic = PrepareOptions {
+            deterministic: true,
+            ..Default::default()
+        };
         let compiled = compile(ADD.as_bytes(), &deterministic).unwrap();
         assert!(!compiled.cached);
         assert_eq!(compiled.engine_kind(), EngineKind::Deterministic);
@@ -336,28 +371,44 @@ mod tests {
     #[test]
     fn rejects_garbage_and_truncated_modules() {
         let opts = PrepareOptions::default();
-        assert!(matches!(compile(b"not wasm at all", &opts), Err(CompileError::InvalidModule(_))));
+        assert!(matches!(
+            compile(b"not wasm at all", &opts),
+            Err(CompileError::InvalidModule(_))
+        ));
         let wasm = wat::parse_str(ADD).unwrap();
-        assert!(matches!(compile(&wasm[..wasm.len() - 3], &opts), Err(CompileError::InvalidModule(_))));
+        assert!(matches!(
+            compile(&wasm[..wasm.len() - 3], &opts),
+            Err(CompileError::InvalidModule(_))
+        ));
     }
 
     /// Issue 19, defects 2 and 14: the limit covers every memory and table a module starts
     /// with (20 tables of 2^27 entries, 20 GiB, aborted the VM under an address-space limit).
     #[test]
     fn refuses_modules_whose_memories_and_tables_start_over_the_limit() {
-        let opts = |memory_limit| PrepareOptions { wamr_compat: false, memory_limit, ..Default::default() };
+        let opts = |memory_limit| PrepareOptions {
+            wamr_compat: false,
+            memory_limit,
+            ..Default::default()
+        };
         let wat = "(module (memory 1) (memory 2) (table 10 funcref))";
         let footprint = 3 * 65536 + 10 * 8;
         assert!(compile(wat.as_bytes(), &opts(footprint)).is_ok());
         assert_eq!(
             compile(wat.as_bytes(), &opts(footprint - 1)).err(),
-            Some(CompileError::MemoryLimit { initial: footprint, limit: footprint - 1 })
+            Some(CompileError::MemoryLimit {
+                initial: footprint,
+                limit: footprint - 1
+            })
         );
         let tables: String = (0..20).map(|_| "(table 134217728 externref)").collect();
         let wat = format!("(module {tables})");
         assert_eq!(
             compile(wat.as_bytes(), &PrepareOptions::default()).err(),
-            Some(CompileError::MemoryLimit { initial: 20 << 30, limit: crate::prepare::DEFAULT_MEMORY_LIMIT })
+            Some(CompileError::MemoryLimit {
+                initial: 20 << 30,
+                limit: crate::prepare::DEFAULT_MEMORY_LIMIT
+            })
         );
     }
 
@@ -365,24 +416,37 @@ mod tests {
     /// instance layout has 32-bit offsets) and allocates their layout infallibly.
     #[test]
     fn refuses_fixed_size_funcref_tables_beyond_the_cap() {
-        let opts = PrepareOptions { memory_limit: 1 << 40, ..Default::default() };
+        let opts = PrepareOptions {
+            memory_limit: 1 << 40,
+            ..Default::default()
+        };
         let fixed = |entries: u64| format!("(module (table {entries} {entries} funcref))");
         assert!(compile(fixed(MAX_FIXED_FUNCREF_ENTRIES).as_bytes(), &opts).is_ok());
-        for wat in [fixed(MAX_FIXED_FUNCREF_ENTRIES + 1), "(module (table 134217728 funcref))".to_string()] {
+        for wat in [
+            fixed(MAX_FIXED_FUNCREF_ENTRIES + 1),
+            "(module (table 134217728 funcref))".to_string(),
+        ] {
             let Err(CompileError::InvalidModule(message)) = compile(wat.as_bytes(), &opts) else {
                 panic!("{wat} compiled");
             };
-            assert!(message.contains("funcref tables of fixed size"), "{message}");
+            assert!(
+                message.contains("funcref tables of fixed size"),
+                "{message}"
+            );
         }
     }
 
     #[test]
     fn a_wamr_aot_image_says_to_start_the_wasm_instead() {
-        let Err(CompileError::InvalidModule(message)) = compile(b"\0aot\x03\0\0\0image", &PrepareOptions::default())
+        let Err(CompileError::InvalidModule(message)) =
+            compile(b"\0aot\x03\0\0\0image", &PrepareOptions::default())
         else {
             panic!("an AOT image compiled");
         };
-        assert!(message.contains("WAMR AOT image") && message.contains(".wasm"), "{message}");
+        assert!(
+            message.contains("WAMR AOT image") && message.contains(".wasm"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -390,10 +454,16 @@ mod tests {
         let wat = unique_wat("concurrent");
         let opts = PrepareOptions::default();
         let origins: Vec<Origin> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| compile(wat.as_bytes(), &opts).unwrap().origin)).collect();
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| compile(wat.as_bytes(), &opts).unwrap().origin))
+                .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        assert_eq!(origins.iter().filter(|o| **o == Origin::Compiled).count(), 1, "{origins:?}");
+        assert_eq!(
+            origins.iter().filter(|o| **o == Origin::Compiled).count(),
+            1,
+            "{origins:?}"
+        );
         assert_eq!(origins.iter().filter(|o| **o == Origin::Memory).count(), 7);
     }
 
@@ -402,13 +472,24 @@ mod tests {
         let a = unique_wat("digest a");
         let b = unique_wat("digest b");
         for _ in 0..2 {
-            assert_eq!(source_digest(a.as_bytes()), <[u8; 32]>::from(Sha256::digest(a.as_bytes())));
-            assert_eq!(source_digest(b.as_bytes()), <[u8; 32]>::from(Sha256::digest(b.as_bytes())));
+            assert_eq!(
+                source_digest(a.as_bytes()),
+                <[u8; 32]>::from(Sha256::digest(a.as_bytes()))
+            );
+            assert_eq!(
+                source_digest(b.as_bytes()),
+                <[u8; 32]>::from(Sha256::digest(b.as_bytes()))
+            );
         }
         // Another source under a remembered key (as a collision would be) is hashed anew.
         let key = (XxHash3_64::oneshot(a.as_bytes()), a.len());
-        DIGESTS.lock().insert(key, (Arc::from(b.as_bytes()), [0; 32]));
-        assert_eq!(source_digest(a.as_bytes()), <[u8; 32]>::from(Sha256::digest(a.as_bytes())));
+        DIGESTS
+            .lock()
+            .insert(key, (Arc::from(b.as_bytes()), [0; 32]));
+        assert_eq!(
+            source_digest(a.as_bytes()),
+            <[u8; 32]>::from(Sha256::digest(a.as_bytes()))
+        );
     }
 
     #[test]
@@ -439,7 +520,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let disk = DiskCache::open(&dir).unwrap();
         let wat = unique_wat("disk");
-        let opts = PrepareOptions { wamr_compat: false, ..Default::default() };
+        let opts = PrepareOptions {
+            wamr_compat: false,
+            ..Default::default()
+        };
         let first = compile_cached(wat.as_bytes(), &opts, Some(&disk)).unwrap();
         assert_eq!(first.origin, Origin::Compiled);
         assert!(disk.contains(&first.header));
@@ -448,8 +532,15 @@ mod tests {
         // A corrupt entry is ignored, and a compile replaces it.
         std::fs::write(disk.entry_path(&first.header), b"junk").unwrap();
         assert!(load_entry(&disk, &first.header).is_none());
-        CACHE.lock().insert((first.header.source_sha256, opts.clone()), Cell::default());
-        assert_eq!(compile_cached(wat.as_bytes(), &opts, Some(&disk)).unwrap().origin, Origin::Compiled);
+        CACHE
+            .lock()
+            .insert((first.header.source_sha256, opts.clone()), Cell::default());
+        assert_eq!(
+            compile_cached(wat.as_bytes(), &opts, Some(&disk))
+                .unwrap()
+                .origin,
+            Origin::Compiled
+        );
         assert!(load_entry(&disk, &first.header).is_some());
         std::fs::remove_dir_all(&dir).unwrap();
     }

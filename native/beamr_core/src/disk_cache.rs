@@ -61,7 +61,8 @@ pub struct DiskCache {
 }
 
 /// Open caches by directory, so the key file is read once per directory and VM.
-static OPEN: Lazy<Mutex<HashMap<PathBuf, Arc<DiskCache>>>> = Lazy::new(|| Mutex::new(HashMap::new()));
+static OPEN: Lazy<Mutex<HashMap<PathBuf, Arc<DiskCache>>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
 
 /// Distinguishes the temporary files of one process's concurrent writers.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -73,7 +74,11 @@ fn temp_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Writes `bytes` to a new file readable and writable by the owner only.
 fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }
@@ -105,7 +110,11 @@ fn open_private(path: &Path, max: u64) -> io::Result<(fs::File, u64)> {
 fn check_private(meta: &fs::Metadata, path: &Path, max: u64) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
     if !meta.file_type().is_file() {
-        return Err(invalid(io::ErrorKind::InvalidData, path, "is not a regular file"));
+        return Err(invalid(
+            io::ErrorKind::InvalidData,
+            path,
+            "is not a regular file",
+        ));
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
@@ -113,11 +122,18 @@ fn check_private(meta: &fs::Metadata, path: &Path, max: u64) -> io::Result<()> {
         return Err(invalid(
             io::ErrorKind::PermissionDenied,
             path,
-            format_args!("is owned by uid {}, not by this process's {uid}", meta.uid()),
+            format_args!(
+                "is owned by uid {}, not by this process's {uid}",
+                meta.uid()
+            ),
         ));
     }
     if meta.len() > max {
-        return Err(invalid(io::ErrorKind::InvalidData, path, format_args!("is over {max} bytes")));
+        return Err(invalid(
+            io::ErrorKind::InvalidData,
+            path,
+            format_args!("is over {max} bytes"),
+        ));
     }
     Ok(())
 }
@@ -126,10 +142,16 @@ fn check_private(meta: &fs::Metadata, path: &Path, max: u64) -> io::Result<()> {
 /// that grew since is refused rather than read on).
 fn read_bounded(mut file: fs::File, len: u64, max: u64, path: &Path) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    bytes.try_reserve_exact(len as usize).map_err(|_| invalid(io::ErrorKind::OutOfMemory, path, "too large"))?;
+    bytes
+        .try_reserve_exact(len as usize)
+        .map_err(|_| invalid(io::ErrorKind::OutOfMemory, path, "too large"))?;
     (&mut file).take(max + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > max {
-        return Err(invalid(io::ErrorKind::InvalidData, path, format_args!("is over {max} bytes")));
+        return Err(invalid(
+            io::ErrorKind::InvalidData,
+            path,
+            format_args!("is over {max} bytes"),
+        ));
     }
     Ok(bytes)
 }
@@ -141,12 +163,16 @@ fn read_key(path: &Path) -> io::Result<Key> {
         return Err(invalid(
             io::ErrorKind::PermissionDenied,
             path,
-            format_args!("is accessible to others (mode {:o}); it must be 0600", mode & 0o777),
+            format_args!(
+                "is accessible to others (mode {:o}); it must be 0600",
+                mode & 0o777
+            ),
         ));
     }
     let bytes = read_bounded(file, len, KEY_BYTES, path)?;
-    let bytes: [u8; KEY_BYTES as usize] =
-        bytes.try_into().map_err(|_| invalid(io::ErrorKind::InvalidData, path, "is not a 32-byte key"))?;
+    let bytes: [u8; KEY_BYTES as usize] = bytes
+        .try_into()
+        .map_err(|_| invalid(io::ErrorKind::InvalidData, path, "is not a 32-byte key"))?;
     Ok(Key(bytes))
 }
 
@@ -182,8 +208,15 @@ impl DiskCache {
         }
         fs::create_dir_all(dir)?;
         let key = load_or_create_key(dir)?;
-        let cache = Arc::new(DiskCache { dir: dir.to_path_buf(), key });
-        Ok(OPEN.lock().entry(dir.to_path_buf()).or_insert(cache).clone())
+        let cache = Arc::new(DiskCache {
+            dir: dir.to_path_buf(),
+            key,
+        });
+        Ok(OPEN
+            .lock()
+            .entry(dir.to_path_buf())
+            .or_insert(cache)
+            .clone())
     }
 
     pub fn key(&self) -> &Key {
@@ -228,7 +261,8 @@ impl DiskCache {
     /// (its contents are not checked): anything else under its name is to be replaced.
     pub fn contains(&self, header: &Header) -> bool {
         let path = self.entry_path(header);
-        fs::symlink_metadata(&path).is_ok_and(|meta| check_private(&meta, &path, MAX_ENTRY_BYTES).is_ok())
+        fs::symlink_metadata(&path)
+            .is_ok_and(|meta| check_private(&meta, &path, MAX_ENTRY_BYTES).is_ok())
     }
 
     /// Stores `payload` (serialized native code) as the entry for `header`, replacing any.
@@ -236,7 +270,8 @@ impl DiskCache {
         let name = Self::entry_name(header);
         let temp = temp_path(&self.dir, &name);
         let sealed = artifact::seal(header, payload, &self.key);
-        let written = write_new(&temp, &sealed).and_then(|()| fs::rename(&temp, self.dir.join(&name)));
+        let written =
+            write_new(&temp, &sealed).and_then(|()| fs::rename(&temp, self.dir.join(&name)));
         if written.is_err() {
             let _ = fs::remove_file(&temp);
         }
@@ -250,7 +285,8 @@ mod tests {
     use crate::prepare::PrepareOptions;
 
     fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("hb_beamr_disk_cache_{tag}_{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("hb_beamr_disk_cache_{tag}_{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
     }
@@ -263,7 +299,10 @@ mod tests {
     fn creates_a_private_key_once_and_stores_entries() {
         let dir = temp_dir("basic");
         let cache = DiskCache::open(&dir).unwrap();
-        let mode = fs::metadata(dir.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert!(Arc::ptr_eq(&cache, &DiskCache::open(&dir).unwrap()));
         assert_eq!(read_key(&dir.join(KEY_FILE)).unwrap(), *cache.key());
@@ -273,8 +312,10 @@ mod tests {
         assert_eq!(cache.load(&header(1)).unwrap().payload(), b"code");
         assert!(cache.load(&header(2)).is_none());
         // No temporary files are left behind.
-        let names: Vec<String> =
-            fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let names: Vec<String> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         assert_eq!(names.len(), 2, "{names:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -318,14 +359,20 @@ mod tests {
     fn promptly<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || tx.send(f()));
-        rx.recv_timeout(std::time::Duration::from_secs(5)).expect("blocked on a file")
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("blocked on a file")
     }
 
     fn mkfifo(path: &Path) {
         use std::os::unix::ffi::OsStrExt;
         let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+        assert_eq!(
+            unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+            0,
+            "mkfifo {}",
+            path.display()
+        );
     }
 
     #[test]
@@ -336,14 +383,21 @@ mod tests {
         mkfifo(&key);
         let d = dir.clone();
         let opened = promptly(move || DiskCache::open(&d).map(|_| ()));
-        assert!(opened.unwrap_err().to_string().contains("not a regular file"));
+        assert!(opened
+            .unwrap_err()
+            .to_string()
+            .contains("not a regular file"));
         fs::remove_file(&key).unwrap();
 
         let target = dir.join("real.key");
         fs::write(&target, [7u8; 32]).unwrap();
         fs::set_permissions(&target, fs::Permissions::from_mode(0o600)).unwrap();
         std::os::unix::fs::symlink(&target, &key).unwrap();
-        assert!(DiskCache::open(&dir).map(|_| ()).unwrap_err().to_string().contains("symbolic link"));
+        assert!(DiskCache::open(&dir)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string()
+            .contains("symbolic link"));
         fs::remove_file(&key).unwrap();
 
         fs::create_dir(&key).unwrap();
@@ -358,9 +412,16 @@ mod tests {
         let path = cache.entry_path(&header(1));
         let shapes: [(&str, &dyn Fn(&Path)); 3] = [
             ("fifo", &|p| mkfifo(p)),
-            ("symlink to /dev/zero", &|p| std::os::unix::fs::symlink("/dev/zero", p).unwrap()),
+            ("symlink to /dev/zero", &|p| {
+                std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+            }),
             ("sparse file over the cap", &|p| {
-                let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(p).unwrap();
+                let file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(p)
+                    .unwrap();
                 file.set_len(MAX_ENTRY_BYTES + 1).unwrap();
             }),
         ];
@@ -381,7 +442,9 @@ mod tests {
         let dir = temp_dir("race");
         fs::create_dir_all(&dir).unwrap();
         let keys: Vec<Key> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| load_or_create_key(&dir).unwrap())).collect();
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| load_or_create_key(&dir).unwrap()))
+                .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         assert!(keys.iter().all(|k| *k == keys[0]));

@@ -36,7 +36,10 @@ fn build(canonicalize_nans: bool) -> Engine {
     features.exceptions(true);
     let mut compiler = Cranelift::default();
     compiler.canonicalize_nans(canonicalize_nans);
-    let mut engine: Engine = EngineBuilder::new(compiler).set_features(Some(features)).engine().into();
+    let mut engine: Engine = EngineBuilder::new(compiler)
+        .set_features(Some(features))
+        .engine()
+        .into();
     engine.set_tunables(FallibleTables::default());
     engine
 }
@@ -47,7 +50,8 @@ fn leaked(canonicalize_nans: bool) -> &'static Engine {
     Box::leak(Box::new(build(canonicalize_nans)))
 }
 
-static ENGINES: Lazy<RwLock<[&'static Engine; 2]>> = Lazy::new(|| RwLock::new([leaked(false), leaked(true)]));
+static ENGINES: Lazy<RwLock<[&'static Engine; 2]>> =
+    Lazy::new(|| RwLock::new([leaked(false), leaked(true)]));
 
 /// The default engine (what `engine_for(EngineKind::Default)` returns).
 pub fn engine() -> &'static Engine {
@@ -79,7 +83,11 @@ pub fn identity(kind: EngineKind) -> String {
     static IDENTITIES: Lazy<[String; 2]> = Lazy::new(|| {
         let describe = |kind| {
             let target = Target::default();
-            let features: Vec<String> = target.cpu_features().iter().map(|f| f.to_string()).collect();
+            let features: Vec<String> = target
+                .cpu_features()
+                .iter()
+                .map(|f| f.to_string())
+                .collect();
             format!(
                 "wasmer {WASMER_VERSION}; {}; nan_canonicalization={}; exceptions; {}; {}",
                 engine_for(kind).deterministic_id(),
@@ -88,7 +96,10 @@ pub fn identity(kind: EngineKind) -> String {
                 features.join(","),
             )
         };
-        [describe(EngineKind::Default), describe(EngineKind::Deterministic)]
+        [
+            describe(EngineKind::Default),
+            describe(EngineKind::Deterministic),
+        ]
     });
     IDENTITIES[kind as usize].clone()
 }
@@ -110,16 +121,27 @@ mod tests {
 
     #[test]
     fn the_two_engines_have_distinct_identities() {
-        let (default, deterministic) = (identity(EngineKind::Default), identity(EngineKind::Deterministic));
+        let (default, deterministic) = (
+            identity(EngineKind::Default),
+            identity(EngineKind::Deterministic),
+        );
         assert_ne!(default, deterministic);
-        assert!(default.contains("cranelift") || default.contains("Cranelift"), "{default}");
+        assert!(
+            default.contains("cranelift") || default.contains("Cranelift"),
+            "{default}"
+        );
         assert!(default.contains(&Target::default().triple().to_string()));
     }
 
     #[test]
     fn wasmer_version_matches_cargo_lock() {
-        let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock")).unwrap();
+        let lock =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.lock"))
+                .unwrap();
         let entry = format!("name = \"wasmer\"\nversion = \"{WASMER_VERSION}\"");
-        assert!(lock.contains(&entry), "Cargo.lock locks another wasmer than {WASMER_VERSION}");
+        assert!(
+            lock.contains(&entry),
+            "Cargo.lock locks another wasmer than {WASMER_VERSION}"
+        );
     }
 }

@@ -34,14 +34,26 @@ const SIGNAL_STACK_SIZE: usize = 64 << 10;
 /// Runs `f` on a new thread named `name` with a stack of `stack_size` bytes. Fails only
 /// when the OS refuses the mapping or the thread (or the reaper, the first time).
 #[cfg(target_os = "linux")]
-pub fn spawn(name: &'static std::ffi::CStr, stack_size: usize, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+pub fn spawn(
+    name: &'static std::ffi::CStr,
+    stack_size: usize,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
     linux::spawn(name, stack_size, Box::new(f))
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn spawn(name: &'static std::ffi::CStr, stack_size: usize, f: impl FnOnce() + Send + 'static) -> io::Result<()> {
+pub fn spawn(
+    name: &'static std::ffi::CStr,
+    stack_size: usize,
+    f: impl FnOnce() + Send + 'static,
+) -> io::Result<()> {
     let name = name.to_string_lossy().into_owned();
-    std::thread::Builder::new().name(name).stack_size(stack_size).spawn(f).map(|_| ())
+    std::thread::Builder::new()
+        .name(name)
+        .stack_size(stack_size)
+        .spawn(f)
+        .map(|_| ())
 }
 
 #[cfg(target_os = "linux")]
@@ -87,7 +99,10 @@ mod linux {
             if base == libc::MAP_FAILED {
                 return Err(io::Error::last_os_error());
             }
-            let mapping = Mapping { base: base.cast(), len };
+            let mapping = Mapping {
+                base: base.cast(),
+                len,
+            };
             // SAFETY: the first page of the mapping made above.
             if unsafe { libc::mprotect(base, page, libc::PROT_NONE) } != 0 {
                 return Err(io::Error::last_os_error());
@@ -135,11 +150,20 @@ mod linux {
         block: arena::Block,
     }
 
-    pub(super) fn spawn(name: &'static CStr, stack_size: usize, f: Box<dyn FnOnce() + Send>) -> io::Result<()> {
+    pub(super) fn spawn(
+        name: &'static CStr,
+        stack_size: usize,
+        f: Box<dyn FnOnce() + Send>,
+    ) -> io::Result<()> {
         let reaper = reaper()?;
         let stacks = Mapping::stacks(stack_size)?;
         let (stack, size) = stacks.thread_stack();
-        let start = Box::into_raw(Box::new(Start { name, f, stacks, reaper }));
+        let start = Box::into_raw(Box::new(Start {
+            name,
+            f,
+            stacks,
+            reaper,
+        }));
         let mut thread: libc::pthread_t = 0;
         // SAFETY: `attr` is initialised before use and destroyed after; the stack given to
         // the thread is the mapping's, which stays mapped until the reaper has joined it.
@@ -164,12 +188,20 @@ mod linux {
 
     extern "C" fn run(start: *mut c_void) -> *mut c_void {
         // SAFETY: `spawn` passed a `Box<Start>` and gave up ownership of it.
-        let Start { name, f, stacks, reaper } = *unsafe { Box::from_raw(start.cast::<Start>()) };
+        let Start {
+            name,
+            f,
+            stacks,
+            reaper,
+        } = *unsafe { Box::from_raw(start.cast::<Start>()) };
         // SAFETY: the signal stack lies in `stacks`, which outlives this thread; the name
         // is a C string under the 16 bytes Linux allows (else it is refused, harmlessly).
         unsafe {
-            let signal_stack =
-                libc::stack_t { ss_sp: stacks.signal_stack().cast(), ss_flags: 0, ss_size: SIGNAL_STACK_SIZE };
+            let signal_stack = libc::stack_t {
+                ss_sp: stacks.signal_stack().cast(),
+                ss_flags: 0,
+                ss_size: SIGNAL_STACK_SIZE,
+            };
             libc::sigaltstack(&signal_stack, ptr::null_mut());
             libc::pthread_setname_np(libc::pthread_self(), name.as_ptr());
         }
@@ -179,7 +211,11 @@ mod linux {
         // SAFETY: pthread_self has no preconditions.
         let thread = unsafe { libc::pthread_self() };
         // The reaper lives as long as the process, so this cannot fail.
-        let _ = reaper.send(Retired { thread, stacks, block: arena::Block::take() });
+        let _ = reaper.send(Retired {
+            thread,
+            stacks,
+            block: arena::Block::take(),
+        });
         ptr::null_mut()
     }
 
@@ -187,12 +223,17 @@ mod linux {
 
     /// The reaper's queue, starting the reaper on first use.
     fn reaper() -> io::Result<Sender<Retired>> {
-        let mut reaper = REAPER.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut reaper = REAPER
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(sender) = reaper.as_ref() {
             return Ok(sender.clone());
         }
         let (sender, retired) = channel();
-        std::thread::Builder::new().name("hb_beamr_reap".into()).stack_size(64 << 10).spawn(move || reap(retired))?;
+        std::thread::Builder::new()
+            .name("hb_beamr_reap".into())
+            .stack_size(64 << 10)
+            .spawn(move || reap(retired))?;
         *reaper = Some(sender.clone());
         Ok(sender)
     }
@@ -208,7 +249,11 @@ mod linux {
                 retired.recv_timeout(SETTLE)
             };
             match next {
-                Ok(Retired { thread, stacks, block }) => {
+                Ok(Retired {
+                    thread,
+                    stacks,
+                    block,
+                }) => {
                     // SAFETY: a joinable thread, joined once, here; it runs on `stacks`
                     // until pthread_join returns, so they are unmapped only after.
                     unsafe { libc::pthread_join(thread, ptr::null_mut()) };
@@ -340,11 +385,14 @@ mod linux {
             *GLIBCS.get_or_init(|| {
                 // SAFETY: dladdr only reads the loader's tables into `info`.
                 let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-                let found = unsafe { libc::dladdr(opaque_malloc() as *const c_void, &mut info) } != 0;
+                let found =
+                    unsafe { libc::dladdr(opaque_malloc() as *const c_void, &mut info) } != 0;
                 // SAFETY: a non-null dli_fname is a C string owned by the loader.
                 found
                     && !info.dli_fname.is_null()
-                    && unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }.to_bytes().ends_with(b"/libc.so.6")
+                    && unsafe { std::ffi::CStr::from_ptr(info.dli_fname) }
+                        .to_bytes()
+                        .ends_with(b"/libc.so.6")
             })
         }
 
@@ -383,8 +431,9 @@ mod linux {
                     })
                     .unwrap();
                 }
-                let on_main =
-                    (0..threads).filter(|_| told.recv_timeout(Duration::from_secs(30)).unwrap()).count();
+                let on_main = (0..threads)
+                    .filter(|_| told.recv_timeout(Duration::from_secs(30)).unwrap())
+                    .count();
                 assert_eq!(on_main, 0, "of {threads} threads");
             }
         }
@@ -444,7 +493,8 @@ mod tests {
 
     fn run_wasm() {
         let mut store = wasmer::Store::default();
-        let wasm = wat::parse_str(r#"(module (func (export "f") (result i32) i32.const 7))"#).unwrap();
+        let wasm =
+            wat::parse_str(r#"(module (func (export "f") (result i32) i32.const 7))"#).unwrap();
         let module = wasmer::Module::new(&store, wasm).unwrap();
         let instance = wasmer::Instance::new(&mut store, &module, &wasmer::imports! {}).unwrap();
         let f = instance.exports.get_function("f").unwrap();
@@ -457,7 +507,10 @@ mod tests {
             run_wasm();
             let mut current: libc::stack_t = unsafe { std::mem::zeroed() };
             // SAFETY: reading this thread's signal stack into a local.
-            assert_eq!(unsafe { libc::sigaltstack(std::ptr::null(), &mut current) }, 0);
+            assert_eq!(
+                unsafe { libc::sigaltstack(std::ptr::null(), &mut current) },
+                0
+            );
             let name = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
             let _ = tell.send(Seen {
                 sp: stack_address(),
@@ -472,7 +525,10 @@ mod tests {
 
     /// The bounds of the mapping that holds `address`.
     fn mapping_of(maps: &[(usize, usize, String)], address: usize) -> (usize, usize) {
-        let &(start, end, _) = maps.iter().find(|&&(start, end, _)| start <= address && address < end).unwrap();
+        let &(start, end, _) = maps
+            .iter()
+            .find(|&&(start, end, _)| start <= address && address < end)
+            .unwrap();
         (start, end)
     }
 
@@ -480,7 +536,10 @@ mod tests {
     /// memory at the same place, hence exact bounds, and a stack size no other test uses.
     fn wait_unmapped(bounds: (usize, usize)) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while mappings().iter().any(|&(start, end, _)| (start, end) == bounds) {
+        while mappings()
+            .iter()
+            .any(|&(start, end, _)| (start, end) == bounds)
+        {
             assert!(Instant::now() < deadline, "the stack is still mapped");
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -490,7 +549,11 @@ mod tests {
     fn thread_and_signal_stack_share_one_mapping_below_a_guard_page() {
         let seen = spawn_and_see(1 << 20);
         assert_eq!(seen.name, "beamr_test");
-        let index = seen.maps.iter().position(|&(start, end, _)| start <= seen.sp && seen.sp < end).unwrap();
+        let index = seen
+            .maps
+            .iter()
+            .position(|&(start, end, _)| start <= seen.sp && seen.sp < end)
+            .unwrap();
         let (start, end, perms) = &seen.maps[index];
         assert!(perms.starts_with("rw"), "{perms}");
         // wasmer kept the signal stack installed before it ran, in the same mapping.

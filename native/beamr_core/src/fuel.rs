@@ -14,6 +14,32 @@
 /// The most fuel granted at once.
 pub const SLICE: i64 = 1 << 24;
 
+/// The most stack frames the exceptions thrown in one outermost call may hold: the runtime
+/// keeps a backtrace of the whole stack with each exception until the call ends, about 46
+/// bytes a frame, so this bounds them to ~190 MB (see `prepare::interrupt`). An AOS Eval
+/// whose Lua raises and catches 100,000 errors (~35 frames each) stays within it.
+pub const MAX_EXCEPTION_FRAMES: u64 = 1 << 22;
+
+/// What each stack frame of a throw costs: the runtime walks the stack to take its
+/// backtrace, ~0.14 µs a frame measured here, a few hundred operators' worth.
+pub const FRAME_UNITS: u64 = 256;
+
+/// The frames of the calling thread's stack, counted up to `cap` + 1 (so that a count
+/// past `cap` costs no more than the cap).
+pub fn stack_frames(cap: u64) -> u64 {
+    let mut frames = 0;
+    // SAFETY: only this thread walks its own stack here, through the unwind tables the
+    // runtime registers for compiled wasm, as the runtime's own backtrace of the throw that
+    // follows does.
+    unsafe {
+        backtrace::trace_unsynchronized(|_| {
+            frames += 1;
+            frames <= cap
+        })
+    };
+    frames
+}
+
 #[derive(Debug)]
 pub struct Meter {
     budget: Option<u64>,
@@ -30,7 +56,11 @@ impl Meter {
     /// A meter for a call allowed `budget` units (unbounded when `None`), with the fuel
     /// to start it with.
     pub fn start(budget: Option<u64>) -> (Meter, i64) {
-        let mut meter = Meter { budget, used: 0, granted: 0 };
+        let mut meter = Meter {
+            budget,
+            used: 0,
+            granted: 0,
+        };
         let fuel = meter.grant();
         (meter, fuel)
     }
@@ -49,23 +79,41 @@ impl Meter {
     /// lack of gas used its whole budget.
     pub fn finish(mut self, fuel: i64) -> u64 {
         self.account(fuel);
-        self.budget.map_or(self.used, |budget| self.used.min(budget))
+        self.budget
+            .map_or(self.used, |budget| self.used.min(budget))
     }
 
     fn account(&mut self, fuel: i64) {
-        self.used = self.used.saturating_add(self.granted.saturating_sub(fuel) as u64);
+        self.used = self
+            .used
+            .saturating_add(self.granted.saturating_sub(fuel) as u64);
         self.granted = fuel;
     }
 
     /// A meter for code that starts with no fuel granted (the fuel global's initial value,
     /// 0): a module's start function, which runs before the host can set the global, so its
     /// first charge goes straight to the check.
+    /// Adds `units` the module did not pay in fuel (a throw's stack frames).
+    pub fn charge(&mut self, units: u64) -> Result<(), OutOfGas> {
+        self.used = self.used.saturating_add(units);
+        match self.budget {
+            Some(budget) if self.used > budget => Err(OutOfGas),
+            _ => Ok(()),
+        }
+    }
+
     pub fn ungranted(budget: Option<u64>) -> Meter {
-        Meter { budget, used: 0, granted: 0 }
+        Meter {
+            budget,
+            used: 0,
+            granted: 0,
+        }
     }
 
     fn grant(&mut self) -> i64 {
-        let left = self.budget.map_or(u64::MAX, |budget| budget.saturating_sub(self.used));
+        let left = self
+            .budget
+            .map_or(u64::MAX, |budget| budget.saturating_sub(self.used));
         self.granted = left.min(SLICE as u64) as i64;
         self.granted
     }

@@ -46,11 +46,26 @@ pub fn inspect(source: &[u8], opts: &PrepareOptions) -> Result<Inspection, Prepa
     let prepared = prepare(&wasm, opts)?;
     let original = validate(&wasm)?;
     let types = original.as_ref();
-    let imported_memories = types.core_imports().into_iter().flatten().filter(|(_, _, ty)| matches!(ty, EntityType::Memory(_))).count();
+    let imported_memories = types
+        .core_imports()
+        .into_iter()
+        .flatten()
+        .filter(|(_, _, ty)| matches!(ty, EntityType::Memory(_)))
+        .count();
     let rewritten = validate(&prepared.wasm)?;
     Ok(Inspection {
-        imports: types.core_imports().into_iter().flatten().map(|(module, name, ty)| entry(types, module, name, ty)).collect(),
-        exports: types.core_exports().into_iter().flatten().map(|(name, ty)| entry(types, "", name, ty)).collect(),
+        imports: types
+            .core_imports()
+            .into_iter()
+            .flatten()
+            .map(|(module, name, ty)| entry(types, module, name, ty))
+            .collect(),
+        exports: types
+            .core_exports()
+            .into_iter()
+            .flatten()
+            .map(|(name, ty)| entry(types, "", name, ty))
+            .collect(),
         memories: (0..types.memory_count())
             .map(|i| memory(types.memory_at(i), (i as usize) < imported_memories))
             .collect(),
@@ -62,7 +77,8 @@ pub fn inspect(source: &[u8], opts: &PrepareOptions) -> Result<Inspection, Prepa
             .flatten()
             .filter(|(module, name, ty)| {
                 matches!(ty, EntityType::Func(_))
-                    && (*module == "env" && name.starts_with("invoke_") || Import::recognise(module, name).is_some())
+                    && (*module == "env" && name.starts_with("invoke_")
+                        || Import::recognise(module, name).is_some())
             })
             .map(|(_, name, _)| name.to_string())
             .collect(),
@@ -74,7 +90,9 @@ pub fn inspect(source: &[u8], opts: &PrepareOptions) -> Result<Inspection, Prepa
 
 /// Preparation has validated with the features it accepts; here only the types are wanted.
 fn validate(wasm: &[u8]) -> Result<wasmparser::types::Types, PrepareError> {
-    Validator::new_with_features(WasmFeatures::all()).validate_all(wasm).map_err(|e| PrepareError(e.to_string()))
+    Validator::new_with_features(WasmFeatures::all())
+        .validate_all(wasm)
+        .map_err(|e| PrepareError(e.to_string()))
 }
 
 fn entry(types: TypesRef, module: &str, name: &str, ty: EntityType) -> Entry {
@@ -85,7 +103,12 @@ fn entry(types: TypesRef, module: &str, name: &str, ty: EntityType) -> Entry {
         EntityType::Memory(_) => ("memory", String::new()),
         EntityType::Global(_) => ("global", String::new()),
     };
-    Entry { kind, module: module.to_string(), name: name.to_string(), signature }
+    Entry {
+        kind,
+        module: module.to_string(),
+        name: name.to_string(),
+        signature,
+    }
 }
 
 /// HyperBEAM's signature string (`crate::signature`) of a wasmparser function type.
@@ -108,7 +131,13 @@ fn type_char(ty: ValType) -> char {
 }
 
 fn memory(ty: MemoryType, imported: bool) -> Memory {
-    Memory { memory64: ty.memory64, shared: ty.shared, imported, initial: ty.initial, maximum: ty.maximum }
+    Memory {
+        memory64: ty.memory64,
+        shared: ty.shared,
+        imported,
+        initial: ty.initial,
+        maximum: ty.maximum,
+    }
 }
 
 #[cfg(test)]
@@ -123,9 +152,24 @@ mod tests {
     #[test]
     fn lists_imports_exports_memories_and_passes() {
         let info = inspect(MODULE.as_bytes(), &PrepareOptions::default()).unwrap();
-        let imports: Vec<_> = info.imports.iter().map(|e| (e.kind, e.module.as_str(), e.name.as_str(), e.signature.as_str())).collect();
+        let imports: Vec<_> = info
+            .imports
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.module.as_str(),
+                    e.name.as_str(),
+                    e.signature.as_str(),
+                )
+            })
+            .collect();
         assert_eq!(imports, [("func", "env", "log", "(If)")]);
-        let exports: Vec<_> = info.exports.iter().map(|e| (e.kind, e.name.as_str(), e.signature.as_str())).collect();
+        let exports: Vec<_> = info
+            .exports
+            .iter()
+            .map(|e| (e.kind, e.name.as_str(), e.signature.as_str()))
+            .collect();
         assert_eq!(exports, [("memory", "mem", ""), ("func", "grow", "(I)I")]);
         let memory = &info.memories[0];
         assert!(memory.memory64 && !memory.imported);

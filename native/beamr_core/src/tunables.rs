@@ -13,8 +13,8 @@
 use std::ptr::NonNull;
 
 use wasmer::sys::vm::{
-    InternalStoreHandle, MemoryError, MemoryStyle, StoreObjects, TableStyle, VMMemory, VMMemoryDefinition, VMTable,
-    VMTableDefinition,
+    InternalStoreHandle, MemoryError, MemoryStyle, StoreObjects, TableStyle, VMMemory,
+    VMMemoryDefinition, VMTable, VMTableDefinition,
 };
 use wasmer::sys::{BaseTunables, Tunables};
 use wasmer::{MemoryType, ModuleInfo, TableType};
@@ -46,7 +46,11 @@ impl Tunables for FallibleTables {
         self.base.table_style(table)
     }
 
-    fn create_host_memory(&self, ty: &MemoryType, style: &MemoryStyle) -> Result<VMMemory, MemoryError> {
+    fn create_host_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+    ) -> Result<VMMemory, MemoryError> {
         self.base.create_host_memory(ty, style)
     }
 
@@ -56,7 +60,10 @@ impl Tunables for FallibleTables {
         style: &MemoryStyle,
         vm_definition_location: NonNull<VMMemoryDefinition>,
     ) -> Result<VMMemory, MemoryError> {
-        unsafe { self.base.create_vm_memory(ty, style, vm_definition_location) }
+        unsafe {
+            self.base
+                .create_vm_memory(ty, style, vm_definition_location)
+        }
     }
 
     fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
@@ -84,6 +91,14 @@ impl Tunables for FallibleTables {
         let entries = defined.fold(0u64, |sum, table| sum.saturating_add(table.minimum.into()));
         can_allocate(entries).map_err(LinkError::Resource)?;
         // The trait's own create_tables, which calls create_vm_table for each table.
-        unsafe { Tunables::create_tables(&self.base, context, module, table_styles, table_definition_locations) }
+        unsafe {
+            Tunables::create_tables(
+                &self.base,
+                context,
+                module,
+                table_styles,
+                table_definition_locations,
+            )
+        }
     }
 }

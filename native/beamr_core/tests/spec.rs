@@ -37,12 +37,19 @@ const CHILD_FLAG: &str = "--spec-file";
 fn main() -> ExitCode {
     let root = spec_root();
     let args: Vec<String> = std::env::args().collect();
-    if let Some(file) = args.iter().position(|a| a == CHILD_FLAG).and_then(|i| args.get(i + 1)) {
+    if let Some(file) = args
+        .iter()
+        .position(|a| a == CHILD_FLAG)
+        .and_then(|i| args.get(i + 1))
+    {
         run_file(&root, file);
         return ExitCode::SUCCESS;
     }
     if !root.is_dir() {
-        eprintln!("spec tests not found at {}: provide them there or set SPEC_TESTS_DIR", root.display());
+        eprintln!(
+            "spec tests not found at {}: provide them there or set SPEC_TESTS_DIR",
+            root.display()
+        );
         return ExitCode::FAILURE;
     }
     let filters: Vec<String> = std::env::var("SPEC_FILTER")
@@ -57,7 +64,10 @@ fn main() -> ExitCode {
         .filter(|file| filters.is_empty() || filters.iter().any(|f| file.contains(f.as_str())))
         .collect();
     if files.is_empty() {
-        eprintln!("no .wast file under {} matches SPEC_FILTER={filters:?}", root.display());
+        eprintln!(
+            "no .wast file under {} matches SPEC_FILTER={filters:?}",
+            root.display()
+        );
         return ExitCode::FAILURE;
     }
     let reports = run_isolated(&root, &files);
@@ -77,13 +87,21 @@ fn spec_root() -> PathBuf {
 /// Every script, as a sorted path relative to `root` with `/` separators.
 fn wast_files(root: &Path) -> Vec<String> {
     fn walk(dir: &Path, root: &Path, out: &mut Vec<String>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
         for path in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
             if path.is_dir() {
                 walk(&path, root, out);
             } else if path.extension().is_some_and(|ext| ext == "wast") {
                 let relative = path.strip_prefix(root).expect("walked under root");
-                out.push(relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"));
+                out.push(
+                    relative
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                );
             }
         }
     }
@@ -104,14 +122,21 @@ fn run_file(root: &Path, file: &str) {
     };
     match directives {
         Ok(directives) => runner::run(file, &directives, |record| report::emit(&record)),
-        Err(why) => {
-            report::emit(&Record { line: 0, kind: "parse".into(), status: Status::Fail, detail: why, note: None })
-        }
+        Err(why) => report::emit(&Record {
+            line: 0,
+            kind: "parse".into(),
+            status: Status::Fail,
+            detail: why,
+            note: None,
+        }),
     }
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Parent side: runs each script in a child process, `SPEC_JOBS` at a time.
@@ -156,13 +181,23 @@ fn run_child(exe: &Path, root: &Path, file: &str, timeout: Duration) -> FileRepo
         .spawn();
     let mut child = match spawned {
         Ok(child) => child,
-        Err(e) => return crashed(file, Vec::new(), format!("cannot start the child process: {e}")),
+        Err(e) => {
+            return crashed(
+                file,
+                Vec::new(),
+                format!("cannot start the child process: {e}"),
+            )
+        }
     };
     let stdout = child.stdout.take().expect("piped stdout");
     let mut stderr = child.stderr.take().expect("piped stderr");
     // Readers drain both pipes so a chatty child never blocks on a full pipe.
     let records = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|line| report::parse(&line)).collect::<Vec<_>>()
+        BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|line| report::parse(&line))
+            .collect::<Vec<_>>()
     });
     let errors = std::thread::spawn(move || {
         let mut text = String::new();
@@ -174,15 +209,27 @@ fn run_child(exe: &Path, root: &Path, file: &str, timeout: Duration) -> FileRepo
     let errors = errors.join().expect("stderr reader");
     let last = records.last().map_or(0, |r| r.line);
     match finished {
-        Some(status) if status.success() => FileReport { file: file.into(), records },
+        Some(status) if status.success() => FileReport {
+            file: file.into(),
+            records,
+        },
         Some(status) => {
             let tail: Vec<&str> = errors.lines().filter(|l| !l.trim().is_empty()).collect();
             let tail = tail[tail.len().saturating_sub(6)..].join(" | ");
-            crashed(file, records, format!("the child process died ({status}) after line {last}: {tail}"))
+            crashed(
+                file,
+                records,
+                format!("the child process died ({status}) after line {last}: {tail}"),
+            )
         }
-        None => {
-            crashed(file, records, format!("timed out after {}s in the directive after line {last}", timeout.as_secs()))
-        }
+        None => crashed(
+            file,
+            records,
+            format!(
+                "timed out after {}s in the directive after line {last}",
+                timeout.as_secs()
+            ),
+        ),
     }
 }
 
@@ -204,6 +251,15 @@ fn wait_or_kill(child: &mut Child, timeout: Duration) -> Option<std::process::Ex
 
 fn crashed(file: &str, mut records: Vec<Record>, why: String) -> FileReport {
     let line = records.last().map_or(0, |r| r.line);
-    records.push(Record { line, kind: "process".into(), status: Status::Fail, detail: why, note: None });
-    FileReport { file: file.into(), records }
+    records.push(Record {
+        line,
+        kind: "process".into(),
+        status: Status::Fail,
+        detail: why,
+        note: None,
+    });
+    FileReport {
+        file: file.into(),
+        records,
+    }
 }

@@ -87,7 +87,8 @@ pub fn move_off(cpu: u32) -> bool {
                 return false;
             }
             libc::CPU_CLR(cpu, &mut set);
-            libc::CPU_COUNT(&set) > 0 && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+            libc::CPU_COUNT(&set) > 0
+                && libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
         }
     })
 }

@@ -39,23 +39,38 @@ pub enum PutError<T> {
 
 impl<T> Lane<T> {
     pub fn new() -> Lane<T> {
-        Lane { state: AtomicU8::new(EMPTY), value: UnsafeCell::new(None) }
+        Lane {
+            state: AtomicU8::new(EMPTY),
+            value: UnsafeCell::new(None),
+        }
     }
 
     pub fn put(&self, value: T) -> Result<(), PutError<T>> {
-        if let Err(state) = self.state.compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed) {
-            return Err(if state & CLOSED != 0 { PutError::Closed(value) } else { PutError::Busy(value) });
+        if let Err(state) =
+            self.state
+                .compare_exchange(EMPTY, WRITING, Ordering::Acquire, Ordering::Relaxed)
+        {
+            return Err(if state & CLOSED != 0 {
+                PutError::Closed(value)
+            } else {
+                PutError::Busy(value)
+            });
         }
         // SAFETY: WRITING gives this thread exclusive access to `value`.
         unsafe { self.value.with_mut(|cell| *cell = Some(value)) };
         // Acquire too, for `sync_with_pushers` (the same instruction on x86).
-        if self.state.compare_exchange(WRITING, FULL, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+        if self
+            .state
+            .compare_exchange(WRITING, FULL, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
             return Ok(());
         }
         // `close` set its bit while we wrote (WRITING | CLOSED): the value is still ours.
         reached!(LaneClosedWhileWriting);
         // SAFETY: no other thread moves the state out of WRITING | CLOSED.
-        let value = unsafe { self.value.with_mut(|cell| (*cell).take()) }.expect("a written lane holds its value");
+        let value = unsafe { self.value.with_mut(|cell| (*cell).take()) }
+            .expect("a written lane holds its value");
         self.state.store(CLOSED, Ordering::Release);
         Err(PutError::Closed(value))
     }
@@ -63,13 +78,20 @@ impl<T> Lane<T> {
     pub fn take(&self) -> Option<T> {
         // A plain load first: polling must not write the line the pusher is about to use.
         if self.state.load(Ordering::Relaxed) != FULL
-            || self.state.compare_exchange(FULL, TAKING, Ordering::Acquire, Ordering::Relaxed).is_err()
+            || self
+                .state
+                .compare_exchange(FULL, TAKING, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
         {
             return None;
         }
         // SAFETY: TAKING gives this thread exclusive access to `value`.
         let value = unsafe { self.value.with_mut(|cell| (*cell).take()) };
-        if self.state.compare_exchange(TAKING, EMPTY, Ordering::Release, Ordering::Relaxed).is_err() {
+        if self
+            .state
+            .compare_exchange(TAKING, EMPTY, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
             // Closed while taking: the value was taken before, so it is ours to return.
             reached!(LaneClosedWhileTaking);
             self.state.store(CLOSED, Ordering::Release);
@@ -185,7 +207,11 @@ mod tests {
             all.extend(drained);
             all.extend(returned.into_inner().unwrap());
             all.sort_unstable();
-            assert_eq!(all, (0..PUSHERS * VALUES).collect::<Vec<_>>(), "round {round}");
+            assert_eq!(
+                all,
+                (0..PUSHERS * VALUES).collect::<Vec<_>>(),
+                "round {round}"
+            );
         }
     }
 }

@@ -18,9 +18,9 @@ use crossbeam_utils::CachePadded;
 use crate::sync::thread::{self, Thread};
 use crate::sync::{AtomicUsize, Mutex, OnceLock, Ordering};
 
-use crate::cpu::{self, LastCpu};
 use super::lane::{Lane, PutError};
 use super::spin::Spin;
+use crate::cpu::{self, LastCpu};
 
 /// How long an idle consumer polls without yielding, and before it parks.
 const SPIN_BEFORE_YIELDING: Duration = Duration::from_micros(20);
@@ -52,7 +52,10 @@ impl<T> Mailbox<T> {
     pub fn new() -> Self {
         Mailbox {
             lane: CachePadded::new(Lane::new()),
-            queue: CachePadded::new(Mutex::new(Queue { values: VecDeque::new(), closed: false })),
+            queue: CachePadded::new(Mutex::new(Queue {
+                values: VecDeque::new(),
+                closed: false,
+            })),
             len: CachePadded::new(AtomicUsize::new(0)),
             consumer: OnceLock::new(),
             consumer_cpu: CachePadded::new(LastCpu::new()),
@@ -172,7 +175,11 @@ impl<T> Mailbox<T> {
         let mut queue = self.queue.lock();
         queue.closed = true;
         self.len.store(0, Ordering::Release);
-        self.lane.close().into_iter().chain(queue.values.drain(..)).collect()
+        self.lane
+            .close()
+            .into_iter()
+            .chain(queue.values.drain(..))
+            .collect()
     }
 }
 
@@ -278,12 +285,19 @@ mod tests {
                 let mut delivered: Vec<u32> = (0..pops).map(|_| mailbox.pop()).collect();
                 closed.store(true, Ordering::Release);
                 delivered.extend(mailbox.close());
-                let refused: Vec<u32> = pushers.into_iter().flat_map(|p| p.join().unwrap()).collect();
+                let refused: Vec<u32> = pushers
+                    .into_iter()
+                    .flat_map(|p| p.join().unwrap())
+                    .collect();
                 (delivered, refused)
             });
             let mut all: Vec<u32> = delivered.iter().chain(&refused).copied().collect();
             all.sort_unstable();
-            assert_eq!(all, (0..PUSHERS * VALUES).collect::<Vec<_>>(), "round {round}");
+            assert_eq!(
+                all,
+                (0..PUSHERS * VALUES).collect::<Vec<_>>(),
+                "round {round}"
+            );
         }
     }
 }

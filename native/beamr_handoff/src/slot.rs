@@ -40,14 +40,19 @@ unsafe impl<E: Send> Sync for Slot<E> {}
 
 impl<E> Slot<E> {
     pub fn new() -> Slot<E> {
-        Slot { state: AtomicU8::new(IDLE), event: UnsafeCell::new(None) }
+        Slot {
+            state: AtomicU8::new(IDLE),
+            event: UnsafeCell::new(None),
+        }
     }
 
     /// Announces a waiter for the next event (before it triggers the event). False when
     /// the slot is not idle: an earlier hand-over has not finished, so the caller must
     /// not wait.
     pub fn arm(&self) -> bool {
-        self.state.compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        self.state
+            .compare_exchange(IDLE, WAITING, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// Producer side: hands `event` to the waiter, or gives it back when nobody waits
@@ -60,20 +65,27 @@ impl<E> Slot<E> {
     }
 
     fn claim(&self) -> bool {
-        self.state.compare_exchange(WAITING, WRITING, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        self.state
+            .compare_exchange(WAITING, WRITING, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
     }
 
     /// After a successful `claim`.
     fn fill(&self, event: E) -> Result<(), E> {
         // SAFETY: WRITING gives the producer exclusive access to `event`.
         unsafe { self.event.with_mut(|cell| *cell = Some(event)) };
-        if self.state.compare_exchange(WRITING, FILLED, Ordering::Release, Ordering::Relaxed).is_ok() {
+        if self
+            .state
+            .compare_exchange(WRITING, FILLED, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
             return Ok(());
         }
         // ABANDONED: the waiter left during the write and will not touch the cell.
         reached!(SlotAbandoned);
         // SAFETY: only the producer leaves ABANDONED.
-        let event = unsafe { self.event.with_mut(|cell| (*cell).take()) }.expect("a written slot holds its event");
+        let event = unsafe { self.event.with_mut(|cell| (*cell).take()) }
+            .expect("a written slot holds its event");
         self.state.store(IDLE, Ordering::Release);
         Err(event)
     }
@@ -97,7 +109,11 @@ impl<E> Slot<E> {
     }
 
     fn try_take(&self) -> Option<E> {
-        if self.state.compare_exchange(FILLED, TAKING, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if self
+            .state
+            .compare_exchange(FILLED, TAKING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             return None;
         }
         // SAFETY: TAKING gives this waiter exclusive access to `event`.
@@ -118,7 +134,10 @@ impl<E> Slot<E> {
                 // Not ours to end (nobody armed, or another waiter is ending it).
                 _ => return None,
             };
-            match self.state.compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire) {
+            match self
+                .state
+                .compare_exchange(state, next, Ordering::AcqRel, Ordering::Acquire)
+            {
                 Ok(_) => return None,
                 Err(now) => state = now,
             }
@@ -177,8 +196,13 @@ mod tests {
         assert!(slot.claim());
         let (done, finished) = mpsc::channel();
         std::thread::scope(|s| {
-            s.spawn(|| done.send(slot.wait(Duration::from_micros(20), || true)).unwrap());
-            let outcome = finished.recv_timeout(Duration::from_secs(5)).expect("the waiter hung");
+            s.spawn(|| {
+                done.send(slot.wait(Duration::from_micros(20), || true))
+                    .unwrap()
+            });
+            let outcome = finished
+                .recv_timeout(Duration::from_secs(5))
+                .expect("the waiter hung");
             assert_eq!(outcome, None);
         });
         assert_eq!(slot.fill(7), Err(7));

@@ -27,13 +27,21 @@ pub struct Spin {
 impl Spin {
     /// Spins with `spin_loop` only, for at most `give_up_after`.
     pub fn pure(give_up_after: Duration) -> Spin {
-        Spin { started: Instant::now(), yield_after: None, give_up_after }
+        Spin {
+            started: Instant::now(),
+            yield_after: None,
+            give_up_after,
+        }
     }
 
     /// Spins, yields the core between polls after `yield_after`, gives up after
     /// `give_up_after`.
     pub fn yielding(yield_after: Duration, give_up_after: Duration) -> Spin {
-        Spin { started: Instant::now(), yield_after: Some(yield_after), give_up_after }
+        Spin {
+            started: Instant::now(),
+            yield_after: Some(yield_after),
+            give_up_after,
+        }
     }
 
     /// Waits one poll; false once the wait should end (without waiting).
@@ -63,7 +71,9 @@ pub struct Spin {
 #[cfg(loom)]
 impl Spin {
     fn polls(give_up_after: Duration) -> Spin {
-        Spin { polls_left: give_up_after.as_nanos().min(LOOM_MAX_POLLS as u128) as u32 }
+        Spin {
+            polls_left: give_up_after.as_nanos().min(LOOM_MAX_POLLS as u128) as u32,
+        }
     }
 
     /// At most `give_up_after` in nanoseconds polls.

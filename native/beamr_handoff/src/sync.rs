@@ -114,12 +114,19 @@ pub(crate) struct OnceLock<T> {
 #[cfg(loom)]
 impl<T> OnceLock<T> {
     pub(crate) fn new() -> OnceLock<T> {
-        OnceLock { state: AtomicU8::new(0), value: UnsafeCell::new(None) }
+        OnceLock {
+            state: AtomicU8::new(0),
+            value: UnsafeCell::new(None),
+        }
     }
 
     /// Err when already set (or being set: std would wait, nothing here sets twice).
     pub(crate) fn set(&self, value: T) -> Result<(), T> {
-        if self.state.compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire).is_err() {
+        if self
+            .state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
+            .is_err()
+        {
             return Err(value);
         }
         // SAFETY: state 1 gives this thread exclusive access.

@@ -56,7 +56,10 @@ fn slot_waiter_gives_up_at_once() {
     slot_waiter_against_producer(0);
     // A waiter with no time left lands in every state of the producer's, WRITING
     // included: it abandons the write and the producer takes its event back.
-    assert!(reached::count(Path::SlotAbandoned) > 0, "the ABANDONED path was not explored");
+    assert!(
+        reached::count(Path::SlotAbandoned) > 0,
+        "the ABANDONED path was not explored"
+    );
 }
 
 #[test]
@@ -172,7 +175,10 @@ fn lane_put_take_close() {
             thread::spawn(move || lane.take().map(End::Taken))
         };
         let drained = lane.close().map(End::Drained);
-        let mut ends: Vec<End> = pushers.into_iter().filter_map(|p| p.join().unwrap()).collect();
+        let mut ends: Vec<End> = pushers
+            .into_iter()
+            .filter_map(|p| p.join().unwrap())
+            .collect();
         ends.extend(taker.join().unwrap());
         ends.extend(drained);
         let mut values: Vec<u32> = ends.iter().map(|e| e.value()).collect();
@@ -207,14 +213,27 @@ fn lane_close_during_write_and_take() {
         let refused = pusher.join().unwrap();
         let taken = taker.join().unwrap();
         let ends = [taken, drained, refused];
-        assert_eq!(ends.iter().flatten().collect::<Vec<_>>(), [&1], "taken, drained, refused: {ends:?}");
+        assert_eq!(
+            ends.iter().flatten().collect::<Vec<_>>(),
+            [&1],
+            "taken, drained, refused: {ends:?}"
+        );
     });
-    assert!(reached::count(Path::LaneClosedWhileWriting) > 0, "close during a write was not explored");
-    assert!(reached::count(Path::LaneClosedWhileTaking) > 0, "close during a take was not explored");
+    assert!(
+        reached::count(Path::LaneClosedWhileWriting) > 0,
+        "close during a write was not explored"
+    );
+    assert!(
+        reached::count(Path::LaneClosedWhileTaking) > 0,
+        "close during a take was not explored"
+    );
 }
 
 /// One thread per value, pushing it: each gives back its value if the mailbox refused it.
-fn spawn_pushers(mailbox: &Arc<Mailbox<u32>>, values: [u32; 2]) -> Vec<thread::JoinHandle<Option<u32>>> {
+fn spawn_pushers(
+    mailbox: &Arc<Mailbox<u32>>,
+    values: [u32; 2],
+) -> Vec<thread::JoinHandle<Option<u32>>> {
     values
         .into_iter()
         .map(|v| {
@@ -236,14 +255,26 @@ fn mailbox_push_pop_close() {
         let pushers = spawn_pushers(&mailbox, [1, 2]);
         let popped = mailbox.pop();
         let drained = mailbox.close();
-        let refused: Vec<u32> = pushers.into_iter().filter_map(|p| p.join().unwrap()).collect();
-        let mut values: Vec<u32> =
-            std::iter::once(popped).chain(drained.iter().copied()).chain(refused.iter().copied()).collect();
+        let refused: Vec<u32> = pushers
+            .into_iter()
+            .filter_map(|p| p.join().unwrap())
+            .collect();
+        let mut values: Vec<u32> = std::iter::once(popped)
+            .chain(drained.iter().copied())
+            .chain(refused.iter().copied())
+            .collect();
         values.sort_unstable();
-        assert_eq!(values, [1, 2], "popped {popped}, drained {drained:?}, refused {refused:?}");
+        assert_eq!(
+            values,
+            [1, 2],
+            "popped {popped}, drained {drained:?}, refused {refused:?}"
+        );
         assert_eq!(mailbox.push(3), Err(Closed));
     });
-    assert!(reached::count(Path::MailboxParked) > 0, "the consumer never parked");
+    assert!(
+        reached::count(Path::MailboxParked) > 0,
+        "the consumer never parked"
+    );
 }
 
 /// Two pushers, a consumer that pops both values: through the lane and the queue, and

@@ -20,7 +20,9 @@ const MAX_PATH_CHARS: usize = 4096;
 /// A `cache_dir` value: a binary or a string.
 pub fn decode_path(term: Term) -> Option<PathBuf> {
     let path = match term.get_type() {
-        TermType::Binary => String::from_utf8(Binary::from_term(term).ok()?.as_slice().to_vec()).ok()?,
+        TermType::Binary => {
+            String::from_utf8(Binary::from_term(term).ok()?.as_slice().to_vec()).ok()?
+        }
         TermType::List => crate::codec::decode_charlist(term, MAX_PATH_CHARS)?,
         _ => return None,
     };
@@ -38,15 +40,21 @@ impl<'a> Failure<'a> {
     pub fn encode(self, env: Env<'a>) -> Term<'a> {
         match self {
             Failure::Term(term) => term,
-            Failure::Compile(CompileError::InvalidModule(msg)) => (atoms::invalid_module(), msg).encode(env),
+            Failure::Compile(CompileError::InvalidModule(msg)) => {
+                (atoms::invalid_module(), msg).encode(env)
+            }
             Failure::Compile(CompileError::MemoryLimit { initial, limit }) => {
                 (atoms::memory_limit(), initial, limit).encode(env)
             }
             Failure::Compile(CompileError::InvalidArtifact(why)) => {
                 (atoms::invalid_artifact(), artifact_reason(env, why)).encode(env)
             }
-            Failure::Compile(CompileError::Serialize(msg)) => (atoms::invalid_module(), msg).encode(env),
-            Failure::Compile(CompileError::NoThreads(_)) => (atoms::resource_limit(), atoms::thread()).encode(env),
+            Failure::Compile(CompileError::Serialize(msg)) => {
+                (atoms::invalid_module(), msg).encode(env)
+            }
+            Failure::Compile(CompileError::NoThreads(_)) => {
+                (atoms::resource_limit(), atoms::thread()).encode(env)
+            }
             Failure::CacheDir(msg) => (atoms::cache_dir(), msg).encode(env),
         }
     }
@@ -64,8 +72,12 @@ fn artifact_reason(env: Env, why: ArtifactError) -> Term {
 }
 
 fn open_cache<'a>(options: &StartOptions) -> Result<Option<Arc<DiskCache>>, Failure<'a>> {
-    let Some(dir) = &options.cache_dir else { return Ok(None) };
-    DiskCache::open(dir).map(Some).map_err(|e| Failure::CacheDir(format!("{}: {e}", dir.display())))
+    let Some(dir) = &options.cache_dir else {
+        return Ok(None);
+    };
+    DiskCache::open(dir)
+        .map(Some)
+        .map_err(|e| Failure::CacheDir(format!("{}: {e}", dir.display())))
 }
 
 /// The module to start: `source` is an artifact (by its magic) or wasm/WAT.
@@ -76,7 +88,8 @@ pub fn module_for<'a>(
 ) -> Result<CompiledModule, Failure<'a>> {
     let cache = open_cache(options)?;
     if !artifact::is_artifact(source) {
-        return compile::compile_cached(source, &options.prepare, cache.as_deref()).map_err(Failure::Compile);
+        return compile::compile_cached(source, &options.prepare, cache.as_deref())
+            .map_err(Failure::Compile);
     }
     // Artifacts made with this VM's own key or the cache directory's load.
     let mut keys: Vec<&Key> = vec![artifact::process_key()];
@@ -89,19 +102,32 @@ pub fn module_for<'a>(
 /// Preparation options given to start/2 with an artifact must be those it was compiled
 /// with: its code has them built in, and silently running, say, a non-deterministic
 /// artifact when `deterministic => true` was asked for would be worse than refusing.
-fn check_given_options<'a>(env: Env<'a>, compiled: &CompiledModule, options: &StartOptions) -> Result<(), Failure<'a>> {
+fn check_given_options<'a>(
+    env: Env<'a>,
+    compiled: &CompiledModule,
+    options: &StartOptions,
+) -> Result<(), Failure<'a>> {
     let built = &compiled.header.options;
     let bad = |key: Term<'a>, value: Term<'a>| {
         Failure::Term((atoms::badarg(), (atoms::options(), (key, value))).encode(env))
     };
     if options.given.wamr_compat && options.prepare.wamr_compat != built.wamr_compat {
-        return Err(bad(atoms::wamr_compat().encode(env), options.prepare.wamr_compat.encode(env)));
+        return Err(bad(
+            atoms::wamr_compat().encode(env),
+            options.prepare.wamr_compat.encode(env),
+        ));
     }
     if options.given.deterministic && options.prepare.deterministic != built.deterministic {
-        return Err(bad(atoms::deterministic().encode(env), options.prepare.deterministic.encode(env)));
+        return Err(bad(
+            atoms::deterministic().encode(env),
+            options.prepare.deterministic.encode(env),
+        ));
     }
     if options.given.memory_limit && options.prepare.memory_limit != built.memory_limit {
-        return Err(bad(atoms::memory_limit().encode(env), options.prepare.memory_limit.encode(env)));
+        return Err(bad(
+            atoms::memory_limit().encode(env),
+            options.prepare.memory_limit.encode(env),
+        ));
     }
     Ok(())
 }
@@ -144,5 +170,6 @@ fn cache_stats(env: Env) -> Term {
         (atoms::disk_hits(), stats.disk_hits),
         (atoms::artifact_loads(), stats.artifact_loads),
     ];
-    Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v.encode(env)))).expect("distinct keys")
+    Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v.encode(env))))
+        .expect("distinct keys")
 }

@@ -36,10 +36,23 @@ pub enum Protocol {
 /// `call_async(Owner, Func, Args, Opts, async | seed)`: `{ok, Ref}`, or `{ok, Ref, Message}`
 /// when the call's first event came at once, or `{error, Reason}`.
 #[rustler::nif(name = "call_async")]
-fn call_async<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Term<'a>, opts: Term<'a>, protocol: Atom) -> Term<'a> {
+fn call_async<'a>(
+    env: Env<'a>,
+    owner: LocalPid,
+    func: Term<'a>,
+    arguments: Term<'a>,
+    opts: Term<'a>,
+    protocol: Atom,
+) -> Term<'a> {
     let _timed = nif_cpu_time::Timed::start();
-    let protocol = if protocol == atoms::seed() { Protocol::Seed } else { Protocol::Async };
-    let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
+    let protocol = if protocol == atoms::seed() {
+        Protocol::Seed
+    } else {
+        Protocol::Async
+    };
+    let Some(instance) = registry::lookup(&owner) else {
+        return error(env, atoms::stopped());
+    };
     let limits = match decode_limits(opts) {
         Ok(limits) => limits,
         Err(bad) => return error(env, (atoms::badarg(), bad)),
@@ -50,13 +63,25 @@ fn call_async<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Term
     }
 }
 
-fn submit<'a>(env: Env<'a>, shared: &Arc<Shared>, func: Callee, limits: Limits, protocol: Protocol) -> Term<'a> {
+fn submit<'a>(
+    env: Env<'a>,
+    shared: &Arc<Shared>,
+    func: Callee,
+    limits: Limits,
+    protocol: Protocol,
+) -> Term<'a> {
     let caller = env.pid();
     let slot = ReplySlot::new(caller);
     let call = CallResource::new(Arc::clone(shared), Arc::clone(&slot), Some(protocol));
     slot.start_posting();
     let armed = slot.arm();
-    let command = Command::Call { caller, slot, func, limits, handle: Some(call.clone()) };
+    let command = Command::Call {
+        caller,
+        slot,
+        func,
+        limits,
+        handle: Some(call.clone()),
+    };
     if shared.submit(command).is_err() {
         return error(env, atoms::stopped());
     }
@@ -95,8 +120,12 @@ fn async_posted(call: ResourceArc<CallResource>) -> Atom {
 #[rustler::nif]
 fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<'a>) -> Term<'a> {
     let _timed = nif_cpu_time::Timed::start();
-    let pending = call.protocol.and_then(|_| call.slot.claim_pending(env.pid()));
-    let Some(index) = pending else { return error(env, atoms::badarg()) };
+    let pending = call
+        .protocol
+        .and_then(|_| call.slot.claim_pending(env.pid()));
+    let Some(index) = pending else {
+        return error(env, atoms::badarg());
+    };
     call.slot.start_posting();
     let armed = match reply_values(env, &call, index, results) {
         Ok(armed) => armed,
@@ -123,8 +152,14 @@ fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<
 /// `async_exception(Ref, Reason)`: throws `Reason` at the call's pending import (see
 /// `import_exception`); returns like `async_reply`.
 #[rustler::nif]
-fn async_exception<'a>(env: Env<'a>, call: ResourceArc<CallResource>, reason: Term<'a>) -> Term<'a> {
-    let pending = call.protocol.and_then(|_| call.slot.claim_pending(env.pid()));
+fn async_exception<'a>(
+    env: Env<'a>,
+    call: ResourceArc<CallResource>,
+    reason: Term<'a>,
+) -> Term<'a> {
+    let pending = call
+        .protocol
+        .and_then(|_| call.slot.claim_pending(env.pid()));
     if pending.is_none() {
         return error(env, atoms::badarg());
     }
@@ -140,8 +175,12 @@ fn async_exception<'a>(env: Env<'a>, call: ResourceArc<CallResource>, reason: Te
 /// `{import_failed, Module, Name, Why}`.
 #[rustler::nif]
 fn async_fail<'a>(env: Env<'a>, call: ResourceArc<CallResource>, why: Term<'a>) -> Term<'a> {
-    let pending = call.protocol.and_then(|_| call.slot.claim_pending(env.pid()));
-    let Some(index) = pending else { return error(env, atoms::badarg()) };
+    let pending = call
+        .protocol
+        .and_then(|_| call.slot.claim_pending(env.pid()));
+    let Some(index) = pending else {
+        return error(env, atoms::badarg());
+    };
     stash_failure(&call, index, why);
     fail_import(&call);
     atoms::ok().encode(env)
@@ -160,11 +199,21 @@ fn async_pending(env: Env, call: ResourceArc<CallResource>) -> bool {
 }
 
 /// An asynchronous call's event as the message its protocol sends.
-pub fn message<'a>(env: Env<'a>, shared: &Shared, call: &ResourceArc<CallResource>, event: Event) -> Term<'a> {
+pub fn message<'a>(
+    env: Env<'a>,
+    shared: &Shared,
+    call: &ResourceArc<CallResource>,
+    event: Event,
+) -> Term<'a> {
     let protocol = call.protocol.unwrap_or(Protocol::Async);
     match event {
         Event::Done(Ok(results)) => match protocol {
-            Protocol::Async => (atoms::hb_beamr_result(), call, (atoms::ok(), results.as_slice())).encode(env),
+            Protocol::Async => (
+                atoms::hb_beamr_result(),
+                call,
+                (atoms::ok(), results.as_slice()),
+            )
+                .encode(env),
             Protocol::Seed => (atoms::execution_result(), results.as_slice()).encode(env),
         },
         Event::Done(Err(failure)) => {
@@ -177,15 +226,27 @@ pub fn message<'a>(env: Env<'a>, shared: &Shared, call: &ResourceArc<CallResourc
         Event::Import { index, args, .. } => {
             let import = &shared.imports[index];
             let (module, name) = (charlist(env, &import.module), charlist(env, &import.name));
-            let (sig, args) = (charlist(env, &import.signature), args.as_slice().encode(env));
+            let (sig, args) = (
+                charlist(env, &import.signature),
+                args.as_slice().encode(env),
+            );
             match protocol {
                 Protocol::Async => {
-                    let keys = [atoms::instance(), atoms::module(), atoms::func(), atoms::args(), atoms::func_sig()];
+                    let keys = [
+                        atoms::instance(),
+                        atoms::module(),
+                        atoms::func(),
+                        atoms::args(),
+                        atoms::func_sig(),
+                    ];
                     let values = [shared.owner.encode(env), module, name, args, sig];
-                    let request = Term::map_from_arrays(env, &keys.map(|k| k.encode(env)), &values).expect("distinct keys");
+                    let request = Term::map_from_arrays(env, &keys.map(|k| k.encode(env)), &values)
+                        .expect("distinct keys");
                     (atoms::hb_beamr_import(), call, request).encode(env)
                 }
-                Protocol::Seed => make_tuple(env, &[atoms::import().encode(env), module, name, args, sig]),
+                Protocol::Seed => {
+                    make_tuple(env, &[atoms::import().encode(env), module, name, args, sig])
+                }
             }
         }
         Event::Memory(_) => unreachable!("asynchronous requests are calls"),
@@ -193,13 +254,28 @@ pub fn message<'a>(env: Env<'a>, shared: &Shared, call: &ResourceArc<CallResourc
 }
 
 /// A failed import reported with the reason its handler gave.
-fn failure_reason<'a>(env: Env<'a>, shared: &Shared, call: &CallResource, failure: CallFailure) -> Term<'a> {
+fn failure_reason<'a>(
+    env: Env<'a>,
+    shared: &Shared,
+    call: &CallResource,
+    failure: CallFailure,
+) -> Term<'a> {
     let stashed = match failure {
         CallFailure::ImportFailed => call.failure.lock().take(),
         _ => None,
     };
-    let Some((index, why)) = stashed else { return failure.encode(env) };
+    let Some((index, why)) = stashed else {
+        return failure.encode(env);
+    };
     let import = &shared.imports[index];
-    let why = env.binary_to_term(&why).map_or(atoms::undefined().encode(env), |(term, _)| term);
-    (atoms::import_failed(), charlist(env, &import.module), charlist(env, &import.name), why).encode(env)
+    let why = env
+        .binary_to_term(&why)
+        .map_or(atoms::undefined().encode(env), |(term, _)| term);
+    (
+        atoms::import_failed(),
+        charlist(env, &import.module),
+        charlist(env, &import.name),
+        why,
+    )
+        .encode(env)
 }

@@ -60,7 +60,11 @@ impl BinaryList {
 
     pub fn with_slices<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {
         self.env.run(|env: Env| {
-            let binaries: Vec<Binary> = self.term.load(env).decode().expect("a saved list of binaries");
+            let binaries: Vec<Binary> = self
+                .term
+                .load(env)
+                .decode()
+                .expect("a saved list of binaries");
             let slices: Vec<&[u8]> = binaries.iter().map(|b| b.as_slice()).collect();
             f(&slices)
         })

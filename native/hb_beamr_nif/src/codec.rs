@@ -47,13 +47,25 @@ pub fn bounded_length(term: Term, max: usize) -> Result<usize, Option<usize>> {
 
 /// Why an argument list does not fit a signature; becomes `{badarg, Detail}`.
 pub enum BadArg<'a> {
-    Arity { expected: usize, got: usize },
+    Arity {
+        expected: usize,
+        got: usize,
+    },
     /// More than `MAX_VALUES` values.
-    TooMany { expected: usize },
+    TooMany {
+        expected: usize,
+    },
     /// A term too large to be a value of any type (not copied to be checked later).
-    NotAValue { position: usize, value: Term<'a> },
+    NotAValue {
+        position: usize,
+        value: Term<'a>,
+    },
     NotAList,
-    Value { position: usize, value: Term<'a>, ty: Type },
+    Value {
+        position: usize,
+        value: Term<'a>,
+        ty: Type,
+    },
 }
 
 impl<'a> BadArg<'a> {
@@ -61,9 +73,17 @@ impl<'a> BadArg<'a> {
         let detail = match self {
             BadArg::NotAList => atoms::arg().encode(env),
             BadArg::Arity { expected, got } => (atoms::arity(), *expected, *got).encode(env),
-            BadArg::NotAValue { position, value } => (atoms::arg(), *position, *value, charlist(env, "")).encode(env),
-            BadArg::TooMany { expected } => (atoms::arity(), *expected, (atoms::more_than(), MAX_VALUES)).encode(env),
-            BadArg::Value { position, value, ty } => {
+            BadArg::NotAValue { position, value } => {
+                (atoms::arg(), *position, *value, charlist(env, "")).encode(env)
+            }
+            BadArg::TooMany { expected } => {
+                (atoms::arity(), *expected, (atoms::more_than(), MAX_VALUES)).encode(env)
+            }
+            BadArg::Value {
+                position,
+                value,
+                ty,
+            } => {
                 let ty = charlist(env, &beamr_core::signature::type_char(*ty).to_string());
                 (atoms::arg(), *position, *value, ty).encode(env)
             }
@@ -93,14 +113,21 @@ pub fn decode_charlist(term: Term, max: usize) -> Option<String> {
 pub fn decode_args<'a>(list: Term<'a>, types: &[Type]) -> Result<Values, BadArg<'a>> {
     let got = checked_length(list, types.len())?;
     if got != types.len() {
-        return Err(BadArg::Arity { expected: types.len(), got });
+        return Err(BadArg::Arity {
+            expected: types.len(),
+            got,
+        });
     }
     let items: ListIterator<'a> = list.decode().map_err(|_| BadArg::NotAList)?;
     items
         .zip(types)
         .enumerate()
         .map(|(i, (term, ty))| {
-            decode_value(term, *ty).ok_or(BadArg::Value { position: i + 1, value: term, ty: *ty })
+            decode_value(term, *ty).ok_or(BadArg::Value {
+                position: i + 1,
+                value: term,
+                ty: *ty,
+            })
         })
         .collect()
 }
@@ -118,7 +145,10 @@ impl UncheckedArgs {
         let items: ListIterator = list.decode().map_err(|_| BadArg::NotAList)?;
         for (position, term) in items.enumerate() {
             if is_large(term) {
-                return Err(BadArg::NotAValue { position: position + 1, value: term });
+                return Err(BadArg::NotAValue {
+                    position: position + 1,
+                    value: term,
+                });
             }
         }
         Ok(UncheckedArgs(list.to_binary().as_slice().to_vec()))
@@ -127,8 +157,11 @@ impl UncheckedArgs {
     /// The arguments as values of `types`, or `{badarg, Detail}` as a call's failure.
     pub fn check(&self, types: &[Type]) -> Result<Values, CallFailure> {
         OwnedEnv::new().run(|env| {
-            let (list, _) = env.binary_to_term(&self.0).expect("encoded by UncheckedArgs::new");
-            decode_args(list, types).map_err(|bad| CallFailure::BadArg(bad.encode(env).to_binary().as_slice().to_vec()))
+            let (list, _) = env
+                .binary_to_term(&self.0)
+                .expect("encoded by UncheckedArgs::new");
+            decode_args(list, types)
+                .map_err(|bad| CallFailure::BadArg(bad.encode(env).to_binary().as_slice().to_vec()))
         })
     }
 }
@@ -156,7 +189,11 @@ pub const MAX_REASON: usize = 64 * 1024;
 /// to copy on a normal scheduler.
 pub fn bounded_reason(reason: Term) -> Vec<u8> {
     let env = reason.get_env();
-    let reason = if fits_in(reason, MAX_REASON) { reason } else { (atoms::too_large(), MAX_REASON).encode(env) };
+    let reason = if fits_in(reason, MAX_REASON) {
+        reason
+    } else {
+        (atoms::too_large(), MAX_REASON).encode(env)
+    };
     reason.to_binary().as_slice().to_vec()
 }
 
@@ -167,20 +204,30 @@ pub fn fits_in(term: Term, mut budget: usize) -> bool {
 }
 
 fn fits(term: Term, budget: &mut usize) -> bool {
-    let Some(left) = budget.checked_sub(1) else { return false };
+    let Some(left) = budget.checked_sub(1) else {
+        return false;
+    };
     *budget = left;
     match term.get_type() {
         TermType::Integer => term.decode::<i128>().is_ok() || term.decode::<u128>().is_ok(),
-        TermType::Binary => term.decode::<rustler::Binary>().is_ok_and(|b| take(budget, b.len())),
-        TermType::Tuple => rustler::types::tuple::get_tuple(term)
-            .is_ok_and(|items| take(budget, items.len()) && items.iter().all(|item| fits(*item, budget))),
+        TermType::Binary => term
+            .decode::<rustler::Binary>()
+            .is_ok_and(|b| take(budget, b.len())),
+        TermType::Tuple => rustler::types::tuple::get_tuple(term).is_ok_and(|items| {
+            take(budget, items.len()) && items.iter().all(|item| fits(*item, budget))
+        }),
         TermType::List => match bounded_length(term, *budget) {
-            Ok(_) => term.decode::<ListIterator>().is_ok_and(|mut items| items.all(|item| fits(item, budget))),
+            Ok(_) => term
+                .decode::<ListIterator>()
+                .is_ok_and(|mut items| items.all(|item| fits(item, budget))),
             Err(_) => false,
         },
-        TermType::Map => term.map_size().is_ok_and(|n| take(budget, 2 * n))
-            && rustler::types::map::MapIterator::new(term)
-                .is_some_and(|mut pairs| pairs.all(|(key, value)| fits(key, budget) && fits(value, budget))),
+        TermType::Map => {
+            term.map_size().is_ok_and(|n| take(budget, 2 * n))
+                && rustler::types::map::MapIterator::new(term).is_some_and(|mut pairs| {
+                    pairs.all(|(key, value)| fits(key, budget) && fits(value, budget))
+                })
+        }
         _ => true,
     }
 }
@@ -199,7 +246,9 @@ fn decode_value(term: Term, ty: Type) -> Option<WasmValue> {
     match ty {
         Type::I32 => {
             let n: i64 = term.decode().ok()?;
-            (-(1i64 << 31)..(1i64 << 32)).contains(&n).then_some(WasmValue::I32(n as u32 as i32))
+            (-(1i64 << 31)..(1i64 << 32))
+                .contains(&n)
+                .then_some(WasmValue::I32(n as u32 as i32))
         }
         Type::I64 => match term.decode::<i64>() {
             Ok(n) => Some(WasmValue::I64(n)),
@@ -217,7 +266,11 @@ fn decode_value(term: Term, ty: Type) -> Option<WasmValue> {
 fn decode_float(term: Term) -> Option<f64> {
     match term.get_type() {
         TermType::Float => term.decode().ok(),
-        TermType::Integer => term.decode::<i64>().ok().map(|n| n as f64).or_else(|| term.decode::<u64>().ok().map(|n| n as f64)),
+        TermType::Integer => term
+            .decode::<i64>()
+            .ok()
+            .map(|n| n as f64)
+            .or_else(|| term.decode::<u64>().ok().map(|n| n as f64)),
         TermType::Atom => {
             let env = term.get_env();
             if term == atoms::nan().encode(env) {
@@ -289,5 +342,8 @@ impl WasmValue {
 
 /// HyperBEAM hands module, function and signature names to Erlang as strings (charlists).
 pub fn charlist<'a>(env: Env<'a>, s: &str) -> Term<'a> {
-    s.chars().map(|c| c as u32).collect::<Vec<u32>>().encode(env)
+    s.chars()
+        .map(|c| c as u32)
+        .collect::<Vec<u32>>()
+        .encode(env)
 }

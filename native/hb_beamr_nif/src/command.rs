@@ -6,16 +6,26 @@ use std::time::Instant;
 use rustler::{LocalPid, ResourceArc};
 
 use crate::bytes::Bytes;
-use crate::handover::{CallResource, ReplySlot};
 use crate::codec::{UncheckedArgs, Values};
+use crate::handover::{CallResource, ReplySlot};
 use crate::state::StateOp;
 
 pub enum Command {
     /// Call `func`; its events go to `caller` (see `ReplySlot`). `handle` is set for an
     /// asynchronous call: its reference, which also says how its events are sent.
-    Call { caller: LocalPid, slot: Arc<ReplySlot>, func: Callee, limits: Limits, handle: Option<ResourceArc<CallResource>> },
+    Call {
+        caller: LocalPid,
+        slot: Arc<ReplySlot>,
+        func: Callee,
+        limits: Limits,
+        handle: Option<ResourceArc<CallResource>>,
+    },
     /// Access memory 0; the outcome goes to `caller` (see `ReplySlot`).
-    Memory { caller: LocalPid, slot: Arc<ReplySlot>, op: MemoryOp },
+    Memory {
+        caller: LocalPid,
+        slot: Arc<ReplySlot>,
+        op: MemoryOp,
+    },
     /// The Erlang side answered the pending import of call `id`.
     ImportReply { id: u64, answer: ImportAnswer },
     /// A monitored caller died.
@@ -53,14 +63,25 @@ pub struct Limits {
 
 pub enum MemoryOp {
     Size,
-    Read { offset: u64, len: u64 },
+    Read {
+        offset: u64,
+        len: u64,
+    },
     /// All of memory 0.
     Snapshot,
-    Write { offset: u64, data: Bytes },
+    Write {
+        offset: u64,
+        data: Bytes,
+    },
     /// The bytes from `ptr` up to (excluding) the first NUL, which must come within `max`.
-    ReadString { ptr: u64, max: u64 },
+    ReadString {
+        ptr: u64,
+        max: u64,
+    },
     /// Write at offset 0, growing the memory first when `data` does not fit.
-    Restore { data: Bytes },
+    Restore {
+        data: Bytes,
+    },
     /// The whole state (memory, globals, table): served by `state.rs`, not `memory.rs`.
     State(StateOp),
 }

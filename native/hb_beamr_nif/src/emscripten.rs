@@ -15,7 +15,9 @@
 //! low half of an i64 result, its high half in the temporary return register.
 
 use beamr_core::emscripten::{integer, invoke_catches, value_of, Host, Import, Runtime, Thrown};
-use wasmer::{AsStoreMut, Function, FunctionType, Instance, Memory, RuntimeError, Table, Type, Value};
+use wasmer::{
+    AsStoreMut, Function, FunctionType, Instance, Memory, RuntimeError, Table, Type, Value,
+};
 
 use crate::table;
 
@@ -44,7 +46,9 @@ pub enum Mode {
 /// runtime function that `mode` answers natively but not its type.
 pub fn handler(module: &str, name: &str, ty: &FunctionType, mode: Mode) -> Result<Handler, String> {
     if let Some(letters) = name.strip_prefix("invoke_").filter(|_| module == "env") {
-        return Ok(Handler::Invoke { legalized: is_legalized(letters, ty) });
+        return Ok(Handler::Invoke {
+            legalized: is_legalized(letters, ty),
+        });
     }
     match Import::classify(module, name, ty) {
         Some(runtime) if mode == Mode::Native => runtime.map(Handler::Runtime),
@@ -55,10 +59,11 @@ pub fn handler(module: &str, name: &str, ty: &FunctionType, mode: Mode) -> Resul
 /// Whether `invoke_<letters>` of type `ty` passes i64s as pairs of i32s: its name has an
 /// i64 (`j`) that its type does not.
 fn is_legalized(letters: &str, ty: &FunctionType) -> bool {
-    let wide = letters.chars().skip(1).filter(|&c| c == 'j').count();
-    let params = letters.chars().skip(1).count();
-    wide > 0 && ty.params().len() == 1 + params + wide && ty.params().iter().all(|t| *t == Type::I32)
-        || letters.starts_with('j') && ty.results() == [Type::I32] && !ty.params().contains(&Type::I64)
+    let params = letters.chars().skip(1);
+    let wide = params.clone().filter(|&c| c == 'j').count();
+    let halved_params = wide > 0 && ty.params().len() == 1 + params.count() + wide;
+    let halved_result = letters.starts_with('j') && ty.results() == [Type::I32];
+    !ty.params().contains(&Type::I64) && (halved_params || halved_result)
 }
 
 /// What invoke_* and the runtime need from the instance, resolved once after instantiation.
@@ -70,12 +75,19 @@ pub struct Hooks {
 }
 
 fn first_function(instance: &Instance, names: &[&str]) -> Option<Function> {
-    names.iter().find_map(|name| instance.exports.get_function(name).ok().cloned())
+    names
+        .iter()
+        .find_map(|name| instance.exports.get_function(name).ok().cloned())
 }
 
 impl Hooks {
     /// `host_temp_ret0`: the module imports `getTempRet0` (see `Runtime::resolve`).
-    pub fn resolve(store: &impl wasmer::AsStoreRef, instance: &Instance, memory: Option<Memory>, host_temp_ret0: bool) -> Hooks {
+    pub fn resolve(
+        store: &impl wasmer::AsStoreRef,
+        instance: &Instance,
+        memory: Option<Memory>,
+        host_temp_ret0: bool,
+    ) -> Hooks {
         let table = table::table0(instance);
         Hooks {
             runtime: Runtime::resolve(store, instance, memory, table.clone(), host_temp_ret0),
@@ -98,10 +110,14 @@ impl Hooks {
         let index = match args.first() {
             Some(Value::I32(index)) => *index as u32,
             Some(Value::I64(index)) => *index as u32,
-            _ => return Err(RuntimeError::new("invoke_*: the first argument must be an integer table index")),
+            _ => {
+                return Err(RuntimeError::new(
+                    "invoke_*: the first argument must be an integer table index",
+                ))
+            }
         };
-        let function =
-            table::entry(store, self.table.as_ref(), index).map_err(|error| RuntimeError::user(Box::new(error)))?;
+        let function = table::entry(store, self.table.as_ref(), index)
+            .map_err(|error| RuntimeError::user(Box::new(error)))?;
         let saved_stack = match &self.stack_save {
             Some(save) => save.call(store, &[])?.first().cloned(),
             None => None,
@@ -109,7 +125,9 @@ impl Hooks {
         let outcome = if legalized {
             self.call_legalized(store, host, &function, &args[1..])
         } else {
-            function.call(store, &args[1..]).map(|values| values.into_vec())
+            function
+                .call(store, &args[1..])
+                .map(|values| values.into_vec())
         };
         match outcome {
             Ok(values) => Ok(values),
@@ -135,19 +153,23 @@ impl Hooks {
         halves: &[Value],
     ) -> Result<Vec<Value>, RuntimeError> {
         let ty = function.ty(store);
-        let mut halves = halves.iter().map(integer);
+        let mut halves = halves.iter();
         let mut args = Vec::with_capacity(ty.params().len());
         for param in ty.params() {
-            let low = halves.next().unwrap_or(0);
+            let Some(value) = halves.next() else { break };
             args.push(match param {
-                Type::I64 => Value::I64((low | halves.next().unwrap_or(0) << 32) as i64),
-                ty => value_of(*ty, low),
+                Type::I64 => {
+                    let high = halves.next().map_or(0, integer);
+                    Value::I64((integer(value) | high << 32) as i64)
+                }
+                _ => value.clone(),
             });
         }
         let results = function.call(store, &args)?;
         match results.first() {
             Some(Value::I64(wide)) => {
-                self.runtime.set_temp_ret0(store, host, (*wide as u64 >> 32) as u32)?;
+                self.runtime
+                    .set_temp_ret0(store, host, (*wide as u64 >> 32) as u32)?;
                 Ok(vec![Value::I32(*wide as i32)])
             }
             _ => Ok(results.into_vec()),
@@ -161,13 +183,23 @@ mod tests {
 
     #[test]
     fn legalized_invokes_are_told_apart_by_their_types() {
-        use Type::{I32, I64};
-        let ty = |params: &[Type], results: &[Type]| FunctionType::new(params.to_vec(), results.to_vec());
+        use Type::{F32, F64, I32, I64};
+        let ty = |params: &[Type], results: &[Type]| {
+            FunctionType::new(params.to_vec(), results.to_vec())
+        };
         assert!(!is_legalized("vii", &ty(&[I32, I32, I32], &[])));
         assert!(!is_legalized("vjj", &ty(&[I64, I64, I64], &[])));
         assert!(!is_legalized("jij", &ty(&[I32, I32, I64], &[I64])));
         assert!(is_legalized("vij", &ty(&[I32, I32, I32, I32], &[])));
         assert!(is_legalized("jij", &ty(&[I32, I32, I32, I32], &[I32])));
         assert!(is_legalized("ji", &ty(&[I32, I32], &[I32])));
+        assert!(is_legalized(
+            "dijfdii",
+            &ty(&[I32, I32, I32, I32, F32, F64, I32, I32], &[F64])
+        ));
+        assert!(!is_legalized(
+            "dijfdii",
+            &ty(&[I32, I32, I64, F32, F64, I32, I32], &[F64])
+        ));
     }
 }

@@ -15,25 +15,25 @@ use std::time::Instant;
 
 use beamr_core::emscripten::{Host, Import, Thrown};
 use beamr_core::engine::panic_message;
-use beamr_core::fuel::{Meter, SLICE};
+use beamr_core::fuel::{self, Meter, FRAME_UNITS, MAX_EXCEPTION_FRAMES, SLICE};
 use beamr_core::os_limits;
-use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
+use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT, THROW_SIGNAL};
 use beamr_core::prepare::MEMORY_EXPORT;
 use beamr_core::store_objects;
 use rustler::types::tuple::make_tuple;
-use smallvec::SmallVec;
 use rustler::{Encoder, Env, LocalPid, Monitor, OwnedEnv, ResourceArc, Term};
+use smallvec::SmallVec;
 use wasmer::{
-    AsStoreMut, AsStoreRef, Extern, Function, FunctionEnv, FunctionEnvMut, Global, Imports, Instance,
-    InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Table, Value,
+    AsStoreMut, AsStoreRef, Extern, Function, FunctionEnv, FunctionEnvMut, Global, Imports,
+    Instance, InstantiationError, LinkError, Memory, Module, RuntimeError, Store, Table, Value,
 };
 
+use crate::asynchronous;
 use crate::atoms;
-use crate::handover::{CallResource, ReplySlot, Event};
 use crate::codec::{charlist, Values, WasmValue};
 use crate::command::{Callee, Command, ImportAnswer, Limits, MemoryOp};
 use crate::emscripten::{Handler, Hooks};
-use crate::asynchronous;
+use crate::handover::{CallResource, Event, ReplySlot};
 use crate::instance::{Activity, InstanceResource, Shared};
 use crate::memory::{self, MemoryError, MemoryReply};
 use crate::state::{StateAccess, StateError, StateOp, StateReply};
@@ -77,6 +77,9 @@ struct Context {
     /// The outermost call's fuel accounting and deadline.
     meter: RefCell<Option<Meter>>,
     deadline: Cell<Option<Instant>>,
+    /// The stack frames the exceptions thrown in the outermost call hold (see
+    /// `throw_check`).
+    exception_frames: Cell<u64>,
     /// Nested wasm calls in progress (through import handlers or `invoke_*`).
     nesting: Cell<usize>,
     /// An address near the top of the executor's stack, to measure how much is in use.
@@ -92,8 +95,16 @@ struct Frame {
 
 impl Frame {
     /// `handle` is an asynchronous call's reference, made by the NIF that queued it.
-    fn new(caller: LocalPid, slot: Arc<ReplySlot>, handle: Option<ResourceArc<CallResource>>) -> Rc<Frame> {
-        Rc::new(Frame { caller, slot, handle: handle.map(OnceCell::from).unwrap_or_default() })
+    fn new(
+        caller: LocalPid,
+        slot: Arc<ReplySlot>,
+        handle: Option<ResourceArc<CallResource>>,
+    ) -> Rc<Frame> {
+        Rc::new(Frame {
+            caller,
+            slot,
+            handle: handle.map(OnceCell::from).unwrap_or_default(),
+        })
     }
 
     fn handle(&self, shared: &Arc<Shared>) -> ResourceArc<CallResource> {
@@ -113,7 +124,9 @@ thread_local! {
 }
 
 fn context() -> Rc<Context> {
-    CONTEXT.with(|c| c.borrow().clone()).expect("host function outside an executor")
+    CONTEXT
+        .with(|c| c.borrow().clone())
+        .expect("host function outside an executor")
 }
 
 /// Which import a host function stands for.
@@ -135,8 +148,15 @@ struct RuntimeSlot {
 struct NestedCalls<'a>(&'a Context);
 
 impl Host for NestedCalls<'_> {
-    fn call(&self, store: &mut impl AsStoreMut, function: &Function, args: &[Value]) -> Result<Box<[Value]>, RuntimeError> {
-        self.0.nested(|| function.call(store, args)).unwrap_or_else(|refused| Err(RuntimeError::user(Box::new(refused))))
+    fn call(
+        &self,
+        store: &mut impl AsStoreMut,
+        function: &Function,
+        args: &[Value],
+    ) -> Result<Box<[Value]>, RuntimeError> {
+        self.0
+            .nested(|| function.call(store, args))
+            .unwrap_or_else(|refused| Err(RuntimeError::user(Box::new(refused))))
     }
 }
 
@@ -153,11 +173,23 @@ pub fn spawn(
 ) -> std::io::Result<()> {
     beamr_core::executor_thread::spawn(c"hb_beamr_exec", EXECUTOR_STACK_SIZE, move || {
         let _live = os_limits::LiveInstance::count();
-        run(resource, module, engine, Frame::new(starter, start, None), limits)
+        run(
+            resource,
+            module,
+            engine,
+            Frame::new(starter, start, None),
+            limits,
+        )
     })
 }
 
-fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::Engine, start: Rc<Frame>, limits: Limits) {
+fn run(
+    resource: ResourceArc<InstanceResource>,
+    module: Module,
+    engine: wasmer::Engine,
+    start: Rc<Frame>,
+    limits: Limits,
+) {
     let shared = Arc::clone(&resource.shared);
     shared.mailbox.bind_executor();
     let context = Rc::new(Context {
@@ -176,11 +208,14 @@ fn run(resource: ResourceArc<InstanceResource>, module: Module, engine: wasmer::
         fuel: RefCell::new(None),
         meter: RefCell::new(None),
         deadline: Cell::new(None),
+        exception_frames: Cell::new(0),
         nesting: Cell::new(0),
         stack_top: stack_address(),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| context.serve(module, engine, &start, limits))) {
+    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
+        context.serve(module, engine, &start, limits)
+    })) {
         context.finish(&start, Err(CallFailure::panic(panic_message(&panic))));
     }
     context.shutdown();
@@ -219,7 +254,9 @@ impl Context {
         // its first charge reaches the check, which applies the start's limits.
         *self.meter.borrow_mut() = Some(Meter::ungranted(limits.gas));
         self.deadline.set(limits.deadline);
-        let instance = catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports)));
+        let instance = catch_unwind(AssertUnwindSafe(|| {
+            Instance::new(&mut store, &module, &imports)
+        }));
         self.leave();
         let failure = match instance {
             Ok(Ok(instance)) if os_limits::room_for_instance() => {
@@ -229,8 +266,12 @@ impl Context {
             }
             // What the instance took leaves the VM too little (see `os_limits`).
             Ok(Ok(_)) => CallFailure::ResourceLimit(Resource::Memory),
-            Ok(Err(InstantiationError::Start(error))) => CallFailure::classify(&error, self.shared.is_stopped()),
-            Ok(Err(InstantiationError::Link(LinkError::Resource(_)))) => CallFailure::ResourceLimit(Resource::Memory),
+            Ok(Err(InstantiationError::Start(error))) => {
+                CallFailure::classify(&error, self.shared.is_stopped())
+            }
+            Ok(Err(InstantiationError::Link(LinkError::Resource(_)))) => {
+                CallFailure::ResourceLimit(Resource::Memory)
+            }
             Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
             Err(panic) => CallFailure::InvalidModule(panic_message(&panic)),
         };
@@ -238,18 +279,35 @@ impl Context {
     }
 
     /// Reports a successful start, then serves commands until the instance stops.
-    fn serve_instance(&self, store: &mut Store, module: &Module, instance: &Instance, start: &Frame) {
+    fn serve_instance(
+        &self,
+        store: &mut Store,
+        module: &Module,
+        instance: &Instance,
+        start: &Frame,
+    ) {
         *self.functions.borrow_mut() = self
             .shared
             .exports
             .iter()
-            .map(|e| instance.exports.get_function(&e.name).expect("listed export").clone())
+            .map(|e| {
+                instance
+                    .exports
+                    .get_function(&e.name)
+                    .expect("listed export")
+                    .clone()
+            })
             .collect();
         *self.memory.borrow_mut() = instance.exports.get_memory(MEMORY_EXPORT).ok().cloned();
         *self.table.borrow_mut() = table::table0(instance);
-        let host_temp_ret0 = self.shared.imports.iter().any(|i| i.handler == Handler::Runtime(Import::GetTempRet0));
+        let host_temp_ret0 = self
+            .shared
+            .imports
+            .iter()
+            .any(|i| i.handler == Handler::Runtime(Import::GetTempRet0));
         let memory = self.memory.borrow().clone();
-        *self.emscripten.borrow_mut() = Some(Hooks::resolve(store, instance, memory, host_temp_ret0));
+        *self.emscripten.borrow_mut() =
+            Some(Hooks::resolve(store, instance, memory, host_temp_ret0));
         *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance, &self.shared));
         self.publish_memory_size(store);
         self.shared.set_activity(Activity::Idle);
@@ -257,7 +315,9 @@ impl Context {
 
         while !self.shared.is_stopped() {
             match self.next_command() {
-                command @ (Command::Call { .. } | Command::Memory { .. }) => self.execute(store, command),
+                command @ (Command::Call { .. } | Command::Memory { .. }) => {
+                    self.execute(store, command)
+                }
                 Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
             }
         }
@@ -297,18 +357,27 @@ impl Context {
 
     fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
-            Command::Call { caller, slot, func, limits, handle } => {
-                self.call(store, Frame::new(caller, slot, handle), func, limits)
-            }
-            Command::Memory { caller, slot, op: MemoryOp::State(op) } => {
+            Command::Call {
+                caller,
+                slot,
+                func,
+                limits,
+                handle,
+            } => self.call(store, Frame::new(caller, slot, handle), func, limits),
+            Command::Memory {
+                caller,
+                slot,
+                op: MemoryOp::State(op),
+            } => {
                 let result = self.state_op(store, op);
                 self.publish_memory_size(store);
                 self.deliver(caller, &slot, Event::Memory(result));
             }
             Command::Memory { caller, slot, op } => {
                 let memory = self.memory.borrow();
-                let result = catch_unwind(AssertUnwindSafe(|| memory::run(memory.as_ref(), store, op)))
-                    .unwrap_or(Err(MemoryError::Panicked));
+                let result =
+                    catch_unwind(AssertUnwindSafe(|| memory::run(memory.as_ref(), store, op)))
+                        .unwrap_or(Err(MemoryError::Panicked));
                 drop(memory);
                 self.publish_memory_size(store);
                 self.deliver(caller, &slot, Event::Memory(result));
@@ -339,7 +408,11 @@ impl Context {
             Err(failure) => return self.finish(&frame, Err(failure)),
         };
         let outermost = self.frames.borrow().is_empty();
-        if outermost && limits.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+        if outermost
+            && limits
+                .deadline
+                .is_some_and(|deadline| Instant::now() >= deadline)
+        {
             return self.finish(&frame, Err(CallFailure::from(&HostError::Timeout)));
         }
         if !self.enter(Rc::clone(&frame)) {
@@ -347,7 +420,8 @@ impl Context {
         }
         let mark = outermost.then(|| self.start_outermost(store, limits));
         self.shared.set_activity(Activity::Running);
-        let outcome = self.nested(|| catch_unwind(AssertUnwindSafe(|| function.call(store, &params))));
+        let outcome =
+            self.nested(|| catch_unwind(AssertUnwindSafe(|| function.call(store, &params))));
         // Converted before the call's exceptions are dropped: an error may refer to one.
         let outcome = match outcome {
             Ok(Ok(Ok(results))) => Ok(results.iter().map(WasmValue::from_wasmer).collect()),
@@ -359,7 +433,11 @@ impl Context {
             self.end_outermost(store, mark);
         }
         // A nested call returns to the import handler that made it.
-        self.shared.set_activity(if outermost { Activity::Idle } else { Activity::InImport });
+        self.shared.set_activity(if outermost {
+            Activity::Idle
+        } else {
+            Activity::InImport
+        });
         self.leave();
         self.finish(&frame, outcome);
     }
@@ -375,7 +453,10 @@ impl Context {
                     Some(hooks) => hooks.runtime.describe(store, &NestedCalls(self), thrown),
                     None => thrown.to_string(),
                 };
-                CallFailure::Trap { kind: TrapKind::Exception, message }
+                CallFailure::Trap {
+                    kind: TrapKind::Exception,
+                    message,
+                }
             }
             None => CallFailure::classify(error, self.shared.is_stopped()),
         }
@@ -449,27 +530,36 @@ impl Context {
     }
 
     fn start_metering(&self, store: &mut impl AsStoreMut, limits: Limits) {
+        self.exception_frames.set(0);
         let (meter, fuel) = Meter::start(limits.gas);
         *self.meter.borrow_mut() = Some(meter);
         self.deadline.set(limits.deadline);
         if let Some(global) = self.fuel.borrow().as_ref() {
-            global.set(store, Value::I64(fuel)).expect("the fuel global is a mutable i64");
+            global
+                .set(store, Value::I64(fuel))
+                .expect("the fuel global is a mutable i64");
         }
     }
 
     /// Records what the call used for `gas_used`.
     fn stop_metering(&self, store: &mut impl AsStoreMut) {
         self.deadline.set(None);
-        let Some(meter) = self.meter.take() else { return };
+        let Some(meter) = self.meter.take() else {
+            return;
+        };
         let fuel = match self.fuel.borrow().as_ref().map(|global| global.get(store)) {
             Some(Value::I64(fuel)) => fuel,
             _ => return,
         };
-        self.shared.gas_used.store(meter.finish(fuel), Ordering::Release);
+        self.shared
+            .gas_used
+            .store(meter.finish(fuel), Ordering::Release);
     }
 
     fn past_deadline(&self) -> bool {
-        self.deadline.get().is_some_and(|deadline| Instant::now() >= deadline)
+        self.deadline
+            .get()
+            .is_some_and(|deadline| Instant::now() >= deadline)
     }
 
     /// The module ran out of fuel: stop, time out, or run on with more.
@@ -481,6 +571,9 @@ impl Context {
         if self.past_deadline() {
             return Err(HostError::Timeout);
         }
+        if fuel == THROW_SIGNAL {
+            return self.throw_check().map(|()| 0);
+        }
         match self.meter.borrow_mut().as_mut() {
             Some(meter) => meter.refill(fuel).map_err(|_| HostError::OutOfGas),
             // Instantiation (a start function) runs outside any call: no budget.
@@ -488,10 +581,31 @@ impl Context {
         }
     }
 
+    /// The module is about to throw: the runtime will keep a backtrace of the whole stack
+    /// until the call ends. Its frames are charged as fuel, and beyond
+    /// `MAX_EXCEPTION_FRAMES` for the call the throw traps instead.
+    fn throw_check(&self) -> Result<(), HostError> {
+        let left = MAX_EXCEPTION_FRAMES.saturating_sub(self.exception_frames.get());
+        let frames = fuel::stack_frames(left);
+        if frames > left {
+            return Err(HostError::ExceptionFrames);
+        }
+        self.exception_frames
+            .set(self.exception_frames.get() + frames);
+        match self.meter.borrow_mut().as_mut() {
+            Some(meter) => meter
+                .charge(frames * FRAME_UNITS)
+                .map_err(|_| HostError::OutOfGas),
+            None => Ok(()),
+        }
+    }
+
     /// Makes the size of memory 0 visible to `info/1`, which cannot reach the Store.
     fn publish_memory_size(&self, store: &impl AsStoreRef) {
         if let Some(memory) = self.memory.borrow().as_ref() {
-            self.shared.memory_bytes.store(memory.view(store).data_size(), Ordering::Relaxed);
+            self.shared
+                .memory_bytes
+                .store(memory.view(store).data_size(), Ordering::Relaxed);
         }
     }
 
@@ -521,7 +635,11 @@ impl Context {
 
     /// Serves the import's caller until it answers the import of call `frame`. Calls
     /// from other processes wait meanwhile; their deadlines still end them.
-    fn await_reply(&self, store: &mut impl AsStoreMut, frame: &Frame) -> Result<ImportAnswer, HostError> {
+    fn await_reply(
+        &self,
+        store: &mut impl AsStoreMut,
+        frame: &Frame,
+    ) -> Result<ImportAnswer, HostError> {
         loop {
             if self.shared.is_stopped() {
                 return Err(HostError::Stopped);
@@ -531,7 +649,11 @@ impl Context {
             }
             let command = match self.take_deferred_for(frame) {
                 Some(command) => command,
-                None => match self.shared.mailbox.pop_until(self.earliest_deferred_deadline()) {
+                None => match self
+                    .shared
+                    .mailbox
+                    .pop_until(self.earliest_deferred_deadline())
+                {
                     Some(command) => command,
                     None => {
                         self.expire_deferred();
@@ -583,7 +705,11 @@ impl Context {
 
     /// The earliest deadline of a call waiting in `deferred`.
     fn earliest_deferred_deadline(&self) -> Option<Instant> {
-        self.deferred.borrow().iter().filter_map(queued_deadline).min()
+        self.deferred
+            .borrow()
+            .iter()
+            .filter_map(queued_deadline)
+            .min()
     }
 
     /// Ends the waiting calls whose deadline has passed: `{trap, timeout, _}`, as if they
@@ -592,18 +718,30 @@ impl Context {
         let now = Instant::now();
         let expired: VecDeque<Command> = {
             let mut deferred = self.deferred.borrow_mut();
-            if !deferred.iter().any(|command| queued_deadline(command).is_some_and(|deadline| deadline <= now)) {
+            if !deferred
+                .iter()
+                .any(|command| queued_deadline(command).is_some_and(|deadline| deadline <= now))
+            {
                 return;
             }
-            let (expired, waiting) = deferred
-                .drain(..)
-                .partition(|command| queued_deadline(command).is_some_and(|deadline| deadline <= now));
+            let (expired, waiting) = deferred.drain(..).partition(|command| {
+                queued_deadline(command).is_some_and(|deadline| deadline <= now)
+            });
             *deferred = waiting;
             expired
         };
         for command in expired {
-            if let Command::Call { caller, slot, handle, .. } = command {
-                self.finish(&Frame::new(caller, slot, handle), Err(CallFailure::from(&HostError::Timeout)));
+            if let Command::Call {
+                caller,
+                slot,
+                handle,
+                ..
+            } = command
+            {
+                self.finish(
+                    &Frame::new(caller, slot, handle),
+                    Err(CallFailure::from(&HostError::Timeout)),
+                );
             }
         }
     }
@@ -621,7 +759,9 @@ impl Context {
     fn deliver(&self, caller: LocalPid, slot: &ReplySlot, event: Event) {
         if let Err(event) = slot.offer(event) {
             let shared = &self.shared;
-            self.send(caller, |env| (atoms::hb_beamr(), slot.id, encode_event(env, shared, event)).encode(env));
+            self.send(caller, |env| {
+                (atoms::hb_beamr(), slot.id, encode_event(env, shared, event)).encode(env)
+            });
         }
     }
 
@@ -631,7 +771,9 @@ impl Context {
 
     /// `deliver` for a call's events; an asynchronous call's messages are in its protocol.
     fn deliver_call(&self, frame: &Frame, event: Event) {
-        let Some(call) = frame.asynchronous() else { return self.deliver(frame.caller, &frame.slot, event) };
+        let Some(call) = frame.asynchronous() else {
+            return self.deliver(frame.caller, &frame.slot, event);
+        };
         if let Event::Done(_) = event {
             frame.slot.clear_pending();
         }
@@ -640,7 +782,9 @@ impl Context {
             // that a NIF took and the caller is still posting to itself.
             frame.slot.await_posted();
             let shared = &self.shared;
-            self.send(frame.caller, |env| asynchronous::message(env, shared, call, event));
+            self.send(frame.caller, |env| {
+                asynchronous::message(env, shared, call, event)
+            });
         }
     }
 
@@ -649,7 +793,13 @@ impl Context {
         self.shared.stop();
         let deferred: Vec<Command> = self.deferred.borrow_mut().drain(..).collect();
         for command in deferred.into_iter().chain(self.shared.mailbox.close()) {
-            if let Command::Call { caller, slot, handle: Some(call), .. } = command {
+            if let Command::Call {
+                caller,
+                slot,
+                handle: Some(call),
+                ..
+            } = command
+            {
                 let frame = Frame::new(caller, slot, Some(call));
                 self.finish(&frame, Err(CallFailure::Stopped));
                 continue;
@@ -658,19 +808,34 @@ impl Context {
                 Command::Call { slot, .. } | Command::Memory { slot, .. } => slot.id,
                 _ => continue,
             };
-            let caller = command.caller().expect("calls and memory operations have callers");
+            let caller = command
+                .caller()
+                .expect("calls and memory operations have callers");
             self.send(caller, |env| {
-                (atoms::hb_beamr(), id, (atoms::error(), CallFailure::Stopped)).encode(env)
+                (
+                    atoms::hb_beamr(),
+                    id,
+                    (atoms::error(), CallFailure::Stopped),
+                )
+                    .encode(env)
             });
         }
     }
 }
 
 /// The host function behind every import: ask the calling process, serve it meanwhile.
-fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+fn on_import(
+    mut env: FunctionEnvMut<ImportSlot>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
     let index = env.data().0;
     let context = context();
-    let frame = context.frames.borrow().last().cloned().expect("imports run inside a call");
+    let frame = context
+        .frames
+        .borrow()
+        .last()
+        .cloned()
+        .expect("imports run inside a call");
     context.watch_caller(frame.caller);
     let args: Values = args.iter().map(WasmValue::from_wasmer).collect();
     let call = frame.handle(&context.shared);
@@ -680,7 +845,9 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
     let reply = context.await_reply(&mut env, &frame);
     context.shared.set_activity(Activity::Running);
     match reply {
-        Ok(ImportAnswer::Results(results)) => Ok(results.into_iter().map(WasmValue::to_wasmer).collect()),
+        Ok(ImportAnswer::Results(results)) => {
+            Ok(results.into_iter().map(WasmValue::to_wasmer).collect())
+        }
         Ok(ImportAnswer::Exception(reason)) => Err(Thrown::Foreign(reason).raise()),
         Ok(ImportAnswer::Failed) => Err(RuntimeError::user(Box::new(HostError::ImportFailed))),
         Err(error) => Err(RuntimeError::user(Box::new(error))),
@@ -688,20 +855,33 @@ fn on_import(mut env: FunctionEnvMut<ImportSlot>, args: &[Value]) -> Result<Vec<
 }
 
 /// The host function behind Emscripten's `invoke_*` imports.
-fn on_invoke(mut env: FunctionEnvMut<InvokeSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+fn on_invoke(
+    mut env: FunctionEnvMut<InvokeSlot>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
     let context = context();
     let (index, legalized) = (env.data().index, env.data().legalized);
     let import = &context.shared.imports[index];
     let hooks = context.emscripten.borrow();
     // Instantiation has finished whenever wasm can reach an invoke (start functions
     // aside, which Emscripten does not use).
-    let hooks = hooks.as_ref().ok_or_else(|| RuntimeError::new("invoke_* called during instantiation"))?;
+    let hooks = hooks
+        .as_ref()
+        .ok_or_else(|| RuntimeError::new("invoke_* called during instantiation"))?;
     // The table entry it reads is a new function object in the Store: gone once the
     // invoke returns, not at the end of the outermost call (an Eval may invoke millions
     // of times). Unless a reference it returns may be one of them (not Emscripten's).
     let mark = store_objects::mark(&mut env);
     let result = context
-        .nested(|| hooks.invoke(&mut env, &NestedCalls(&context), args, import.ty.results(), legalized))
+        .nested(|| {
+            hooks.invoke(
+                &mut env,
+                &NestedCalls(&context),
+                args,
+                import.ty.results(),
+                legalized,
+            )
+        })
         .unwrap_or_else(|refused| Err(RuntimeError::user(Box::new(refused))));
     if !import.ty.results().iter().any(|ty| ty.is_ref()) {
         store_objects::drop_functions_since(&mut env, mark);
@@ -710,13 +890,20 @@ fn on_invoke(mut env: FunctionEnvMut<InvokeSlot>, args: &[Value]) -> Result<Vec<
 }
 
 /// The host function behind the imports of Emscripten's exception and longjmp runtime.
-fn on_runtime(mut env: FunctionEnvMut<RuntimeSlot>, args: &[Value]) -> Result<Vec<Value>, RuntimeError> {
+fn on_runtime(
+    mut env: FunctionEnvMut<RuntimeSlot>,
+    args: &[Value],
+) -> Result<Vec<Value>, RuntimeError> {
     let context = context();
     let (index, import) = (env.data().index, env.data().import);
     let hooks = context.emscripten.borrow();
-    let hooks = hooks.as_ref().ok_or_else(|| RuntimeError::new("Emscripten's runtime called during instantiation"))?;
+    let hooks = hooks
+        .as_ref()
+        .ok_or_else(|| RuntimeError::new("Emscripten's runtime called during instantiation"))?;
     let results = context.shared.imports[index].ty.results();
-    hooks.runtime.answer(&mut env, &NestedCalls(&context), import, args, results)
+    hooks
+        .runtime
+        .answer(&mut env, &NestedCalls(&context), import, args, results)
 }
 
 /// A queued call's deadline.
@@ -740,7 +927,9 @@ pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: Event) -> Term<'a>
         Event::Done(Ok(results)) => (atoms::ok(), results.as_slice()).encode(env),
         Event::Done(Err(failure)) => (atoms::error(), failure).encode(env),
         Event::Memory(Ok(MemoryReply::Size(size))) => (atoms::ok(), size).encode(env),
-        Event::Memory(Ok(MemoryReply::Bytes(bytes))) => (atoms::ok(), bytes.release(env)).encode(env),
+        Event::Memory(Ok(MemoryReply::Bytes(bytes))) => {
+            (atoms::ok(), bytes.release(env)).encode(env)
+        }
         Event::Memory(Ok(MemoryReply::Done)) => atoms::ok().encode(env),
         Event::Memory(Err(error)) => (atoms::error(), error).encode(env),
         Event::Import { call, index, args } => {
@@ -760,7 +949,6 @@ pub fn encode_event<'a>(env: Env<'a>, shared: &Shared, event: Event) -> Term<'a>
         }
     }
 }
-
 
 pub fn set_wasm_stack_size() {
     wasmer::sys::vm::set_stack_size(WASM_STACK_SIZE);

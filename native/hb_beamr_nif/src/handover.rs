@@ -32,7 +32,11 @@ use crate::trap::CallFailure;
 pub(crate) const HANDOVER_SPIN: Duration = Duration::from_micros(20);
 
 pub enum Event {
-    Import { call: ResourceArc<CallResource>, index: usize, args: Values },
+    Import {
+        call: ResourceArc<CallResource>,
+        index: usize,
+        args: Values,
+    },
     Done(Result<Values, CallFailure>),
     /// The outcome of a memory operation (these use the same hand-over).
     Memory(MemoryResult),
@@ -93,7 +97,8 @@ impl ReplySlot {
     /// within `HANDOVER_SPIN` (less when it turns out to wait for this NIF's core);
     /// otherwise it will come as a message.
     pub fn wait(&self, shared: &Shared) -> Option<Event> {
-        self.slot.wait(HANDOVER_SPIN, || shared.mailbox.consumer_may_run())
+        self.slot
+            .wait(HANDOVER_SPIN, || shared.mailbox.consumer_may_run())
     }
 
     /// Takes the right to answer the pending import request (`index`, or whichever is
@@ -165,8 +170,17 @@ pub struct CallResource {
 }
 
 impl CallResource {
-    pub fn new(shared: Arc<Shared>, slot: Arc<ReplySlot>, protocol: Option<Protocol>) -> ResourceArc<CallResource> {
-        ResourceArc::new(CallResource { shared, slot, protocol, failure: Mutex::new(None) })
+    pub fn new(
+        shared: Arc<Shared>,
+        slot: Arc<ReplySlot>,
+        protocol: Option<Protocol>,
+    ) -> ResourceArc<CallResource> {
+        ResourceArc::new(CallResource {
+            shared,
+            slot,
+            protocol,
+            failure: Mutex::new(None),
+        })
     }
 }
 

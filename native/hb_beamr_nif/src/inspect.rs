@@ -33,45 +33,102 @@ fn inspect<'a>(env: Env<'a>, source: Binary<'a>, opts: Term<'a>) -> Term<'a> {
 }
 
 fn encode<'a>(env: Env<'a>, info: &Inspection) -> Term<'a> {
-    let passes_term = map(env, &[
-        (memory64_lowering(), info.memory64_lowered.encode(env)),
-        (legacy_exceptions(), info.exceptions_translated.encode(env)),
-        (wamr_extra_page(), info.wamr_extra_page.encode(env)),
-    ]);
-    let memory0_term = info.prepared_memory0.as_ref().map_or(undefined().encode(env), |m| memory(env, m));
-    map(env, &[
-        (imports(), info.imports.iter().map(|e| import(env, e)).collect::<Vec<_>>().encode(env)),
-        (exports(), info.exports.iter().map(|e| export(env, e)).collect::<Vec<_>>().encode(env)),
-        (memories(), info.memories.iter().map(|m| memory(env, m)).collect::<Vec<_>>().encode(env)),
-        (memory0(), memory0_term),
-        (passes(), passes_term),
-        (emscripten(), info.emscripten.iter().map(|name| charlist(env, name)).collect::<Vec<_>>().encode(env)),
-    ])
+    let passes_term = map(
+        env,
+        &[
+            (memory64_lowering(), info.memory64_lowered.encode(env)),
+            (legacy_exceptions(), info.exceptions_translated.encode(env)),
+            (wamr_extra_page(), info.wamr_extra_page.encode(env)),
+        ],
+    );
+    let memory0_term = info
+        .prepared_memory0
+        .as_ref()
+        .map_or(undefined().encode(env), |m| memory(env, m));
+    map(
+        env,
+        &[
+            (
+                imports(),
+                info.imports
+                    .iter()
+                    .map(|e| import(env, e))
+                    .collect::<Vec<_>>()
+                    .encode(env),
+            ),
+            (
+                exports(),
+                info.exports
+                    .iter()
+                    .map(|e| export(env, e))
+                    .collect::<Vec<_>>()
+                    .encode(env),
+            ),
+            (
+                memories(),
+                info.memories
+                    .iter()
+                    .map(|m| memory(env, m))
+                    .collect::<Vec<_>>()
+                    .encode(env),
+            ),
+            (memory0(), memory0_term),
+            (passes(), passes_term),
+            (
+                emscripten(),
+                info.emscripten
+                    .iter()
+                    .map(|name| charlist(env, name))
+                    .collect::<Vec<_>>()
+                    .encode(env),
+            ),
+        ],
+    )
 }
 
 /// `{Kind, Module, Name, Sig}`, as `hb_beamr:start/1` lists imports (but of every kind).
 fn import<'a>(env: Env<'a>, e: &Entry) -> Term<'a> {
-    (kind(env, e.kind), charlist(env, &e.module), charlist(env, &e.name), charlist(env, &e.signature)).encode(env)
+    (
+        kind(env, e.kind),
+        charlist(env, &e.module),
+        charlist(env, &e.name),
+        charlist(env, &e.signature),
+    )
+        .encode(env)
 }
 
 /// `{Kind, Name, Sig}`, as `hb_beamr:start/1` lists exports.
 fn export<'a>(env: Env<'a>, e: &Entry) -> Term<'a> {
-    (kind(env, e.kind), charlist(env, &e.name), charlist(env, &e.signature)).encode(env)
+    (
+        kind(env, e.kind),
+        charlist(env, &e.name),
+        charlist(env, &e.signature),
+    )
+        .encode(env)
 }
 
 fn kind<'a>(env: Env<'a>, name: &str) -> Term<'a> {
-    rustler::Atom::from_str(env, name).expect("an atom").encode(env)
+    rustler::Atom::from_str(env, name)
+        .expect("an atom")
+        .encode(env)
 }
 
 /// `#{memory64, shared, imported, initial, maximum}`, in pages (`maximum`: `infinity` if none).
 fn memory<'a>(env: Env<'a>, m: &Memory) -> Term<'a> {
-    map(env, &[
-        (memory64(), m.memory64.encode(env)),
-        (shared(), m.shared.encode(env)),
-        (imported(), m.imported.encode(env)),
-        (initial(), m.initial.encode(env)),
-        (maximum(), m.maximum.map_or(infinity().encode(env), |max| max.encode(env))),
-    ])
+    map(
+        env,
+        &[
+            (memory64(), m.memory64.encode(env)),
+            (shared(), m.shared.encode(env)),
+            (imported(), m.imported.encode(env)),
+            (initial(), m.initial.encode(env)),
+            (
+                maximum(),
+                m.maximum
+                    .map_or(infinity().encode(env), |max| max.encode(env)),
+            ),
+        ],
+    )
 }
 
 fn map<'a>(env: Env<'a>, pairs: &[(rustler::Atom, Term<'a>)]) -> Term<'a> {

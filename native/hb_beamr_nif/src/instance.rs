@@ -103,7 +103,11 @@ impl Shared {
         imports: Vec<ImportedFunction>,
         dirty_tracking: Policy,
     ) -> Shared {
-        let export_index = exports.iter().enumerate().map(|(i, e)| (e.name.clone(), i)).collect();
+        let export_index = exports
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
         let longest_export_name = exports.iter().map(|e| e.name.len()).max().unwrap_or(0);
         Shared {
             owner,

@@ -16,17 +16,30 @@ pub enum MemoryReply {
 }
 
 pub enum MemoryError {
-    OutOfBounds { offset: u64, len: u64, size: u64 },
+    OutOfBounds {
+        offset: u64,
+        len: u64,
+        size: u64,
+    },
     /// `read_string` found no NUL before the end of memory.
-    Unterminated { ptr: u64, size: u64 },
+    Unterminated {
+        ptr: u64,
+        size: u64,
+    },
     /// `read_string` found no NUL within the `max` bytes it may read.
-    StringTooLong { ptr: u64, max: u64 },
+    StringTooLong {
+        ptr: u64,
+        max: u64,
+    },
     /// The result could not be allocated.
     OutOfMemory,
     /// wasmer panicked (caught); the instance answers the next command.
     Panicked,
     /// Restoring needs more pages than the memory may grow to.
-    TooLarge { len: u64, max: u64 },
+    TooLarge {
+        len: u64,
+        max: u64,
+    },
     NoMemory,
     /// A full snapshot or restore failed (see `state.rs`).
     State(StateError),
@@ -54,7 +67,9 @@ pub fn run(memory: Option<&Memory>, store: &mut impl AsStoreMut, op: MemoryOp) -
         MemoryOp::Size => Ok(MemoryReply::Size(size(memory, store))),
         MemoryOp::Read { offset, len } => read(memory, store, offset, len),
         MemoryOp::Snapshot => read(memory, store, 0, size(memory, store)),
-        MemoryOp::Write { offset, data } => data.with_slice(|data| write(memory, store, offset, data)),
+        MemoryOp::Write { offset, data } => {
+            data.with_slice(|data| write(memory, store, offset, data))
+        }
         MemoryOp::ReadString { ptr, max } => read_string(memory, store, ptr, max),
         MemoryOp::Restore { data } => data.with_slice(|data| restore(memory, store, data)),
         MemoryOp::State(_) => unreachable!("the executor serves state operations through state.rs"),
@@ -79,7 +94,10 @@ fn read(memory: &Memory, store: &impl AsStoreRef, offset: u64, len: u64) -> Memo
     // SAFETY: no wasm runs while the executor serves this command, and only the executor
     // thread touches the instance, so memory cannot change or move meanwhile.
     let memory = unsafe { view.data_unchecked() };
-    snapshot::copy_out(bytes.as_mut_slice(), &memory[offset as usize..(offset + len) as usize]);
+    snapshot::copy_out(
+        bytes.as_mut_slice(),
+        &memory[offset as usize..(offset + len) as usize],
+    );
     Ok(MemoryReply::Bytes(bytes))
 }
 
@@ -88,7 +106,11 @@ fn write(memory: &Memory, store: &impl AsStoreRef, offset: u64, data: &[u8]) -> 
     let len = data.len() as u64;
     check(offset, len, view.data_size())?;
     view.write(offset, data)
-        .map_err(|_| MemoryError::OutOfBounds { offset, len, size: view.data_size() })?;
+        .map_err(|_| MemoryError::OutOfBounds {
+            offset,
+            len,
+            size: view.data_size(),
+        })?;
     Ok(MemoryReply::Done)
 }
 
@@ -103,7 +125,11 @@ fn read_string(memory: &Memory, store: &impl AsStoreRef, ptr: u64, max: u64) -> 
     // thread touches the instance, so memory cannot change or move meanwhile.
     let scanned = unsafe { &view.data_unchecked()[ptr as usize..end as usize] };
     let Some(len) = scanned.iter().position(|byte| *byte == 0) else {
-        return Err(if end == size { MemoryError::Unterminated { ptr, size } } else { MemoryError::StringTooLong { ptr, max } });
+        return Err(if end == size {
+            MemoryError::Unterminated { ptr, size }
+        } else {
+            MemoryError::StringTooLong { ptr, max }
+        });
     };
     let mut binary = try_binary(len)?;
     binary.as_mut_slice().copy_from_slice(&scanned[..len]);
@@ -115,9 +141,14 @@ fn restore(memory: &Memory, store: &mut impl AsStoreMut, data: &[u8]) -> MemoryR
     let current = size(memory, store);
     if len > current {
         let needed = len.div_ceil(WASM_PAGE_SIZE as u64) - current / WASM_PAGE_SIZE as u64;
-        let max = memory.ty(store).maximum.map_or(u64::from(u32::MAX), |p| p.bytes().0 as u64);
+        let max = memory
+            .ty(store)
+            .maximum
+            .map_or(u64::from(u32::MAX), |p| p.bytes().0 as u64);
         let delta = u32::try_from(needed).map_err(|_| MemoryError::TooLarge { len, max })?;
-        memory.grow(store, Pages(delta)).map_err(|_| MemoryError::TooLarge { len, max })?;
+        memory
+            .grow(store, Pages(delta))
+            .map_err(|_| MemoryError::TooLarge { len, max })?;
     }
     write(memory, store, 0, data)
 }
@@ -131,10 +162,14 @@ impl Encoder for MemoryError {
             MemoryError::Unterminated { ptr, size } => {
                 (atoms::out_of_bounds(), ptr, atoms::unterminated(), size).encode(env)
             }
-            MemoryError::StringTooLong { ptr, max } => (atoms::string_too_long(), ptr, max).encode(env),
+            MemoryError::StringTooLong { ptr, max } => {
+                (atoms::string_too_long(), ptr, max).encode(env)
+            }
             MemoryError::TooLarge { len, max } => (atoms::too_large(), len, max).encode(env),
             MemoryError::OutOfMemory => (atoms::resource_limit(), atoms::memory()).encode(env),
-            MemoryError::Panicked => (atoms::other(), "panic during a memory operation").encode(env),
+            MemoryError::Panicked => {
+                (atoms::other(), "panic during a memory operation").encode(env)
+            }
             MemoryError::NoMemory => atoms::no_memory().encode(env),
             MemoryError::State(ref error) => error.encode(env),
         }

@@ -121,12 +121,18 @@ impl Switches {
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: as above; RUSAGE_THREAD exists on every Linux.
         unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
-        Switches { voluntary: usage.ru_nvcsw, involuntary: usage.ru_nivcsw }
+        Switches {
+            voluntary: usage.ru_nvcsw,
+            involuntary: usage.ru_nivcsw,
+        }
     }
 }
 
 fn thread_cpu_ns() -> u64 {
-    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `now` is a valid timespec to write; this clock exists on every Linux.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
     now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64

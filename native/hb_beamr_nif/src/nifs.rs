@@ -10,21 +10,23 @@ use std::time::{Duration, Instant};
 
 use beamr_core::compile::Origin;
 use beamr_core::dirty_pages::Policy;
-use beamr_core::snapshot::{self, Lineage};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::{PrepareOptions, RESERVED_EXPORT_PREFIX};
 use beamr_core::signature::signature;
+use beamr_core::snapshot::{self, Lineage};
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, ResourceArc, Term, TermType};
 use wasmer::{ExternType, Module};
 
 use crate::atoms;
 use crate::bytes::{BinaryList, Bytes};
-use crate::handover::{CallResource, ReplySlot};
 use crate::codec::{bounded_reason, charlist, decode_args, BadArg, UncheckedArgs, Values};
 use crate::command::{Callee, Command, ImportAnswer, Limits, MemoryOp};
 use crate::emscripten;
 use crate::executor::{self, encode_event};
-use crate::instance::{Activity, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, Shared};
+use crate::handover::{CallResource, ReplySlot};
+use crate::instance::{
+    Activity, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, Shared,
+};
 use crate::nif_cpu_time;
 use crate::registry;
 use crate::state::StateOp;
@@ -76,7 +78,9 @@ pub(crate) fn decode_options(opts: Term) -> Result<StartOptions, Term> {
         emscripten: emscripten::Mode::default(),
     };
     for (key, value) in rustler::types::map::MapIterator::new(opts).ok_or(opts)? {
-        let Ok(key_atom) = key.decode::<Atom>() else { continue };
+        let Ok(key_atom) = key.decode::<Atom>() else {
+            continue;
+        };
         let bad = || bad_option(key, value);
         // `timeout` and `gas` bound the start as they bound a call; `gas => boolean()` is
         // accepted too (metering is always compiled in).
@@ -138,7 +142,12 @@ pub(crate) fn decode_limits(opts: Term) -> Result<Limits, Term> {
 
 /// Takes `timeout => Ms | infinity` or `gas => N | infinity` into `limits`: whether `key`
 /// was one of them, or the bad option.
-fn decode_limit<'a>(limits: &mut Limits, key_atom: Atom, key: Term<'a>, value: Term<'a>) -> Result<bool, Term<'a>> {
+fn decode_limit<'a>(
+    limits: &mut Limits,
+    key_atom: Atom,
+    key: Term<'a>,
+    value: Term<'a>,
+) -> Result<bool, Term<'a>> {
     let unbounded = value.decode::<Atom>().is_ok_and(|a| a == atoms::infinity());
     if key_atom == atoms::timeout() {
         if !unbounded {
@@ -182,7 +191,13 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         Err(message) => return error(env, CallFailure::InvalidModule(message)),
     };
     let exports = exported_functions(&module);
-    let shared = Arc::new(Shared::new(owner, info, exports, imports, options.dirty_tracking));
+    let shared = Arc::new(Shared::new(
+        owner,
+        info,
+        exports,
+        imports,
+        options.dirty_tracking,
+    ));
     let resource = InstanceResource::new(shared);
     // Registered before the owner is monitored: an owner that dies in between must find
     // its entry to remove (its starter may have been killed while this NIF ran).
@@ -191,10 +206,22 @@ fn start<'a>(env: Env<'a>, owner: LocalPid, source: Binary<'a>, opts: Term<'a>) 
         registry::remove(&owner);
         return error(env, atoms::stopped());
     }
-    let (imports, exports) = (imports_term(env, &resource.shared.imports), exports_term(env, &module));
+    let (imports, exports) = (
+        imports_term(env, &resource.shared.imports),
+        exports_term(env, &module),
+    );
     let start = ReplySlot::new(env.pid());
     let id = start.id;
-    if executor::spawn(resource.clone(), module, engine, env.pid(), start, options.start_limits).is_err() {
+    if executor::spawn(
+        resource.clone(),
+        module,
+        engine,
+        env.pid(),
+        start,
+        options.start_limits,
+    )
+    .is_err()
+    {
         resource.shared.stop();
         return error(env, CallFailure::ResourceLimit(Resource::Thread));
     }
@@ -206,7 +233,10 @@ fn exported_functions(module: &Module) -> Vec<ExportedFunction> {
         .exports()
         .filter(|e| !e.name().starts_with(RESERVED_EXPORT_PREFIX))
         .filter_map(|e| match e.ty() {
-            ExternType::Function(ty) => Some(ExportedFunction { name: e.name().to_string(), ty: ty.clone() }),
+            ExternType::Function(ty) => Some(ExportedFunction {
+                name: e.name().to_string(),
+                ty: ty.clone(),
+            }),
             _ => None,
         })
         .collect()
@@ -214,20 +244,25 @@ fn exported_functions(module: &Module) -> Vec<ExportedFunction> {
 
 /// The module's function imports, each with its handler; an error when one has the name
 /// of Emscripten's runtime but not its type (see `emscripten::handler`).
-fn imported_functions(module: &Module, mode: emscripten::Mode) -> Result<Vec<ImportedFunction>, String> {
+fn imported_functions(
+    module: &Module,
+    mode: emscripten::Mode,
+) -> Result<Vec<ImportedFunction>, String> {
     module
         .imports()
         .filter(|i| i.module() != CHECK_MODULE)
         .filter_map(|i| match i.ty() {
-            ExternType::Function(ty) => Some(emscripten::handler(i.module(), i.name(), ty, mode).map(|handler| {
-                ImportedFunction {
-                    module: i.module().to_string(),
-                    name: i.name().to_string(),
-                    signature: signature(ty),
-                    ty: ty.clone(),
-                    handler,
-                }
-            })),
+            ExternType::Function(ty) => Some(
+                emscripten::handler(i.module(), i.name(), ty, mode).map(|handler| {
+                    ImportedFunction {
+                        module: i.module().to_string(),
+                        name: i.name().to_string(),
+                        signature: signature(ty),
+                        ty: ty.clone(),
+                        handler,
+                    }
+                }),
+            ),
             _ => None,
         })
         .collect()
@@ -239,7 +274,13 @@ fn imports_term<'a>(env: Env<'a>, imports: &[ImportedFunction]) -> Term<'a> {
         .iter()
         .map(|i| {
             let sig = charlist(env, &i.signature);
-            (atoms::func(), charlist(env, &i.module), charlist(env, &i.name), sig).encode(env)
+            (
+                atoms::func(),
+                charlist(env, &i.module),
+                charlist(env, &i.name),
+                sig,
+            )
+                .encode(env)
         })
         .collect();
     items.encode(env)
@@ -277,11 +318,13 @@ fn decode_name<'a>(term: Term<'a>, longest: usize) -> Name<'a> {
     match term.get_type() {
         TermType::Binary => match Binary::from_term(term) {
             Ok(binary) if binary.len() > longest => Name::TooLong,
-            Ok(binary) => std::str::from_utf8(binary.as_slice()).map_or(Name::Invalid, |name| Name::Text(Cow::Borrowed(name))),
+            Ok(binary) => std::str::from_utf8(binary.as_slice())
+                .map_or(Name::Invalid, |name| Name::Text(Cow::Borrowed(name))),
             Err(_) => Name::Invalid,
         },
         TermType::List => match crate::codec::bounded_length(term, longest) {
-            Ok(_) => crate::codec::decode_charlist(term, longest).map_or(Name::Invalid, |name| Name::Text(Cow::Owned(name))),
+            Ok(_) => crate::codec::decode_charlist(term, longest)
+                .map_or(Name::Invalid, |name| Name::Text(Cow::Owned(name))),
             Err(Some(_)) => Name::TooLong,
             Err(None) => Name::Invalid,
         },
@@ -296,7 +339,13 @@ fn call<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>) -> Te
 
 /// `call/3` with call/6's options.
 #[rustler::nif(name = "call")]
-fn call_limited<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Term<'a>, opts: Term<'a>) -> Term<'a> {
+fn call_limited<'a>(
+    env: Env<'a>,
+    owner: LocalPid,
+    func: Term<'a>,
+    arguments: Term<'a>,
+    opts: Term<'a>,
+) -> Term<'a> {
     // (Not named `args`: rustler's generated code uses that name for the NIF's arguments.)
     match decode_limits(opts) {
         Ok(limits) => call_export(env, owner, func, arguments, limits),
@@ -304,18 +353,37 @@ fn call_limited<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, arguments: Te
     }
 }
 
-fn call_export<'a>(env: Env<'a>, owner: LocalPid, func: Term<'a>, args: Term<'a>, limits: Limits) -> Term<'a> {
+fn call_export<'a>(
+    env: Env<'a>,
+    owner: LocalPid,
+    func: Term<'a>,
+    args: Term<'a>,
+    limits: Limits,
+) -> Term<'a> {
     let _timed = nif_cpu_time::Timed::start();
-    let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
+    let Some(instance) = registry::lookup(&owner) else {
+        return error(env, atoms::stopped());
+    };
     match callee(env, &instance.shared, func, args) {
-        Ok(func) => request(env, &instance.shared, |caller, slot| Command::Call { caller, slot, func, limits, handle: None }),
+        Ok(func) => request(env, &instance.shared, |caller, slot| Command::Call {
+            caller,
+            slot,
+            func,
+            limits,
+            handle: None,
+        }),
         Err(reason) => reason,
     }
 }
 
 /// The function `func` names (an export, or an integer: a table entry) with its
 /// arguments, or the `{error, Reason}` to return.
-pub(crate) fn callee<'a>(env: Env<'a>, shared: &Shared, func: Term<'a>, args: Term<'a>) -> Result<Callee, Term<'a>> {
+pub(crate) fn callee<'a>(
+    env: Env<'a>,
+    shared: &Shared,
+    func: Term<'a>,
+    args: Term<'a>,
+) -> Result<Callee, Term<'a>> {
     if func.get_type() == TermType::Integer {
         return table_entry(env, func, args);
     }
@@ -339,7 +407,13 @@ pub(crate) fn callee<'a>(env: Env<'a>, shared: &Shared, func: Term<'a>, args: Te
 fn table_entry<'a>(env: Env<'a>, func: Term<'a>, args: Term<'a>) -> Result<Callee, Term<'a>> {
     let Ok(index) = func.decode::<u32>() else {
         let message = format!("table index {func:?} is out of bounds of table 0");
-        return Err(error(env, CallFailure::Trap { kind: TrapKind::TableOutOfBounds, message }));
+        return Err(error(
+            env,
+            CallFailure::Trap {
+                kind: TrapKind::TableOutOfBounds,
+                message,
+            },
+        ));
     };
     match UncheckedArgs::new(args) {
         Ok(args) => Ok(Callee::TableEntry(index, args)),
@@ -349,8 +423,14 @@ fn table_entry<'a>(env: Env<'a>, func: Term<'a>, args: Term<'a>) -> Result<Calle
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Term<'a> {
     let _timed = nif_cpu_time::Timed::start();
-    let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
-    request(env, &instance.shared, |caller, slot| Command::Memory { caller, slot, op })
+    let Some(instance) = registry::lookup(&owner) else {
+        return error(env, atoms::stopped());
+    };
+    request(env, &instance.shared, |caller, slot| Command::Memory {
+        caller,
+        slot,
+        op,
+    })
 }
 
 /// Queues the command built around a fresh slot for the calling process and waits
@@ -396,7 +476,14 @@ fn memory_snapshot(env: Env, owner: LocalPid) -> Term {
 
 #[rustler::nif]
 fn memory_write<'a>(env: Env<'a>, owner: LocalPid, offset: u64, data: Binary<'a>) -> Term<'a> {
-    memory_command(env, owner, MemoryOp::Write { offset, data: Bytes::new(data) })
+    memory_command(
+        env,
+        owner,
+        MemoryOp::Write {
+            offset,
+            data: Bytes::new(data),
+        },
+    )
 }
 
 #[rustler::nif]
@@ -406,7 +493,13 @@ fn memory_read_string(env: Env, owner: LocalPid, ptr: u64, max: u64) -> Term {
 
 #[rustler::nif]
 fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'a> {
-    memory_command(env, owner, MemoryOp::Restore { data: Bytes::new(data) })
+    memory_command(
+        env,
+        owner,
+        MemoryOp::Restore {
+            data: Bytes::new(data),
+        },
+    )
 }
 
 /// Answers the pending import (number `index`) of `call` with `results`, then waits
@@ -414,7 +507,12 @@ fn memory_restore<'a>(env: Env<'a>, owner: LocalPid, data: Binary<'a>) -> Term<'
 /// caller may not answer: no such import is pending (never was, or was answered
 /// already), or the caller is not the process the import request went to.
 #[rustler::nif]
-fn import_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize, results: Term<'a>) -> Term<'a> {
+fn import_reply<'a>(
+    env: Env<'a>,
+    call: ResourceArc<CallResource>,
+    index: usize,
+    results: Term<'a>,
+) -> Term<'a> {
     let _timed = nif_cpu_time::Timed::start();
     if call.shared.imports.get(index).is_none() || !call.slot.claim_reply(env.pid(), Some(index)) {
         return error(env, atoms::badarg());
@@ -430,13 +528,21 @@ fn import_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize,
 
 /// Traps the call in its pending import (claimed by the caller).
 pub(crate) fn fail_import(call: &CallResource) {
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, answer: ImportAnswer::Failed });
+    let _ = call.shared.mailbox.push(Command::ImportReply {
+        id: call.slot.id,
+        answer: ImportAnswer::Failed,
+    });
 }
 
 /// Queues the results of import `index` (claimed by the caller) for the executor: whether
 /// the slot could be armed for the next event, or the `{error, Reason}` to return (then
 /// nothing is queued: the caller fails the import).
-pub(crate) fn reply_values<'a>(env: Env<'a>, call: &CallResource, index: usize, results: Term<'a>) -> Result<bool, Term<'a>> {
+pub(crate) fn reply_values<'a>(
+    env: Env<'a>,
+    call: &CallResource,
+    index: usize,
+    results: Term<'a>,
+) -> Result<bool, Term<'a>> {
     let import = &call.shared.imports[index];
     // HyperBEAM's stub answers `[0]` to every import, also to those returning nothing;
     // for those the reply's values are ignored, as WAMR's driver does.
@@ -450,7 +556,10 @@ pub(crate) fn reply_values<'a>(env: Env<'a>, call: &CallResource, index: usize, 
     };
     let armed = call.slot.arm();
     // Queued even after a stop: the executor is the one to notice and unwind.
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, answer: ImportAnswer::Results(values) });
+    let _ = call.shared.mailbox.push(Command::ImportReply {
+        id: call.slot.id,
+        answer: ImportAnswer::Results(values),
+    });
     Ok(armed)
 }
 
@@ -459,7 +568,12 @@ pub(crate) fn reply_values<'a>(env: Env<'a>, call: &CallResource, index: usize, 
 /// `{error, {trap, exception, Reason}}`. Then waits like `import_reply`, and is refused
 /// (`{error, badarg}`) under the same conditions.
 #[rustler::nif]
-fn import_exception<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: usize, reason: Term<'a>) -> Term<'a> {
+fn import_exception<'a>(
+    env: Env<'a>,
+    call: ResourceArc<CallResource>,
+    index: usize,
+    reason: Term<'a>,
+) -> Term<'a> {
     if call.shared.imports.get(index).is_none() || !call.slot.claim_reply(env.pid(), Some(index)) {
         return error(env, atoms::badarg());
     }
@@ -472,7 +586,10 @@ fn import_exception<'a>(env: Env<'a>, call: ResourceArc<CallResource>, index: us
 pub(crate) fn throw_in_import(call: &CallResource, reason: Term) -> bool {
     let reason = bounded_reason(reason);
     let armed = call.slot.arm();
-    let _ = call.shared.mailbox.push(Command::ImportReply { id: call.slot.id, answer: ImportAnswer::Exception(reason) });
+    let _ = call.shared.mailbox.push(Command::ImportReply {
+        id: call.slot.id,
+        answer: ImportAnswer::Exception(reason),
+    });
     armed
 }
 
@@ -491,7 +608,11 @@ fn import_failed<'a>(env: Env<'a>, call: ResourceArc<CallResource>) -> Term<'a> 
 #[rustler::nif]
 fn gas_used(env: Env, owner: LocalPid) -> Term {
     match registry::lookup(&owner) {
-        Some(instance) => (atoms::ok(), instance.shared.gas_used.load(Ordering::Acquire)).encode(env),
+        Some(instance) => (
+            atoms::ok(),
+            instance.shared.gas_used.load(Ordering::Acquire),
+        )
+            .encode(env),
         None => error(env, atoms::stopped()),
     }
 }
@@ -500,7 +621,9 @@ fn gas_used(env: Env, owner: LocalPid) -> Term {
 /// answers at once whatever the instance is doing.
 #[rustler::nif]
 fn info(env: Env, owner: LocalPid) -> Term {
-    let Some(instance) = registry::lookup(&owner) else { return error(env, atoms::stopped()) };
+    let Some(instance) = registry::lookup(&owner) else {
+        return error(env, atoms::stopped());
+    };
     let shared = &instance.shared;
     let state = match shared.activity() {
         _ if shared.is_stopped() => atoms::stopped(),
@@ -509,7 +632,12 @@ fn info(env: Env, owner: LocalPid) -> Term {
         Activity::InImport => atoms::in_import(),
         Activity::Starting => atoms::starting(),
     };
-    let hash: String = shared.module.sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = shared
+        .module
+        .sha256
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let origin = match shared.module.origin {
         Origin::Compiled => atoms::compiled(),
         Origin::Memory => atoms::memory(),
@@ -520,14 +648,27 @@ fn info(env: Env, owner: LocalPid) -> Term {
     let pairs = [
         (atoms::module_hash(), hash.encode(env)),
         (atoms::memory_bytes(), memory_bytes.encode(env)),
-        (atoms::memory_pages(), (memory_bytes / wasmer::WASM_PAGE_SIZE as u64).encode(env)),
+        (
+            atoms::memory_pages(),
+            (memory_bytes / wasmer::WASM_PAGE_SIZE as u64).encode(env),
+        ),
         (atoms::state(), state.encode(env)),
-        (atoms::calls(), shared.calls.load(Ordering::Relaxed).encode(env)),
-        (atoms::gas_used(), shared.gas_used.load(Ordering::Acquire).encode(env)),
-        (atoms::cached(), (shared.module.origin != Origin::Compiled).encode(env)),
+        (
+            atoms::calls(),
+            shared.calls.load(Ordering::Relaxed).encode(env),
+        ),
+        (
+            atoms::gas_used(),
+            shared.gas_used.load(Ordering::Acquire).encode(env),
+        ),
+        (
+            atoms::cached(),
+            (shared.module.origin != Origin::Compiled).encode(env),
+        ),
         (atoms::origin(), origin.encode(env)),
     ];
-    let info = Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys");
+    let info =
+        Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys");
     (atoms::ok(), info).encode(env)
 }
 
@@ -543,7 +684,11 @@ fn stop(owner: LocalPid) -> Atom {
 /// `incremental`, a delta of what changed since the instance's base (when it has one).
 #[rustler::nif]
 fn state_snapshot(env: Env, owner: LocalPid, incremental: bool) -> Term {
-    memory_command(env, owner, MemoryOp::State(StateOp::Capture { incremental }))
+    memory_command(
+        env,
+        owner,
+        MemoryOp::State(StateOp::Capture { incremental }),
+    )
 }
 
 /// Restores a chain (a list: a full snapshot, then its deltas) after validating all of it.
@@ -601,6 +746,7 @@ fn snapshot_info<'a>(env: Env<'a>, bytes: Binary<'a>) -> Term<'a> {
         (atoms::parent(), parent),
         (atoms::sequence(), snapshot.sequence.encode(env)),
     ];
-    let info = Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys");
+    let info =
+        Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys");
     (atoms::ok(), info).encode(env)
 }

@@ -29,20 +29,24 @@ use std::collections::HashMap;
 use std::ptr::NonNull;
 
 use beamr_core::dirty_pages::DirtyPages;
-use beamr_core::prepare::{global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, TABLE_EXPORT};
+use beamr_core::prepare::{
+    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, TABLE_EXPORT,
+};
 use beamr_core::snapshot::{
-    self, GlobalValue, Lineage, MemoryParts, MemoryState, ModuleId, Parts, Snapshot, SnapshotError, SnapshotId,
+    self, GlobalValue, Lineage, MemoryParts, MemoryState, ModuleId, Parts, Snapshot, SnapshotError,
+    SnapshotId,
 };
 use rustler::{Encoder, Env, OwnedBinary, Term};
 use wasmer::sys::vm::{TableElement, VMExtern, VMFuncRef, VMTable};
 use wasmer::{
-    AsStoreMut, ExportIndex, Extern, Global, Instance, Memory, Module, Pages, Table, Type, Value, WASM_PAGE_SIZE,
+    AsStoreMut, ExportIndex, Extern, Global, Instance, Memory, Module, Pages, Table, Type, Value,
+    WASM_PAGE_SIZE,
 };
 
 use crate::atoms;
-use crate::instance::Shared;
 use crate::bytes::try_binary;
 use crate::bytes::BinaryList;
+use crate::instance::Shared;
 
 pub enum StateOp {
     /// A snapshot: a delta of the changes since the base when `incremental` and there is
@@ -109,7 +113,10 @@ fn vm_table<'s>(store: &'s mut impl AsStoreMut, table: &Table) -> &'s mut VMTabl
 }
 
 /// The raw value cell of a global (for funcref globals, whose values are anyfunc pointers).
-fn raw_global(store: &mut impl AsStoreMut, global: &Global) -> NonNull<wasmer::sys::vm::VMGlobalDefinition> {
+fn raw_global(
+    store: &mut impl AsStoreMut,
+    global: &Global,
+) -> NonNull<wasmer::sys::vm::VMGlobalDefinition> {
     match Extern::Global(global.clone()).to_vm_extern().unwrap_sys() {
         VMExtern::Global(handle) => handle.get(store.objects_mut().as_sys()).vmglobal(),
         _ => unreachable!("a global's extern is a global"),
@@ -117,15 +124,26 @@ fn raw_global(store: &mut impl AsStoreMut, global: &Global) -> NonNull<wasmer::s
 }
 
 impl StateAccess {
-    pub fn new(store: &mut impl AsStoreMut, module: &Module, instance: &Instance, shared: &Shared) -> StateAccess {
+    pub fn new(
+        store: &mut impl AsStoreMut,
+        module: &Module,
+        instance: &Instance,
+        shared: &Shared,
+    ) -> StateAccess {
         let (info, tracking) = (module.info(), shared.dirty_tracking);
         let exports = &instance.exports;
         let mut globals: Vec<(u32, Global)> = exports
             .iter()
             .filter_map(|(name, ext)| {
-                let index = name.strip_prefix(RESERVED_EXPORT_PREFIX)?.strip_prefix("global_")?.parse().ok()?;
+                let index = name
+                    .strip_prefix(RESERVED_EXPORT_PREFIX)?
+                    .strip_prefix("global_")?
+                    .parse()
+                    .ok()?;
                 match ext {
-                    Extern::Global(g) if name == &global_export_name(index) => Some((index, g.clone())),
+                    Extern::Global(g) if name == &global_export_name(index) => {
+                        Some((index, g.clone()))
+                    }
                     _ => None,
                 }
             })
@@ -138,12 +156,18 @@ impl StateAccess {
             globals,
             index_of: HashMap::new(),
             ref_of: HashMap::new(),
-            tracking: RefCell::new(Tracking { base: None, pages: DirtyPages::new(tracking) }),
+            tracking: RefCell::new(Tracking {
+                base: None,
+                pages: DirtyPages::new(tracking),
+            }),
         };
         // Exported functions: their anyfunc is the instance's own, the one tables hold.
         for (name, index) in &info.exports {
             if let (ExportIndex::Function(f), Ok(function)) = (index, exports.get_function(name)) {
-                if let VMExtern::Function(handle) = Extern::Function(function.clone()).to_vm_extern().unwrap_sys() {
+                if let VMExtern::Function(handle) = Extern::Function(function.clone())
+                    .to_vm_extern()
+                    .unwrap_sys()
+                {
                     let ptr = handle.get(store.objects_mut().as_sys()).anyfunc.as_ptr();
                     access.learn(f.as_u32(), VMFuncRef(ptr));
                 }
@@ -153,7 +177,11 @@ impl StateAccess {
         // function could have changed the table already, so then only exports count.
         if let (Some(table), None) = (access.table.clone(), info.start_function) {
             let mut slots: HashMap<u32, u32> = HashMap::new();
-            for init in info.table_initializers.iter().filter(|i| i.table_index.as_u32() == 0) {
+            for init in info
+                .table_initializers
+                .iter()
+                .filter(|i| i.table_index.as_u32() == 0)
+            {
                 let offset = match init.offset_expr.ops() {
                     [wasmer_types::InitExprOp::I32Const(n)] => *n as u32,
                     [wasmer_types::InitExprOp::I64Const(n)] => *n as u32,
@@ -185,12 +213,21 @@ impl StateAccess {
 
     pub fn run(&self, store: &mut impl AsStoreMut, op: StateOp) -> Result<StateReply, StateError> {
         match op {
-            StateOp::Capture { incremental } => self.capture(store, incremental).map(StateReply::Captured),
-            StateOp::Apply { chain } => chain.with_slices(|chain| self.apply(store, chain)).map(|()| StateReply::Restored),
+            StateOp::Capture { incremental } => {
+                self.capture(store, incremental).map(StateReply::Captured)
+            }
+            StateOp::Apply { chain } => chain
+                .with_slices(|chain| self.apply(store, chain))
+                .map(|()| StateReply::Restored),
         }
     }
 
-    fn read_global(&self, store: &mut impl AsStoreMut, index: u32, global: &Global) -> Result<GlobalValue, StateError> {
+    fn read_global(
+        &self,
+        store: &mut impl AsStoreMut,
+        index: u32,
+        global: &Global,
+    ) -> Result<GlobalValue, StateError> {
         Ok(match global.get(store) {
             Value::I32(v) => GlobalValue::I32(v as u32),
             Value::I64(v) => GlobalValue::I64(v as u64),
@@ -206,7 +243,10 @@ impl StateAccess {
         })
     }
 
-    fn capture_globals(&self, store: &mut impl AsStoreMut) -> Result<Vec<(u32, GlobalValue)>, StateError> {
+    fn capture_globals(
+        &self,
+        store: &mut impl AsStoreMut,
+    ) -> Result<Vec<(u32, GlobalValue)>, StateError> {
         self.globals
             .iter()
             .map(|(index, global)| {
@@ -216,7 +256,10 @@ impl StateAccess {
                     match ptr {
                         0 => GlobalValue::FuncRef(None),
                         p => GlobalValue::FuncRef(Some(
-                            *self.index_of.get(&p).ok_or(StateError::Unsnapshottable("global", *index))?,
+                            *self
+                                .index_of
+                                .get(&p)
+                                .ok_or(StateError::Unsnapshottable("global", *index))?,
                         )),
                     }
                 } else {
@@ -227,15 +270,22 @@ impl StateAccess {
             .collect()
     }
 
-    fn capture_table(&self, store: &mut impl AsStoreMut) -> Result<Option<Vec<Option<u32>>>, StateError> {
-        let Some(table) = &self.table else { return Ok(None) };
+    fn capture_table(
+        &self,
+        store: &mut impl AsStoreMut,
+    ) -> Result<Option<Vec<Option<u32>>>, StateError> {
+        let Some(table) = &self.table else {
+            return Ok(None);
+        };
         let vm = vm_table(store, table);
         (0..vm.size())
             .map(|slot| match vm.get(slot) {
                 Some(TableElement::FuncRef(None)) | Some(TableElement::ExternRef(None)) => Ok(None),
-                Some(TableElement::FuncRef(Some(r))) => {
-                    self.index_of.get(&funcref_ptr(r)).map(|f| Some(*f)).ok_or(StateError::Unsnapshottable("table", slot))
-                }
+                Some(TableElement::FuncRef(Some(r))) => self
+                    .index_of
+                    .get(&funcref_ptr(r))
+                    .map(|f| Some(*f))
+                    .ok_or(StateError::Unsnapshottable("table", slot)),
                 _ => Err(StateError::Unsnapshottable("table", slot)),
             })
             .collect::<Result<Vec<_>, _>>()
@@ -244,7 +294,11 @@ impl StateAccess {
 
     /// The result binary is sized up front and memory (or the changed pages) is copied
     /// into it once.
-    fn capture(&self, store: &mut impl AsStoreMut, incremental: bool) -> Result<OwnedBinary, StateError> {
+    fn capture(
+        &self,
+        store: &mut impl AsStoreMut,
+        incremental: bool,
+    ) -> Result<OwnedBinary, StateError> {
         let module = self.module;
         let globals = self.capture_globals(store)?;
         let table = self.capture_table(store)?;
@@ -260,18 +314,34 @@ impl StateAccess {
             _ => None,
         };
         let (lineage, sequence, memory_parts) = match (delta_of, &runs) {
-            (Some((parent, sequence)), Some(runs)) => {
-                (Lineage::Delta { parent }, sequence + 1, MemoryParts::Changed { len: memory.len(), runs })
+            (Some((parent, sequence)), Some(runs)) => (
+                Lineage::Delta { parent },
+                sequence + 1,
+                MemoryParts::Changed {
+                    len: memory.len(),
+                    runs,
+                },
+            ),
+            (Some((parent, sequence)), None) if !has_memory => {
+                (Lineage::Delta { parent }, sequence + 1, MemoryParts::None)
             }
-            (Some((parent, sequence)), None) if !has_memory => (Lineage::Delta { parent }, sequence + 1, MemoryParts::None),
             _ if has_memory => (Lineage::Full, 0, MemoryParts::Whole { len: memory.len() }),
             _ => (Lineage::Full, 0, MemoryParts::None),
         };
-        let parts = Parts { module: &module, lineage, sequence, globals: &globals, table: table.as_deref(), memory: memory_parts };
+        let parts = Parts {
+            module: &module,
+            lineage,
+            sequence,
+            globals: &globals,
+            table: table.as_deref(),
+            memory: memory_parts,
+        };
         let mut binary = try_binary(parts.encoded_len()).map_err(|_| StateError::Grow("memory"))?;
         let encoded = parts.encode_into(binary.as_mut_slice(), memory);
         if let (Lineage::Full, MemoryParts::Whole { .. }) = (lineage, memory_parts) {
-            tracking.pages.snapshotted(memory, encoded.page_digests, incremental);
+            tracking
+                .pages
+                .snapshotted(memory, encoded.page_digests, incremental);
         }
         tracking.base = Some((encoded.id, sequence));
         Ok(binary)
@@ -283,10 +353,15 @@ impl StateAccess {
     /// refusal).
     fn apply(&self, store: &mut impl AsStoreMut, chain: &[&[u8]]) -> Result<(), StateError> {
         let module = self.module;
-        let chain: Vec<Snapshot> =
-            chain.iter().map(|bytes| snapshot::decode(bytes)).collect::<Result<_, _>>().map_err(StateError::Snapshot)?;
+        let chain: Vec<Snapshot> = chain
+            .iter()
+            .map(|bytes| snapshot::decode(bytes))
+            .collect::<Result<_, _>>()
+            .map_err(StateError::Snapshot)?;
         for element in &chain {
-            element.check_module(&module).map_err(StateError::Snapshot)?;
+            element
+                .check_module(&module)
+                .map_err(StateError::Snapshot)?;
         }
         snapshot::check_chain(&chain).map_err(StateError::Snapshot)?;
         let snap = chain.last().expect("a chain is not empty");
@@ -295,13 +370,22 @@ impl StateAccess {
         // Globals: exactly this instance's mutable globals, of the same types.
         let current = self.capture_globals_types(store);
         if snap.globals.len() != current.len()
-            || snap.globals.iter().zip(&current).any(|((i, v), (j, w))| i != j || !v.same_type(w))
+            || snap
+                .globals
+                .iter()
+                .zip(&current)
+                .any(|((i, v), (j, w))| i != j || !v.same_type(w))
         {
             return Err(mismatch("mutable globals differ".into()));
         }
         let funcref = |f: Option<u32>| -> Result<Option<VMFuncRef>, StateError> {
-            f.map(|f| self.ref_of.get(&f).copied().ok_or_else(|| mismatch(format!("function {f} cannot be referenced"))))
-                .transpose()
+            f.map(|f| {
+                self.ref_of
+                    .get(&f)
+                    .copied()
+                    .ok_or_else(|| mismatch(format!("function {f} cannot be referenced")))
+            })
+            .transpose()
         };
         let global_refs: Vec<Option<VMFuncRef>> = snap
             .globals
@@ -317,11 +401,19 @@ impl StateAccess {
             (None, None) => None,
             (Some(table), Some(entries)) => {
                 let ty = table.ty(store);
-                let refs: Vec<Option<VMFuncRef>> = entries.iter().map(|e| funcref(*e)).collect::<Result<_, _>>()?;
+                let refs: Vec<Option<VMFuncRef>> = entries
+                    .iter()
+                    .map(|e| funcref(*e))
+                    .collect::<Result<_, _>>()?;
                 if ty.ty != Type::FuncRef && refs.iter().any(Option::is_some) {
-                    return Err(mismatch("function references in a non-funcref table".into()));
+                    return Err(mismatch(
+                        "function references in a non-funcref table".into(),
+                    ));
                 }
-                if ty.maximum.is_some_and(|max| refs.len() as u64 > u64::from(max)) {
+                if ty
+                    .maximum
+                    .is_some_and(|max| refs.len() as u64 > u64::from(max))
+                {
                     return Err(mismatch("table beyond its maximum".into()));
                 }
                 if ty.readonly {
@@ -344,9 +436,14 @@ impl StateAccess {
             (None, None) => None,
             (Some(memory), Some(state)) => {
                 let len = state.size() as u64;
-                let max = memory.ty(store).maximum.map_or(1 << 32, |p| p.bytes().0 as u64);
+                let max = memory
+                    .ty(store)
+                    .maximum
+                    .map_or(1 << 32, |p| p.bytes().0 as u64);
                 if len > max {
-                    return Err(mismatch(format!("memory of {len} bytes beyond the maximum of {max}")));
+                    return Err(mismatch(format!(
+                        "memory of {len} bytes beyond the maximum of {max}"
+                    )));
                 }
                 Some((memory, state.size()))
             }
@@ -358,18 +455,29 @@ impl StateAccess {
             let current = memory.view(store).data_size();
             if *len as u64 > current {
                 let pages = (*len as u64 - current) / WASM_PAGE_SIZE as u64;
-                memory.grow(store, Pages(pages as u32)).map_err(|_| StateError::Grow("memory"))?;
+                memory
+                    .grow(store, Pages(pages as u32))
+                    .map_err(|_| StateError::Grow("memory"))?;
             }
         }
         if let Some((table, _, refs)) = &table_plan {
             let vm = vm_table(store, table);
             let size = vm.size() as usize;
-            if refs.len() > size && vm.grow((refs.len() - size) as u32, TableElement::FuncRef(None)).is_none() {
+            if refs.len() > size
+                && vm
+                    .grow((refs.len() - size) as u32, TableElement::FuncRef(None))
+                    .is_none()
+            {
                 return Err(StateError::Grow("table"));
             }
         }
         for ((index, value), r) in snap.globals.iter().zip(global_refs) {
-            let global = &self.globals.iter().find(|(i, _)| i == index).expect("checked above").1;
+            let global = &self
+                .globals
+                .iter()
+                .find(|(i, _)| i == index)
+                .expect("checked above")
+                .1;
             let value = match *value {
                 GlobalValue::I32(v) => Value::I32(v as i32),
                 GlobalValue::I64(v) => Value::I64(v as i64),
@@ -380,23 +488,34 @@ impl StateAccess {
                 GlobalValue::NullExnRef => Value::ExceptionRef(None),
                 GlobalValue::FuncRef(_) => {
                     // SAFETY: as in capture; the pointer belongs to this instance.
-                    unsafe { raw_global(store, global).as_mut().val.funcref = r.map_or(0, funcref_ptr) };
+                    unsafe {
+                        raw_global(store, global).as_mut().val.funcref = r.map_or(0, funcref_ptr)
+                    };
                     continue;
                 }
             };
-            global.set(store, value).map_err(|_| mismatch(format!("global {index} refused its value")))?;
+            global
+                .set(store, value)
+                .map_err(|_| mismatch(format!("global {index} refused its value")))?;
         }
         if let Some((table, ty, refs)) = table_plan {
             let vm = vm_table(store, table);
             if !ty_readonly(vm) {
-                let null = || if ty == Type::FuncRef { TableElement::FuncRef(None) } else { TableElement::ExternRef(None) };
+                let null = || {
+                    if ty == Type::FuncRef {
+                        TableElement::FuncRef(None)
+                    } else {
+                        TableElement::ExternRef(None)
+                    }
+                };
                 for slot in 0..vm.size() {
                     let element = match refs.get(slot as usize) {
                         Some(Some(r)) => TableElement::FuncRef(Some(*r)),
                         // Tables cannot shrink: entries past the snapshot's size become null.
                         _ => null(),
                     };
-                    vm.set(slot, element).map_err(|_| StateError::Grow("table"))?;
+                    vm.set(slot, element)
+                        .map_err(|_| StateError::Grow("table"))?;
                 }
             }
         }
@@ -408,7 +527,9 @@ impl StateAccess {
             let bytes = unsafe { view.data_unchecked_mut() };
             tracking.pages.release(bytes);
             write_memory(bytes, &chain);
-            tracking.pages.restored(bytes, snapshot::chain_digests(&chain, bytes.len()));
+            tracking
+                .pages
+                .restored(bytes, snapshot::chain_digests(&chain, bytes.len()));
         }
         tracking.base = Some((snap.id, snap.sequence));
         Ok(())
@@ -465,14 +586,29 @@ fn ty_readonly(vm: &VMTable) -> bool {
 impl Encoder for StateError {
     fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
         match self {
-            StateError::Snapshot(SnapshotError::Invalid(why)) => (atoms::invalid_snapshot(), why.as_str()).encode(env),
-            StateError::Snapshot(SnapshotError::Mismatch(why)) => (atoms::snapshot_mismatch(), why.as_str()).encode(env),
-            StateError::Unsnapshottable(what, index) => {
-                (atoms::unsnapshottable(), (rustler::types::atom::Atom::from_str(env, what).unwrap(), *index)).encode(env)
+            StateError::Snapshot(SnapshotError::Invalid(why)) => {
+                (atoms::invalid_snapshot(), why.as_str()).encode(env)
             }
+            StateError::Snapshot(SnapshotError::Mismatch(why)) => {
+                (atoms::snapshot_mismatch(), why.as_str()).encode(env)
+            }
+            StateError::Unsnapshottable(what, index) => (
+                atoms::unsnapshottable(),
+                (
+                    rustler::types::atom::Atom::from_str(env, what).unwrap(),
+                    *index,
+                ),
+            )
+                .encode(env),
             StateError::CallInProgress => atoms::call_in_progress().encode(env),
-            StateError::Panicked => (atoms::other(), "panic during snapshot or restore").encode(env),
-            StateError::Grow(what) => (atoms::resource_limit(), rustler::types::atom::Atom::from_str(env, what).unwrap()).encode(env),
+            StateError::Panicked => {
+                (atoms::other(), "panic during snapshot or restore").encode(env)
+            }
+            StateError::Grow(what) => (
+                atoms::resource_limit(),
+                rustler::types::atom::Atom::from_str(env, what).unwrap(),
+            )
+                .encode(env),
         }
     }
 }

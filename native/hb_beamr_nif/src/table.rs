@@ -15,7 +15,11 @@ pub fn table0(instance: &Instance) -> Option<Table> {
 
 /// The function at `index` of table 0 (`None`: the module has no table, so every index is
 /// out of bounds).
-pub fn entry(store: &mut impl AsStoreMut, table: Option<&Table>, index: u32) -> Result<Function, HostError> {
+pub fn entry(
+    store: &mut impl AsStoreMut,
+    table: Option<&Table>,
+    index: u32,
+) -> Result<Function, HostError> {
     match table.and_then(|table| table.get(store, index)) {
         Some(Value::FuncRef(Some(function))) => Ok(function),
         Some(Value::FuncRef(None)) => Err(HostError::UninitializedElement(index)),

@@ -1,8 +1,8 @@
 //! Classifies why a wasm call failed into the error terms of DESIGN.md.
 
+use beamr_core::emscripten::Fault;
 use rustler::{Encoder, Env, Term};
 use wasmer::sys::vm::TrapCode;
-use beamr_core::emscripten::Fault;
 use wasmer::RuntimeError;
 
 use crate::atoms;
@@ -22,6 +22,9 @@ pub enum HostError {
     OutOfGas,
     /// Calls nested too deeply (through imports or `invoke_*`) for the executor's stack.
     NestedTooDeep,
+    /// The exceptions thrown in the call would hold more than `MAX_EXCEPTION_FRAMES` stack
+    /// frames (each keeps a backtrace until the call ends).
+    ExceptionFrames,
     /// A call through table 0 (`invoke_*`, an integer function reference) found no entry at
     /// this index, a null entry, or something other than a function.
     TableOutOfBounds(u32),
@@ -37,10 +40,21 @@ impl std::fmt::Display for HostError {
             HostError::Stopped => f.write_str("instance stopped"),
             HostError::Timeout => f.write_str("the call's deadline passed"),
             HostError::OutOfGas => f.write_str("the call used its gas budget"),
-            HostError::NestedTooDeep => f.write_str("calls nested too deeply (through imports or invoke_*)"),
-            HostError::TableOutOfBounds(index) => write!(f, "table index {index} is out of bounds of table 0"),
+            HostError::NestedTooDeep => {
+                f.write_str("calls nested too deeply (through imports or invoke_*)")
+            }
+            HostError::ExceptionFrames => write!(
+                f,
+                "the exceptions thrown in this call would hold more than {} stack frames",
+                beamr_core::fuel::MAX_EXCEPTION_FRAMES
+            ),
+            HostError::TableOutOfBounds(index) => {
+                write!(f, "table index {index} is out of bounds of table 0")
+            }
             HostError::UninitializedElement(index) => write!(f, "entry {index} of table 0 is null"),
-            HostError::NotAFunction(index) => write!(f, "entry {index} of table 0 is not a function"),
+            HostError::NotAFunction(index) => {
+                write!(f, "entry {index} of table 0 is not a function")
+            }
         }
     }
 }
@@ -57,7 +71,10 @@ pub enum CallFailure {
     /// The OS refused what the instance needs (a thread, memory mappings).
     ResourceLimit(Resource),
     ImportFailed,
-    Trap { kind: TrapKind, message: String },
+    Trap {
+        kind: TrapKind,
+        message: String,
+    },
     /// `{trap, exception, Reason}`: an import handler's `{import_exception, Reason}` that
     /// no `invoke_*` caught (Reason in the external term format).
     ImportException(Vec<u8>),
@@ -97,8 +114,15 @@ impl CallFailure {
             return CallFailure::from(host);
         }
         if let Some(fault) = error.downcast_ref::<Fault>() {
-            let kind = if fault.out_of_bounds { TrapKind::OutOfBounds } else { TrapKind::Other };
-            return CallFailure::Trap { kind, message: fault.message.clone() };
+            let kind = if fault.out_of_bounds {
+                TrapKind::OutOfBounds
+            } else {
+                TrapKind::Other
+            };
+            return CallFailure::Trap {
+                kind,
+                message: fault.message.clone(),
+            };
         }
         if stopped {
             return CallFailure::Stopped;
@@ -123,7 +147,10 @@ impl CallFailure {
                 _ => TrapKind::Other,
             }
         };
-        CallFailure::Trap { kind, message: error.message() }
+        CallFailure::Trap {
+            kind,
+            message: error.message(),
+        }
     }
 
     pub fn panic(message: String) -> CallFailure {
@@ -132,20 +159,26 @@ impl CallFailure {
         if message.contains("kind: OutOfMemory") {
             return CallFailure::ResourceLimit(Resource::Memory);
         }
-        CallFailure::Trap { kind: TrapKind::Other, message }
+        CallFailure::Trap {
+            kind: TrapKind::Other,
+            message,
+        }
     }
 }
 
 impl From<&HostError> for CallFailure {
     fn from(error: &HostError) -> CallFailure {
-        let trap = |kind| CallFailure::Trap { kind, message: error.to_string() };
+        let trap = |kind| CallFailure::Trap {
+            kind,
+            message: error.to_string(),
+        };
         match error {
             HostError::ImportFailed => CallFailure::ImportFailed,
             HostError::Stopped => CallFailure::Stopped,
             HostError::CallerDied => trap(TrapKind::CallerDied),
             HostError::Timeout => trap(TrapKind::Timeout),
             HostError::OutOfGas => trap(TrapKind::OutOfGas),
-            HostError::NestedTooDeep => trap(TrapKind::StackOverflow),
+            HostError::NestedTooDeep | HostError::ExceptionFrames => trap(TrapKind::StackOverflow),
             HostError::TableOutOfBounds(_) => trap(TrapKind::TableOutOfBounds),
             HostError::UninitializedElement(_) => trap(TrapKind::UninitializedElement),
             HostError::NotAFunction(_) => trap(TrapKind::IndirectCallTypeMismatch),
@@ -161,17 +194,27 @@ impl Encoder for CallFailure {
             CallFailure::InvalidModule(message) => {
                 (atoms::invalid_module(), message_binary(env, message)).encode(env)
             }
-            CallFailure::ResourceLimit(Resource::Thread) => (atoms::resource_limit(), atoms::thread()).encode(env),
-            CallFailure::ResourceLimit(Resource::Memory) => (atoms::resource_limit(), atoms::memory()).encode(env),
+            CallFailure::ResourceLimit(Resource::Thread) => {
+                (atoms::resource_limit(), atoms::thread()).encode(env)
+            }
+            CallFailure::ResourceLimit(Resource::Memory) => {
+                (atoms::resource_limit(), atoms::memory()).encode(env)
+            }
             CallFailure::Trap { kind, message } => {
                 let message = message_binary(env, message);
                 (atoms::trap(), kind.atom(), message).encode(env)
             }
             CallFailure::ImportException(reason) => {
-                let reason = env.binary_to_term(reason).map_or(atoms::undefined().encode(env), |(term, _)| term);
+                let reason = env
+                    .binary_to_term(reason)
+                    .map_or(atoms::undefined().encode(env), |(term, _)| term);
                 (atoms::trap(), atoms::exception(), reason).encode(env)
             }
-            CallFailure::BadArg(term) => env.binary_to_term(term).expect("encoded by UncheckedArgs::check").0,
+            CallFailure::BadArg(term) => {
+                env.binary_to_term(term)
+                    .expect("encoded by UncheckedArgs::check")
+                    .0
+            }
         }
     }
 }

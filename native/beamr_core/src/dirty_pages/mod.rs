@@ -50,7 +50,12 @@ enum Base {
     Digests(Vec<u64>),
     /// Memory at `start`, `len` bytes at the base, under the kernel's tracking for its
     /// first `registered` bytes.
-    Kernel { kernel: &'static uffd::Kernel, start: usize, len: usize, registered: usize },
+    Kernel {
+        kernel: &'static uffd::Kernel,
+        start: usize,
+        len: usize,
+        registered: usize,
+    },
 }
 
 /// How a `DirtyPages` finds changes now.
@@ -69,7 +74,10 @@ pub fn kernel_tracking_available() -> bool {
 
 impl DirtyPages {
     pub fn new(policy: Policy) -> DirtyPages {
-        DirtyPages { policy, base: Base::None }
+        DirtyPages {
+            policy,
+            base: Base::None,
+        }
     }
 
     #[cfg(test)]
@@ -87,10 +95,17 @@ impl DirtyPages {
     /// written since the last base is cheap).
     pub fn snapshotted(&mut self, memory: &[u8], digests: Vec<u64>, engage: bool) {
         self.base = match std::mem::replace(&mut self.base, Base::None) {
-            Base::Kernel { kernel, start, len, registered } if start == memory.as_ptr() as usize && memory.len() >= len => {
+            Base::Kernel {
+                kernel,
+                start,
+                len,
+                registered,
+            } if start == memory.as_ptr() as usize && memory.len() >= len => {
                 let mut written = Vec::new();
                 match kernel.take_written(start..start + len, &mut written) {
-                    Ok(()) => self.track_growth(kernel, memory, registered).unwrap_or(Base::Digests(digests)),
+                    Ok(()) => self
+                        .track_growth(kernel, memory, registered)
+                        .unwrap_or(Base::Digests(digests)),
                     Err(_) => self.engage(memory, || digests),
                 }
             }
@@ -102,7 +117,13 @@ impl DirtyPages {
     /// Memory is about to be overwritten as a whole (a restore): the base goes, and the
     /// kernel's protection is lifted first so that the writes do not fault page by page.
     pub fn release(&mut self, memory: &[u8]) {
-        if let Base::Kernel { kernel, start, registered, .. } = self.base {
+        if let Base::Kernel {
+            kernel,
+            start,
+            registered,
+            ..
+        } = self.base
+        {
             if start == memory.as_ptr() as usize {
                 let _ = kernel.unprotect(start..start + registered.min(memory.len()));
             }
@@ -128,14 +149,21 @@ impl DirtyPages {
                 let differ = (0..pages).filter(|&p| base.get(p) != Some(&now[p]));
                 (runs(differ), self.engage(memory, || now))
             }
-            Base::Kernel { kernel, start, len, registered } => {
+            Base::Kernel {
+                kernel,
+                start,
+                len,
+                registered,
+            } => {
                 let mut written = Vec::new();
                 let scanned = (start == memory.as_ptr() as usize && memory.len() >= len)
                     .then(|| kernel.take_written(start..start + len, &mut written).ok())
                     .flatten();
                 match scanned.and_then(|()| self.track_growth(kernel, memory, registered)) {
                     Some(base) => {
-                        let written = written.iter().flat_map(|r| (r.start - start) / PAGE..(r.end - start) / PAGE);
+                        let written = written
+                            .iter()
+                            .flat_map(|r| (r.start - start) / PAGE..(r.end - start) / PAGE);
                         (runs(written.chain(len / PAGE..pages)), base)
                     }
                     None => (runs(0..pages), self.engage(memory, || page_digests(memory))),
@@ -153,24 +181,46 @@ impl DirtyPages {
         let tracked = match uffd::kernel() {
             Some(kernel) if self.policy == Policy::Auto && !memory.is_empty() => {
                 let range = start..start + memory.len();
-                kernel.register(range.clone()).and_then(|()| kernel.write_protect(range)).ok().map(|()| kernel)
+                kernel
+                    .register(range.clone())
+                    .and_then(|()| kernel.write_protect(range))
+                    .ok()
+                    .map(|()| kernel)
             }
             _ => None,
         };
         match tracked {
-            Some(kernel) => Base::Kernel { kernel, start, len: memory.len(), registered: memory.len() },
+            Some(kernel) => Base::Kernel {
+                kernel,
+                start,
+                len: memory.len(),
+                registered: memory.len(),
+            },
             None => Base::Digests(digests()),
         }
     }
 
     /// Memory grew since the base (or did not): the grown part comes under tracking.
-    fn track_growth(&self, kernel: &'static uffd::Kernel, memory: &[u8], registered: usize) -> Option<Base> {
+    fn track_growth(
+        &self,
+        kernel: &'static uffd::Kernel,
+        memory: &[u8],
+        registered: usize,
+    ) -> Option<Base> {
         let start = memory.as_ptr() as usize;
         if memory.len() > registered {
             let grown = start + registered..start + memory.len();
-            kernel.register(grown.clone()).and_then(|()| kernel.write_protect(grown)).ok()?;
+            kernel
+                .register(grown.clone())
+                .and_then(|()| kernel.write_protect(grown))
+                .ok()?;
         }
-        Some(Base::Kernel { kernel, start, len: memory.len(), registered: registered.max(memory.len()) })
+        Some(Base::Kernel {
+            kernel,
+            start,
+            len: memory.len(),
+            registered: registered.max(memory.len()),
+        })
     }
 }
 
@@ -180,7 +230,10 @@ fn runs(pages: impl Iterator<Item = usize>) -> Vec<PageRun> {
     for page in pages {
         match runs.last_mut() {
             Some(run) if (run.first + run.count) as usize == page => run.count += 1,
-            _ => runs.push(PageRun { first: page as u32, count: 1 }),
+            _ => runs.push(PageRun {
+                first: page as u32,
+                count: 1,
+            }),
         }
     }
     runs

@@ -9,7 +9,10 @@ struct Memory {
 
 impl Memory {
     fn new(pages: usize) -> Memory {
-        let mut memory = Memory { reserved: Mapping::with_protection(1024 * PAGE, libc::PROT_NONE).unwrap(), pages: 0 };
+        let mut memory = Memory {
+            reserved: Mapping::with_protection(1024 * PAGE, libc::PROT_NONE).unwrap(),
+            pages: 0,
+        };
         memory.grow(pages);
         memory
     }
@@ -20,7 +23,13 @@ impl Memory {
 
     fn grow(&mut self, pages: usize) {
         // SAFETY: making the start of this reservation accessible.
-        let made = unsafe { libc::mprotect(self.base() as *mut libc::c_void, pages * PAGE, libc::PROT_READ | libc::PROT_WRITE) };
+        let made = unsafe {
+            libc::mprotect(
+                self.base() as *mut libc::c_void,
+                pages * PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
         assert_eq!(made, 0);
         self.pages = pages;
     }
@@ -74,15 +83,31 @@ fn changes_are_the_pages_written_since_the_base_and_growth() {
         for page in [3, 4, 40, 63] {
             memory.write(page, 7);
         }
-        assert_eq!(pages.take_changes(memory.bytes()), Some(vec![run(3, 2), run(40, 1), run(63, 1)]), "{policy:?}");
-        assert_eq!(pages.take_changes(memory.bytes()), Some(vec![]), "{policy:?}");
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![run(3, 2), run(40, 1), run(63, 1)]),
+            "{policy:?}"
+        );
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![]),
+            "{policy:?}"
+        );
         memory.grow(80);
         memory.write(10, 2);
         memory.write(70, 2);
-        assert_eq!(pages.take_changes(memory.bytes()), Some(vec![run(10, 1), run(64, 16)]), "{policy:?}");
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![run(10, 1), run(64, 16)]),
+            "{policy:?}"
+        );
         memory.write(70, 3);
         memory.write(79, 3);
-        assert_eq!(pages.take_changes(memory.bytes()), Some(vec![run(70, 1), run(79, 1)]), "{policy:?}");
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![run(70, 1), run(79, 1)]),
+            "{policy:?}"
+        );
         assert_eq!(pages.mode(), engaged_mode(policy));
     }
 }
@@ -121,11 +146,19 @@ fn restored_memory_is_the_base() {
         pages.restored(memory.bytes(), Some(memory.digests()));
         assert_eq!(pages.mode(), Mode::Digests);
         memory.write(31, 0);
-        assert_eq!(pages.take_changes(memory.bytes()), Some(vec![run(31, 1)]), "{policy:?}");
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![run(31, 1)]),
+            "{policy:?}"
+        );
         pages.release(memory.bytes());
         memory.write(2, 0);
         pages.restored(memory.bytes(), None);
-        assert_eq!(pages.take_changes(memory.bytes()), Some(vec![]), "{policy:?}");
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![]),
+            "{policy:?}"
+        );
     }
 }
 
@@ -138,8 +171,16 @@ fn rewriting_the_same_bytes_counts_only_for_the_kernel() {
         let mut pages = DirtyPages::new(policy);
         pages.snapshotted(memory.bytes(), memory.digests(), true);
         memory.write(4, 5);
-        let expected = if engaged_mode(policy) == Mode::Kernel { vec![run(4, 1)] } else { vec![] };
-        assert_eq!(pages.take_changes(memory.bytes()), Some(expected), "{policy:?}");
+        let expected = if engaged_mode(policy) == Mode::Kernel {
+            vec![run(4, 1)]
+        } else {
+            vec![]
+        };
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(expected),
+            "{policy:?}"
+        );
     }
 }
 
@@ -151,7 +192,11 @@ fn memory_that_moved_counts_as_changed() {
     let second = Memory::new(16);
     let mut pages = DirtyPages::new(Policy::Auto);
     pages.snapshotted(first.bytes(), first.digests(), true);
-    let expected = if kernel_tracking_available() { vec![run(0, 16)] } else { vec![] };
+    let expected = if kernel_tracking_available() {
+        vec![run(0, 16)]
+    } else {
+        vec![]
+    };
     assert_eq!(pages.take_changes(second.bytes()), Some(expected));
     second.write(3, 1);
     assert_eq!(pages.take_changes(second.bytes()), Some(vec![run(3, 1)]));
@@ -159,6 +204,9 @@ fn memory_that_moved_counts_as_changed() {
 
 #[test]
 fn runs_merge_consecutive_pages() {
-    assert_eq!(runs([1, 2, 3, 7, 9, 10].into_iter()), vec![run(1, 3), run(7, 1), run(9, 2)]);
+    assert_eq!(
+        runs([1, 2, 3, 7, 9, 10].into_iter()),
+        vec![run(1, 3), run(7, 1), run(9, 2)]
+    );
     assert_eq!(runs(std::iter::empty()), vec![]);
 }

@@ -123,25 +123,43 @@ fn ioctl<T>(fd: &impl AsRawFd, request: u64, arg: &mut T) -> io::Result<libc::c_
 }
 
 fn range_arg(range: &Range<usize>) -> UffdioRange {
-    UffdioRange { start: range.start as u64, len: (range.end - range.start) as u64 }
+    UffdioRange {
+        start: range.start as u64,
+        len: (range.end - range.start) as u64,
+    }
 }
 
 impl Kernel {
     fn open() -> io::Result<Kernel> {
         // SAFETY: userfaultfd(2) takes flags and returns a new descriptor or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_userfaultfd,
+                libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: a descriptor just opened, owned from here on.
         let uffd = unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) };
         let wanted = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED;
-        let mut api = UffdioApi { api: UFFD_API, features: wanted, ioctls: 0 };
+        let mut api = UffdioApi {
+            api: UFFD_API,
+            features: wanted,
+            ioctls: 0,
+        };
         ioctl(&uffd, UFFDIO_API, &mut api)?;
         if api.features & wanted != wanted {
-            return Err(io::Error::new(io::ErrorKind::Unsupported, "no asynchronous write protection"));
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no asynchronous write protection",
+            ));
         }
-        let kernel = Kernel { uffd, pagemap: File::open("/proc/self/pagemap")? };
+        let kernel = Kernel {
+            uffd,
+            pagemap: File::open("/proc/self/pagemap")?,
+        };
         kernel.probe()?;
         Ok(kernel)
     }
@@ -159,7 +177,9 @@ impl Kernel {
         let mut written = Vec::new();
         self.take_written(range, &mut written)?;
         if written.len() != 1 || written[0] != (page..page + PAGE) {
-            return Err(io::Error::other("PAGEMAP_SCAN reported other pages than the one written"));
+            return Err(io::Error::other(
+                "PAGEMAP_SCAN reported other pages than the one written",
+            ));
         }
         Ok(())
     }
@@ -167,7 +187,11 @@ impl Kernel {
     /// Puts `range` (page-aligned, mapped, private anonymous memory) under write tracking;
     /// its pages read as written until protected. Registering a range again is harmless.
     pub fn register(&self, range: Range<usize>) -> io::Result<()> {
-        let mut register = UffdioRegister { range: range_arg(&range), mode: UFFDIO_REGISTER_MODE_WP, ioctls: 0 };
+        let mut register = UffdioRegister {
+            range: range_arg(&range),
+            mode: UFFDIO_REGISTER_MODE_WP,
+            ioctls: 0,
+        };
         ioctl(&self.uffd, UFFDIO_REGISTER, &mut register).map(drop)
     }
 
@@ -183,7 +207,10 @@ impl Kernel {
     }
 
     fn set_protection(&self, range: Range<usize>, mode: u64) -> io::Result<()> {
-        let mut protect = UffdioWriteprotect { range: range_arg(&range), mode };
+        let mut protect = UffdioWriteprotect {
+            range: range_arg(&range),
+            mode,
+        };
         ioctl(&self.uffd, UFFDIO_WRITEPROTECT, &mut protect).map(drop)
     }
 
@@ -240,12 +267,22 @@ impl Mapping {
     pub fn with_protection(len: usize, prot: libc::c_int) -> io::Result<Mapping> {
         // SAFETY: a new private anonymous mapping; nothing else refers to it.
         let address = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE, -1, 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
         };
         if address == libc::MAP_FAILED {
             return Err(io::Error::last_os_error());
         }
-        Ok(Mapping { address: address as usize, len })
+        Ok(Mapping {
+            address: address as usize,
+            len,
+        })
     }
 
     pub fn range(&self) -> Range<usize> {
@@ -267,7 +304,14 @@ mod tests {
     /// The numbers the uapi headers give (linux/userfaultfd.h; linux/fs.h from 6.7).
     #[test]
     fn structures_match_the_kernel_abi() {
-        assert_eq!((size_of::<UffdioApi>(), size_of::<UffdioRegister>(), size_of::<UffdioWriteprotect>()), (24, 32, 24));
+        assert_eq!(
+            (
+                size_of::<UffdioApi>(),
+                size_of::<UffdioRegister>(),
+                size_of::<UffdioWriteprotect>()
+            ),
+            (24, 32, 24)
+        );
         assert_eq!((size_of::<PmScanArg>(), size_of::<PageRegion>()), (96, 24));
         assert_eq!(UFFDIO_API, 0xc018_aa3f);
         assert_eq!(UFFDIO_REGISTER, 0xc020_aa00);
@@ -287,7 +331,10 @@ mod tests {
 
     /// The ranges as (first, end) page numbers from `base`.
     fn pages(base: usize, ranges: &[Range<usize>]) -> Vec<(usize, usize)> {
-        ranges.iter().map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE)).collect()
+        ranges
+            .iter()
+            .map(|r| ((r.start - base) / PAGE, (r.end - base) / PAGE))
+            .collect()
     }
 
     /// Writes by this thread and by the kernel are reported, reads are not, and each scan
@@ -305,7 +352,11 @@ mod tests {
         kernel.register(range.clone()).unwrap();
         let mut written = Vec::new();
         kernel.take_written(range.clone(), &mut written).unwrap();
-        assert_eq!(pages(base, &written), [(0, 64)], "unprotected pages read as written");
+        assert_eq!(
+            pages(base, &written),
+            [(0, 64)],
+            "unprotected pages read as written"
+        );
         kernel.write_protect(range.clone()).unwrap();
         for page in [3, 4, 5, 40] {
             write(base + page * PAGE + 17, 2);
@@ -315,8 +366,14 @@ mod tests {
         // SAFETY: a pipe, written then read into page 11 of the mapping by the kernel.
         unsafe {
             assert_eq!(libc::pipe(pipe.as_mut_ptr()), 0);
-            assert_eq!(libc::write(pipe[1], b"hello".as_ptr() as *const libc::c_void, 5), 5);
-            assert_eq!(libc::read(pipe[0], (base + 11 * PAGE + 100) as *mut libc::c_void, 5), 5);
+            assert_eq!(
+                libc::write(pipe[1], b"hello".as_ptr() as *const libc::c_void, 5),
+                5
+            );
+            assert_eq!(
+                libc::read(pipe[0], (base + 11 * PAGE + 100) as *mut libc::c_void, 5),
+                5
+            );
             libc::close(pipe[0]);
             libc::close(pipe[1]);
         }
@@ -340,7 +397,16 @@ mod tests {
         let base = reserved.range().start;
         let grow = |pages: usize| {
             // SAFETY: making the start of the reservation accessible, as memory.grow does.
-            assert_eq!(unsafe { libc::mprotect(base as *mut libc::c_void, pages * PAGE, libc::PROT_READ | libc::PROT_WRITE) }, 0);
+            assert_eq!(
+                unsafe {
+                    libc::mprotect(
+                        base as *mut libc::c_void,
+                        pages * PAGE,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                    )
+                },
+                0
+            );
         };
         grow(2048);
         kernel.register(base..base + 2048 * PAGE).unwrap();
@@ -352,15 +418,26 @@ mod tests {
         grow(4096);
         write(base + 3000 * PAGE, 1);
         let mut written = Vec::new();
-        kernel.take_written(base..base + 2048 * PAGE, &mut written).unwrap();
-        assert_eq!(pages(base, &written), scattered.iter().map(|p| (*p, p + 1)).collect::<Vec<_>>());
+        kernel
+            .take_written(base..base + 2048 * PAGE, &mut written)
+            .unwrap();
+        assert_eq!(
+            pages(base, &written),
+            scattered.iter().map(|p| (*p, p + 1)).collect::<Vec<_>>()
+        );
         // The grown part is not registered yet: a scan that covers it fails, not lies.
-        assert!(kernel.take_written(base..base + 4096 * PAGE, &mut Vec::new()).is_err());
+        assert!(kernel
+            .take_written(base..base + 4096 * PAGE, &mut Vec::new())
+            .is_err());
         kernel.register(base..base + 4096 * PAGE).unwrap();
-        kernel.write_protect(base + 2048 * PAGE..base + 4096 * PAGE).unwrap();
+        kernel
+            .write_protect(base + 2048 * PAGE..base + 4096 * PAGE)
+            .unwrap();
         write(base + 4000 * PAGE, 1);
         written.clear();
-        kernel.take_written(base..base + 4096 * PAGE, &mut written).unwrap();
+        kernel
+            .take_written(base..base + 4096 * PAGE, &mut written)
+            .unwrap();
         assert_eq!(pages(base, &written), [(4000, 4001)]);
     }
 }

@@ -101,7 +101,11 @@ impl Import {
         let (import, (param_count, result_count)) = Import::recognise(module, name)?;
         let (params, results) = (ty.params(), ty.results());
         let integers = |types: &[Type]| types.iter().all(|ty| matches!(ty, Type::I32 | Type::I64));
-        if params.len() == param_count && results.len() == result_count && integers(params) && integers(results) {
+        if params.len() == param_count
+            && results.len() == result_count
+            && integers(params)
+            && integers(results)
+        {
             return Some(Ok(import));
         }
         let shape = |count: usize| vec!["i32|i64"; count].join(" ");
@@ -137,26 +141,90 @@ mod tests {
     fn recognises_the_runtime_by_name_and_shape() {
         use Type::{F32, I32, I64};
         const NONE: [Type; 0] = [];
-        assert_eq!(Import::classify("env", "__cxa_throw", &FunctionType::new([I32, I32, I32], NONE)), Some(Ok(Import::Throw)));
-        assert_eq!(Import::classify("env", "__cxa_throw", &FunctionType::new([I64, I64, I64], NONE)), Some(Ok(Import::Throw)));
-        assert_eq!(Import::classify("env", "__cxa_begin_catch", &FunctionType::new([I64], [I64])), Some(Ok(Import::BeginCatch)));
         assert_eq!(
-            Import::classify("env", "__cxa_find_matching_catch_4", &FunctionType::new([I32, I32], [I32])),
+            Import::classify(
+                "env",
+                "__cxa_throw",
+                &FunctionType::new([I32, I32, I32], NONE)
+            ),
+            Some(Ok(Import::Throw))
+        );
+        assert_eq!(
+            Import::classify(
+                "env",
+                "__cxa_throw",
+                &FunctionType::new([I64, I64, I64], NONE)
+            ),
+            Some(Ok(Import::Throw))
+        );
+        assert_eq!(
+            Import::classify("env", "__cxa_begin_catch", &FunctionType::new([I64], [I64])),
+            Some(Ok(Import::BeginCatch))
+        );
+        assert_eq!(
+            Import::classify(
+                "env",
+                "__cxa_find_matching_catch_4",
+                &FunctionType::new([I32, I32], [I32])
+            ),
             Some(Ok(Import::FindMatchingCatch))
         );
         assert_eq!(
-            Import::classify("env", "__cxa_find_matching_catch_2", &FunctionType::new(NONE, [I64])),
+            Import::classify(
+                "env",
+                "__cxa_find_matching_catch_2",
+                &FunctionType::new(NONE, [I64])
+            ),
             Some(Ok(Import::FindMatchingCatch))
         );
         // Not the runtime's: another module, another name, a count that is no count.
-        assert_eq!(Import::classify("other", "__cxa_throw", &FunctionType::new([I32, I32, I32], NONE)), None);
-        assert_eq!(Import::classify("env", "__cxa_throws", &FunctionType::new(NONE, NONE)), None);
-        assert_eq!(Import::classify("env", "__cxa_find_matching_catch_x", &FunctionType::new(NONE, [I32])), None);
-        assert_eq!(Import::classify("env", "__cxa_find_matching_catch_1", &FunctionType::new(NONE, [I32])), None);
+        assert_eq!(
+            Import::classify(
+                "other",
+                "__cxa_throw",
+                &FunctionType::new([I32, I32, I32], NONE)
+            ),
+            None
+        );
+        assert_eq!(
+            Import::classify("env", "__cxa_throws", &FunctionType::new(NONE, NONE)),
+            None
+        );
+        assert_eq!(
+            Import::classify(
+                "env",
+                "__cxa_find_matching_catch_x",
+                &FunctionType::new(NONE, [I32])
+            ),
+            None
+        );
+        assert_eq!(
+            Import::classify(
+                "env",
+                "__cxa_find_matching_catch_1",
+                &FunctionType::new(NONE, [I32])
+            ),
+            None
+        );
         // The runtime's name with another type is refused, saying which import and why.
-        let wrong = Import::classify("env", "__cxa_throw", &FunctionType::new([F32], [I32])).unwrap().unwrap_err();
-        assert!(wrong.contains("env.__cxa_throw") && wrong.contains("emscripten => imports"), "{wrong}");
-        assert!(Import::classify("env", "__cxa_find_matching_catch_3", &FunctionType::new(NONE, [I32])).unwrap().is_err());
-        assert!(Import::classify("env", "getTempRet0", &FunctionType::new(NONE, NONE)).unwrap().is_err());
+        let wrong = Import::classify("env", "__cxa_throw", &FunctionType::new([F32], [I32]))
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            wrong.contains("env.__cxa_throw") && wrong.contains("emscripten => imports"),
+            "{wrong}"
+        );
+        assert!(Import::classify(
+            "env",
+            "__cxa_find_matching_catch_3",
+            &FunctionType::new(NONE, [I32])
+        )
+        .unwrap()
+        .is_err());
+        assert!(
+            Import::classify("env", "getTempRet0", &FunctionType::new(NONE, NONE))
+                .unwrap()
+                .is_err()
+        );
     }
 }

@@ -70,7 +70,10 @@ pub struct Fault {
 
 impl Fault {
     fn raise(out_of_bounds: bool, message: String) -> RuntimeError {
-        RuntimeError::user(Box::new(Fault { out_of_bounds, message }))
+        RuntimeError::user(Box::new(Fault {
+            out_of_bounds,
+            message,
+        }))
     }
 
     pub(crate) fn misuse(message: impl Into<String>) -> RuntimeError {
@@ -78,7 +81,10 @@ impl Fault {
     }
 
     pub(crate) fn out_of_bounds(address: u64, len: u64) -> RuntimeError {
-        Fault::raise(true, format!("Emscripten runtime: {len} bytes at address {address} are outside memory"))
+        Fault::raise(
+            true,
+            format!("Emscripten runtime: {len} bytes at address {address} are outside memory"),
+        )
     }
 }
 
@@ -101,7 +107,12 @@ pub fn invoke_catches(error: &RuntimeError) -> bool {
 /// `malloc`, a destructor) from inside an import: each such call runs on a wasm stack of
 /// its own, so the embedder bounds them with its other nested calls.
 pub trait Host {
-    fn call(&self, store: &mut impl AsStoreMut, function: &Function, args: &[Value]) -> Result<Box<[Value]>, RuntimeError>;
+    fn call(
+        &self,
+        store: &mut impl AsStoreMut,
+        function: &Function,
+        args: &[Value],
+    ) -> Result<Box<[Value]>, RuntimeError>;
 }
 
 /// An integer wasm value as an unsigned 64-bit number (an i32 zero-extended, as pointers

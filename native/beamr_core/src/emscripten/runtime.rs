@@ -12,7 +12,9 @@
 
 use std::cell::RefCell;
 
-use wasmer::{AsStoreMut, AsStoreRef, Function, Instance, Memory, RuntimeError, Table, Type, Value};
+use wasmer::{
+    AsStoreMut, AsStoreRef, Function, Instance, Memory, RuntimeError, Table, Type, Value,
+};
 
 use super::{integer, value_of, Fault, Host, Import, Thrown};
 
@@ -76,7 +78,11 @@ impl Runtime {
         table: Option<Table>,
         host_temp_ret0: bool,
     ) -> Runtime {
-        let export = |names: &[&str]| names.iter().find_map(|name| instance.exports.get_function(name).ok().cloned());
+        let export = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|name| instance.exports.get_function(name).ok().cloned())
+        };
         let exports = Exports {
             set_threw: export(&["setThrew"]),
             can_catch: export(&["__cxa_can_catch"]),
@@ -90,12 +96,26 @@ impl Runtime {
             free: export(&["free", "emscripten_builtin_free"]),
         };
         // Pointers are as wide as what malloc returns or setThrew takes first.
-        let pointer_type = [&exports.malloc, &exports.set_threw].into_iter().flatten().find_map(|function| {
-            let ty = function.ty(store);
-            ty.results().first().or(ty.params().first()).copied()
-        });
-        let pointer = if pointer_type == Some(Type::I64) { 8 } else { 4 };
-        Runtime { memory, table, exports, pointer, host_temp_ret0, state: RefCell::default() }
+        let pointer_type = [&exports.malloc, &exports.set_threw]
+            .into_iter()
+            .flatten()
+            .find_map(|function| {
+                let ty = function.ty(store);
+                ty.results().first().or(ty.params().first()).copied()
+            });
+        let pointer = if pointer_type == Some(Type::I64) {
+            8
+        } else {
+            4
+        };
+        Runtime {
+            memory,
+            table,
+            exports,
+            pointer,
+            host_temp_ret0,
+            state: RefCell::default(),
+        }
     }
 
     /// Forgets what the last outermost call left: an exception that escaped it leaves its
@@ -121,7 +141,11 @@ impl Runtime {
             Import::RethrowPrimary if arg(0) == 0 => None,
             Import::RethrowPrimary => return Err(self.rethrow_primary(store, host, arg(0))),
             Import::ResumeException => return Err(self.resume(arg(0))),
-            Import::CallUnexpected => return Err(Fault::misuse("std::unexpected called (a dynamic exception specification was violated)")),
+            Import::CallUnexpected => {
+                return Err(Fault::misuse(
+                    "std::unexpected called (a dynamic exception specification was violated)",
+                ))
+            }
             Import::ThrowLongjmp => return Err(Thrown::Longjmp.raise()),
             Import::Longjmp => {
                 // Older builds' `emscripten_longjmp` records the target through the host.
@@ -140,14 +164,18 @@ impl Runtime {
             }
             Import::GetExceptionPtr => Some(self.exception_ptr(store, host, arg(0))?),
             Import::TypeidFor => Some(arg(0)),
-            Import::UncaughtExceptions => Some(self.state.borrow().uncaught.clamp(0, i32::MAX as i64) as u64),
+            Import::UncaughtExceptions => {
+                Some(self.state.borrow().uncaught.clamp(0, i32::MAX as i64) as u64)
+            }
             Import::CurrentPrimaryException => {
                 let top = self.state.borrow().caught.last().copied().unwrap_or(0);
                 self.increment_refcount(store, host, top)?;
                 Some(top)
             }
             Import::CurrentExceptionType => match self.state.borrow().caught.last().copied() {
-                Some(top) => Some(self.read_pointer(store, self.header(top)?.wrapping_add(self.type_field()))?),
+                Some(top) => Some(
+                    self.read_pointer(store, self.header(top)?.wrapping_add(self.type_field()))?,
+                ),
                 None => Some(0),
             },
             Import::AllocateException => Some(self.allocate(store, host, arg(0))?),
@@ -169,20 +197,41 @@ impl Runtime {
                 None
             }
         };
-        Ok(results.iter().map(|ty| value_of(*ty, result.unwrap_or(0))).collect())
+        Ok(results
+            .iter()
+            .map(|ty| value_of(*ty, result.unwrap_or(0)))
+            .collect())
     }
 
     /// `setThrew(threw, value)`: what `invoke_*` tells the module after catching a throw.
-    pub fn set_threw(&self, store: &mut impl AsStoreMut, host: &impl Host, threw: u64, value: u64) -> Result<(), RuntimeError> {
-        let set_threw = self.exports.set_threw.as_ref().ok_or_else(|| Fault::misuse("the module exports no setThrew"))?;
-        self.call(store, host, set_threw, &[threw, value]).map(|_| ())
+    pub fn set_threw(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        threw: u64,
+        value: u64,
+    ) -> Result<(), RuntimeError> {
+        let set_threw = self
+            .exports
+            .set_threw
+            .as_ref()
+            .ok_or_else(|| Fault::misuse("the module exports no setThrew"))?;
+        self.call(store, host, set_threw, &[threw, value])
+            .map(|_| ())
     }
 
     /// Sets the temporary return register: the high half of a legalized i64 result, or a
     /// matched catch clause's type.
-    pub fn set_temp_ret0(&self, store: &mut impl AsStoreMut, host: &impl Host, value: u32) -> Result<(), RuntimeError> {
+    pub fn set_temp_ret0(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        value: u32,
+    ) -> Result<(), RuntimeError> {
         match &self.exports.set_temp_ret0 {
-            Some(set) if !self.host_temp_ret0 => self.call(store, host, set, &[u64::from(value)]).map(|_| ()),
+            Some(set) if !self.host_temp_ret0 => {
+                self.call(store, host, set, &[u64::from(value)]).map(|_| ())
+            }
             _ => {
                 self.state.borrow_mut().temp_ret0 = value as i32;
                 Ok(())
@@ -192,13 +241,21 @@ impl Runtime {
 
     /// What a call's error reports for a throw nothing caught: the exception's `what()`
     /// when it is a `std::exception`, else its type's name.
-    pub fn describe(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: &Thrown) -> String {
+    pub fn describe(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: &Thrown,
+    ) -> String {
         let thrown = match thrown {
             Thrown::Cxx(0) => return "throw; with no exception being handled".to_string(),
             Thrown::Cxx(thrown) => thrown,
             thrown => return thrown.to_string(),
         };
-        let ty = self.header(*thrown).and_then(|header| self.read_pointer(store, header.wrapping_add(self.type_field()))).ok();
+        let ty = self
+            .header(*thrown)
+            .and_then(|header| self.read_pointer(store, header.wrapping_add(self.type_field())))
+            .ok();
         if let Some(message) = ty.and_then(|ty| self.what(store, host, *thrown, ty)) {
             return message;
         }
@@ -208,12 +265,23 @@ impl Runtime {
         }
     }
 
-    fn throw(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64, ty: u64, destructor: u64) -> RuntimeError {
+    fn throw(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+        ty: u64,
+        destructor: u64,
+    ) -> RuntimeError {
         let mut thrown_at = || -> Result<(), RuntimeError> {
             let header = self.header(thrown)?;
             self.write_pointer(store, header.wrapping_add(self.adjusted_field()), 0)?;
             self.write_pointer(store, header.wrapping_add(self.type_field()), ty)?;
-            self.write_pointer(store, header.wrapping_add(self.destructor_field()), destructor)?;
+            self.write_pointer(
+                store,
+                header.wrapping_add(self.destructor_field()),
+                destructor,
+            )?;
             self.increment_refcount(store, host, thrown)
         };
         if let Err(error) = thrown_at() {
@@ -241,7 +309,12 @@ impl Runtime {
     }
 
     /// `std::rethrow_exception`, and `throw;` of the innermost caught exception.
-    fn rethrow_primary(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64) -> RuntimeError {
+    fn rethrow_primary(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+    ) -> RuntimeError {
         let mut rethrown_at = || -> Result<(), RuntimeError> {
             let header = self.header(thrown)?;
             self.write_byte(store, header.wrapping_add(self.rethrown_field()), 1)?;
@@ -269,7 +342,12 @@ impl Runtime {
     /// Picks the first of a landing pad's catch clause `types` that the exception being
     /// thrown matches: returns the exception, with the clause's type (or the thrown type,
     /// when none matches, or 0 for none at all) in the temporary return register.
-    fn find_matching_catch(&self, store: &mut impl AsStoreMut, host: &impl Host, types: &[u64]) -> Result<u64, RuntimeError> {
+    fn find_matching_catch(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        types: &[u64],
+    ) -> Result<u64, RuntimeError> {
         let thrown = self.state.borrow().last;
         if thrown == 0 {
             self.set_temp_ret0(store, host, 0)?;
@@ -288,9 +366,19 @@ impl Runtime {
             if caught_type == 0 || caught_type == thrown_type {
                 break;
             }
-            let can_catch = self.exports.can_catch.as_ref().ok_or_else(|| Fault::misuse("the module exports no __cxa_can_catch"))?;
+            let can_catch = self
+                .exports
+                .can_catch
+                .as_ref()
+                .ok_or_else(|| Fault::misuse("the module exports no __cxa_can_catch"))?;
             // `__cxa_can_catch` adjusts the pointer in the header for a base class.
-            if self.call(store, host, can_catch, &[caught_type, thrown_type, adjusted])? != 0 {
+            if self.call(
+                store,
+                host,
+                can_catch,
+                &[caught_type, thrown_type, adjusted],
+            )? != 0
+            {
                 self.set_temp_ret0(store, host, caught_type as u32)?;
                 return Ok(thrown);
             }
@@ -301,7 +389,12 @@ impl Runtime {
 
     /// Enters a catch block: returns what the clause receives (the object, adjusted to
     /// the caught base class, or the thrown pointer for pointer types).
-    fn begin_catch(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64) -> Result<u64, RuntimeError> {
+    fn begin_catch(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+    ) -> Result<u64, RuntimeError> {
         // A null exception (not C++'s: an import handler's, or a rethrow of nothing),
         // caught by `catch (...)`: there is no object to hand over.
         if thrown == 0 {
@@ -321,7 +414,9 @@ impl Runtime {
     fn push_caught(&self, thrown: u64) -> Result<(), RuntimeError> {
         let mut state = self.state.borrow_mut();
         if state.caught.len() >= MAX_CAUGHT {
-            return Err(Fault::misuse(format!("more than {MAX_CAUGHT} exceptions caught at once")));
+            return Err(Fault::misuse(format!(
+                "more than {MAX_CAUGHT} exceptions caught at once"
+            )));
         }
         state.caught.push(thrown);
         Ok(())
@@ -341,14 +436,20 @@ impl Runtime {
     fn end_catch(&self, store: &mut impl AsStoreMut, host: &impl Host) -> Result<(), RuntimeError> {
         self.set_threw(store, host, 0, 0)?;
         let thrown = self.state.borrow_mut().caught.pop();
-        let thrown = thrown.ok_or_else(|| Fault::misuse("__cxa_end_catch with no exception caught"))?;
+        let thrown =
+            thrown.ok_or_else(|| Fault::misuse("__cxa_end_catch with no exception caught"))?;
         self.decrement_refcount(store, host, thrown)?;
         self.state.borrow_mut().last = 0;
         Ok(())
     }
 
     /// What a catch clause receives for `thrown`.
-    fn exception_ptr(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64) -> Result<u64, RuntimeError> {
+    fn exception_ptr(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+    ) -> Result<u64, RuntimeError> {
         if thrown == 0 {
             return Ok(0);
         }
@@ -370,27 +471,56 @@ impl Runtime {
 
     /// `__cxa_allocate_exception` for builds that leave it to the host: the header, zeroed,
     /// in front of `size` bytes from the module's `malloc`.
-    fn allocate(&self, store: &mut impl AsStoreMut, host: &impl Host, size: u64) -> Result<u64, RuntimeError> {
-        let malloc = self.exports.malloc.as_ref().ok_or_else(|| Fault::misuse("the module exports no malloc"))?;
-        let total = size.checked_add(self.header_size()).ok_or_else(|| Fault::misuse("exception too large"))?;
+    fn allocate(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        size: u64,
+    ) -> Result<u64, RuntimeError> {
+        let malloc = self
+            .exports
+            .malloc
+            .as_ref()
+            .ok_or_else(|| Fault::misuse("the module exports no malloc"))?;
+        let total = size
+            .checked_add(self.header_size())
+            .ok_or_else(|| Fault::misuse("exception too large"))?;
         let block = self.call(store, host, malloc, &[total])?;
         if block == 0 {
-            return Err(Fault::misuse(format!("malloc of a {size}-byte exception failed")));
+            return Err(Fault::misuse(format!(
+                "malloc of a {size}-byte exception failed"
+            )));
         }
         self.write(store, block, &vec![0; self.header_size() as usize])?;
         Ok(block.wrapping_add(self.header_size()))
     }
 
-    fn free_exception(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64) -> Result<(), RuntimeError> {
+    fn free_exception(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+    ) -> Result<(), RuntimeError> {
         if let Some(free_exception) = &self.exports.free_exception {
-            return self.call(store, host, free_exception, &[thrown]).map(|_| ());
+            return self
+                .call(store, host, free_exception, &[thrown])
+                .map(|_| ());
         }
-        let free = self.exports.free.as_ref().ok_or_else(|| Fault::misuse("the module exports no free"))?;
+        let free = self
+            .exports
+            .free
+            .as_ref()
+            .ok_or_else(|| Fault::misuse("the module exports no free"))?;
         let header = self.header(thrown)?;
         self.call(store, host, free, &[header]).map(|_| ())
     }
 
-    fn increment_refcount(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64) -> Result<(), RuntimeError> {
+    fn increment_refcount(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+    ) -> Result<(), RuntimeError> {
         if thrown == 0 {
             return Ok(());
         }
@@ -404,7 +534,12 @@ impl Runtime {
 
     /// Drops a reference; the last one (unless the exception is being rethrown) runs the
     /// thrown object's destructor and frees it.
-    fn decrement_refcount(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64) -> Result<(), RuntimeError> {
+    fn decrement_refcount(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+    ) -> Result<(), RuntimeError> {
         if thrown == 0 {
             return Ok(());
         }
@@ -414,7 +549,9 @@ impl Runtime {
         let header = self.header(thrown)?;
         let references = self.read_pointer(store, header)?;
         self.write_pointer(store, header, references.wrapping_sub(1))?;
-        if references != 1 || self.read_byte(store, header.wrapping_add(self.rethrown_field()))? != 0 {
+        if references != 1
+            || self.read_byte(store, header.wrapping_add(self.rethrown_field()))? != 0
+        {
             return Ok(());
         }
         let destructor = self.read_pointer(store, header.wrapping_add(self.destructor_field()))?;
@@ -427,12 +564,20 @@ impl Runtime {
 
     /// `std::exception::what()` of `thrown`, of type `ty`, when that type derives from
     /// `std::exception` (found by walking the type infos' base classes by name).
-    fn what(&self, store: &mut impl AsStoreMut, host: &impl Host, thrown: u64, ty: u64) -> Option<String> {
+    fn what(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+        ty: u64,
+    ) -> Option<String> {
         let offset = self.std_exception_offset(store, ty, &mut { MAX_TYPE_INFOS })?;
         let object = thrown.checked_add(offset)?;
         let vtable = self.read_pointer(store, object).ok()?;
         // std::exception's virtual functions: two destructors, then what().
-        let what = self.read_pointer(store, vtable.checked_add(2 * self.pointer)?).ok()?;
+        let what = self
+            .read_pointer(store, vtable.checked_add(2 * self.pointer)?)
+            .ok()?;
         let what = self.table_function(store, what).ok()?;
         let message = self.call(store, host, &what, &[object]).ok()?;
         self.c_string(store, message)
@@ -440,14 +585,21 @@ impl Runtime {
 
     /// Where the `std::exception` inside an object of type `ty` starts, if it has one
     /// (public, non-virtual bases only); `budget` bounds the type infos read.
-    fn std_exception_offset(&self, store: &impl AsStoreRef, ty: u64, budget: &mut u32) -> Option<u64> {
+    fn std_exception_offset(
+        &self,
+        store: &impl AsStoreRef,
+        ty: u64,
+        budget: &mut u32,
+    ) -> Option<u64> {
         *budget = budget.checked_sub(1)?;
         if self.type_name(store, ty)? == "St9exception" {
             return Some(0);
         }
         // A type info's own class tells where its bases are: its vtable's RTTI names it.
         let vtable = self.read_pointer(store, ty).ok()?;
-        let class = self.read_pointer(store, vtable.checked_sub(self.pointer)?).ok()?;
+        let class = self
+            .read_pointer(store, vtable.checked_sub(self.pointer)?)
+            .ok()?;
         let bases = ty.checked_add(2 * self.pointer)?;
         match self.type_name(store, class)?.as_str() {
             "N10__cxxabiv120__si_class_type_infoE" => {
@@ -461,12 +613,18 @@ impl Runtime {
                 for i in 0..u64::from(u32::from_le_bytes(count)).min(u64::from(*budget)) {
                     let entry = bases.wrapping_add(8 + i * 2 * self.pointer);
                     let base = self.read_pointer(store, entry).ok()?;
-                    let flags = self.read_pointer(store, entry.wrapping_add(self.pointer)).ok()?;
+                    let flags = self
+                        .read_pointer(store, entry.wrapping_add(self.pointer))
+                        .ok()?;
                     if flags & VIRTUAL != 0 || flags & PUBLIC == 0 {
                         continue;
                     }
                     // The offset is the flags' signed long shifted right by 8.
-                    let offset = if self.pointer == 4 { (flags as u32 as i32 >> 8) as i64 } else { flags as i64 >> 8 };
+                    let offset = if self.pointer == 4 {
+                        (flags as u32 as i32 >> 8) as i64
+                    } else {
+                        flags as i64 >> 8
+                    };
                     if let Some(inner) = self.std_exception_offset(store, base, budget) {
                         return Some((offset as u64).wrapping_add(inner));
                     }
@@ -479,7 +637,9 @@ impl Runtime {
 
     /// The mangled name in type info `ty` (its second field).
     fn type_name(&self, store: &impl AsStoreRef, ty: u64) -> Option<String> {
-        let name = self.read_pointer(store, ty.checked_add(self.pointer)?).ok()?;
+        let name = self
+            .read_pointer(store, ty.checked_add(self.pointer)?)
+            .ok()?;
         self.c_string(store, name)
     }
 
@@ -493,18 +653,38 @@ impl Runtime {
         Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
     }
 
-    fn table_function(&self, store: &mut impl AsStoreMut, index: u64) -> Result<Function, RuntimeError> {
-        let entry = u32::try_from(index).ok().and_then(|index| self.table.as_ref()?.get(store, index));
+    fn table_function(
+        &self,
+        store: &mut impl AsStoreMut,
+        index: u64,
+    ) -> Result<Function, RuntimeError> {
+        let entry = u32::try_from(index)
+            .ok()
+            .and_then(|index| self.table.as_ref()?.get(store, index));
         match entry {
             Some(Value::FuncRef(Some(function))) => Ok(function),
-            _ => Err(Fault::misuse(format!("Emscripten runtime: table entry {index} is not a function"))),
+            _ => Err(Fault::misuse(format!(
+                "Emscripten runtime: table entry {index} is not a function"
+            ))),
         }
     }
 
     /// Calls a module function with integer `args` in its own parameter types; its first
     /// result as an integer (0 when none).
-    fn call(&self, store: &mut impl AsStoreMut, host: &impl Host, function: &Function, args: &[u64]) -> Result<u64, RuntimeError> {
-        let params: Vec<Value> = function.ty(store).params().iter().zip(args).map(|(ty, n)| value_of(*ty, *n)).collect();
+    fn call(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        function: &Function,
+        args: &[u64],
+    ) -> Result<u64, RuntimeError> {
+        let params: Vec<Value> = function
+            .ty(store)
+            .params()
+            .iter()
+            .zip(args)
+            .map(|(ty, n)| value_of(*ty, *n))
+            .collect();
         let results = host.call(store, function, &params)?;
         Ok(results.first().map_or(0, integer))
     }
@@ -530,17 +710,41 @@ impl Runtime {
 
     /// The header of the object thrown at `thrown` (its reference count is its first field).
     fn header(&self, thrown: u64) -> Result<u64, RuntimeError> {
-        thrown.checked_sub(self.header_size()).ok_or_else(|| Fault::out_of_bounds(thrown, self.header_size()))
+        thrown
+            .checked_sub(self.header_size())
+            .ok_or_else(|| Fault::out_of_bounds(thrown, self.header_size()))
     }
 
-    fn read(&self, store: &impl AsStoreRef, address: u64, bytes: &mut [u8]) -> Result<(), RuntimeError> {
-        let memory = self.memory.as_ref().ok_or_else(|| Fault::misuse("the module has no memory"))?;
-        memory.view(store).read(address, bytes).map_err(|_| Fault::out_of_bounds(address, bytes.len() as u64))
+    fn read(
+        &self,
+        store: &impl AsStoreRef,
+        address: u64,
+        bytes: &mut [u8],
+    ) -> Result<(), RuntimeError> {
+        let memory = self
+            .memory
+            .as_ref()
+            .ok_or_else(|| Fault::misuse("the module has no memory"))?;
+        memory
+            .view(store)
+            .read(address, bytes)
+            .map_err(|_| Fault::out_of_bounds(address, bytes.len() as u64))
     }
 
-    fn write(&self, store: &impl AsStoreRef, address: u64, bytes: &[u8]) -> Result<(), RuntimeError> {
-        let memory = self.memory.as_ref().ok_or_else(|| Fault::misuse("the module has no memory"))?;
-        memory.view(store).write(address, bytes).map_err(|_| Fault::out_of_bounds(address, bytes.len() as u64))
+    fn write(
+        &self,
+        store: &impl AsStoreRef,
+        address: u64,
+        bytes: &[u8],
+    ) -> Result<(), RuntimeError> {
+        let memory = self
+            .memory
+            .as_ref()
+            .ok_or_else(|| Fault::misuse("the module has no memory"))?;
+        memory
+            .view(store)
+            .write(address, bytes)
+            .map_err(|_| Fault::out_of_bounds(address, bytes.len() as u64))
     }
 
     fn read_pointer(&self, store: &impl AsStoreRef, address: u64) -> Result<u64, RuntimeError> {
@@ -549,8 +753,17 @@ impl Runtime {
         Ok(u64::from_le_bytes(bytes))
     }
 
-    fn write_pointer(&self, store: &impl AsStoreRef, address: u64, value: u64) -> Result<(), RuntimeError> {
-        self.write(store, address, &value.to_le_bytes()[..self.pointer as usize])
+    fn write_pointer(
+        &self,
+        store: &impl AsStoreRef,
+        address: u64,
+        value: u64,
+    ) -> Result<(), RuntimeError> {
+        self.write(
+            store,
+            address,
+            &value.to_le_bytes()[..self.pointer as usize],
+        )
     }
 
     fn read_byte(&self, store: &impl AsStoreRef, address: u64) -> Result<u8, RuntimeError> {
@@ -559,7 +772,12 @@ impl Runtime {
         Ok(byte[0])
     }
 
-    fn write_byte(&self, store: &impl AsStoreRef, address: u64, value: u8) -> Result<(), RuntimeError> {
+    fn write_byte(
+        &self,
+        store: &impl AsStoreRef,
+        address: u64,
+        value: u8,
+    ) -> Result<(), RuntimeError> {
         self.write(store, address, &[value])
     }
 }
@@ -573,7 +791,12 @@ mod tests {
     struct Direct;
 
     impl Host for Direct {
-        fn call(&self, store: &mut impl AsStoreMut, function: &Function, args: &[Value]) -> Result<Box<[Value]>, RuntimeError> {
+        fn call(
+            &self,
+            store: &mut impl AsStoreMut,
+            function: &Function,
+            args: &[Value],
+        ) -> Result<Box<[Value]>, RuntimeError> {
             function.call(store, args)
         }
     }
@@ -610,12 +833,22 @@ mod tests {
             let instance = Instance::new(&mut store, &module, &imports! {}).unwrap();
             let memory = instance.exports.get_memory("memory").ok().cloned();
             let runtime = Runtime::resolve(&store, &instance, memory, None, false);
-            Fixture { store, instance, runtime }
+            Fixture {
+                store,
+                instance,
+                runtime,
+            }
         }
 
-        fn answer(&mut self, import: Import, args: &[i32], results: &[Type]) -> Result<Vec<Value>, RuntimeError> {
+        fn answer(
+            &mut self,
+            import: Import,
+            args: &[i32],
+            results: &[Type],
+        ) -> Result<Vec<Value>, RuntimeError> {
             let args: Vec<Value> = args.iter().map(|a| Value::I32(*a)).collect();
-            self.runtime.answer(&mut self.store, &Direct, import, &args, results)
+            self.runtime
+                .answer(&mut self.store, &Direct, import, &args, results)
         }
 
         fn pointer(&mut self, import: Import, args: &[i32]) -> i32 {
@@ -647,19 +880,34 @@ mod tests {
         // Thrown at 1024: its header is the 24 bytes before.
         let thrown = f.answer(Import::Throw, &[1024, 9, 0], &[]).unwrap_err();
         assert_eq!(Thrown::of(&thrown), Some(&Thrown::Cxx(1024)));
-        assert_eq!((f.word(1000), f.word(1004), f.word(1016)), (1, 9, 0), "one reference, the type, no adjustment");
+        assert_eq!(
+            (f.word(1000), f.word(1004), f.word(1016)),
+            (1, 9, 0),
+            "one reference, the type, no adjustment"
+        );
         assert_eq!(f.pointer(Import::UncaughtExceptions, &[]), 1);
         // Clause 5 does not match; clause 7 (a base, 4 bytes in) does.
         assert_eq!(f.pointer(Import::FindMatchingCatch, &[5, 7]), 1024);
         assert_eq!(f.export("temp"), 7);
-        assert_eq!(f.pointer(Import::BeginCatch, &[1024]), 1028, "the catch clause gets the adjusted pointer");
+        assert_eq!(
+            f.pointer(Import::BeginCatch, &[1024]),
+            1028,
+            "the catch clause gets the adjusted pointer"
+        );
         assert_eq!(f.pointer(Import::UncaughtExceptions, &[]), 0);
         assert_eq!(f.pointer(Import::CurrentExceptionType, &[]), 9);
         f.answer(Import::EndCatch, &[], &[]).unwrap();
-        assert_eq!(f.export("freed"), 1000, "the last reference frees the whole block");
+        assert_eq!(
+            f.export("freed"),
+            1000,
+            "the last reference frees the whole block"
+        );
         assert_eq!(f.word(1000), 0);
         // Nothing left to end, or to match.
-        assert_eq!(fault(f.answer(Import::EndCatch, &[], &[]).unwrap_err()).message, "__cxa_end_catch with no exception caught");
+        assert_eq!(
+            fault(f.answer(Import::EndCatch, &[], &[]).unwrap_err()).message,
+            "__cxa_end_catch with no exception caught"
+        );
         assert_eq!(f.pointer(Import::FindMatchingCatch, &[7]), 0);
         assert_eq!(f.export("temp"), 0);
     }
@@ -669,7 +917,11 @@ mod tests {
         let mut f = Fixture::new();
         f.answer(Import::Throw, &[2048, 9, 0], &[]).unwrap_err();
         assert_eq!(f.pointer(Import::FindMatchingCatch, &[5]), 2048);
-        assert_eq!(f.export("temp"), 9, "no clause matched: the landing pad resumes");
+        assert_eq!(
+            f.export("temp"),
+            9,
+            "no clause matched: the landing pad resumes"
+        );
         assert_eq!(f.pointer(Import::FindMatchingCatch, &[0, 7]), 2048);
         assert_eq!(f.export("temp"), 9, "a catch-all comes first");
         let resumed = f.answer(Import::ResumeException, &[2048], &[]).unwrap_err();
@@ -681,7 +933,11 @@ mod tests {
         let mut f = Fixture::new();
         let nothing = f.answer(Import::Rethrow, &[], &[]).unwrap_err();
         assert_eq!(Thrown::of(&nothing), Some(&Thrown::Cxx(0)));
-        assert_eq!(f.pointer(Import::FindMatchingCatch, &[0]), 0, "only catch (...) catches it");
+        assert_eq!(
+            f.pointer(Import::FindMatchingCatch, &[0]),
+            0,
+            "only catch (...) catches it"
+        );
         assert_eq!(f.pointer(Import::BeginCatch, &[0]), 0);
         f.answer(Import::EndCatch, &[], &[]).unwrap();
 
@@ -705,14 +961,30 @@ mod tests {
     fn misuse_is_an_error_never_a_panic_and_the_state_ends_with_the_call() {
         let mut f = Fixture::new();
         for bad in [4, -8, -1] {
-            assert!(fault(f.answer(Import::BeginCatch, &[bad], &[Type::I32]).unwrap_err()).out_of_bounds, "{bad}");
-            assert!(fault(f.answer(Import::Throw, &[bad, 9, 0], &[]).unwrap_err()).out_of_bounds, "{bad}");
+            assert!(
+                fault(
+                    f.answer(Import::BeginCatch, &[bad], &[Type::I32])
+                        .unwrap_err()
+                )
+                .out_of_bounds,
+                "{bad}"
+            );
+            assert!(
+                fault(f.answer(Import::Throw, &[bad, 9, 0], &[]).unwrap_err()).out_of_bounds,
+                "{bad}"
+            );
         }
         for _ in 0..MAX_CAUGHT {
             f.pointer(Import::BeginCatch, &[1024]);
         }
-        let full = fault(f.answer(Import::BeginCatch, &[1024], &[Type::I32]).unwrap_err());
-        assert_eq!(full.message, format!("more than {MAX_CAUGHT} exceptions caught at once"));
+        let full = fault(
+            f.answer(Import::BeginCatch, &[1024], &[Type::I32])
+                .unwrap_err(),
+        );
+        assert_eq!(
+            full.message,
+            format!("more than {MAX_CAUGHT} exceptions caught at once")
+        );
         f.runtime.end_call();
         assert_eq!(f.pointer(Import::BeginCatch, &[1024]), 1024);
         assert_eq!(f.pointer(Import::UncaughtExceptions, &[]), 0);

@@ -126,7 +126,10 @@ impl<'a> ModuleParts<'a> {
         for payload in Parser::new(0).parse_all(wasm) {
             let payload = payload.map_err(parse_error)?;
             match &payload {
-                Payload::Version { encoding: wasmparser::Encoding::Component, .. } => {
+                Payload::Version {
+                    encoding: wasmparser::Encoding::Component,
+                    ..
+                } => {
                     return Err(PrepareError("legacy exceptions: not a core module".into()));
                 }
                 Payload::TypeSection(reader) => parts.types.read_types(reader.clone())?,
@@ -151,7 +154,9 @@ impl<'a> ModuleParts<'a> {
                 _ => {}
             }
             if let Some((id, range)) = payload.as_section() {
-                parts.sections.push((id, range.start as usize..range.end as usize));
+                parts
+                    .sections
+                    .push((id, range.start as usize..range.end as usize));
             }
         }
         if parts.bodies.len() != parts.function_types.len() {
@@ -173,13 +178,17 @@ fn encode_error(e: wasm_encoder::reencode::Error) -> PrepareError {
 
 /// The index, in a stack of `frames` control frames, of the frame `relative_depth` labels out.
 fn frame_index(frames: usize, relative_depth: u32) -> Result<usize, PrepareError> {
-    frames.checked_sub(1 + relative_depth as usize).ok_or_else(|| malformed("unknown label"))
+    frames
+        .checked_sub(1 + relative_depth as usize)
+        .ok_or_else(|| malformed("unknown label"))
 }
 
 /// A body that does not hold together (a `catch` outside a `try`, a label that does not
 /// exist, …); validation reports these properly, this pass only refuses to guess.
 fn malformed(what: &str) -> PrepareError {
-    PrepareError(format!("legacy exceptions: malformed function body: {what}"))
+    PrepareError(format!(
+        "legacy exceptions: malformed function body: {what}"
+    ))
 }
 
 #[cfg(test)]
@@ -194,7 +203,9 @@ mod tests {
     /// Translates WAT that uses legacy exceptions and checks the result is valid for wasmer.
     fn translate(wat: &str) -> Vec<u8> {
         let wasm = wat::parse_str(wat).unwrap();
-        let translated = translate_legacy_exceptions(&wasm).unwrap().expect("nothing translated");
+        let translated = translate_legacy_exceptions(&wasm)
+            .unwrap()
+            .expect("nothing translated");
         if let Err(e) = Validator::new_with_features(wasmer_features()).validate_all(&translated) {
             panic!("translation is invalid: {e}");
         }
@@ -217,12 +228,18 @@ mod tests {
         }
 
         fn call(&mut self, name: &str, args: &[Value]) -> Result<Box<[Value]>, RuntimeError> {
-            self.instance.exports.get_function(name).unwrap().call(&mut self.store, args)
+            self.instance
+                .exports
+                .get_function(name)
+                .unwrap()
+                .call(&mut self.store, args)
         }
 
         fn i32s(&mut self, name: &str, args: &[i32]) -> Vec<i32> {
             let args: Vec<Value> = args.iter().map(|&a| Value::I32(a)).collect();
-            let results = self.call(name, &args).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let results = self
+                .call(name, &args)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             results.iter().map(|v| v.unwrap_i32()).collect()
         }
 
@@ -233,7 +250,10 @@ mod tests {
         fn exception(&mut self, name: &str, args: &[i32]) -> RuntimeError {
             let args: Vec<Value> = args.iter().map(|&a| Value::I32(a)).collect();
             let error = self.call(name, &args).expect_err("expected an exception");
-            assert!(error.is_exception(), "{name}: expected an exception, got {error}");
+            assert!(
+                error.is_exception(),
+                "{name}: expected an exception, got {error}"
+            );
             error
         }
     }
@@ -245,8 +265,12 @@ mod tests {
         )
         .unwrap();
         let legacy = wasmer_features() | WasmFeatures::LEGACY_EXCEPTIONS;
-        Validator::new_with_features(legacy).validate_all(&wasm).unwrap();
-        assert!(Validator::new_with_features(wasmer_features()).validate_all(&wasm).is_err());
+        Validator::new_with_features(legacy)
+            .validate_all(&wasm)
+            .unwrap();
+        assert!(Validator::new_with_features(wasmer_features())
+            .validate_all(&wasm)
+            .is_err());
     }
 
     #[test]
@@ -642,7 +666,9 @@ mod tests {
     fn aos_module_translates_quickly_to_a_valid_module() {
         let wasm = fixture("aos-2-pure-xs.wasm");
         let started = Instant::now();
-        let translated = translate_legacy_exceptions(&wasm).unwrap().expect("aos uses legacy EH");
+        let translated = translate_legacy_exceptions(&wasm)
+            .unwrap()
+            .expect("aos uses legacy EH");
         eprintln!("translated aos-2-pure-xs.wasm in {:?}", started.elapsed());
         // The memory64 pass runs before this one in the pipeline; here it has not.
         Validator::new_with_features(wasmer_features() | WasmFeatures::MEMORY64)

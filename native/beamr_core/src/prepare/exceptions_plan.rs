@@ -49,7 +49,11 @@ enum Frame {
 /// None when the body uses no legacy exception instruction.
 pub(super) fn plan_function(body: &FunctionBody<'_>) -> Result<Option<FunctionPlan>, PrepareError> {
     let mut reader = body.get_operators_reader().map_err(super::parse_error)?;
-    let mut plan = FunctionPlan { handlers: Vec::new(), caller_landing: false, exn_locals: 0 };
+    let mut plan = FunctionPlan {
+        handlers: Vec::new(),
+        caller_landing: false,
+        exn_locals: 0,
+    };
     let mut frames = vec![Frame::Plain];
     let mut catching_tries = 0;
     let mut legacy = false;
@@ -59,13 +63,21 @@ pub(super) fn plan_function(body: &FunctionBody<'_>) -> Result<Option<FunctionPl
                 frames.push(Frame::Plain)
             }
             Operator::TryTable { .. } => {
-                frames.push(Frame::TryTable { handler: plan.handlers.len() });
+                frames.push(Frame::TryTable {
+                    handler: plan.handlers.len(),
+                });
                 plan.handlers.push(Handler::default());
             }
             Operator::Try { .. } => {
                 legacy = true;
-                frames.push(Frame::Try { handler: plan.handlers.len(), catching: false });
-                plan.handlers.push(Handler { exn_slot: catching_tries, ..Handler::default() });
+                frames.push(Frame::Try {
+                    handler: plan.handlers.len(),
+                    catching: false,
+                });
+                plan.handlers.push(Handler {
+                    exn_slot: catching_tries,
+                    ..Handler::default()
+                });
             }
             Operator::Catch { tag_index } => {
                 legacy = true;
@@ -79,19 +91,29 @@ pub(super) fn plan_function(body: &FunctionBody<'_>) -> Result<Option<FunctionPl
             }
             Operator::Delegate { relative_depth } => {
                 legacy = true;
-                let Some(Frame::Try { handler, catching: false }) = frames.pop() else {
+                let Some(Frame::Try {
+                    handler,
+                    catching: false,
+                }) = frames.pop()
+                else {
                     return Err(malformed("delegate outside a try body"));
                 };
                 let label = frame_index(frames.len(), relative_depth)?;
                 // Frames between the label and the nearest handling frame have no handlers,
                 // so delegating to the label is delegating to that frame.
                 let target =
-                    frames[..=label].iter().enumerate().rev().find_map(|(index, f)| match f {
-                        Frame::TryTable { handler } | Frame::Try { handler, catching: false } => {
-                            Some((index, *handler))
-                        }
-                        Frame::Try { catching: true, .. } | Frame::Plain => None,
-                    });
+                    frames[..=label]
+                        .iter()
+                        .enumerate()
+                        .rev()
+                        .find_map(|(index, f)| match f {
+                            Frame::TryTable { handler }
+                            | Frame::Try {
+                                handler,
+                                catching: false,
+                            } => Some((index, *handler)),
+                            Frame::Try { catching: true, .. } | Frame::Plain => None,
+                        });
                 match target {
                     Some((index, target)) => {
                         plan.handlers[target].landing = true;
@@ -105,8 +127,10 @@ pub(super) fn plan_function(body: &FunctionBody<'_>) -> Result<Option<FunctionPl
             }
             Operator::Rethrow { relative_depth } => {
                 legacy = true;
-                let Frame::Try { handler, catching: true } =
-                    frames[frame_index(frames.len(), relative_depth)?]
+                let Frame::Try {
+                    handler,
+                    catching: true,
+                } = frames[frame_index(frames.len(), relative_depth)?]
                 else {
                     return Err(malformed("rethrow outside a catch clause"));
                 };

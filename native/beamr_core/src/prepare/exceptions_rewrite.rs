@@ -24,9 +24,13 @@ pub(super) fn rewrite_function(
     let mut first_exn_local = param_count;
     for declared in body.get_locals_reader().map_err(parse_error)? {
         let (count, ty) = declared.map_err(parse_error)?;
-        first_exn_local =
-            first_exn_local.checked_add(count).ok_or_else(|| malformed("too many locals"))?;
-        locals.push((count, RoundtripReencoder.val_type(ty).map_err(encode_error)?));
+        first_exn_local = first_exn_local
+            .checked_add(count)
+            .ok_or_else(|| malformed("too many locals"))?;
+        locals.push((
+            count,
+            RoundtripReencoder.val_type(ty).map_err(encode_error)?,
+        ));
     }
     if plan.exn_locals > 0 {
         locals.push((plan.exn_locals, OutValType::EXNREF));
@@ -39,7 +43,11 @@ pub(super) fn rewrite_function(
         base: body.range().start as usize,
         copied_to: reader.original_position() as usize,
         height: 1,
-        frames: vec![Frame { target: 0, landing: None, legacy: None }],
+        frames: vec![Frame {
+            target: 0,
+            landing: None,
+            legacy: None,
+        }],
         plan,
         types,
         first_exn_local,
@@ -101,10 +109,17 @@ impl<'a> Rewriter<'a, '_> {
         match op {
             Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
                 self.height += 1;
-                self.frames.push(Frame { target: self.height - 1, landing: None, legacy: None });
+                self.frames.push(Frame {
+                    target: self.height - 1,
+                    landing: None,
+                    legacy: None,
+                });
             }
             Operator::End => {
-                let frame = self.frames.pop().ok_or_else(|| malformed("unbalanced end"))?;
+                let frame = self
+                    .frames
+                    .pop()
+                    .ok_or_else(|| malformed("unbalanced end"))?;
                 if frame.landing.is_some() {
                     // Inserted before the `end`, which stays pending.
                     self.copy_to(start);
@@ -120,16 +135,20 @@ impl<'a> Rewriter<'a, '_> {
                 self.replace(start, end, Self::catch_clause)?
             }
             Operator::Delegate { .. } => self.replace(start, end, |r| {
-                let frame = r.frames.pop().ok_or_else(|| malformed("unbalanced delegate"))?;
+                let frame = r
+                    .frames
+                    .pop()
+                    .ok_or_else(|| malformed("unbalanced delegate"))?;
                 r.close_landing(frame);
                 r.close();
                 Ok(())
             })?,
             Operator::Rethrow { relative_depth } => {
                 let local = match self.frame_at(relative_depth)?.legacy {
-                    Some(LegacyTry { handler, catching: true }) => {
-                        self.first_exn_local + self.plan.handlers[handler].exn_slot
-                    }
+                    Some(LegacyTry {
+                        handler,
+                        catching: true,
+                    }) => self.first_exn_local + self.plan.handlers[handler].exn_slot,
                     _ => return Err(malformed("rethrow outside a catch clause")),
                 };
                 self.replace(start, end, |r| {
@@ -139,8 +158,14 @@ impl<'a> Rewriter<'a, '_> {
                 })?
             }
             Operator::BrTable { targets } => {
-                let old = targets.targets().collect::<Result<Vec<_>, _>>().map_err(parse_error)?;
-                let new = old.iter().map(|&d| self.depth(d)).collect::<Result<Vec<_>, _>>()?;
+                let old = targets
+                    .targets()
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(parse_error)?;
+                let new = old
+                    .iter()
+                    .map(|&d| self.depth(d))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let default = self.depth(targets.default())?;
                 if new != old || default != targets.default() {
                     let instruction = Instruction::BrTable(Cow::Owned(new), default);
@@ -153,8 +178,9 @@ impl<'a> Rewriter<'a, '_> {
             op => {
                 if let Some(relabelled) = self.relabel(&op)? {
                     if relabelled != op {
-                        let instruction =
-                            RoundtripReencoder.instruction(relabelled).map_err(encode_error)?;
+                        let instruction = RoundtripReencoder
+                            .instruction(relabelled)
+                            .map_err(encode_error)?;
                         self.replace(start, end, |r| {
                             r.emit(&instruction);
                             Ok(())
@@ -184,41 +210,74 @@ impl<'a> Rewriter<'a, '_> {
     fn relabel(&self, op: &Operator<'a>) -> Result<Option<Operator<'a>>, PrepareError> {
         use Operator::*;
         let relabelled = match *op {
-            Br { relative_depth } => Br { relative_depth: self.depth(relative_depth)? },
-            BrIf { relative_depth } => BrIf { relative_depth: self.depth(relative_depth)? },
-            BrOnNull { relative_depth } => BrOnNull { relative_depth: self.depth(relative_depth)? },
-            BrOnNonNull { relative_depth } => {
-                BrOnNonNull { relative_depth: self.depth(relative_depth)? }
-            }
-            BrOnCast { relative_depth, from_ref_type, to_ref_type } => {
-                BrOnCast { relative_depth: self.depth(relative_depth)?, from_ref_type, to_ref_type }
-            }
-            BrOnCastFail { relative_depth, from_ref_type, to_ref_type } => BrOnCastFail {
+            Br { relative_depth } => Br {
+                relative_depth: self.depth(relative_depth)?,
+            },
+            BrIf { relative_depth } => BrIf {
+                relative_depth: self.depth(relative_depth)?,
+            },
+            BrOnNull { relative_depth } => BrOnNull {
+                relative_depth: self.depth(relative_depth)?,
+            },
+            BrOnNonNull { relative_depth } => BrOnNonNull {
+                relative_depth: self.depth(relative_depth)?,
+            },
+            BrOnCast {
+                relative_depth,
+                from_ref_type,
+                to_ref_type,
+            } => BrOnCast {
                 relative_depth: self.depth(relative_depth)?,
                 from_ref_type,
                 to_ref_type,
             },
-            BrOnCastDescEq { relative_depth, from_ref_type, to_ref_type } => BrOnCastDescEq {
+            BrOnCastFail {
+                relative_depth,
+                from_ref_type,
+                to_ref_type,
+            } => BrOnCastFail {
                 relative_depth: self.depth(relative_depth)?,
                 from_ref_type,
                 to_ref_type,
             },
-            BrOnCastDescEqFail { relative_depth, from_ref_type, to_ref_type } => {
-                BrOnCastDescEqFail {
-                    relative_depth: self.depth(relative_depth)?,
-                    from_ref_type,
-                    to_ref_type,
-                }
-            }
-            Resume { cont_type_index, ref resume_table } => {
-                Resume { cont_type_index, resume_table: self.relabel_handlers(resume_table)? }
-            }
-            ResumeThrow { cont_type_index, tag_index, ref resume_table } => ResumeThrow {
+            BrOnCastDescEq {
+                relative_depth,
+                from_ref_type,
+                to_ref_type,
+            } => BrOnCastDescEq {
+                relative_depth: self.depth(relative_depth)?,
+                from_ref_type,
+                to_ref_type,
+            },
+            BrOnCastDescEqFail {
+                relative_depth,
+                from_ref_type,
+                to_ref_type,
+            } => BrOnCastDescEqFail {
+                relative_depth: self.depth(relative_depth)?,
+                from_ref_type,
+                to_ref_type,
+            },
+            Resume {
+                cont_type_index,
+                ref resume_table,
+            } => Resume {
+                cont_type_index,
+                resume_table: self.relabel_handlers(resume_table)?,
+            },
+            ResumeThrow {
+                cont_type_index,
+                tag_index,
+                ref resume_table,
+            } => ResumeThrow {
                 cont_type_index,
                 tag_index,
                 resume_table: self.relabel_handlers(resume_table)?,
             },
-            ResumeThrowRef { cont_type_index, ref resume_table } => ResumeThrowRef {
+            ResumeThrowRef {
+                cont_type_index,
+                ref resume_table,
+            } => ResumeThrowRef {
                 cont_type_index,
                 resume_table: self.relabel_handlers(resume_table)?,
             },
@@ -232,9 +291,10 @@ impl<'a> Rewriter<'a, '_> {
             .handlers
             .iter()
             .map(|&handle| match handle {
-                Handle::OnLabel { tag, label } => {
-                    Ok(Handle::OnLabel { tag, label: self.depth(label)? })
-                }
+                Handle::OnLabel { tag, label } => Ok(Handle::OnLabel {
+                    tag,
+                    label: self.depth(label)?,
+                }),
                 Handle::OnSwitch { .. } => Ok(handle),
             })
             .collect::<Result<_, _>>()?;
@@ -248,37 +308,55 @@ impl<'a> Rewriter<'a, '_> {
             .iter()
             .map(|&catch| {
                 Ok(match catch {
-                    Catch::One { tag, label } => Catch::One { tag, label: self.depth(label)? },
-                    Catch::OneRef { tag, label } => {
-                        Catch::OneRef { tag, label: self.depth(label)? }
-                    }
-                    Catch::All { label } => Catch::All { label: self.depth(label)? },
-                    Catch::AllRef { label } => Catch::AllRef { label: self.depth(label)? },
+                    Catch::One { tag, label } => Catch::One {
+                        tag,
+                        label: self.depth(label)?,
+                    },
+                    Catch::OneRef { tag, label } => Catch::OneRef {
+                        tag,
+                        label: self.depth(label)?,
+                    },
+                    Catch::All { label } => Catch::All {
+                        label: self.depth(label)?,
+                    },
+                    Catch::AllRef { label } => Catch::AllRef {
+                        label: self.depth(label)?,
+                    },
                 })
             })
             .collect::<Result<_, PrepareError>>()?;
         let ty = try_table.ty;
         let instruction = RoundtripReencoder
-            .instruction(Operator::TryTable { try_table: TryTable { ty, catches } })
+            .instruction(Operator::TryTable {
+                try_table: TryTable { ty, catches },
+            })
             .map_err(encode_error)?;
         let target = self.open(&instruction);
         let handler = self.take_handler();
         let landing = self.open_landing(handler, ty)?;
-        self.frames.push(Frame { target, landing, legacy: None });
+        self.frames.push(Frame {
+            target,
+            landing,
+            legacy: None,
+        });
         Ok(())
     }
 
     fn legacy_try(&mut self, blockty: BlockType) -> Result<(), PrepareError> {
         let handler = self.take_handler();
         let plan = &self.plan.handlers[handler];
-        let ty = RoundtripReencoder.block_type(blockty).map_err(encode_error)?;
+        let ty = RoundtripReencoder
+            .block_type(blockty)
+            .map_err(encode_error)?;
         let target = if let Some(delegate) = plan.delegate {
             let landing = self
                 .frames
                 .get(delegate)
                 .and_then(|frame| frame.landing)
                 .ok_or_else(|| malformed("delegate target without a landing block"))?;
-            let catches = [OutCatch::AllRef { label: self.height - 1 - landing }];
+            let catches = [OutCatch::AllRef {
+                label: self.height - 1 - landing,
+            }];
             self.open(&Instruction::TryTable(ty, Cow::Borrowed(&catches)))
         } else {
             let outer = self.open(&Instruction::Block(ty));
@@ -314,7 +392,10 @@ impl<'a> Rewriter<'a, '_> {
         self.frames.push(Frame {
             target,
             landing,
-            legacy: Some(LegacyTry { handler, catching: false }),
+            legacy: Some(LegacyTry {
+                handler,
+                catching: false,
+            }),
         });
         Ok(())
     }
@@ -322,7 +403,10 @@ impl<'a> Rewriter<'a, '_> {
     /// `catch` or `catch_all`: ends the try_table (for the first clause) or the previous
     /// clause, then the block the clause's exception arrives in.
     fn catch_clause(&mut self) -> Result<(), PrepareError> {
-        let frame = self.frames.last_mut().ok_or_else(|| malformed("catch outside a try"))?;
+        let frame = self
+            .frames
+            .last_mut()
+            .ok_or_else(|| malformed("catch outside a try"))?;
         let Some(legacy) = &mut frame.legacy else {
             return Err(malformed("catch outside a try"));
         };
@@ -381,7 +465,11 @@ impl<'a> Rewriter<'a, '_> {
     }
 
     fn copy_to(&mut self, offset: usize) {
-        self.out.raw(self.bytes[self.copied_to - self.base..offset - self.base].iter().copied());
+        self.out.raw(
+            self.bytes[self.copied_to - self.base..offset - self.base]
+                .iter()
+                .copied(),
+        );
         self.copied_to = offset;
     }
 

@@ -34,7 +34,9 @@ impl ModuleTypes {
                 };
                 if let Some(f) = &func {
                     let key = (f.params().to_vec(), f.results().to_vec());
-                    self.by_signature.entry(key).or_insert(self.funcs.len() as u32);
+                    self.by_signature
+                        .entry(key)
+                        .or_insert(self.funcs.len() as u32);
                 }
                 self.funcs.push(func);
             }
@@ -66,7 +68,10 @@ impl ModuleTypes {
     }
 
     pub(super) fn tag_payload(&self, tag: u32) -> Result<&[ValType], PrepareError> {
-        let index = *self.tags.get(tag as usize).ok_or_else(|| malformed("unknown tag"))?;
+        let index = *self
+            .tags
+            .get(tag as usize)
+            .ok_or_else(|| malformed("unknown tag"))?;
         Ok(self.func(index)?.params())
     }
 
@@ -84,10 +89,16 @@ impl ModuleTypes {
         results.push(ValType::EXNREF);
         let key = (params.to_vec(), results);
         let next = (self.funcs.len() + self.added.len()) as u32;
-        let index = *self.by_signature.entry(key).or_insert_with_key(|(params, results)| {
-            self.added.push(FuncType::new(params.iter().copied(), results.iter().copied()));
-            next
-        });
+        let index = *self
+            .by_signature
+            .entry(key)
+            .or_insert_with_key(|(params, results)| {
+                self.added.push(FuncType::new(
+                    params.iter().copied(),
+                    results.iter().copied(),
+                ));
+                next
+            });
         Ok(OutBlockType::FunctionType(index))
     }
 
@@ -104,7 +115,9 @@ impl ModuleTypes {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(encode_error)
             };
-            section.ty().function(convert(func.params())?, convert(func.results())?);
+            section
+                .ty()
+                .function(convert(func.params())?, convert(func.results())?);
         }
         Ok(())
     }

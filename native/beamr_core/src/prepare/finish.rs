@@ -13,7 +13,9 @@
 use std::convert::Infallible;
 
 use wasm_encoder::reencode::{utils, Error as ReencodeError, Reencode, RoundtripReencoder};
-use wasm_encoder::{AbstractHeapType, ExportSection, HeapType, MemorySection, Module, RawSection, TableSection};
+use wasm_encoder::{
+    AbstractHeapType, ExportSection, HeapType, MemorySection, Module, RawSection, TableSection,
+};
 use wasmparser::{ExportSectionReader, Parser, Payload};
 
 use super::summary::ModuleSummary;
@@ -37,7 +39,11 @@ const PAGE_BYTES: u64 = 65536;
 pub(super) const WASMER_MAX_TABLE_ENTRIES: u64 = 1 << 27;
 
 /// `memory0_lowered`: memory 0 was a 64-bit memory (see [`wamr_layout::add_page`]).
-pub(super) fn finish(wasm: &[u8], opts: &PrepareOptions, memory0_lowered: bool) -> Result<Finished, PrepareError> {
+pub(super) fn finish(
+    wasm: &[u8],
+    opts: &PrepareOptions,
+    memory0_lowered: bool,
+) -> Result<Finished, PrepareError> {
     let summary = ModuleSummary::read(wasm).map_err(invalid)?;
     let added_exports = host_exports::host_exports(&summary);
     let wamr_extra_page = opts.wamr_compat && wamr_layout::needs_extra_page(wasm, &summary)?;
@@ -53,28 +59,36 @@ pub(super) fn finish(wasm: &[u8], opts: &PrepareOptions, memory0_lowered: bool) 
             Payload::MemorySection(reader) => {
                 let mut memories = MemorySection::new();
                 for (index, memory) in reader.clone().into_iter().enumerate() {
-                    let mut memory = utils::memory_type(&mut RoundtripReencoder, memory.map_err(invalid)?);
+                    let mut memory =
+                        utils::memory_type(&mut RoundtripReencoder, memory.map_err(invalid)?);
                     // Only a defined memory 0 gets the page, so index 0 here is memory 0.
                     if index == 0 && wamr_extra_page {
                         wamr_layout::add_page(&mut memory, memory0_lowered);
                     }
                     fit_memory(&mut memory, opts.memory_limit);
-                    initial_footprint = initial_footprint.saturating_add(memory.minimum.saturating_mul(PAGE_BYTES));
+                    initial_footprint =
+                        initial_footprint.saturating_add(memory.minimum.saturating_mul(PAGE_BYTES));
                     memories.memory(memory);
                 }
                 module.section(&memories);
                 continue;
             }
             Payload::TableSection(reader) => {
-                let mut fit =
-                    FitTables { memory_limit: opts.memory_limit, initial_entries: 0, fixed_funcref_entries: 0 };
+                let mut fit = FitTables {
+                    memory_limit: opts.memory_limit,
+                    initial_entries: 0,
+                    fixed_funcref_entries: 0,
+                };
                 let mut tables = TableSection::new();
                 fit.parse_table_section(&mut tables, reader.clone())
                     .map_err(|e| PrepareError(format!("tables: {e}")))?;
                 let bytes = fit
                     .initial_entries
                     .saturating_mul(TABLE_ENTRY_BYTES)
-                    .saturating_add(fit.fixed_funcref_entries.saturating_mul(FIXED_FUNCREF_ENTRY_BYTES));
+                    .saturating_add(
+                        fit.fixed_funcref_entries
+                            .saturating_mul(FIXED_FUNCREF_ENTRY_BYTES),
+                    );
                 initial_footprint = initial_footprint.saturating_add(bytes);
                 fixed_funcref_entries = fit.fixed_funcref_entries;
                 module.section(&tables);
@@ -87,17 +101,27 @@ pub(super) fn finish(wasm: &[u8], opts: &PrepareOptions, memory0_lowered: bool) 
             }
             _ => {}
         }
-        let Some((id, range)) = payload.as_section() else { continue };
+        let Some((id, range)) = payload.as_section() else {
+            continue;
+        };
         if !exports_written && follows_exports(id) {
             module.section(&export_section(None, &added_exports)?);
             exports_written = true;
         }
-        module.section(&RawSection { id, data: &wasm[range.start as usize..range.end as usize] });
+        module.section(&RawSection {
+            id,
+            data: &wasm[range.start as usize..range.end as usize],
+        });
     }
     if !exports_written {
         module.section(&export_section(None, &added_exports)?);
     }
-    Ok(Finished { wasm: module.finish(), wamr_extra_page, initial_footprint, fixed_funcref_entries })
+    Ok(Finished {
+        wasm: module.finish(),
+        wamr_extra_page,
+        initial_footprint,
+        fixed_funcref_entries,
+    })
 }
 
 /// The module's own exports followed by the host exports. An export of the module's own
@@ -153,9 +177,20 @@ impl Reencode for FitTables {
     ) -> Result<wasm_encoder::TableType, ReencodeError<Infallible>> {
         let mut table = utils::table_type(self, table_ty)?;
         let cap = (self.memory_limit / TABLE_ENTRY_BYTES).min(WASMER_MAX_TABLE_ENTRIES);
-        table.maximum = Some(table.maximum.map_or(cap, |maximum| maximum.min(cap)).max(table.minimum));
+        table.maximum = Some(
+            table
+                .maximum
+                .map_or(cap, |maximum| maximum.min(cap))
+                .max(table.minimum),
+        );
         self.initial_entries = self.initial_entries.saturating_add(table.minimum);
-        let funcref = matches!(table.element_type.heap_type, HeapType::Abstract { ty: AbstractHeapType::Func, .. });
+        let funcref = matches!(
+            table.element_type.heap_type,
+            HeapType::Abstract {
+                ty: AbstractHeapType::Func,
+                ..
+            }
+        );
         if funcref && table.maximum == Some(table.minimum) {
             self.fixed_funcref_entries = self.fixed_funcref_entries.saturating_add(table.minimum);
         }
@@ -176,22 +211,33 @@ fn follows_exports(id: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{call, with_check};
-    use super::super::{prepare, PrepareOptions, DEFAULT_MEMORY_LIMIT, FIXED_FUNCREF_ENTRY_BYTES, TABLE_ENTRY_BYTES};
+    use super::super::{
+        prepare, PrepareOptions, DEFAULT_MEMORY_LIMIT, FIXED_FUNCREF_ENTRY_BYTES, TABLE_ENTRY_BYTES,
+    };
     use super::WASMER_MAX_TABLE_ENTRIES;
     use wasmer::{imports, Instance, Module, Store, Value};
 
     fn prepared(wat: &str, memory_limit: u64) -> super::super::PreparedModule {
-        let opts = PrepareOptions { wamr_compat: false, memory_limit, ..Default::default() };
+        let opts = PrepareOptions {
+            wamr_compat: false,
+            memory_limit,
+            ..Default::default()
+        };
         prepare(&wat::parse_str(wat).unwrap(), &opts).unwrap()
     }
 
     /// Every memory's and table's (initial, maximum) after preparation.
     fn limits(wasm: &[u8]) -> (Vec<(u64, Option<u64>)>, Vec<(u64, Option<u64>)>) {
-        let types =
-            wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all()).validate_all(wasm).unwrap();
+        let types = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+            .validate_all(wasm)
+            .unwrap();
         let types = types.as_ref();
-        let memories = (0..types.memory_count()).map(|i| types.memory_at(i)).map(|m| (m.initial, m.maximum));
-        let tables = (0..types.table_count()).map(|i| types.table_at(i)).map(|t| (t.initial, t.maximum));
+        let memories = (0..types.memory_count())
+            .map(|i| types.memory_at(i))
+            .map(|m| (m.initial, m.maximum));
+        let tables = (0..types.table_count())
+            .map(|i| types.table_at(i))
+            .map(|t| (t.initial, t.maximum));
         (memories.collect(), tables.collect())
     }
 
@@ -215,15 +261,26 @@ mod tests {
         assert_eq!(tables, [(1, Some(16384)), (2, Some(10)), (3, Some(16384))]);
         // A memory or table that starts beyond the limit keeps its initial size as maximum
         // (the module is refused for its footprint, see below).
-        let (memories, tables) = limits(&prepared("(module (memory 3 5) (table 20000 funcref))", 128 << 10).wasm);
-        assert_eq!((memories, tables), (vec![(3, Some(3))], vec![(20000, Some(20000))]));
+        let (memories, tables) =
+            limits(&prepared("(module (memory 3 5) (table 20000 funcref))", 128 << 10).wasm);
+        assert_eq!(
+            (memories, tables),
+            (vec![(3, Some(3))], vec![(20000, Some(20000))])
+        );
     }
 
     #[test]
     fn the_default_limit_leaves_memories_and_gives_tables_wasmers_cap() {
         let (memories, tables) = limits(&prepared(MEMORIES_AND_TABLES, DEFAULT_MEMORY_LIMIT).wasm);
         assert_eq!(memories, [(1, None), (1, Some(1000)), (1, Some(2))]);
-        assert_eq!(tables, [(1, Some(WASMER_MAX_TABLE_ENTRIES)), (2, Some(10)), (3, Some(WASMER_MAX_TABLE_ENTRIES))]);
+        assert_eq!(
+            tables,
+            [
+                (1, Some(WASMER_MAX_TABLE_ENTRIES)),
+                (2, Some(10)),
+                (3, Some(WASMER_MAX_TABLE_ENTRIES))
+            ]
+        );
         // wasmer refused the declared 4,000,000,000; the fitted module instantiates.
         instantiate(&prepared(MEMORIES_AND_TABLES, DEFAULT_MEMORY_LIMIT).wasm);
     }
@@ -234,11 +291,18 @@ mod tests {
     fn wasmers_table_cap_is_what_the_clamp_assumes() {
         let engine = crate::engine::engine();
         let mut store = Store::new(engine.clone());
-        for (maximum, accepted) in [(WASMER_MAX_TABLE_ENTRIES, true), (WASMER_MAX_TABLE_ENTRIES + 1, false)] {
+        for (maximum, accepted) in [
+            (WASMER_MAX_TABLE_ENTRIES, true),
+            (WASMER_MAX_TABLE_ENTRIES + 1, false),
+        ] {
             let wasm = wat::parse_str(format!("(module (table 0 {maximum} funcref))")).unwrap();
             let module = Module::new(engine, wasm).unwrap();
             let imports = imports! {};
-            assert_eq!(Instance::new(&mut store, &module, &imports).is_ok(), accepted, "maximum {maximum}");
+            assert_eq!(
+                Instance::new(&mut store, &module, &imports).is_ok(),
+                accepted,
+                "maximum {maximum}"
+            );
         }
     }
 
@@ -253,30 +317,70 @@ mod tests {
         for memory_limit in [DEFAULT_MEMORY_LIMIT, 128 << 10] {
             let (mut store, instance) = instantiate(&prepared(wat, memory_limit).wasm);
             for grow in ["grow_funcs", "grow_externs"] {
-                let result = call(&mut store, &instance, grow, &[Value::I32(0xFFFF_FFFAu32 as i32)]).unwrap();
-                assert_eq!(result[0], Value::I32(-1), "{grow} with a limit of {memory_limit}");
+                let result = call(
+                    &mut store,
+                    &instance,
+                    grow,
+                    &[Value::I32(0xFFFF_FFFAu32 as i32)],
+                )
+                .unwrap();
+                assert_eq!(
+                    result[0],
+                    Value::I32(-1),
+                    "{grow} with a limit of {memory_limit}"
+                );
             }
         }
         // Two pages and the two tables' entries fit exactly; memory and tables share it.
         let limit = (128 << 10) + 2 * TABLE_ENTRY_BYTES;
         let (mut store, instance) = instantiate(&prepared(wat, limit).wasm);
-        assert_eq!(call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0], Value::I32(1));
-        assert_eq!(call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0], Value::I32(-1));
-        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(1)]).unwrap()[0], Value::I32(-1));
+        assert_eq!(
+            call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0],
+            Value::I32(1)
+        );
+        assert_eq!(
+            call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0],
+            Value::I32(-1)
+        );
+        assert_eq!(
+            call(&mut store, &instance, "grow_funcs", &[Value::I32(1)]).unwrap()[0],
+            Value::I32(-1)
+        );
         let (mut store, instance) = instantiate(&prepared(wat, limit).wasm);
         let entries = (65536 / TABLE_ENTRY_BYTES) as i32;
-        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(entries + 1)]).unwrap()[0], Value::I32(-1));
-        assert_eq!(call(&mut store, &instance, "grow_funcs", &[Value::I32(entries)]).unwrap()[0], Value::I32(1));
-        assert_eq!(call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0], Value::I32(-1));
+        assert_eq!(
+            call(
+                &mut store,
+                &instance,
+                "grow_funcs",
+                &[Value::I32(entries + 1)]
+            )
+            .unwrap()[0],
+            Value::I32(-1)
+        );
+        assert_eq!(
+            call(&mut store, &instance, "grow_funcs", &[Value::I32(entries)]).unwrap()[0],
+            Value::I32(1)
+        );
+        assert_eq!(
+            call(&mut store, &instance, "grow_memory", &[Value::I32(1)]).unwrap()[0],
+            Value::I32(-1)
+        );
     }
 
     #[test]
     fn the_initial_footprint_counts_defined_memories_and_tables_with_wamrs_page() {
         let wat = r#"(module (import "env" "m" (memory 7)) (import "env" "t" (table 9 funcref))
             (memory 2) (table 3 funcref) (table 4 externref))"#;
-        assert_eq!(prepared(wat, DEFAULT_MEMORY_LIMIT).initial_footprint, 2 * 65536 + 7 * TABLE_ENTRY_BYTES);
+        assert_eq!(
+            prepared(wat, DEFAULT_MEMORY_LIMIT).initial_footprint,
+            2 * 65536 + 7 * TABLE_ENTRY_BYTES
+        );
         // wasmer also lays a funcref table of fixed size out in the instance.
-        let fixed = prepared("(module (table 2 2 funcref) (table 3 3 externref))", DEFAULT_MEMORY_LIMIT);
+        let fixed = prepared(
+            "(module (table 2 2 funcref) (table 3 3 externref))",
+            DEFAULT_MEMORY_LIMIT,
+        );
         assert_eq!(
             fixed.initial_footprint,
             2 * (TABLE_ENTRY_BYTES + FIXED_FUNCREF_ENTRY_BYTES) + 3 * TABLE_ENTRY_BYTES
@@ -286,7 +390,13 @@ mod tests {
         let opts = PrepareOptions::default();
         let with_page = prepare(&wat::parse_str(wat).unwrap(), &opts).unwrap();
         assert!(with_page.wamr_extra_page);
-        assert_eq!(with_page.initial_footprint, (1 + 1 + 3) * 65536 + 5 * TABLE_ENTRY_BYTES);
-        assert_eq!(prepared("(module)", DEFAULT_MEMORY_LIMIT).initial_footprint, 0);
+        assert_eq!(
+            with_page.initial_footprint,
+            (1 + 1 + 3) * 65536 + 5 * TABLE_ENTRY_BYTES
+        );
+        assert_eq!(
+            prepared("(module)", DEFAULT_MEMORY_LIMIT).initial_footprint,
+            0
+        );
     }
 }

@@ -72,10 +72,18 @@ struct Generator<'a> {
 impl Generator<'_> {
     fn block(&mut self, function: usize, labels: &mut Vec<Label>, depth: u32) -> Vec<Stmt> {
         let len = self.rng.below(4) + 1;
-        (0..len).filter_map(|_| self.stmt(function, labels, depth)).collect()
+        (0..len)
+            .filter_map(|_| self.stmt(function, labels, depth))
+            .collect()
     }
 
-    fn nested(&mut self, function: usize, labels: &mut Vec<Label>, depth: u32, label: Label) -> Vec<Stmt> {
+    fn nested(
+        &mut self,
+        function: usize,
+        labels: &mut Vec<Label>,
+        depth: u32,
+        label: Label,
+    ) -> Vec<Stmt> {
         labels.push(label);
         let body = self.block(function, labels, depth + 1);
         labels.pop();
@@ -96,7 +104,10 @@ impl Generator<'_> {
                 self.marks += 1;
                 Stmt::Mark(self.marks)
             }
-            25..=34 => Stmt::Throw { tag: self.rng.below(TAGS as u64) as u32, payload: self.rng.below(1000) as u32 },
+            25..=34 => Stmt::Throw {
+                tag: self.rng.below(TAGS as u64) as u32,
+                payload: self.rng.below(1000) as u32,
+            },
             35..=39 if !handlers.is_empty() => Stmt::Rethrow(*self.rng.pick(&handlers)),
             40..=46 => Stmt::Br(self.rng.below(labels.len() as u64) as u32),
             47..=52 if nest => Stmt::Block(self.nested(function, labels, depth, Label::Block)),
@@ -105,19 +116,32 @@ impl Generator<'_> {
                 let mut catches = Vec::new();
                 for tag in 0..TAGS {
                     if self.rng.chance(40) {
-                        catches.push((tag, self.nested(function, labels, depth, Label::Handler(None))));
+                        catches.push((
+                            tag,
+                            self.nested(function, labels, depth, Label::Handler(None)),
+                        ));
                     }
                 }
-                let catch_all = self.rng.chance(40).then(|| self.nested(function, labels, depth, Label::Handler(None)));
-                Stmt::Try { body, catches, catch_all }
+                let catch_all = self
+                    .rng
+                    .chance(40)
+                    .then(|| self.nested(function, labels, depth, Label::Handler(None)));
+                Stmt::Try {
+                    body,
+                    catches,
+                    catch_all,
+                }
             }
             80..=89 if nest => {
                 let depth_out = self.rng.below(labels.len() as u64) as u32;
-                Stmt::Delegate { body: self.nested(function, labels, depth, Label::TryBody), depth: depth_out }
+                Stmt::Delegate {
+                    body: self.nested(function, labels, depth, Label::TryBody),
+                    depth: depth_out,
+                }
             }
-            90..=99 if function + 1 < FUNCTIONS => {
-                Stmt::Call(function + 1 + self.rng.below((FUNCTIONS - function - 1) as u64) as usize)
-            }
+            90..=99 if function + 1 < FUNCTIONS => Stmt::Call(
+                function + 1 + self.rng.below((FUNCTIONS - function - 1) as u64) as usize,
+            ),
             _ => {
                 self.marks += 1;
                 Stmt::Mark(self.marks)
@@ -128,7 +152,11 @@ impl Generator<'_> {
 
 fn generate(seed: u64) -> Vec<Vec<Stmt>> {
     let mut rng = Rng::new(seed);
-    let mut generator = Generator { rng: &mut rng, marks: 0, budget: 0 };
+    let mut generator = Generator {
+        rng: &mut rng,
+        marks: 0,
+        budget: 0,
+    };
     (0..FUNCTIONS)
         .map(|function| {
             generator.budget = 30;
@@ -170,7 +198,11 @@ fn emit(wat: &mut String, stmts: &[Stmt], indent: usize) {
                 emit(wat, body, indent + 1);
                 writeln!(wat, "{pad}end")
             }
-            Stmt::Try { body, catches, catch_all } => {
+            Stmt::Try {
+                body,
+                catches,
+                catch_all,
+            } => {
                 let _ = writeln!(wat, "{pad}try");
                 emit(wat, body, indent + 1);
                 for (tag, handler) in catches {
@@ -231,7 +263,10 @@ impl Model<'_> {
                     self.mark(*k);
                     Flow::Normal
                 }
-                Stmt::Throw { tag, payload } => Flow::Throw(Exn { tag: *tag, payload: *payload }),
+                Stmt::Throw { tag, payload } => Flow::Throw(Exn {
+                    tag: *tag,
+                    payload: *payload,
+                }),
                 Stmt::Rethrow(depth) => match labels[labels.len() - 1 - *depth as usize] {
                     Label::Handler(Some(exn)) => Flow::Throw(exn),
                     _ => unreachable!("rethrow outside a handler"),
@@ -242,7 +277,11 @@ impl Model<'_> {
                     let flow = self.nested(body, labels, Label::Block);
                     self.leave(flow)
                 }
-                Stmt::Try { body, catches, catch_all } => match self.nested(body, labels, Label::TryBody) {
+                Stmt::Try {
+                    body,
+                    catches,
+                    catch_all,
+                } => match self.nested(body, labels, Label::TryBody) {
                     Flow::Throw(exn) | Flow::Delegated(exn, 0) => {
                         let handler = catches.iter().find(|(tag, _)| *tag == exn.tag);
                         if let Some((tag, handler)) = handler {
@@ -301,17 +340,33 @@ fn legacy_exception_programs_run_as_the_model_says() {
         let functions = generate(seed);
         let wat = wat(&functions);
         let wasm = wat::parse_str(&wat).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{wat}"));
-        let prepared = prepare(&wasm, &PrepareOptions::default()).unwrap_or_else(|e| panic!("seed {seed}: {e}\n{wat}"));
-        assert_eq!(prepared.exceptions_translated, wat.contains("try"), "seed {seed}");
+        let prepared = prepare(&wasm, &PrepareOptions::default())
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}\n{wat}"));
+        assert_eq!(
+            prepared.exceptions_translated,
+            wat.contains("try"),
+            "seed {seed}"
+        );
         translated += u32::from(prepared.exceptions_translated);
         let module = Module::new(engine, &prepared.wasm).unwrap();
         let mut store = Store::new(engine.clone());
         let imports = with_check(&mut store, imports! {});
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
-        let result = instance.exports.get_function("run").unwrap().call(&mut store, &[]);
-        let trace = instance.exports.get_global("trace").unwrap().get(&mut store);
+        let result = instance
+            .exports
+            .get_function("run")
+            .unwrap()
+            .call(&mut store, &[]);
+        let trace = instance
+            .exports
+            .get_global("trace")
+            .unwrap()
+            .get(&mut store);
 
-        let mut model = Model { functions: &functions, trace: 0 };
+        let mut model = Model {
+            functions: &functions,
+            trace: 0,
+        };
         let uncaught = model.call(0);
         assert_eq!(
             (result.is_err(), trace),

@@ -97,8 +97,10 @@ const RMWS: &[Access] = &[
     ("i64.atomic.rmw32.or_u", 4, Ty::I64, true),
 ];
 
-const CMPXCHGS: &[Access] =
-    &[("i32.atomic.rmw.cmpxchg", 4, Ty::I32, true), ("i64.atomic.rmw16.cmpxchg_u", 2, Ty::I64, true)];
+const CMPXCHGS: &[Access] = &[
+    ("i32.atomic.rmw.cmpxchg", 4, Ty::I32, true),
+    ("i64.atomic.rmw16.cmpxchg_u", 2, Ty::I64, true),
+];
 
 /// `v128.loadN_lane` / `v128.storeN_lane` by N/8 bytes.
 const LANE_BYTES: &[u64] = &[1, 2, 4, 8];
@@ -119,9 +121,19 @@ enum Body {
     Cmpxchg(Access, u64, u64),
     LoadLane(u64, u32),
     StoreLane(u64, u32, u64, u64),
-    Fill { value: u8, len: Addr },
-    Copy { src_memory: u32, src: Addr, len: Addr },
-    Init { src: u32, len: u32 },
+    Fill {
+        value: u8,
+        len: Addr,
+    },
+    Copy {
+        src_memory: u32,
+        src: Addr,
+        len: Addr,
+    },
+    Init {
+        src: u32,
+        len: u32,
+    },
     Size,
     Grow(Addr),
 }
@@ -208,17 +220,46 @@ fn operation(rng: &mut Rng, twin64: [bool; 2]) -> Operation {
     let memory = rng.below(2) as u32;
     let twin_only = twin64[memory as usize] && rng.chance(25);
     let huge_base = twin_only && rng.chance(70);
-    let address = if huge_base { huge_address(rng) } else { ordinary_address(rng) };
-    let offset = if twin_only && !huge_base { huge_offset(rng) } else { ordinary_offset(rng) };
+    let address = if huge_base {
+        huge_address(rng)
+    } else {
+        ordinary_address(rng)
+    };
+    let offset = if twin_only && !huge_base {
+        huge_offset(rng)
+    } else {
+        ordinary_offset(rng)
+    };
     // A load or store of `bytes`.
     let access = |rng: &mut Rng, body: Body, bytes: u64, atomic: bool| {
-        let (address, offset) =
-            if atomic && twin_only { (aligned(address, bytes), offset & !(bytes - 1)) } else { (address, offset) };
-        let align = if atomic { bytes } else { 1 << rng.below(bytes.trailing_zeros() as u64 + 1) };
-        Operation { memory, address, offset, align, body, twin_only }
+        let (address, offset) = if atomic && twin_only {
+            (aligned(address, bytes), offset & !(bytes - 1))
+        } else {
+            (address, offset)
+        };
+        let align = if atomic {
+            bytes
+        } else {
+            1 << rng.below(bytes.trailing_zeros() as u64 + 1)
+        };
+        Operation {
+            memory,
+            address,
+            offset,
+            align,
+            body,
+            twin_only,
+        }
     };
     // A bulk operation: no offset, and a twin-only one needs a huge operand of its own.
-    let bulk = |address: Addr, body: Body| Operation { memory, address, offset: 0, align: 1, body, twin_only };
+    let bulk = |address: Addr, body: Body| Operation {
+        memory,
+        address,
+        offset: 0,
+        align: 1,
+        body,
+        twin_only,
+    };
     let value = |rng: &mut Rng| rng.next_u64();
     match rng.below(100) {
         0..=34 => {
@@ -264,7 +305,8 @@ fn operation(rng: &mut Rng, twin64: [bool; 2]) -> Operation {
         86..=93 => {
             let src_memory = rng.below(2) as u32;
             let src64 = twin64[src_memory as usize];
-            let (mut dst, mut src, mut len) = (ordinary_address(rng), ordinary_address(rng), length(rng));
+            let (mut dst, mut src, mut len) =
+                (ordinary_address(rng), ordinary_address(rng), length(rng));
             // The destination memory is 64-bit in the twin; the length is i64 only if both are.
             match rng.below(3) {
                 _ if !twin_only => {}
@@ -272,15 +314,39 @@ fn operation(rng: &mut Rng, twin64: [bool; 2]) -> Operation {
                 2 if src64 => src = huge_address(rng),
                 _ => dst = huge_address(rng),
             }
-            bulk(dst, Body::Copy { src_memory, src, len })
+            bulk(
+                dst,
+                Body::Copy {
+                    src_memory,
+                    src,
+                    len,
+                },
+            )
         }
         94..=96 => {
-            let address = if twin_only { huge_address(rng) } else { ordinary_address(rng) };
-            bulk(address, Body::Init { src: rng.below(80) as u32, len: rng.below(80) as u32 })
+            let address = if twin_only {
+                huge_address(rng)
+            } else {
+                ordinary_address(rng)
+            };
+            bulk(
+                address,
+                Body::Init {
+                    src: rng.below(80) as u32,
+                    len: rng.below(80) as u32,
+                },
+            )
         }
-        97 => Operation { twin_only: false, ..bulk(address, Body::Size) },
+        97 => Operation {
+            twin_only: false,
+            ..bulk(address, Body::Size)
+        },
         _ => {
-            let delta = if twin_only { huge_length(rng) } else { Addr::At(*rng.pick(&[0, 1, 2, 65536, 0xFFFF_FFFF])) };
+            let delta = if twin_only {
+                huge_length(rng)
+            } else {
+                Addr::At(*rng.pick(&[0, 1, 2, 65536, 0xFFFF_FFFF]))
+            };
             bulk(address, Body::Grow(delta))
         }
     }
@@ -299,7 +365,9 @@ fn program(seed: u64) -> Program {
         shared1: rng.chance(30),
         data: [data(&mut rng), data(&mut rng)],
         passive: rng.bytes(64),
-        operations: (0..OPERATIONS).map(|_| operation(&mut rng, twin64)).collect(),
+        operations: (0..OPERATIONS)
+            .map(|_| operation(&mut rng, twin64))
+            .collect(),
     }
 }
 
@@ -315,18 +383,42 @@ impl Program {
         for memory in 0..2u32 {
             let index = if is64(memory) { "i64 " } else { "" };
             let pages = self.pages[memory as usize];
-            let shared = if memory == 1 && self.shared1 { " shared" } else { "" };
-            let _ = writeln!(wat, "  (memory $m{memory} (export \"m{memory}\") {index}{pages} {} {shared})", pages + 2);
+            let shared = if memory == 1 && self.shared1 {
+                " shared"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                wat,
+                "  (memory $m{memory} (export \"m{memory}\") {index}{pages} {} {shared})",
+                pages + 2
+            );
             let (at, bytes) = &self.data[memory as usize];
-            let at = if is64(memory) { format!("i64.const {at}") } else { format!("i32.const {at}") };
-            let _ = writeln!(wat, "  (data (memory $m{memory}) ({at}) \"{}\")", bytes_literal(bytes));
+            let at = if is64(memory) {
+                format!("i64.const {at}")
+            } else {
+                format!("i32.const {at}")
+            };
+            let _ = writeln!(
+                wat,
+                "  (data (memory $m{memory}) ({at}) \"{}\")",
+                bytes_literal(bytes)
+            );
         }
-        let _ = writeln!(wat, "  (data $passive \"{}\")", bytes_literal(&self.passive));
+        let _ = writeln!(
+            wat,
+            "  (data $passive \"{}\")",
+            bytes_literal(&self.passive)
+        );
         for (i, op) in self.operations.iter().enumerate() {
             if op.twin_only && !twin {
                 continue;
             }
-            let _ = writeln!(wat, "  (func (export \"op{i}\") (result i64) (local $v v128)\n{}  )", body(op, &is64));
+            let _ = writeln!(
+                wat,
+                "  (func (export \"op{i}\") (result i64) (local $v v128)\n{}  )",
+                body(op, &is64)
+            );
         }
         wat.push(')');
         wat
@@ -339,10 +431,17 @@ fn push(code: &mut String, addr: Addr, memory: u32, is64: bool) {
         (Addr::At(a), true) => writeln!(code, "    i64.const {}", a as i64),
         (Addr::At(a), false) => writeln!(code, "    i32.const {}", a as u32 as i32),
         (Addr::FromEnd(d), true) => {
-            writeln!(code, "    memory.size {memory} i64.const 16 i64.shl i64.const {d} i64.add")
+            writeln!(
+                code,
+                "    memory.size {memory} i64.const 16 i64.shl i64.const {d} i64.add"
+            )
         }
         (Addr::FromEnd(d), false) => {
-            writeln!(code, "    memory.size {memory} i32.const 16 i32.shl i32.const {} i32.add", d as i32)
+            writeln!(
+                code,
+                "    memory.size {memory} i32.const 16 i32.shl i32.const {} i32.add",
+                d as i32
+            )
         }
     };
 }
@@ -351,7 +450,11 @@ fn push_value(code: &mut String, ty: Ty, bits: u64, high: u64) {
     let _ = match ty {
         Ty::I32 => writeln!(code, "    i32.const {}", bits as u32 as i32),
         Ty::I64 => writeln!(code, "    i64.const {}", bits as i64),
-        Ty::F32 => writeln!(code, "    i32.const {} f32.reinterpret_i32", bits as u32 as i32),
+        Ty::F32 => writeln!(
+            code,
+            "    i32.const {} f32.reinterpret_i32",
+            bits as u32 as i32
+        ),
         Ty::F64 => writeln!(code, "    i64.const {} f64.reinterpret_i64", bits as i64),
         Ty::V128 => writeln!(code, "    v128.const i64x2 {} {}", bits as i64, high as i64),
     };
@@ -399,7 +502,12 @@ fn body(op: &Operation, is64: &dyn Fn(u32) -> bool) -> String {
             to_i64(&mut code, *ty);
         }
         Body::LoadLane(bytes, lane) => {
-            push_value(&mut code, Ty::V128, 0x0123_4567_89AB_CDEF, 0x1122_3344_5566_7788);
+            push_value(
+                &mut code,
+                Ty::V128,
+                0x0123_4567_89AB_CDEF,
+                0x1122_3344_5566_7788,
+            );
             let _ = writeln!(code, "    {} {memarg} {lane}", lane_name("load", *bytes));
             to_i64(&mut code, Ty::V128);
         }
@@ -409,7 +517,11 @@ fn body(op: &Operation, is64: &dyn Fn(u32) -> bool) -> String {
         }
         Body::StoreLane(bytes, lane, low, high) => {
             push_value(&mut code, Ty::V128, *low, *high);
-            let _ = writeln!(code, "    {} {memarg} {lane}\n    i64.const 0", lane_name("store", *bytes));
+            let _ = writeln!(
+                code,
+                "    {} {memarg} {lane}\n    i64.const 0",
+                lane_name("store", *bytes)
+            );
         }
         Body::Rmw((name, _, ty, _), value) => {
             push_value(&mut code, *ty, *value, 0);
@@ -427,14 +539,21 @@ fn body(op: &Operation, is64: &dyn Fn(u32) -> bool) -> String {
             push(&mut code, *len, m, is64(m));
             let _ = writeln!(code, "    memory.fill {m}\n    i64.const 0");
         }
-        Body::Copy { src_memory, src, len } => {
+        Body::Copy {
+            src_memory,
+            src,
+            len,
+        } => {
             let s = *src_memory;
             push(&mut code, *src, s, is64(s));
             push(&mut code, *len, m, is64(m) && is64(s));
             let _ = writeln!(code, "    memory.copy {m} {s}\n    i64.const 0");
         }
         Body::Init { src, len } => {
-            let _ = writeln!(code, "    i32.const {src} i32.const {len} memory.init {m} $passive\n    i64.const 0");
+            let _ = writeln!(
+                code,
+                "    i32.const {src} i32.const {len} memory.init {m} $passive\n    i64.const 0"
+            );
         }
         Body::Size | Body::Grow(_) => unreachable!(),
     }
@@ -457,7 +576,8 @@ struct Run {
 impl Run {
     fn new(wat: &str, expect_lowered: bool) -> Run {
         let wasm = wat::parse_str(wat).unwrap_or_else(|e| panic!("{e}\n{wat}"));
-        let prepared = prepare(&wasm, &PrepareOptions::default()).unwrap_or_else(|e| panic!("{e}\n{wat}"));
+        let prepared =
+            prepare(&wasm, &PrepareOptions::default()).unwrap_or_else(|e| panic!("{e}\n{wat}"));
         assert_eq!(prepared.memory64_lowered, expect_lowered);
         let engine = crate::engine::engine();
         let module = Module::new(engine, &prepared.wasm).unwrap();
@@ -468,7 +588,11 @@ impl Run {
     }
 
     fn call(&mut self, index: usize) -> Outcome {
-        let function = self.instance.exports.get_function(&format!("op{index}")).unwrap();
+        let function = self
+            .instance
+            .exports
+            .get_function(&format!("op{index}"))
+            .unwrap();
         match function.call(&mut self.store, &[]) {
             Ok(results) => Outcome::Returned(results[0].unwrap_i64()),
             Err(e) => match e.clone().to_trap() {
@@ -514,7 +638,10 @@ fn memory64_twins_behave_like_their_32_bit_programs() {
             }
         }
         for name in ["m0", "m1"] {
-            assert!(narrow.memory(name) == twin.memory(name), "seed {seed}: memory {name} differs\n{twin_wat}");
+            assert!(
+                narrow.memory(name) == twin.memory(name),
+                "seed {seed}: memory {name} differs\n{twin_wat}"
+            );
         }
     }
     eprintln!(

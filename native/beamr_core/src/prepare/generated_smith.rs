@@ -23,8 +23,8 @@ use std::sync::Arc;
 use arbitrary::Unstructured;
 use wasm_smith::Config;
 use wasmer::{
-    Extern, ExternType, Function, Global, Imports, Instance, Memory, Module, Mutability, RuntimeError, Store, Table,
-    Tag, Type, Value,
+    Extern, ExternType, Function, Global, Imports, Instance, Memory, Module, Mutability,
+    RuntimeError, Store, Table, Tag, Type, Value,
 };
 use wasmparser::Validator;
 
@@ -103,7 +103,11 @@ fn fail(seed: u64, wasm: &[u8], what: &str) -> ! {
 fn prepare_seed(seed: u64, wasm: &[u8]) -> Result<PreparedModule, PrepareError> {
     match catch_unwind(|| prepare(wasm, &PrepareOptions::default())) {
         Ok(result) => result,
-        Err(panic) => fail(seed, wasm, &format!("prepare panicked: {}", crate::engine::panic_message(&panic))),
+        Err(panic) => fail(
+            seed,
+            wasm,
+            &format!("prepare panicked: {}", crate::engine::panic_message(&panic)),
+        ),
     }
 }
 
@@ -114,12 +118,22 @@ fn prepare_never_panics_and_its_output_validates_for_wasmer() {
     for seed in 0..MODULES {
         let wasm = generate(seed).unwrap_or_else(|| panic!("wasm-smith gave up on seed {seed}"));
         if let Err(e) = Validator::new_with_features(input_features()).validate_all(&wasm) {
-            fail(seed, &wasm, &format!("the generator made a module preparation need not accept: {e}"));
+            fail(
+                seed,
+                &wasm,
+                &format!("the generator made a module preparation need not accept: {e}"),
+            );
         }
         match prepare_seed(seed, &wasm) {
             Ok(module) => {
-                if let Err(e) = Validator::new_with_features(wasmer_features()).validate_all(&module.wasm) {
-                    fail(seed, &wasm, &format!("prepared module is invalid for wasmer: {e}"));
+                if let Err(e) =
+                    Validator::new_with_features(wasmer_features()).validate_all(&module.wasm)
+                {
+                    fail(
+                        seed,
+                        &wasm,
+                        &format!("prepared module is invalid for wasmer: {e}"),
+                    );
                 }
                 prepared += 1;
                 lowered += u64::from(module.memory64_lowered);
@@ -129,13 +143,22 @@ fn prepare_never_panics_and_its_output_validates_for_wasmer() {
                 // The valid inputs preparation refuses: a lowered segment offset that reads
                 // an (imported) global, which cannot be folded to 32 bits, and exnref
                 // globals and tables, which wasmer cannot compile.
-                if !message.contains("reads an imported global") && !message.contains("wasmer cannot compile") {
-                    fail(seed, &wasm, &format!("prepare rejected a valid module: {message}"));
+                if !message.contains("reads an imported global")
+                    && !message.contains("wasmer cannot compile")
+                {
+                    fail(
+                        seed,
+                        &wasm,
+                        &format!("prepare rejected a valid module: {message}"),
+                    );
                 }
                 unsupported += 1;
                 // Summarised without the index ("global 3 holds exnref" → "global holds exnref").
-                let kind: String =
-                    message.split(' ').filter(|word| word.parse::<u32>().is_err()).collect::<Vec<_>>().join(" ");
+                let kind: String = message
+                    .split(' ')
+                    .filter(|word| word.parse::<u32>().is_err())
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 *rejections.entry(kind).or_default() += 1;
             }
         }
@@ -150,7 +173,9 @@ fn prepare_never_panics_and_its_output_validates_for_wasmer() {
 
 /// The module throws or catches (it has a tag, or a `throw_ref`/`try_table` somewhere).
 fn uses_exceptions(wasm: &[u8]) -> bool {
-    wasmparser::Parser::new(0).parse_all(wasm).any(|payload| matches!(payload, Ok(wasmparser::Payload::TagSection(_))))
+    wasmparser::Parser::new(0)
+        .parse_all(wasm)
+        .any(|payload| matches!(payload, Ok(wasmparser::Payload::TagSection(_))))
 }
 
 #[test]
@@ -171,10 +196,19 @@ fn prepared_modules_compile_instantiate_and_run_without_crashing() {
                 *unsupported.entry(e.to_string()).or_default() += 1;
                 continue;
             }
-            Ok(Err(e)) => fail(seed, &wasm, &format!("wasmer refused the prepared module: {e}")),
-            Err(panic) => {
-                fail(seed, &wasm, &format!("wasmer panicked compiling: {}", crate::engine::panic_message(&panic)))
-            }
+            Ok(Err(e)) => fail(
+                seed,
+                &wasm,
+                &format!("wasmer refused the prepared module: {e}"),
+            ),
+            Err(panic) => fail(
+                seed,
+                &wasm,
+                &format!(
+                    "wasmer panicked compiling: {}",
+                    crate::engine::panic_message(&panic)
+                ),
+            ),
         };
         compiled += 1;
         let mut store = Store::new(engine.clone());
@@ -183,14 +217,20 @@ fn prepared_modules_compile_instantiate_and_run_without_crashing() {
             skipped += 1;
             continue;
         };
-        let instantiation =
-            catch_unwind(AssertUnwindSafe(|| Instance::new(&mut store, &module, &imports).map_err(Box::new)));
+        let instantiation = catch_unwind(AssertUnwindSafe(|| {
+            Instance::new(&mut store, &module, &imports).map_err(Box::new)
+        }));
         let instance = match instantiation {
             Ok(Ok(instance)) => instance,
             Ok(Err(_)) => continue, // a trap in the start function or a segment out of bounds
-            Err(panic) => {
-                fail(seed, &wasm, &format!("wasmer panicked instantiating: {}", crate::engine::panic_message(&panic)))
-            }
+            Err(panic) => fail(
+                seed,
+                &wasm,
+                &format!(
+                    "wasmer panicked instantiating: {}",
+                    crate::engine::panic_message(&panic)
+                ),
+            ),
         };
         instantiated += 1;
         for (name, function) in instance.exports.iter().functions() {
@@ -198,9 +238,14 @@ fn prepared_modules_compile_instantiate_and_run_without_crashing() {
             check_calls.store(0, Ordering::SeqCst);
             match catch_unwind(AssertUnwindSafe(|| function.call(&mut store, &args))) {
                 Ok(result) => returned += u32::from(result.is_ok()),
-                Err(panic) => {
-                    fail(seed, &wasm, &format!("calling {name:?} panicked: {}", crate::engine::panic_message(&panic)))
-                }
+                Err(panic) => fail(
+                    seed,
+                    &wasm,
+                    &format!(
+                        "calling {name:?} panicked: {}",
+                        crate::engine::panic_message(&panic)
+                    ),
+                ),
             }
             calls += 1;
         }
@@ -218,12 +263,18 @@ fn prepared_modules_compile_instantiate_and_run_without_crashing() {
 /// memory, table and tag is a fresh one of the imported type (globals and tables zeroed).
 /// The memories and tables preparation could not fit (imports from "hb_beamr") are left
 /// out: instantiating such a module must fail. None when wasmer cannot create an import.
-fn stub_imports(store: &mut Store, module: &Module, check_calls: &Arc<AtomicU32>) -> Option<Imports> {
+fn stub_imports(
+    store: &mut Store,
+    module: &Module,
+    check_calls: &Arc<AtomicU32>,
+) -> Option<Imports> {
     let mut imports = Imports::new();
     for import in module.imports() {
         let stub: Extern = match import.ty() {
             _ if import.module() == "hb_beamr" => continue,
-            ExternType::Function(ty) if (import.module(), import.name()) == (CHECK_MODULE, CHECK_NAME) => {
+            ExternType::Function(ty)
+                if (import.module(), import.name()) == (CHECK_MODULE, CHECK_NAME) =>
+            {
                 let calls = Arc::clone(check_calls);
                 Function::new(store, ty, move |_| {
                     if calls.fetch_add(1, Ordering::SeqCst) + 1 >= CHECK_LIMIT {

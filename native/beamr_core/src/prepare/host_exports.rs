@@ -23,12 +23,24 @@ pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
         kind: ExportKind::Memory,
         index: 0,
     });
-    let table =
-        (summary.table_count > 0).then(|| HostExport { name: TABLE_EXPORT.into(), kind: ExportKind::Table, index: 0 });
-    let globals = summary.global_mutability.iter().enumerate().filter(|(_, &mutable)| mutable).map(|(index, _)| {
-        let index = index as u32;
-        HostExport { name: global_export_name(index), kind: ExportKind::Global, index }
+    let table = (summary.table_count > 0).then(|| HostExport {
+        name: TABLE_EXPORT.into(),
+        kind: ExportKind::Table,
+        index: 0,
     });
+    let globals = summary
+        .global_mutability
+        .iter()
+        .enumerate()
+        .filter(|(_, &mutable)| mutable)
+        .map(|(index, _)| {
+            let index = index as u32;
+            HostExport {
+                name: global_export_name(index),
+                kind: ExportKind::Global,
+                index,
+            }
+        });
     memory.into_iter().chain(table).chain(globals).collect()
 }
 
@@ -36,7 +48,9 @@ pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
 mod tests {
     use super::super::test_support::*;
     use super::super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
-    use wasmer::{imports, Global, Instance, Memory, MemoryType, Module, Store, Table, TableType, Type, Value};
+    use wasmer::{
+        imports, Global, Instance, Memory, MemoryType, Module, Store, Table, TableType, Type, Value,
+    };
 
     #[test]
     fn exports_memory_table_and_mutable_globals_under_reserved_names() {
@@ -58,7 +72,13 @@ mod tests {
         m.set(&mut store, Value::I64(9)).unwrap();
         let f = exports.get_function("get").unwrap();
         assert_eq!(f.call(&mut store, &[]).unwrap()[0], Value::I64(9));
-        assert_eq!(exports.get_global(&global_export_name(2)).unwrap().get(&mut store), Value::I32(6));
+        assert_eq!(
+            exports
+                .get_global(&global_export_name(2))
+                .unwrap()
+                .get(&mut store),
+            Value::I32(6)
+        );
         // Besides: `get`, `mem` and the interruption pass's fuel global.
         assert_eq!(exports.iter().count(), 7);
     }
@@ -75,7 +95,12 @@ mod tests {
         let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
         let mut store = Store::new(engine.clone());
         let memory = Memory::new(&mut store, MemoryType::new(1, None, false)).unwrap();
-        let table = Table::new(&mut store, TableType::new(Type::FuncRef, 1, None), Value::FuncRef(None)).unwrap();
+        let table = Table::new(
+            &mut store,
+            TableType::new(Type::FuncRef, 1, None),
+            Value::FuncRef(None),
+        )
+        .unwrap();
         let g = Global::new_mut(&mut store, Value::I32(4));
         let k = Global::new(&mut store, Value::I32(0));
         let imports = imports! { "env" => { "g" => g, "k" => k, "memory" => memory.clone(), "table" => table } };
@@ -84,7 +109,13 @@ mod tests {
         let exports = &instance.exports;
         assert_eq!(exports.get_memory(MEMORY_EXPORT).unwrap(), &memory);
         assert!(exports.get_table(TABLE_EXPORT).is_ok());
-        assert_eq!(exports.get_global(&global_export_name(0)).unwrap().get(&mut store), Value::I32(4));
+        assert_eq!(
+            exports
+                .get_global(&global_export_name(0))
+                .unwrap()
+                .get(&mut store),
+            Value::I32(4)
+        );
         assert!(exports.get_global(&global_export_name(1)).is_err());
         assert!(exports.get_global(&global_export_name(2)).is_ok());
     }
@@ -93,7 +124,10 @@ mod tests {
     fn preparing_twice_does_not_duplicate_exports() {
         let wat = "(module (memory 1) (global (mut i32) (i32.const 0)))";
         let once = prepare_wat(wat).wasm;
-        let opts = super::super::PrepareOptions { wamr_compat: false, ..Default::default() };
+        let opts = super::super::PrepareOptions {
+            wamr_compat: false,
+            ..Default::default()
+        };
         let twice = super::super::prepare(&once, &opts).unwrap().wasm;
         let module = Module::new(crate::engine::engine(), twice).unwrap();
         assert_eq!(module.exports().count(), 2);

@@ -26,7 +26,14 @@
 //! only skip code, so between two charges wasm never runs more than it paid for, and the
 //! same call on the same state always costs the same.
 //!
-//! Two more rewrites keep everything a module does within reach of the check:
+//! Three more rewrites keep everything a module does within reach of the check:
+//!
+//! * every `throw` first calls the check with [`THROW_SIGNAL`] (and drops its answer).
+//!   The runtime creates each exception with a backtrace of the whole stack, kept until
+//!   the call ends: a throw costs time and memory in proportion to the stack's depth, which
+//!   no fixed cost can stand for (a throw rethrown at each of 10,000 levels took 14 s and
+//!   2.3 GB). So the host looks at each throw: it checks the stop flag and the deadline,
+//!   and charges and bounds the stack frames the call's exceptions hold.
 //!
 //! * `memory.atomic.wait32/64` would block inside the runtime, where neither a stop nor a
 //!   deadline reaches it. No other thread ever runs on an instance's memory, so no
@@ -45,8 +52,9 @@
 
 use wasm_encoder::reencode::{utils, Error as ReencodeError, Reencode};
 use wasm_encoder::{
-    BlockType, CodeSection, ConstExpr, Encode, EntityType, ExportKind, ExportSection, Function, FunctionSection,
-    GlobalSection, GlobalType, ImportSection, InstructionSink, Module, SectionId, TypeSection, ValType,
+    BlockType, CodeSection, ConstExpr, Encode, EntityType, ExportKind, ExportSection, Function,
+    FunctionSection, GlobalSection, GlobalType, ImportSection, InstructionSink, Module, SectionId,
+    TypeSection, ValType,
 };
 use wasmparser::{CompositeInnerType, FunctionBody, Operator, Parser, Payload, RefType, TypeRef};
 
@@ -63,6 +71,10 @@ pub fn unlimited_check(store: &mut impl wasmer::AsStoreMut) -> wasmer::Function 
     let ty = wasmer::FunctionType::new([wasmer::Type::I64], [wasmer::Type::I64]);
     wasmer::Function::new(store, ty, |_| Ok(vec![wasmer::Value::I64(i64::MAX)]))
 }
+
+/// The check's argument before a `throw` (see the module documentation): never a fuel
+/// overdraft, which is at least -(2^36) (a bulk operation's length times its units).
+pub const THROW_SIGNAL: i64 = i64::MIN;
 
 /// What a throw costs, in units of an ordinary operator.
 pub const THROW_COST: u64 = 10_000;
@@ -108,7 +120,12 @@ pub(super) fn instrument(wasm: &[u8], budget: u64) -> Result<Option<Vec<u8>>, Pr
     if layout.function_types.is_empty() {
         return Ok(None);
     }
-    let mut instrument = Instrument { layout, budget, written: Vec::new(), next_function: 0 };
+    let mut instrument = Instrument {
+        layout,
+        budget,
+        written: Vec::new(),
+        next_function: 0,
+    };
     let mut module = Module::new();
     instrument
         .parse_core_module(&mut module, Parser::new(0), wasm)
@@ -161,7 +178,9 @@ impl Layout {
                     layout.present.push(SectionId::Import);
                     for import in reader.into_imports() {
                         match import?.ty {
-                            TypeRef::Func(_) | TypeRef::FuncExact(_) => layout.imported_functions += 1,
+                            TypeRef::Func(_) | TypeRef::FuncExact(_) => {
+                                layout.imported_functions += 1
+                            }
                             TypeRef::Global(_) => layout.globals += 1,
                             TypeRef::Memory(memory) => layout.shared_memories.push(memory.shared),
                             TypeRef::Table(table) => layout.table_elements.push(table.element_type),
@@ -264,11 +283,19 @@ impl Instrument {
     }
 
     fn add_check_import(&self, imports: &mut ImportSection) {
-        imports.import(CHECK_MODULE, CHECK_NAME, EntityType::Function(self.layout.check_type()));
+        imports.import(
+            CHECK_MODULE,
+            CHECK_NAME,
+            EntityType::Function(self.layout.check_type()),
+        );
     }
 
     fn add_fuel_global(&self, globals: &mut GlobalSection) {
-        let ty = GlobalType { val_type: ValType::I64, mutable: true, shared: false };
+        let ty = GlobalType {
+            val_type: ValType::I64,
+            mutable: true,
+            shared: false,
+        };
         globals.global(ty, &ConstExpr::i64_const(0));
     }
 
@@ -285,10 +312,18 @@ impl Instrument {
         let mut sink = function.instructions();
         sink.i64_const(0);
         for memory in 0..self.layout.shared_memories.len() as u32 {
-            sink.memory_size(memory).i64_extend_i32_u().i64_const(PAGE_BYTES as i64).i64_mul().i64_add();
+            sink.memory_size(memory)
+                .i64_extend_i32_u()
+                .i64_const(PAGE_BYTES as i64)
+                .i64_mul()
+                .i64_add();
         }
         for table in 0..self.layout.table_elements.len() as u32 {
-            sink.table_size(table).i64_extend_i32_u().i64_const(TABLE_ENTRY_BYTES as i64).i64_mul().i64_add();
+            sink.table_size(table)
+                .i64_extend_i32_u()
+                .i64_const(TABLE_ENTRY_BYTES as i64)
+                .i64_mul()
+                .i64_add();
         }
         sink.end();
         function
@@ -324,7 +359,10 @@ impl Instrument {
         let length = scratch.local(ValType::I32, 0);
         InstructionSink::new(body).local_tee(length);
         self.charge(body, |sink| {
-            sink.local_get(length).i64_extend_i32_u().i64_const(units as i64).i64_mul();
+            sink.local_get(length)
+                .i64_extend_i32_u()
+                .i64_const(units as i64)
+                .i64_mul();
         });
     }
 
@@ -336,8 +374,7 @@ impl Instrument {
         memarg: wasmparser::MemArg,
         wide: bool,
     ) -> Result<(), ReencodeError> {
-        let shared =
-            matches!(memarg.target, wasmparser::MemArgTarget::Memory(m) if self.layout.shared_memories[m as usize]);
+        let shared = matches!(memarg.target, wasmparser::MemArgTarget::Memory(m) if self.layout.shared_memories[m as usize]);
         let memarg = self.mem_arg(memarg)?;
         let value_type = if wide { ValType::I64 } else { ValType::I32 };
         let timeout = scratch.local(ValType::I64, 0);
@@ -349,9 +386,17 @@ impl Instrument {
         } else {
             sink.i32_atomic_load(memarg).local_get(expected).i32_ne();
         }
-        sink.if_(BlockType::Result(ValType::I32)).i32_const(1).else_();
+        sink.if_(BlockType::Result(ValType::I32))
+            .i32_const(1)
+            .else_();
         if shared {
-            sink.local_get(timeout).i64_const(0).i64_lt_s().if_(BlockType::Empty).unreachable().end().i32_const(2);
+            sink.local_get(timeout)
+                .i64_const(0)
+                .i64_lt_s()
+                .if_(BlockType::Empty)
+                .unreachable()
+                .end()
+                .i32_const(2);
         } else {
             sink.unreachable();
         }
@@ -403,12 +448,23 @@ impl Instrument {
         operator: Operator<'_>,
     ) -> Result<(), ReencodeError> {
         let replaced = match operator {
-            Operator::MemoryFill { .. } | Operator::MemoryCopy { .. } | Operator::MemoryInit { .. } => {
+            Operator::MemoryFill { .. }
+            | Operator::MemoryCopy { .. }
+            | Operator::MemoryInit { .. } => {
                 self.charge_length(body, scratch, MEMORY_UNITS_PER_BYTE);
                 false
             }
-            Operator::TableFill { .. } | Operator::TableCopy { .. } | Operator::TableInit { .. } => {
+            Operator::TableFill { .. }
+            | Operator::TableCopy { .. }
+            | Operator::TableInit { .. } => {
                 self.charge_length(body, scratch, TABLE_UNITS_PER_ELEMENT);
+                false
+            }
+            Operator::Throw { .. } => {
+                InstructionSink::new(body)
+                    .i64_const(THROW_SIGNAL)
+                    .call(self.layout.check_function())
+                    .drop();
                 false
             }
             Operator::MemoryAtomicWait32 { memarg } => {
@@ -466,7 +522,11 @@ impl Reencode for Instrument {
     type Error = std::convert::Infallible;
 
     fn function_index(&mut self, func: u32) -> Result<u32, ReencodeError> {
-        Ok(if func >= self.layout.check_function() { func + 1 } else { func })
+        Ok(if func >= self.layout.check_function() {
+            func + 1
+        } else {
+            func
+        })
     }
 
     fn parse_type_section(
@@ -518,9 +578,18 @@ impl Reencode for Instrument {
     ) -> Result<(), ReencodeError> {
         let after = after.map_or(0, position);
         let before = before.map_or(u8::MAX, position);
-        for id in [SectionId::Type, SectionId::Import, SectionId::Global, SectionId::Export] {
+        for id in [
+            SectionId::Type,
+            SectionId::Import,
+            SectionId::Global,
+            SectionId::Export,
+        ] {
             let place = position(id);
-            if self.layout.present.contains(&id) || self.written.contains(&id) || place <= after || place >= before {
+            if self.layout.present.contains(&id)
+                || self.written.contains(&id)
+                || place <= after
+                || place >= before
+            {
                 continue;
             }
             match id {
@@ -591,7 +660,11 @@ impl Reencode for Instrument {
         Ok(())
     }
 
-    fn parse_function_body(&mut self, code: &mut CodeSection, body: FunctionBody<'_>) -> Result<(), ReencodeError> {
+    fn parse_function_body(
+        &mut self,
+        code: &mut CodeSection,
+        body: FunctionBody<'_>,
+    ) -> Result<(), ReencodeError> {
         let costs = RegionCosts::of(&body)?;
         let mut locals = Vec::new();
         let mut first_scratch = self.layout.params(self.next_function);
@@ -601,7 +674,10 @@ impl Reencode for Instrument {
             first_scratch += count;
             locals.push((count, self.val_type(ty)?));
         }
-        let mut scratch = Scratch { first: first_scratch, added: Vec::new() };
+        let mut scratch = Scratch {
+            first: first_scratch,
+            added: Vec::new(),
+        };
         let mut instrumented = Vec::new();
         self.charge_fixed(&mut instrumented, costs.entry);
         let mut loops = costs.loops.iter();
@@ -632,7 +708,10 @@ struct RegionCosts {
 
 impl RegionCosts {
     fn of(body: &FunctionBody<'_>) -> Result<RegionCosts, wasmparser::BinaryReaderError> {
-        let mut costs = RegionCosts { entry: 0, loops: Vec::new() };
+        let mut costs = RegionCosts {
+            entry: 0,
+            loops: Vec::new(),
+        };
         // Per open block: the region it belongs to (None: the function's own region).
         let mut open: Vec<Option<usize>> = vec![None];
         let mut reader = body.get_operators_reader()?;
@@ -649,9 +728,10 @@ impl RegionCosts {
                     costs.loops.push(0);
                     open.push(Some(costs.loops.len() - 1));
                 }
-                Operator::Block { .. } | Operator::If { .. } | Operator::TryTable { .. } | Operator::Try { .. } => {
-                    open.push(region)
-                }
+                Operator::Block { .. }
+                | Operator::If { .. }
+                | Operator::TryTable { .. }
+                | Operator::Try { .. } => open.push(region),
                 Operator::End | Operator::Delegate { .. } => {
                     open.pop();
                 }
@@ -670,8 +750,8 @@ mod tests {
     use std::sync::Arc;
     use wasmer::sys::vm::TrapCode;
     use wasmer::{
-        imports, Function, FunctionType, Instance, InstantiationError, Module as WasmerModule, RuntimeError, Store,
-        Type, Value,
+        imports, Function, FunctionType, Instance, InstantiationError, Module as WasmerModule,
+        RuntimeError, Store, Type, Value,
     };
 
     /// A check that counts its calls, grants `slice` fuel, and traps on call number `limit`.
@@ -691,7 +771,12 @@ mod tests {
         slice: i64,
         limit: u32,
         extra: impl FnOnce(&mut Store, &mut wasmer::Imports),
-    ) -> (Store, Result<Instance, InstantiationError>, Arc<AtomicU32>, Arc<AtomicI64>) {
+    ) -> (
+        Store,
+        Result<Instance, InstantiationError>,
+        Arc<AtomicU32>,
+        Arc<AtomicI64>,
+    ) {
         let engine = crate::engine::engine();
         let module = WasmerModule::new(engine, prepare_wat(wat).wasm).unwrap();
         assert!(module.exports().any(|e| e.name() == FUEL_EXPORT));
@@ -730,6 +815,39 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_throw_first_calls_the_check_with_the_throw_signal() {
+        let wat = r#"(module
+            (tag $e (param i32))
+            (func (export "throw_caught") (param $n i32) (result i32)
+                (local $caught i32)
+                (block $done (loop $l
+                    (br_if $done (i32.eqz (local.get $n)))
+                    (block $handler (result i32)
+                        (try_table (catch $e $handler) (throw $e (local.get $n)))
+                        (i32.const 0))
+                    (local.set $caught (i32.add (local.get $caught)))
+                    (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                    (br $l)))
+                (local.get $caught)))"#;
+        // A slice large enough that no charge runs out: every check call is a throw's.
+        let (mut store, instance, calls, overdrafts) =
+            build_with_overdrafts(wat, 1 << 40, u32::MAX, |_, _| {});
+        let instance = instance.unwrap();
+        let set = instance.exports.get_global(FUEL_EXPORT).unwrap();
+        set.set(&mut store, Value::I64(1 << 40)).unwrap();
+        let throw_caught = instance.exports.get_function("throw_caught").unwrap();
+        assert_eq!(
+            throw_caught.call(&mut store, &[Value::I32(5)]).unwrap()[0],
+            Value::I32(15)
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
+        assert_eq!(
+            overdrafts.load(Ordering::SeqCst),
+            THROW_SIGNAL.wrapping_mul(5)
+        );
+    }
+
     const SPIN: &str = r#"(module
         (func (export "spin") (loop $l (br $l)))
         (func (export "count") (param $n i32) (result i32)
@@ -751,13 +869,25 @@ mod tests {
 
     /// The fuel one call of `name` uses, granted `slice` at a time.
     fn used(wat: &str, slice: i64, name: &str, args: &[Value]) -> (i64, Box<[Value]>) {
-        let (mut store, instance, calls, overdrafts) = build_with_overdrafts(wat, slice, u32::MAX, |_, _| {});
+        let (mut store, instance, calls, overdrafts) =
+            build_with_overdrafts(wat, slice, u32::MAX, |_, _| {});
         let instance = instance.unwrap();
-        instance.exports.get_global(FUEL_EXPORT).unwrap().set(&mut store, Value::I64(slice)).unwrap();
-        let results = instance.exports.get_function(name).unwrap().call(&mut store, args).unwrap();
+        instance
+            .exports
+            .get_global(FUEL_EXPORT)
+            .unwrap()
+            .set(&mut store, Value::I64(slice))
+            .unwrap();
+        let results = instance
+            .exports
+            .get_function(name)
+            .unwrap()
+            .call(&mut store, args)
+            .unwrap();
         let checks = calls.load(Ordering::SeqCst) as i64;
         // Each slice granted, used down to its overdraft (or, the last, to what is left).
-        let used = slice * (1 + checks) - overdrafts.load(Ordering::SeqCst) - fuel(&mut store, &instance);
+        let used =
+            slice * (1 + checks) - overdrafts.load(Ordering::SeqCst) - fuel(&mut store, &instance);
         (used, results)
     }
 
@@ -773,8 +903,14 @@ mod tests {
         let reference = used(1 << 40, 1000);
         assert_eq!(used(7, 1000), reference);
         assert_eq!(used(100, 1000), reference);
-        assert_eq!(used(1 << 40, 2000) - reference, 1000 * (used(1 << 40, 1) - used(1 << 40, 0)));
-        assert!(reference > 1000 * 5, "each iteration costs its operators: {reference}");
+        assert_eq!(
+            used(1 << 40, 2000) - reference,
+            1000 * (used(1 << 40, 1) - used(1 << 40, 0))
+        );
+        assert!(
+            reference > 1000 * 5,
+            "each iteration costs its operators: {reference}"
+        );
     }
 
     const BULK: &str = r#"(module
@@ -820,7 +956,12 @@ mod tests {
         let fuel = instance.exports.get_global(FUEL_EXPORT).unwrap();
         fuel.set(&mut store, Value::I64(1000)).unwrap();
         let fill = instance.exports.get_function("memory.fill").unwrap();
-        assert_eq!(fill.call(&mut store, &[Value::I32(60_000)]).unwrap_err().message(), "interrupted");
+        assert_eq!(
+            fill.call(&mut store, &[Value::I32(60_000)])
+                .unwrap_err()
+                .message(),
+            "interrupted"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         fuel.set(&mut store, Value::I64(1000)).unwrap();
         let read = instance.exports.get_function("read").unwrap();
@@ -829,7 +970,9 @@ mod tests {
 
     /// `instrument` alone, with the growth budget given, and a check that never interrupts.
     fn instantiate_instrumented(wat: &str, budget: u64) -> (Store, Instance) {
-        let wasm = instrument(&wat::parse_str(wat).unwrap(), budget).unwrap().unwrap();
+        let wasm = instrument(&wat::parse_str(wat).unwrap(), budget)
+            .unwrap()
+            .unwrap();
         let engine = crate::engine::engine();
         let module = WasmerModule::new(engine, wasm).unwrap();
         let mut store = Store::new(engine.clone());
@@ -867,23 +1010,46 @@ mod tests {
     #[test]
     fn atomic_waits_answer_at_once_and_trap_instead_of_blocking_for_ever() {
         let (mut store, instance) = instantiate_instrumented(WAITS, u64::MAX);
-        call(&mut store, &instance, "store", &[Value::I32(8), Value::I64(5)]).unwrap();
+        call(
+            &mut store,
+            &instance,
+            "store",
+            &[Value::I32(8), Value::I64(5)],
+        )
+        .unwrap();
         let mut run = |name: &str, args: &[Value]| outcome(call(&mut store, &instance, name, args));
         let wait32 = |address: i32, expected: i32, timeout: i64| {
-            [Value::I32(address), Value::I32(expected), Value::I64(timeout)]
+            [
+                Value::I32(address),
+                Value::I32(expected),
+                Value::I64(timeout),
+            ]
         };
         let wait64 = |address: i32, expected: i64, timeout: i64| {
-            [Value::I32(address), Value::I64(expected), Value::I64(timeout)]
+            [
+                Value::I32(address),
+                Value::I64(expected),
+                Value::I64(timeout),
+            ]
         };
         // Not equal: 1. Equal with a timeout, however long: 2 at once. Equal for ever: a trap.
         assert_eq!(run("wait32", &wait32(8, 4, -1)), Ok(Value::I32(1)));
         assert_eq!(run("wait32", &wait32(8, 5, 0)), Ok(Value::I32(2)));
         assert_eq!(run("wait32", &wait32(8, 5, i64::MAX)), Ok(Value::I32(2)));
-        assert_eq!(run("wait32", &wait32(8, 5, -1)), Err(Some(TrapCode::UnreachableCodeReached)));
-        assert_eq!(run("wait32_offset", &wait32(0, 5, i64::MAX)), Ok(Value::I32(2)));
+        assert_eq!(
+            run("wait32", &wait32(8, 5, -1)),
+            Err(Some(TrapCode::UnreachableCodeReached))
+        );
+        assert_eq!(
+            run("wait32_offset", &wait32(0, 5, i64::MAX)),
+            Ok(Value::I32(2))
+        );
         assert_eq!(run("wait64", &wait64(8, 6, -1)), Ok(Value::I32(1)));
         assert_eq!(run("wait64", &wait64(8, 5, i64::MAX)), Ok(Value::I32(2)));
-        assert_eq!(run("wait64", &wait64(8, 5, i64::MIN)), Err(Some(TrapCode::UnreachableCodeReached)));
+        assert_eq!(
+            run("wait64", &wait64(8, 5, i64::MIN)),
+            Err(Some(TrapCode::UnreachableCodeReached))
+        );
         // An unshared memory: wasmer traps whenever the value is equal.
         assert_eq!(run("wait32_unshared", &wait32(0, 1, -1)), Ok(Value::I32(1)));
         assert!(run("wait32_unshared", &wait32(0, 0, 0)).is_err());
@@ -895,7 +1061,8 @@ mod tests {
     /// misalignment where wasmer's wait reported the bounds.)
     #[test]
     fn atomic_waits_keep_wasmer_traps_and_answers() {
-        let raw = WasmerModule::new(crate::engine::engine(), wat::parse_str(WAITS).unwrap()).unwrap();
+        let raw =
+            WasmerModule::new(crate::engine::engine(), wat::parse_str(WAITS).unwrap()).unwrap();
         let mut raw_store = Store::new(crate::engine::engine().clone());
         let raw_instance = Instance::new(&mut raw_store, &raw, &imports! {}).unwrap();
         let (mut store, instance) = instantiate_instrumented(WAITS, u64::MAX);
@@ -903,22 +1070,53 @@ mod tests {
         for (name, args) in [
             ("wait32", [Value::I32(8), Value::I32(1), Value::I64(-1)]),
             ("wait32", [Value::I32(2), Value::I32(0), Value::I64(-1)]),
-            ("wait32", [Value::I32(beyond), Value::I32(0), Value::I64(-1)]),
-            ("wait32_offset", [Value::I32(beyond - 8), Value::I32(0), Value::I64(-1)]),
-            ("wait32_offset", [Value::I32(-8), Value::I32(0), Value::I64(-1)]),
+            (
+                "wait32",
+                [Value::I32(beyond), Value::I32(0), Value::I64(-1)],
+            ),
+            (
+                "wait32_offset",
+                [Value::I32(beyond - 8), Value::I32(0), Value::I64(-1)],
+            ),
+            (
+                "wait32_offset",
+                [Value::I32(-8), Value::I32(0), Value::I64(-1)],
+            ),
             ("wait64", [Value::I32(4), Value::I64(0), Value::I64(-1)]),
-            ("wait64", [Value::I32(beyond - 8), Value::I64(1), Value::I64(-1)]),
-            ("wait64", [Value::I32(beyond), Value::I64(0), Value::I64(-1)]),
+            (
+                "wait64",
+                [Value::I32(beyond - 8), Value::I64(1), Value::I64(-1)],
+            ),
+            (
+                "wait64",
+                [Value::I32(beyond), Value::I64(0), Value::I64(-1)],
+            ),
             ("wait64", [Value::I32(0), Value::I64(1), Value::I64(-1)]),
-            ("wait32_unshared", [Value::I32(3), Value::I32(0), Value::I64(-1)]),
-            ("wait32_unshared", [Value::I32(beyond), Value::I32(0), Value::I64(-1)]),
+            (
+                "wait32_unshared",
+                [Value::I32(3), Value::I32(0), Value::I64(-1)],
+            ),
+            (
+                "wait32_unshared",
+                [Value::I32(beyond), Value::I32(0), Value::I64(-1)],
+            ),
         ] {
             let expected = outcome(call(&mut raw_store, &raw_instance, name, &args));
-            assert_eq!(outcome(call(&mut store, &instance, name, &args)), expected, "{name} {args:?}");
+            assert_eq!(
+                outcome(call(&mut store, &instance, name, &args)),
+                expected,
+                "{name} {args:?}"
+            );
         }
         let notify = [Value::I32(8), Value::I32(1)];
-        assert_eq!(outcome(call(&mut store, &instance, "notify", &notify)), Ok(Value::I32(0)));
-        assert_eq!(outcome(call(&mut raw_store, &raw_instance, "notify", &notify)), Ok(Value::I32(0)));
+        assert_eq!(
+            outcome(call(&mut store, &instance, "notify", &notify)),
+            Ok(Value::I32(0))
+        );
+        assert_eq!(
+            outcome(call(&mut raw_store, &raw_instance, "notify", &notify)),
+            Ok(Value::I32(0))
+        );
     }
 
     const GROWS: &str = r#"(module
@@ -936,8 +1134,14 @@ mod tests {
 
     #[test]
     fn growth_stays_within_the_budget_of_all_memories_and_tables() {
-        let (mut store, instance) = instantiate_instrumented(GROWS, 3 * PAGE_BYTES + 10 * TABLE_ENTRY_BYTES);
-        let mut grow = |name: &str, delta: i32| match call(&mut store, &instance, name, &[Value::I32(delta)]) {
+        let (mut store, instance) =
+            instantiate_instrumented(GROWS, 3 * PAGE_BYTES + 10 * TABLE_ENTRY_BYTES);
+        let mut grow = |name: &str, delta: i32| match call(
+            &mut store,
+            &instance,
+            name,
+            &[Value::I32(delta)],
+        ) {
             Ok(results) => results[0].unwrap_i32(),
             Err(error) => panic!("{name}({delta}): {error}"),
         };
@@ -964,7 +1168,13 @@ mod tests {
     fn a_huge_grow_answers_minus_one() {
         let (mut store, instance) = instantiate_instrumented(GROWS, 4 << 30);
         for name in ["grow_f", "grow_x", "grow_a", "grow_b"] {
-            let results = call(&mut store, &instance, name, &[Value::I32(0xFFFF_FFFAu32 as i32)]).unwrap();
+            let results = call(
+                &mut store,
+                &instance,
+                name,
+                &[Value::I32(0xFFFF_FFFAu32 as i32)],
+            )
+            .unwrap();
             assert_eq!(results[0], Value::I32(-1), "{name}");
         }
         let results = call(&mut store, &instance, "grow_f", &[Value::I32(1000)]).unwrap();
@@ -988,13 +1198,19 @@ mod tests {
                          (i32.add (call_indirect (result i32) (i32.const 1)) (global.get $started))))
             (func (export "ref_is_seven") (result i32)
                 (ref.is_null (ref.func $seven))))"#;
-        let (mut store, instance, _) = instantiate_counting(wat, 1 << 30, u32::MAX, |store, imports| {
-            let ty = FunctionType::new([Type::I32], [Type::I32]);
-            let twice = Function::new(store, ty, |args| Ok(vec![Value::I32(args[0].unwrap_i32() * 2)]));
-            imports.define("env", "twice", twice);
-        });
+        let (mut store, instance, _) =
+            instantiate_counting(wat, 1 << 30, u32::MAX, |store, imports| {
+                let ty = FunctionType::new([Type::I32], [Type::I32]);
+                let twice = Function::new(store, ty, |args| {
+                    Ok(vec![Value::I32(args[0].unwrap_i32() * 2)])
+                });
+                imports.define("env", "twice", twice);
+            });
         let run = instance.exports.get_function("run").unwrap();
-        assert_eq!(run.call(&mut store, &[]).unwrap()[0], Value::I32(14 + 7 + 1));
+        assert_eq!(
+            run.call(&mut store, &[]).unwrap()[0],
+            Value::I32(14 + 7 + 1)
+        );
         let is_null = instance.exports.get_function("ref_is_seven").unwrap();
         assert_eq!(is_null.call(&mut store, &[]).unwrap()[0], Value::I32(0));
     }

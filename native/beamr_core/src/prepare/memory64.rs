@@ -68,13 +68,13 @@
 
 use wasm_encoder::reencode::{utils, Error as ReencodeError, Reencode};
 use wasm_encoder::{
-    CodeSection, ConstExpr, DataSection, ElementSection, Encode, Function, ImportSection, InstructionSink, MemArg,
-    MemorySection, SectionId, TableSection,
+    CodeSection, ConstExpr, DataSection, ElementSection, Encode, Function, ImportSection,
+    InstructionSink, MemArg, MemorySection, SectionId, TableSection,
 };
 use wasmparser::types::{EntityType, TypesRef};
 use wasmparser::{
-    CodeSectionReader, DataKind, ElementKind, FunctionBody, ImportSectionReader, MemArgTarget, MemorySectionReader,
-    Operator, Parser, TableSectionReader, TypeRef, ValType,
+    CodeSectionReader, DataKind, ElementKind, FunctionBody, ImportSectionReader, MemArgTarget,
+    MemorySectionReader, Operator, Parser, TableSectionReader, TypeRef, ValType,
 };
 
 use super::PrepareError;
@@ -96,17 +96,26 @@ const UNSATISFIABLE_MODULE: &str = "hb_beamr";
 /// Lowers every 64-bit memory and table of a module already validated as `types`, or
 /// returns None when it has none.
 pub(super) fn lower(wasm: &[u8], types: TypesRef<'_>) -> Result<Option<Vec<u8>>, PrepareError> {
-    let imports: Vec<EntityType> = types.core_imports().into_iter().flatten().map(|(_, _, ty)| ty).collect();
+    let imports: Vec<EntityType> = types
+        .core_imports()
+        .into_iter()
+        .flatten()
+        .map(|(_, _, ty)| ty)
+        .collect();
     let imported = |kind: fn(&EntityType) -> bool| imports.iter().filter(|&ty| kind(ty)).count();
     let memories = entities(
-        (0..types.memory_count()).map(|i| types.memory_at(i)).map(|memory| (memory.memory64, memory.initial)),
+        (0..types.memory_count())
+            .map(|i| types.memory_at(i))
+            .map(|memory| (memory.memory64, memory.initial)),
         imported(|ty| matches!(ty, EntityType::Memory(_))),
         MAX_LOWERED_PAGES,
         "memory",
         "pages",
     );
     let tables = entities(
-        (0..types.table_count()).map(|i| types.table_at(i)).map(|table| (table.table64, table.initial)),
+        (0..types.table_count())
+            .map(|i| types.table_at(i))
+            .map(|table| (table.table64, table.initial)),
         imported(|ty| matches!(ty, EntityType::Table(_))),
         MAX_LOWERED_TABLE_ELEMENTS,
         "table",
@@ -115,12 +124,19 @@ pub(super) fn lower(wasm: &[u8], types: TypesRef<'_>) -> Result<Option<Vec<u8>>,
     if !memories.iter().chain(&tables).any(|entity| entity.is64) {
         return Ok(None);
     }
-    let mut lowering = Lowering { types, memories, tables, definitions_imported: false };
+    let mut lowering = Lowering {
+        types,
+        memories,
+        tables,
+        definitions_imported: false,
+    };
     let mut module = wasm_encoder::Module::new();
-    lowering.parse_core_module(&mut module, Parser::new(0), wasm).map_err(|e| match e {
-        ReencodeError::UserError(e) => e,
-        other => PrepareError(format!("memory64 lowering: {other}")),
-    })?;
+    lowering
+        .parse_core_module(&mut module, Parser::new(0), wasm)
+        .map_err(|e| match e {
+            ReencodeError::UserError(e) => e,
+            other => PrepareError(format!("memory64 lowering: {other}")),
+        })?;
     Ok(Some(module.finish()))
 }
 
@@ -153,7 +169,12 @@ struct Shape {
 
 impl Shape {
     fn new(operands: &[Operand], widen: Widen) -> Shape {
-        let mut shape = Shape { operands: [Operand::Address; 3], len: operands.len(), widen, atomic: false };
+        let mut shape = Shape {
+            operands: [Operand::Address; 3],
+            len: operands.len(),
+            widen,
+            atomic: false,
+        };
         shape.operands[..operands.len()].copy_from_slice(operands);
         shape
     }
@@ -161,8 +182,19 @@ impl Shape {
     /// `memory.copy` / `table.copy`: each address has its own memory's type and the length
     /// the narrower of the two (the memory64 proposal's rule).
     fn copy(dst64: bool, src64: bool) -> Option<Shape> {
-        let operand = |is64| if is64 { Operand::Address } else { Operand::Value(ValType::I32) };
-        (dst64 || src64).then(|| Shape::new(&[operand(dst64), operand(src64), operand(dst64 && src64)], Widen::None))
+        let operand = |is64| {
+            if is64 {
+                Operand::Address
+            } else {
+                Operand::Value(ValType::I32)
+            }
+        };
+        (dst64 || src64).then(|| {
+            Shape::new(
+                &[operand(dst64), operand(src64), operand(dst64 && src64)],
+                Widen::None,
+            )
+        })
     }
 }
 
@@ -198,10 +230,17 @@ fn entities(
                 .then(|| format!("{what} {index} of {initial} {unit} does not fit in 32 bits (at most {cap} {unit})")),
         })
         .collect();
-    let moved = entities[imported..].iter().filter(|entity| entity.unfittable.is_some()).count();
+    let moved = entities[imported..]
+        .iter()
+        .filter(|entity| entity.unfittable.is_some())
+        .count();
     let (mut next_moved, mut next_kept) = (imported, imported + moved);
     for entity in &mut entities[imported..] {
-        let next = if entity.unfittable.is_some() { &mut next_moved } else { &mut next_kept };
+        let next = if entity.unfittable.is_some() {
+            &mut next_moved
+        } else {
+            &mut next_kept
+        };
         entity.new_index = *next as u32;
         *next += 1;
     }
@@ -212,8 +251,14 @@ fn entities(
 /// of zero, so that it lowers to a valid 32-bit type.
 fn emptied(ty: TypeRef) -> TypeRef {
     match ty {
-        TypeRef::Memory(memory) => TypeRef::Memory(wasmparser::MemoryType { initial: 0, ..memory }),
-        TypeRef::Table(table) => TypeRef::Table(wasmparser::TableType { initial: 0, ..table }),
+        TypeRef::Memory(memory) => TypeRef::Memory(wasmparser::MemoryType {
+            initial: 0,
+            ..memory
+        }),
+        TypeRef::Table(table) => TypeRef::Table(wasmparser::TableType {
+            initial: 0,
+            ..table
+        }),
         other => other,
     }
 }
@@ -239,11 +284,17 @@ impl Lowering<'_> {
 
     /// An atomic access to memory: its only address is the deepest operand.
     fn atomic_op(&self, target: MemArgTarget, operands: &[Operand]) -> Option<Shape> {
-        self.memory_op(target, operands, Widen::None).map(|shape| Shape { atomic: true, ..shape })
+        self.memory_op(target, operands, Widen::None)
+            .map(|shape| Shape {
+                atomic: true,
+                ..shape
+            })
     }
 
     fn table_op(&self, table: u32, operands: &[Operand], widen: Widen) -> Option<Shape> {
-        self.tables[table as usize].is64.then(|| Shape::new(operands, widen))
+        self.tables[table as usize]
+            .is64
+            .then(|| Shape::new(operands, widen))
     }
 
     fn table_element(&self, table: u32) -> Operand {
@@ -269,8 +320,16 @@ impl Lowering<'_> {
     ) -> Result<(), ReencodeError<PrepareError>> {
         self.definitions_imported = true;
         let types = self.types;
-        let memories = self.memories.iter().enumerate().map(|(i, m)| (m, TypeRef::Memory(types.memory_at(i as u32))));
-        let tables = self.tables.iter().enumerate().map(|(i, t)| (t, TypeRef::Table(types.table_at(i as u32))));
+        let memories = self
+            .memories
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (m, TypeRef::Memory(types.memory_at(i as u32))));
+        let tables = self
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t, TypeRef::Table(types.table_at(i as u32))));
         let unfittable: Vec<(String, TypeRef)> = memories
             .chain(tables)
             .filter(|(entity, _)| !entity.imported)
@@ -319,9 +378,10 @@ impl Lowering<'_> {
             O::I32Store { memarg } | O::I32Store8 { memarg } | O::I32Store16 { memarg } => {
                 self.memory_op(memarg.target, &[A, V(I32)], Widen::None)
             }
-            O::I64Store { memarg } | O::I64Store8 { memarg } | O::I64Store16 { memarg } | O::I64Store32 { memarg } => {
-                self.memory_op(memarg.target, &[A, V(I64)], Widen::None)
-            }
+            O::I64Store { memarg }
+            | O::I64Store8 { memarg }
+            | O::I64Store16 { memarg }
+            | O::I64Store32 { memarg } => self.memory_op(memarg.target, &[A, V(I64)], Widen::None),
             O::F32Store { memarg } => self.memory_op(memarg.target, &[A, V(F32)], Widen::None),
             O::F64Store { memarg } => self.memory_op(memarg.target, &[A, V(F64)], Widen::None),
 
@@ -333,7 +393,9 @@ impl Lowering<'_> {
             | O::V128Store8Lane { memarg, .. }
             | O::V128Store16Lane { memarg, .. }
             | O::V128Store32Lane { memarg, .. }
-            | O::V128Store64Lane { memarg, .. } => self.memory_op(memarg.target, &[A, V(V128)], Widen::None),
+            | O::V128Store64Lane { memarg, .. } => {
+                self.memory_op(memarg.target, &[A, V(V128)], Widen::None)
+            }
 
             O::I32AtomicLoad { memarg }
             | O::I64AtomicLoad { memarg }
@@ -396,42 +458,73 @@ impl Lowering<'_> {
 
             O::I32AtomicRmwCmpxchg { memarg }
             | O::I32AtomicRmw8CmpxchgU { memarg }
-            | O::I32AtomicRmw16CmpxchgU { memarg } => self.atomic_op(memarg.target, &[A, V(I32), V(I32)]),
+            | O::I32AtomicRmw16CmpxchgU { memarg } => {
+                self.atomic_op(memarg.target, &[A, V(I32), V(I32)])
+            }
             O::I64AtomicRmwCmpxchg { memarg }
             | O::I64AtomicRmw8CmpxchgU { memarg }
             | O::I64AtomicRmw16CmpxchgU { memarg }
-            | O::I64AtomicRmw32CmpxchgU { memarg } => self.atomic_op(memarg.target, &[A, V(I64), V(I64)]),
+            | O::I64AtomicRmw32CmpxchgU { memarg } => {
+                self.atomic_op(memarg.target, &[A, V(I64), V(I64)])
+            }
             // wasmer checks these (a runtime call) for bounds before alignment, whatever the
             // memory, so they need no alignment-keeping narrowing.
-            O::MemoryAtomicNotify { memarg } => self.memory_op(memarg.target, &[A, V(I32)], Widen::None),
-            O::MemoryAtomicWait32 { memarg } => self.memory_op(memarg.target, &[A, V(I32), V(I64)], Widen::None),
-            O::MemoryAtomicWait64 { memarg } => self.memory_op(memarg.target, &[A, V(I64), V(I64)], Widen::None),
-
-            O::MemorySize { mem } => self.memory_op(MemArgTarget::Memory(mem), &[], Widen::Unsigned),
-            O::MemoryGrow { mem } => self.memory_op(MemArgTarget::Memory(mem), &[A], Widen::Signed),
-            O::MemoryFill { mem } => self.memory_op(MemArgTarget::Memory(mem), &[A, V(I32), A], Widen::None),
-            O::MemoryInit { mem, .. } => self.memory_op(MemArgTarget::Memory(mem), &[A, V(I32), V(I32)], Widen::None),
-            O::MemoryCopy { dst_mem, src_mem } => {
-                Shape::copy(self.memories[dst_mem as usize].is64, self.memories[src_mem as usize].is64)
+            O::MemoryAtomicNotify { memarg } => {
+                self.memory_op(memarg.target, &[A, V(I32)], Widen::None)
             }
+            O::MemoryAtomicWait32 { memarg } => {
+                self.memory_op(memarg.target, &[A, V(I32), V(I64)], Widen::None)
+            }
+            O::MemoryAtomicWait64 { memarg } => {
+                self.memory_op(memarg.target, &[A, V(I64), V(I64)], Widen::None)
+            }
+
+            O::MemorySize { mem } => {
+                self.memory_op(MemArgTarget::Memory(mem), &[], Widen::Unsigned)
+            }
+            O::MemoryGrow { mem } => self.memory_op(MemArgTarget::Memory(mem), &[A], Widen::Signed),
+            O::MemoryFill { mem } => {
+                self.memory_op(MemArgTarget::Memory(mem), &[A, V(I32), A], Widen::None)
+            }
+            O::MemoryInit { mem, .. } => {
+                self.memory_op(MemArgTarget::Memory(mem), &[A, V(I32), V(I32)], Widen::None)
+            }
+            O::MemoryCopy { dst_mem, src_mem } => Shape::copy(
+                self.memories[dst_mem as usize].is64,
+                self.memories[src_mem as usize].is64,
+            ),
 
             O::CallIndirect { table_index, .. } => self.table_op(table_index, &[A], Widen::None),
             O::TableGet { table } => self.table_op(table, &[A], Widen::None),
-            O::TableSet { table } => self.table_op(table, &[A, self.table_element(table)], Widen::None),
-            O::TableSize { table } => self.table_op(table, &[], Widen::Unsigned),
-            O::TableGrow { table } => self.table_op(table, &[self.table_element(table), A], Widen::Signed),
-            O::TableFill { table } => self.table_op(table, &[A, self.table_element(table), A], Widen::None),
-            O::TableInit { table, .. } => self.table_op(table, &[A, V(I32), V(I32)], Widen::None),
-            O::TableCopy { dst_table, src_table } => {
-                Shape::copy(self.tables[dst_table as usize].is64, self.tables[src_table as usize].is64)
+            O::TableSet { table } => {
+                self.table_op(table, &[A, self.table_element(table)], Widen::None)
             }
+            O::TableSize { table } => self.table_op(table, &[], Widen::Unsigned),
+            O::TableGrow { table } => {
+                self.table_op(table, &[self.table_element(table), A], Widen::Signed)
+            }
+            O::TableFill { table } => {
+                self.table_op(table, &[A, self.table_element(table), A], Widen::None)
+            }
+            O::TableInit { table, .. } => self.table_op(table, &[A, V(I32), V(I32)], Widen::None),
+            O::TableCopy {
+                dst_table,
+                src_table,
+            } => Shape::copy(
+                self.tables[dst_table as usize].is64,
+                self.tables[src_table as usize].is64,
+            ),
             _ => None,
         }
     }
 
     /// Re-encodes one function body, rewriting the instructions that touch lowered memories
     /// and tables; the scratch locals they need are appended to the body's locals.
-    fn lower_function(&mut self, body: FunctionBody, params: u32) -> Result<Function, ReencodeError<PrepareError>> {
+    fn lower_function(
+        &mut self,
+        body: FunctionBody,
+        params: u32,
+    ) -> Result<Function, ReencodeError<PrepareError>> {
         let mut locals = Vec::new();
         let mut local_count = params;
         for declaration in body.get_locals_reader()? {
@@ -439,7 +532,10 @@ impl Lowering<'_> {
             locals.push((count, self.val_type(ty)?));
             local_count += count;
         }
-        let mut scratch = ScratchLocals { first: local_count, locals: Vec::new() };
+        let mut scratch = ScratchLocals {
+            first: local_count,
+            locals: Vec::new(),
+        };
         let mut code = Vec::new();
         let mut reader = body.get_operators_reader()?;
         while !reader.eof() {
@@ -522,7 +618,9 @@ fn fold(expr: &wasmparser::ConstExpr) -> Result<u64, PrepareError> {
         let value = match op {
             Operator::I64Const { value } => value as u64,
             Operator::I64Add | Operator::I64Sub | Operator::I64Mul => {
-                let (Some(b), Some(a)) = (stack.pop(), stack.pop()) else { return Err(unsupported()) };
+                let (Some(b), Some(a)) = (stack.pop(), stack.pop()) else {
+                    return Err(unsupported());
+                };
                 match op {
                     Operator::I64Add => a.wrapping_add(b),
                     Operator::I64Sub => a.wrapping_sub(b),
@@ -540,7 +638,9 @@ fn fold(expr: &wasmparser::ConstExpr) -> Result<u64, PrepareError> {
 /// The i32 offset expression replacing a 64-bit segment offset.
 fn lowered_offset(expr: &wasmparser::ConstExpr) -> Result<ConstExpr, ReencodeError<PrepareError>> {
     let offset = fold(expr).map_err(ReencodeError::UserError)?;
-    Ok(ConstExpr::i32_const(u32::try_from(offset).unwrap_or(SENTINEL) as i32))
+    Ok(ConstExpr::i32_const(
+        u32::try_from(offset).unwrap_or(SENTINEL) as i32,
+    ))
 }
 
 /// Narrows the i64 on top of the stack to an i32, mapping everything ≥ 2^32 to [`SENTINEL`].
@@ -663,7 +763,9 @@ impl Reencode for Lowering<'_> {
         _after: Option<SectionId>,
         before: Option<SectionId>,
     ) -> Result<(), ReencodeError<PrepareError>> {
-        if !self.definitions_imported && !matches!(before, Some(SectionId::Type | SectionId::Import)) {
+        if !self.definitions_imported
+            && !matches!(before, Some(SectionId::Type | SectionId::Import))
+        {
             let mut imports = ImportSection::new();
             self.import_unfittable_definitions(&mut imports)?;
             if !imports.is_empty() {
@@ -720,9 +822,16 @@ impl Reencode for Lowering<'_> {
         datum: wasmparser::Data<'_>,
     ) -> Result<(), ReencodeError<PrepareError>> {
         match datum.kind {
-            DataKind::Active { memory_index, offset_expr } if self.memories[memory_index as usize].is64 => {
+            DataKind::Active {
+                memory_index,
+                offset_expr,
+            } if self.memories[memory_index as usize].is64 => {
                 let offset = lowered_offset(&offset_expr)?;
-                data.active(self.memory_index(memory_index)?, &offset, datum.data.iter().copied());
+                data.active(
+                    self.memory_index(memory_index)?,
+                    &offset,
+                    datum.data.iter().copied(),
+                );
                 Ok(())
             }
             _ => utils::parse_data(self, data, datum),
@@ -735,7 +844,10 @@ impl Reencode for Lowering<'_> {
         element: wasmparser::Element<'_>,
     ) -> Result<(), ReencodeError<PrepareError>> {
         match element.kind {
-            ElementKind::Active { table_index, offset_expr } if self.tables[table_index.unwrap_or(0) as usize].is64 => {
+            ElementKind::Active {
+                table_index,
+                offset_expr,
+            } if self.tables[table_index.unwrap_or(0) as usize].is64 => {
                 let offset = lowered_offset(&offset_expr)?;
                 let items = self.element_items(element.items)?;
                 // An implicit table 0 stays implicit only if it is still table 0.
@@ -811,29 +923,76 @@ mod tests {
         let (mut store, instance) = instantiate(MEMORY);
         let s = &mut store;
         call(s, &instance, "store64", &[Value::I64(1000), Value::I64(-2)]).unwrap();
-        assert_eq!(call(s, &instance, "load64", &[Value::I64(1000)]).unwrap()[0], Value::I64(-2));
-        call(s, &instance, "store8", &[Value::I64(65535), Value::I32(0x1ff)]).unwrap();
-        assert_eq!(call(s, &instance, "load8", &[Value::I64(65534)]).unwrap()[0], Value::I32(0xff));
+        assert_eq!(
+            call(s, &instance, "load64", &[Value::I64(1000)]).unwrap()[0],
+            Value::I64(-2)
+        );
+        call(
+            s,
+            &instance,
+            "store8",
+            &[Value::I64(65535), Value::I32(0x1ff)],
+        )
+        .unwrap();
+        assert_eq!(
+            call(s, &instance, "load8", &[Value::I64(65534)]).unwrap()[0],
+            Value::I32(0xff)
+        );
         call(s, &instance, "storef", &[Value::I64(40), Value::F64(2.5)]).unwrap();
-        assert_eq!(call(s, &instance, "loadf", &[Value::I64(40)]).unwrap()[0], Value::F64(2.5));
+        assert_eq!(
+            call(s, &instance, "loadf", &[Value::I64(40)]).unwrap()[0],
+            Value::F64(2.5)
+        );
         // The data segment landed at 16.
-        assert_eq!(call(s, &instance, "load64", &[Value::I64(16)]).unwrap()[0], Value::I64(0x0807060504030201));
-        assert_eq!(call(s, &instance, "load8", &[Value::I64(15)]).unwrap()[0], Value::I32(1));
+        assert_eq!(
+            call(s, &instance, "load64", &[Value::I64(16)]).unwrap()[0],
+            Value::I64(0x0807060504030201)
+        );
+        assert_eq!(
+            call(s, &instance, "load8", &[Value::I64(15)]).unwrap()[0],
+            Value::I32(1)
+        );
     }
 
     #[test]
     fn addresses_at_or_above_4_gib_trap_out_of_bounds() {
         let (mut store, instance) = instantiate(MEMORY);
         let s = &mut store;
-        for address in [0x1_0000_0000i64, 0x1_0000_0001, 0x1_0000_0010, -1, 131072, 131065, 0xFFFF_FFFF] {
+        for address in [
+            0x1_0000_0000i64,
+            0x1_0000_0001,
+            0x1_0000_0010,
+            -1,
+            131072,
+            131065,
+            0xFFFF_FFFF,
+        ] {
             oob(call(s, &instance, "load64", &[Value::I64(address)]));
-            oob(call(s, &instance, "store64", &[Value::I64(address), Value::I64(1)]));
-            oob(call(s, &instance, "storef", &[Value::I64(address), Value::F64(1.0)]));
+            oob(call(
+                s,
+                &instance,
+                "store64",
+                &[Value::I64(address), Value::I64(1)],
+            ));
+            oob(call(
+                s,
+                &instance,
+                "storef",
+                &[Value::I64(address), Value::F64(1.0)],
+            ));
         }
         // Had the address wrapped to 0 or 16, these would have read or clobbered the data.
         oob(call(s, &instance, "load8", &[Value::I64(0x1_0000_000F)]));
-        oob(call(s, &instance, "store8", &[Value::I64(0x1_0000_0010), Value::I32(9)]));
-        assert_eq!(call(s, &instance, "load8", &[Value::I64(15)]).unwrap()[0], Value::I32(1));
+        oob(call(
+            s,
+            &instance,
+            "store8",
+            &[Value::I64(0x1_0000_0010), Value::I32(9)],
+        ));
+        assert_eq!(
+            call(s, &instance, "load8", &[Value::I64(15)]).unwrap()[0],
+            Value::I32(1)
+        );
     }
 
     #[test]
@@ -843,11 +1002,26 @@ mod tests {
         // WAMR layout gives this module one extra page (it uses memory.grow/size), and one
         // more page to its maximum: 2 of at most 5.
         assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(2));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(1)]).unwrap()[0], Value::I64(2));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(3)]).unwrap()[0], Value::I64(-1));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(0x1_0000_0000)]).unwrap()[0], Value::I64(-1));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(-1)]).unwrap()[0], Value::I64(-1));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(2)]).unwrap()[0], Value::I64(3));
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(1)]).unwrap()[0],
+            Value::I64(2)
+        );
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(3)]).unwrap()[0],
+            Value::I64(-1)
+        );
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(0x1_0000_0000)]).unwrap()[0],
+            Value::I64(-1)
+        );
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(-1)]).unwrap()[0],
+            Value::I64(-1)
+        );
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(2)]).unwrap()[0],
+            Value::I64(3)
+        );
         assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(5));
     }
 
@@ -857,19 +1031,65 @@ mod tests {
         let s = &mut store;
         let huge = [0x1_0000_0000i64, 0x1_0000_0010, -1];
         for n in huge {
-            oob(call(s, &instance, "fill", &[Value::I64(0), Value::I32(7), Value::I64(n)]));
-            oob(call(s, &instance, "copy", &[Value::I64(0), Value::I64(16), Value::I64(n)]));
+            oob(call(
+                s,
+                &instance,
+                "fill",
+                &[Value::I64(0), Value::I32(7), Value::I64(n)],
+            ));
+            oob(call(
+                s,
+                &instance,
+                "copy",
+                &[Value::I64(0), Value::I64(16), Value::I64(n)],
+            ));
             // Zero-length operations at an address beyond the memory trap too.
-            oob(call(s, &instance, "fill", &[Value::I64(n), Value::I32(7), Value::I64(0)]));
-            oob(call(s, &instance, "copy", &[Value::I64(n), Value::I64(0), Value::I64(0)]));
-            oob(call(s, &instance, "copy", &[Value::I64(0), Value::I64(n), Value::I64(0)]));
+            oob(call(
+                s,
+                &instance,
+                "fill",
+                &[Value::I64(n), Value::I32(7), Value::I64(0)],
+            ));
+            oob(call(
+                s,
+                &instance,
+                "copy",
+                &[Value::I64(n), Value::I64(0), Value::I64(0)],
+            ));
+            oob(call(
+                s,
+                &instance,
+                "copy",
+                &[Value::I64(0), Value::I64(n), Value::I64(0)],
+            ));
         }
-        call(s, &instance, "fill", &[Value::I64(100), Value::I32(7), Value::I64(4)]).unwrap();
-        call(s, &instance, "copy", &[Value::I64(200), Value::I64(100), Value::I64(4)]).unwrap();
-        assert_eq!(call(s, &instance, "load8", &[Value::I64(202)]).unwrap()[0], Value::I32(7));
+        call(
+            s,
+            &instance,
+            "fill",
+            &[Value::I64(100), Value::I32(7), Value::I64(4)],
+        )
+        .unwrap();
+        call(
+            s,
+            &instance,
+            "copy",
+            &[Value::I64(200), Value::I64(100), Value::I64(4)],
+        )
+        .unwrap();
+        assert_eq!(
+            call(s, &instance, "load8", &[Value::I64(202)]).unwrap()[0],
+            Value::I32(7)
+        );
         // Nothing was written by the trapping fills (the data at 16 is intact).
-        assert_eq!(call(s, &instance, "load8", &[Value::I64(15)]).unwrap()[0], Value::I32(1));
-        assert_eq!(call(s, &instance, "load64", &[Value::I64(0)]).unwrap()[0], Value::I64(0));
+        assert_eq!(
+            call(s, &instance, "load8", &[Value::I64(15)]).unwrap()[0],
+            Value::I32(1)
+        );
+        assert_eq!(
+            call(s, &instance, "load64", &[Value::I64(0)]).unwrap()[0],
+            Value::I64(0)
+        );
     }
 
     #[test]
@@ -894,16 +1114,41 @@ mod tests {
                 (func (export "lane") (param i64) (v128.store32_lane 1 (local.get 0) (v128.const i32x4 0 9 0 0))))"#,
         );
         let s = &mut store;
-        assert_eq!(call(s, &instance, "rmw", &[Value::I64(8), Value::I64(5)]).unwrap()[0], Value::I64(0));
-        assert_eq!(call(s, &instance, "rmw", &[Value::I64(8), Value::I64(5)]).unwrap()[0], Value::I64(5));
         assert_eq!(
-            call(s, &instance, "cas", &[Value::I64(8), Value::I32(10), Value::I32(3)]).unwrap()[0],
+            call(s, &instance, "rmw", &[Value::I64(8), Value::I64(5)]).unwrap()[0],
+            Value::I64(0)
+        );
+        assert_eq!(
+            call(s, &instance, "rmw", &[Value::I64(8), Value::I64(5)]).unwrap()[0],
+            Value::I64(5)
+        );
+        assert_eq!(
+            call(
+                s,
+                &instance,
+                "cas",
+                &[Value::I64(8), Value::I32(10), Value::I32(3)]
+            )
+            .unwrap()[0],
             Value::I32(10)
         );
         call(s, &instance, "lane", &[Value::I64(32)]).unwrap();
-        assert_eq!(call(s, &instance, "splat", &[Value::I64(32)]).unwrap()[0], Value::I32(9));
-        oob(call(s, &instance, "rmw", &[Value::I64(0x1_0000_0008), Value::I64(1)]));
-        oob(call(s, &instance, "cas", &[Value::I64(0x1_0000_0008), Value::I32(0), Value::I32(1)]));
+        assert_eq!(
+            call(s, &instance, "splat", &[Value::I64(32)]).unwrap()[0],
+            Value::I32(9)
+        );
+        oob(call(
+            s,
+            &instance,
+            "rmw",
+            &[Value::I64(0x1_0000_0008), Value::I64(1)],
+        ));
+        oob(call(
+            s,
+            &instance,
+            "cas",
+            &[Value::I64(0x1_0000_0008), Value::I32(0), Value::I32(1)],
+        ));
         oob(call(s, &instance, "splat", &[Value::I64(0x1_0000_0000)]));
         oob(call(s, &instance, "lane", &[Value::I64(0x1_0000_0000)]));
     }
@@ -911,7 +1156,13 @@ mod tests {
     #[track_caller]
     fn unaligned(result: Result<Box<[Value]>, wasmer::RuntimeError>) {
         let code = trap_code(result);
-        assert!(matches!(code, Some(TrapCode::HeapMisaligned | TrapCode::UnalignedAtomic)), "{code:?}");
+        assert!(
+            matches!(
+                code,
+                Some(TrapCode::HeapMisaligned | TrapCode::UnalignedAtomic)
+            ),
+            "{code:?}"
+        );
     }
 
     /// The threads proposal decides on the effective address `address + offset`: unaligned
@@ -934,7 +1185,10 @@ mod tests {
         let s = &mut store;
         let at = |address: i64| [Value::I64(address)];
         // In bounds: as a 32-bit memory would.
-        assert_eq!(call(s, &instance, "load_off3", &at(1)).unwrap()[0], Value::I32(0));
+        assert_eq!(
+            call(s, &instance, "load_off3", &at(1)).unwrap()[0],
+            Value::I32(0)
+        );
         unaligned(call(s, &instance, "load", &at(1)));
         // Aligned effective addresses beyond 4 GiB are out of bounds, however the address
         // and the offset split them...
@@ -974,12 +1228,40 @@ mod tests {
                 (func (export "load64") (param i64) (result i32) (i32.load8_u $m64 (local.get 0))))"#,
         );
         let s = &mut store;
-        call(s, &instance, "to32", &[Value::I32(10), Value::I64(4), Value::I32(1)]).unwrap();
-        assert_eq!(call(s, &instance, "load32", &[Value::I32(10)]).unwrap()[0], Value::I32(0xbb));
-        call(s, &instance, "to64", &[Value::I64(20), Value::I32(4), Value::I32(1)]).unwrap();
-        assert_eq!(call(s, &instance, "load64", &[Value::I64(20)]).unwrap()[0], Value::I32(0xaa));
-        oob(call(s, &instance, "to32", &[Value::I32(0), Value::I64(0x1_0000_0000), Value::I32(0)]));
-        oob(call(s, &instance, "to64", &[Value::I64(0x1_0000_0000), Value::I32(0), Value::I32(0)]));
+        call(
+            s,
+            &instance,
+            "to32",
+            &[Value::I32(10), Value::I64(4), Value::I32(1)],
+        )
+        .unwrap();
+        assert_eq!(
+            call(s, &instance, "load32", &[Value::I32(10)]).unwrap()[0],
+            Value::I32(0xbb)
+        );
+        call(
+            s,
+            &instance,
+            "to64",
+            &[Value::I64(20), Value::I32(4), Value::I32(1)],
+        )
+        .unwrap();
+        assert_eq!(
+            call(s, &instance, "load64", &[Value::I64(20)]).unwrap()[0],
+            Value::I32(0xaa)
+        );
+        oob(call(
+            s,
+            &instance,
+            "to32",
+            &[Value::I32(0), Value::I64(0x1_0000_0000), Value::I32(0)],
+        ));
+        oob(call(
+            s,
+            &instance,
+            "to64",
+            &[Value::I64(0x1_0000_0000), Value::I32(0), Value::I32(0)],
+        ));
     }
 
     #[test]
@@ -998,16 +1280,43 @@ mod tests {
                 (func (export "is_null") (param i64) (result i32) (ref.is_null (table.get $t (local.get 0)))))"#,
         );
         let s = &mut store;
-        assert_eq!(call(s, &instance, "call", &[Value::I64(1)]).unwrap()[0], Value::I32(7));
+        assert_eq!(
+            call(s, &instance, "call", &[Value::I64(1)]).unwrap()[0],
+            Value::I32(7)
+        );
         assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(2));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(3)]).unwrap()[0], Value::I64(2));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(6)]).unwrap()[0], Value::I64(-1));
-        assert_eq!(call(s, &instance, "grow", &[Value::I64(0x1_0000_0000)]).unwrap()[0], Value::I64(-1));
-        call(s, &instance, "copy", &[Value::I64(4), Value::I64(1), Value::I64(1)]).unwrap();
-        assert_eq!(call(s, &instance, "call", &[Value::I64(4)]).unwrap()[0], Value::I32(7));
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(3)]).unwrap()[0],
+            Value::I64(2)
+        );
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(6)]).unwrap()[0],
+            Value::I64(-1)
+        );
+        assert_eq!(
+            call(s, &instance, "grow", &[Value::I64(0x1_0000_0000)]).unwrap()[0],
+            Value::I64(-1)
+        );
+        call(
+            s,
+            &instance,
+            "copy",
+            &[Value::I64(4), Value::I64(1), Value::I64(1)],
+        )
+        .unwrap();
+        assert_eq!(
+            call(s, &instance, "call", &[Value::I64(4)]).unwrap()[0],
+            Value::I32(7)
+        );
         call(s, &instance, "fill", &[Value::I64(2), Value::I64(1)]).unwrap();
-        assert_eq!(call(s, &instance, "is_null", &[Value::I64(2)]).unwrap()[0], Value::I32(0));
-        assert_eq!(call(s, &instance, "is_null", &[Value::I64(3)]).unwrap()[0], Value::I32(1));
+        assert_eq!(
+            call(s, &instance, "is_null", &[Value::I64(2)]).unwrap()[0],
+            Value::I32(0)
+        );
+        assert_eq!(
+            call(s, &instance, "is_null", &[Value::I64(3)]).unwrap()[0],
+            Value::I32(1)
+        );
         for index in [6i64, 0x1_0000_0001, -1] {
             assert!(call(s, &instance, "call", &[Value::I64(index)]).is_err());
             assert!(call(s, &instance, "is_null", &[Value::I64(index)]).is_err());
@@ -1024,7 +1333,10 @@ mod tests {
                 (data (i64.add (i64.const 0x100) (i64.const 2)) "\2a")
                 (func (export "load") (param i64) (result i32) (i32.load8_u (local.get 0))))"#,
         );
-        assert_eq!(call(&mut store, &instance, "load", &[Value::I64(0x102)]).unwrap()[0], Value::I32(42));
+        assert_eq!(
+            call(&mut store, &instance, "load", &[Value::I64(0x102)]).unwrap()[0],
+            Value::I32(42)
+        );
 
         let engine = crate::engine::engine();
         let too_far = prepare_wat(r#"(module (memory i64 1) (data (i64.const 0x1_0000_0000) ""))"#);
@@ -1042,20 +1354,43 @@ mod tests {
     #[test]
     fn limits_are_clamped() {
         let limits = |wat: &str| {
-            let wasm = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions { wamr_compat: false, ..Default::default() })?.wasm;
+            let wasm = prepare(
+                &wat::parse_str(wat).unwrap(),
+                &PrepareOptions {
+                    wamr_compat: false,
+                    ..Default::default()
+                },
+            )?
+            .wasm;
             let types = wasmparser::Validator::new().validate_all(&wasm).unwrap();
             let memory = types.as_ref().memory_at(0);
             Ok::<_, super::PrepareError>((memory.memory64, memory.initial, memory.maximum))
         };
-        assert_eq!(limits("(module (memory i64 3))").unwrap(), (false, 3, Some(65535)));
-        assert_eq!(limits("(module (memory i64 3 0x1_0000_0000_0000))").unwrap(), (false, 3, Some(65535)));
-        assert_eq!(limits("(module (memory i64 192 32768))").unwrap(), (false, 192, Some(32768)));
-        assert_eq!(limits("(module (memory i64 65535))").unwrap(), (false, 65535, Some(65535)));
+        assert_eq!(
+            limits("(module (memory i64 3))").unwrap(),
+            (false, 3, Some(65535))
+        );
+        assert_eq!(
+            limits("(module (memory i64 3 0x1_0000_0000_0000))").unwrap(),
+            (false, 3, Some(65535))
+        );
+        assert_eq!(
+            limits("(module (memory i64 192 32768))").unwrap(),
+            (false, 192, Some(32768))
+        );
+        assert_eq!(
+            limits("(module (memory i64 65535))").unwrap(),
+            (false, 65535, Some(65535))
+        );
     }
 
     /// Prepares and compiles `wat`, which must then fail to instantiate with `imports`, with
     /// a message naming `what`.
-    fn assert_unlinkable(wat: &str, imports: impl FnOnce(&mut wasmer::Store) -> wasmer::Imports, what: &str) {
+    fn assert_unlinkable(
+        wat: &str,
+        imports: impl FnOnce(&mut wasmer::Store) -> wasmer::Imports,
+        what: &str,
+    ) {
         let prepared = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap();
         let engine = crate::engine::engine();
         let module = wasmer::Module::new(engine, &prepared.wasm).unwrap();
@@ -1087,7 +1422,8 @@ mod tests {
         );
         // An unfittable import is renamed: whatever provides the original cannot satisfy it.
         let memory = |store: &mut wasmer::Store| {
-            let memory = wasmer::Memory::new(store, wasmer::MemoryType::new(1, None, false)).unwrap();
+            let memory =
+                wasmer::Memory::new(store, wasmer::MemoryType::new(1, None, false)).unwrap();
             wasmer::imports! { "env" => { "m" => memory } }
         };
         assert_unlinkable(
@@ -1118,12 +1454,22 @@ mod tests {
         let prepared = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap();
         let engine = crate::engine::engine();
         let module = wasmer::Module::new(engine, &prepared.wasm).unwrap();
-        let names: Vec<(String, String)> =
-            module.imports().map(|import| (import.module().to_string(), import.name().to_string())).collect();
+        let names: Vec<(String, String)> = module
+            .imports()
+            .map(|import| (import.module().to_string(), import.name().to_string()))
+            .collect();
         assert_eq!(names[0], ("env".to_string(), "m".to_string()));
         assert_eq!(names[1].0, super::UNSATISFIABLE_MODULE);
-        assert!(names[1].1.starts_with("memory 1 of 281474976710656 pages"), "{}", names[1].1);
-        assert!(names[2].1.starts_with("table 0 of 4294967296 elements"), "{}", names[2].1);
+        assert!(
+            names[1].1.starts_with("memory 1 of 281474976710656 pages"),
+            "{}",
+            names[1].1
+        );
+        assert!(
+            names[2].1.starts_with("table 0 of 4294967296 elements"),
+            "{}",
+            names[2].1
+        );
         assert_eq!(names[3].0, crate::prepare::interrupt::CHECK_MODULE);
         assert_eq!(names.len(), 4);
 
@@ -1131,7 +1477,8 @@ mod tests {
         // or table.
         let mut store = wasmer::Store::new(engine.clone());
         let env = wasmer::Memory::new(&mut store, wasmer::MemoryType::new(1, None, false)).unwrap();
-        let huge = wasmer::Memory::new(&mut store, wasmer::MemoryType::new(0, Some(65535), false)).unwrap();
+        let huge = wasmer::Memory::new(&mut store, wasmer::MemoryType::new(0, Some(65535), false))
+            .unwrap();
         let table = wasmer::Table::new(
             &mut store,
             wasmer::TableType::new(wasmer::Type::FuncRef, 0, Some(1 << 27)),
@@ -1145,11 +1492,26 @@ mod tests {
         let imports = crate::prepare::test_support::with_check(&mut store, imports);
         let instance = wasmer::Instance::new(&mut store, &module, &imports).unwrap();
         let s = &mut store;
-        assert_eq!(call(s, &instance, "load", &[Value::I64(8)]).unwrap()[0], Value::I32(42));
+        assert_eq!(
+            call(s, &instance, "load", &[Value::I64(8)]).unwrap()[0],
+            Value::I32(42)
+        );
         assert_eq!(env.view(s).read_u8(8).unwrap(), 0);
         assert_eq!(call(s, &instance, "grow", &[]).unwrap()[0], Value::I64(2));
-        assert_eq!(instance.exports.get_memory("small").unwrap().view(s).size().0, 3);
-        assert_eq!(call(s, &instance, "call", &[Value::I64(3)]).unwrap()[0], Value::I32(7));
+        assert_eq!(
+            instance
+                .exports
+                .get_memory("small")
+                .unwrap()
+                .view(s)
+                .size()
+                .0,
+            3
+        );
+        assert_eq!(
+            call(s, &instance, "call", &[Value::I64(3)]).unwrap()[0],
+            Value::I32(7)
+        );
         assert_eq!(call(s, &instance, "size", &[]).unwrap()[0], Value::I64(4));
         assert_eq!(instance.exports.get_table("u").unwrap().size(s), 4);
     }

@@ -18,8 +18,8 @@ mod exceptions;
 mod finish;
 mod host_exports;
 pub mod interrupt;
-mod summary;
 mod memory64;
+mod summary;
 mod wamr_layout;
 
 // Generated-module tests (README, Tests): wasm-smith robustness, memory64 twins, legacy exceptions.
@@ -98,7 +98,11 @@ pub struct PrepareOptions {
 
 impl Default for PrepareOptions {
     fn default() -> Self {
-        PrepareOptions { wamr_compat: true, memory_limit: DEFAULT_MEMORY_LIMIT, deterministic: false }
+        PrepareOptions {
+            wamr_compat: true,
+            memory_limit: DEFAULT_MEMORY_LIMIT,
+            deterministic: false,
+        }
     }
 }
 
@@ -177,7 +181,13 @@ fn input_features() -> WasmFeatures {
 /// (Exceptions themselves, caught with `catch_ref` into locals, are unaffected.)
 fn refuse_exnref_storage(types: wasmparser::types::TypesRef<'_>) -> Result<(), PrepareError> {
     let is_exn = |ty: wasmparser::RefType| {
-        matches!(ty.heap_type(), wasmparser::HeapType::Abstract { ty: wasmparser::AbstractHeapType::Exn, .. })
+        matches!(
+            ty.heap_type(),
+            wasmparser::HeapType::Abstract {
+                ty: wasmparser::AbstractHeapType::Exn,
+                ..
+            }
+        )
     };
     let global = (0..types.global_count()).find(|&i| match types.global_at(i).content_type {
         wasmparser::ValType::Ref(ty) => is_exn(ty),
@@ -185,8 +195,12 @@ fn refuse_exnref_storage(types: wasmparser::types::TypesRef<'_>) -> Result<(), P
     });
     let table = (0..types.table_count()).find(|&i| is_exn(types.table_at(i).element_type));
     match (global, table) {
-        (Some(i), _) => Err(PrepareError(format!("unsupported: global {i} holds exnref, which wasmer cannot compile"))),
-        (_, Some(i)) => Err(PrepareError(format!("unsupported: table {i} holds exnref, which wasmer cannot compile"))),
+        (Some(i), _) => Err(PrepareError(format!(
+            "unsupported: global {i} holds exnref, which wasmer cannot compile"
+        ))),
+        (_, Some(i)) => Err(PrepareError(format!(
+            "unsupported: table {i} holds exnref, which wasmer cannot compile"
+        ))),
         _ => Ok(()),
     }
 }
@@ -205,10 +219,14 @@ fn check_imports_and_exports(types: wasmparser::types::TypesRef<'_>) -> Result<(
     }
     let exports = types.core_exports().into_iter().flatten().count();
     if imports > MAX_IMPORTS {
-        return Err(PrepareError(format!("{imports} imports, more than the {MAX_IMPORTS} hb_beamr allows")));
+        return Err(PrepareError(format!(
+            "{imports} imports, more than the {MAX_IMPORTS} hb_beamr allows"
+        )));
     }
     if exports > MAX_EXPORTS {
-        return Err(PrepareError(format!("{exports} exports, more than the {MAX_EXPORTS} hb_beamr allows")));
+        return Err(PrepareError(format!(
+            "{exports} exports, more than the {MAX_EXPORTS} hb_beamr allows"
+        )));
     }
     Ok(())
 }
@@ -223,7 +241,9 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
             .validate_all(wasm)
             .map_err(|e| PrepareError(format!("deterministic mode refuses this module: {e}")))?
     } else {
-        Validator::new_with_features(input_features()).validate_all(wasm).map_err(invalid)?
+        Validator::new_with_features(input_features())
+            .validate_all(wasm)
+            .map_err(invalid)?
     };
     refuse_exnref_storage(types.as_ref())?;
     check_imports_and_exports(types.as_ref())?;
@@ -260,8 +280,9 @@ pub(crate) mod test_support {
     /// A HyperBEAM fixture's bytes, from `$HB_BEAMR_SHARED` (set by the Makefile) or the
     /// ../shared beside the clone; a missing fixture fails the test rather than skipping it.
     pub fn fixture(name: &str) -> Vec<u8> {
-        let shared = std::env::var("HB_BEAMR_SHARED")
-            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
+        let shared = std::env::var("HB_BEAMR_SHARED").unwrap_or_else(|_| {
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string()
+        });
         let path = format!("{shared}/fixtures/hyperbeam/{name}");
         std::fs::read(&path).unwrap_or_else(|e| panic!("HyperBEAM fixture {path}: {e}"))
     }
@@ -282,7 +303,11 @@ pub(crate) mod test_support {
 
     /// `imports` plus the interruption check, never interrupting.
     pub fn with_check(store: &mut Store, mut imports: Imports) -> Imports {
-        imports.define(interrupt::CHECK_MODULE, interrupt::CHECK_NAME, interrupt::unlimited_check(store));
+        imports.define(
+            interrupt::CHECK_MODULE,
+            interrupt::CHECK_NAME,
+            interrupt::unlimited_check(store),
+        );
         imports
     }
 
@@ -292,7 +317,11 @@ pub(crate) mod test_support {
         name: &str,
         args: &[Value],
     ) -> Result<Box<[Value]>, RuntimeError> {
-        instance.exports.get_function(name).unwrap().call(store, args)
+        instance
+            .exports
+            .get_function(name)
+            .unwrap()
+            .call(store, args)
     }
 
     pub fn trap_code(result: Result<Box<[Value]>, RuntimeError>) -> Option<TrapCode> {
@@ -347,7 +376,8 @@ mod tests {
         let opts = PrepareOptions::default();
         assert!(prepare(b"not wasm at all", &opts).is_err());
         assert!(prepare(&[], &opts).is_err());
-        let wasm = wat::parse_str("(module (func (export \"f\") (result i32) i32.const 1))").unwrap();
+        let wasm =
+            wat::parse_str("(module (func (export \"f\") (result i32) i32.const 1))").unwrap();
         assert!(prepare(&wasm[..wasm.len() - 2], &opts).is_err());
         // Well-formed but ill-typed.
         let wasm = wat::parse_str("(module (func (result i32) i64.const 1))").unwrap();
@@ -395,7 +425,10 @@ mod tests {
 
     #[test]
     fn deterministic_mode_refuses_threads_and_relaxed_simd() {
-        let deterministic = PrepareOptions { deterministic: true, ..Default::default() };
+        let deterministic = PrepareOptions {
+            deterministic: true,
+            ..Default::default()
+        };
         let shared = wat::parse_str("(module (memory 1 1 shared))").unwrap();
         let atomic = wat::parse_str(
             "(module (memory 1) (func (result i32) (i32.atomic.load (i32.const 0))))",
@@ -412,7 +445,9 @@ mod tests {
         }
         assert!(prepare(&relaxed, &deterministic).is_err());
         assert!(prepare(&relaxed, &PrepareOptions::default()).is_err());
-        let plain = wat::parse_str("(module (func (result f32) (f32.div (f32.const 0) (f32.const 0))))").unwrap();
+        let plain =
+            wat::parse_str("(module (func (result f32) (f32.div (f32.const 0) (f32.const 0))))")
+                .unwrap();
         assert!(prepare(&plain, &deterministic).is_ok());
     }
 
@@ -431,11 +466,13 @@ mod tests {
             r#"(module (import "__hb_beamr" "check" (func (param i64) (result i64))))"#,
             r#"(module (import "__hb_beamr" "anything" (global i32)))"#,
         ] {
-            let error = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap_err();
+            let error =
+                prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap_err();
             assert!(error.0.contains("__hb_beamr is reserved"), "{wat}: {error}");
         }
         // Names that only look alike are the module's own business.
-        let wat = r#"(module (import "__hb_beamr_x" "check" (func)) (import "env" "__hb_beamr" (func)))"#;
+        let wat =
+            r#"(module (import "__hb_beamr_x" "check" (func)) (import "env" "__hb_beamr" (func)))"#;
         assert!(prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).is_ok());
     }
 
@@ -449,19 +486,32 @@ mod tests {
             (export "__hb_beamr_fuel" (global $g))
             (func (export "__hb_beamr_table")))"#;
         let (store, instance) = instantiate(wat);
-        assert_eq!(instance.exports.get_memory(MEMORY_EXPORT).unwrap().view(&store).size().0, 1);
+        assert_eq!(
+            instance
+                .exports
+                .get_memory(MEMORY_EXPORT)
+                .unwrap()
+                .view(&store)
+                .size()
+                .0,
+            1
+        );
         assert!(instance.exports.get_function(TABLE_EXPORT).is_err());
         let fuel = instance.exports.get_global(interrupt::FUEL_EXPORT).unwrap();
         assert_eq!(fuel.ty(&store).ty, Type::I64);
     }
 
     fn with_exports(count: usize) -> Vec<u8> {
-        let exports: String = (0..count).map(|i| format!(r#"(export "f{i}" (func 0))"#)).collect();
+        let exports: String = (0..count)
+            .map(|i| format!(r#"(export "f{i}" (func 0))"#))
+            .collect();
         wat::parse_str(format!("(module (func) {exports})")).unwrap()
     }
 
     fn with_imports(count: usize) -> Vec<u8> {
-        let imports: String = (0..count).map(|i| format!(r#"(import "env" "f{i}" (func))"#)).collect();
+        let imports: String = (0..count)
+            .map(|i| format!(r#"(import "env" "f{i}" (func))"#))
+            .collect();
         wat::parse_str(format!("(module {imports})")).unwrap()
     }
 
@@ -471,15 +521,24 @@ mod tests {
         let opts = PrepareOptions::default();
         assert!(prepare(&with_exports(MAX_EXPORTS), &opts).is_ok());
         let error = prepare(&with_exports(MAX_EXPORTS + 1), &opts).unwrap_err();
-        assert_eq!(error.0, "10001 exports, more than the 10000 hb_beamr allows");
+        assert_eq!(
+            error.0,
+            "10001 exports, more than the 10000 hb_beamr allows"
+        );
         assert!(prepare(&with_imports(MAX_IMPORTS), &opts).is_ok());
         let error = prepare(&with_imports(MAX_IMPORTS + 1), &opts).unwrap_err();
-        assert_eq!(error.0, "10001 imports, more than the 10000 hb_beamr allows");
+        assert_eq!(
+            error.0,
+            "10001 imports, more than the 10000 hb_beamr allows"
+        );
     }
 
     fn wasi_stubs(store: &mut Store, module: &Module) -> wasmer::Imports {
         let mut imports = with_check(store, imports! {});
-        for import in module.imports().filter(|i| i.module() != interrupt::CHECK_MODULE) {
+        for import in module
+            .imports()
+            .filter(|i| i.module() != interrupt::CHECK_MODULE)
+        {
             if let wasmer::ExternType::Function(ty) = import.ty() {
                 // As AOS.md describes: clock_time_get answers 1, everything else 0.
                 let answer = i32::from(import.name() == "clock_time_get");
@@ -510,7 +569,10 @@ mod tests {
         let imports = wasi_stubs(&mut store, &module);
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
         let ptr = call(&mut store, &instance, "malloc", &[Value::I64(100)]).unwrap();
-        assert!(matches!(ptr[0], Value::I64(p) if p != 0), "malloc(100) gave {ptr:?}");
+        assert!(
+            matches!(ptr[0], Value::I64(p) if p != 0),
+            "malloc(100) gave {ptr:?}"
+        );
         let huge = call(&mut store, &instance, "malloc", &[Value::I64(128 << 20)]).unwrap();
         assert_eq!(huge[0], Value::I64(0));
         let memory = instance.exports.get_memory(MEMORY_EXPORT).unwrap();
@@ -523,7 +585,9 @@ mod tests {
         let started = Instant::now();
         let prepared = prepare(&wasm, &PrepareOptions::default()).unwrap();
         eprintln!("prepare(aos-2-pure-xs.wasm) took {:?}", started.elapsed());
-        assert!(prepared.memory64_lowered && prepared.exceptions_translated && prepared.wamr_extra_page);
+        assert!(
+            prepared.memory64_lowered && prepared.exceptions_translated && prepared.wamr_extra_page
+        );
 
         let engine = crate::engine::engine();
         let module = Module::new(engine, &prepared.wasm).unwrap();
@@ -536,20 +600,41 @@ mod tests {
         assert_eq!(memory.grow(&mut store, 32769 - 193).unwrap().0, 193);
         assert!(memory.grow(&mut store, 1).is_err());
         let write_string = |store: &mut Store, text: &str| {
-            let ptr = match call(store, &instance, "malloc", &[Value::I64(text.len() as i64 + 1)]).unwrap()[0] {
+            let ptr = match call(
+                store,
+                &instance,
+                "malloc",
+                &[Value::I64(text.len() as i64 + 1)],
+            )
+            .unwrap()[0]
+            {
                 Value::I64(ptr) => ptr as u64,
                 ref other => panic!("malloc gave {other:?}"),
             };
-            memory.view(store).write(ptr, &[text.as_bytes(), &[0]].concat()).unwrap();
+            memory
+                .view(store)
+                .write(ptr, &[text.as_bytes(), &[0]].concat())
+                .unwrap();
             Value::I64(ptr as i64)
         };
         let env = r#"{"Process":{"Id":"AOS","Owner":"FOOBAR","Tags":[{"name":"Name","value":"Thomas"},{"name":"Authority","value":"FOOBAR"}]}}"#;
-        for (code, expected) in [("1 + 1", "2"), ("local s=0 for i=1,1000000 do s=s+i end return s", "500000500000")] {
+        for (code, expected) in [
+            ("1 + 1", "2"),
+            (
+                "local s=0 for i=1,1000000 do s=s+i end return s",
+                "500000500000",
+            ),
+        ] {
             let msg = format!(
                 r#"{{"From":"FOOBAR","Block-Height":"1","Target":"AOS","Owner":"FOOBAR","Id":"1","Module":"W","Tags":[{{"name":"Action","value":"Eval"}}],"Data":"{code}"}}"#
             );
-            let args = [write_string(&mut store, &msg), write_string(&mut store, env)];
-            let Value::I64(out) = call(&mut store, &instance, "handle", &args).unwrap()[0] else { panic!() };
+            let args = [
+                write_string(&mut store, &msg),
+                write_string(&mut store, env),
+            ];
+            let Value::I64(out) = call(&mut store, &instance, "handle", &args).unwrap()[0] else {
+                panic!()
+            };
             let view = memory.view(&store);
             let mut json = Vec::new();
             for address in out as u64.. {

@@ -29,7 +29,9 @@ impl<'a> ModuleSummary<'a> {
                         match import?.ty {
                             TypeRef::Memory(_) => summary.memory_count += 1,
                             TypeRef::Table(_) => summary.table_count += 1,
-                            TypeRef::Global(global) => summary.global_mutability.push(global.mutable),
+                            TypeRef::Global(global) => {
+                                summary.global_mutability.push(global.mutable)
+                            }
                             _ => {}
                         }
                     }
@@ -49,7 +51,9 @@ impl<'a> ModuleSummary<'a> {
                         summary.global_mutability.push(global?.ty.mutable);
                     }
                 }
-                Payload::ExportSection(reader) => summary.exports = reader.into_iter().collect::<Result<_, _>>()?,
+                Payload::ExportSection(reader) => {
+                    summary.exports = reader.into_iter().collect::<Result<_, _>>()?
+                }
                 // Everything this pass needs comes before the code.
                 Payload::CodeSectionStart { .. } => break,
                 _ => {}

@@ -14,14 +14,23 @@
 
 use wasmparser::{BinaryReaderError, ExternalKind, Operator, Parser, Payload};
 
-use super::summary::ModuleSummary;
 use super::memory64::MAX_LOWERED_PAGES;
+use super::summary::ModuleSummary;
 use super::{invalid, PrepareError};
 
 pub(super) fn needs_extra_page(wasm: &[u8], summary: &ModuleSummary) -> Result<bool, PrepareError> {
-    let Some(memory) = summary.defined_memory0 else { return Ok(false) };
-    let exports_function = |name: &str| summary.exports.iter().any(|e| e.name == name && e.kind == ExternalKind::Func);
-    if memory.initial >= MAX_LOWERED_PAGES || (exports_function("malloc") && exports_function("free")) {
+    let Some(memory) = summary.defined_memory0 else {
+        return Ok(false);
+    };
+    let exports_function = |name: &str| {
+        summary
+            .exports
+            .iter()
+            .any(|e| e.name == name && e.kind == ExternalKind::Func)
+    };
+    if memory.initial >= MAX_LOWERED_PAGES
+        || (exports_function("malloc") && exports_function("free"))
+    {
         return Ok(false);
     }
     uses_memory_size_or_grow(wasm).map_err(invalid)
@@ -33,7 +42,11 @@ pub(super) const WASM32_MAX_PAGES: u64 = 65536;
 /// Adds WAMR's page to the initial and maximum sizes of memory 0 (`lowered`: it was a 64-bit
 /// memory). Without a maximum it may already grow as far as WAMR's memory could.
 pub(super) fn add_page(memory: &mut wasm_encoder::MemoryType, lowered: bool) {
-    let cap = if lowered { MAX_LOWERED_PAGES } else { WASM32_MAX_PAGES };
+    let cap = if lowered {
+        MAX_LOWERED_PAGES
+    } else {
+        WASM32_MAX_PAGES
+    };
     memory.minimum += 1;
     if let Some(maximum) = &mut memory.maximum {
         *maximum = (*maximum + 1).min(cap);
@@ -45,7 +58,10 @@ fn uses_memory_size_or_grow(wasm: &[u8]) -> Result<bool, BinaryReaderError> {
         if let Payload::CodeSectionEntry(body) = payload? {
             let mut reader = body.get_operators_reader()?;
             while !reader.eof() {
-                if matches!(reader.read()?, Operator::MemorySize { .. } | Operator::MemoryGrow { .. }) {
+                if matches!(
+                    reader.read()?,
+                    Operator::MemorySize { .. } | Operator::MemoryGrow { .. }
+                ) {
                     return Ok(true);
                 }
             }
@@ -62,7 +78,13 @@ mod tests {
 
     /// Memory 0's (initial, maximum) pages after preparation.
     fn pages(wasm: &[u8], wamr_compat: bool) -> (u64, Option<u64>) {
-        pages_with(wasm, &PrepareOptions { wamr_compat, ..Default::default() })
+        pages_with(
+            wasm,
+            &PrepareOptions {
+                wamr_compat,
+                ..Default::default()
+            },
+        )
     }
 
     fn pages_with(wasm: &[u8], opts: &PrepareOptions) -> (u64, Option<u64>) {
@@ -80,8 +102,14 @@ mod tests {
 
     #[test]
     fn adds_a_page_only_when_wamr_would() {
-        assert_eq!(wat_pages("(module (memory 1 1) (func (drop (memory.grow (i32.const 0)))))"), 2);
-        assert_eq!(wat_pages("(module (memory 1) (func (drop (memory.size))))"), 2);
+        assert_eq!(
+            wat_pages("(module (memory 1 1) (func (drop (memory.grow (i32.const 0)))))"),
+            2
+        );
+        assert_eq!(
+            wat_pages("(module (memory 1) (func (drop (memory.size))))"),
+            2
+        );
         assert_eq!(wat_pages("(module (memory 1) (func))"), 1);
         let with_allocator = r#"(module (memory 1) (func (drop (memory.size)))
             (func (export "malloc") (param i32) (result i32) (i32.const 0))
@@ -98,7 +126,8 @@ mod tests {
     #[test]
     fn the_maximum_gets_the_page_too_up_to_the_cap() {
         let limits = |wat: &str| pages(&wat::parse_str(wat).unwrap(), true);
-        let sized = |memory: &str| format!("(module (memory {memory}) (func (drop (memory.size))))");
+        let sized =
+            |memory: &str| format!("(module (memory {memory}) (func (drop (memory.size))))");
         assert_eq!(limits(&sized("i64 1 2")), (2, Some(3)));
         assert_eq!(limits(&sized("1 2")), (2, Some(3)));
         assert_eq!(limits(&sized("1")), (2, None));
@@ -112,10 +141,22 @@ mod tests {
         assert_eq!(limits(&sized("i64 65534 65534")), (65535, Some(65535)));
         assert_eq!(limits(&sized("i64 65535")), (65535, Some(65535)));
         // memory_limit still caps the maximum, after the extra page.
-        let limited = PrepareOptions { memory_limit: 2 * 65536, ..Default::default() };
-        assert_eq!(pages_with(&wat::parse_str(sized("i64 1 2")).unwrap(), &limited), (2, Some(2)));
-        let limited = PrepareOptions { memory_limit: 5 * 65536, ..Default::default() };
-        assert_eq!(pages_with(&wat::parse_str(sized("i64 1 2")).unwrap(), &limited), (2, Some(3)));
+        let limited = PrepareOptions {
+            memory_limit: 2 * 65536,
+            ..Default::default()
+        };
+        assert_eq!(
+            pages_with(&wat::parse_str(sized("i64 1 2")).unwrap(), &limited),
+            (2, Some(2))
+        );
+        let limited = PrepareOptions {
+            memory_limit: 5 * 65536,
+            ..Default::default()
+        };
+        assert_eq!(
+            pages_with(&wat::parse_str(sized("i64 1 2")).unwrap(), &limited),
+            (2, Some(3))
+        );
     }
 
     #[test]
@@ -125,8 +166,14 @@ mod tests {
             r#"(module (memory i64 1 2)
                 (func (export "grow") (param i64) (result i64) (memory.grow (local.get 0))))"#,
         );
-        assert_eq!(call(&mut store, &instance, "grow", &[Value::I64(1)]).unwrap()[0], Value::I64(2));
-        assert_eq!(call(&mut store, &instance, "grow", &[Value::I64(1)]).unwrap()[0], Value::I64(-1));
+        assert_eq!(
+            call(&mut store, &instance, "grow", &[Value::I64(1)]).unwrap()[0],
+            Value::I64(2)
+        );
+        assert_eq!(
+            call(&mut store, &instance, "grow", &[Value::I64(1)]).unwrap()[0],
+            Value::I64(-1)
+        );
     }
 
     #[test]

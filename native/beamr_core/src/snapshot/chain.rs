@@ -7,7 +7,9 @@ use super::{invalid, Lineage, MemoryState, Snapshot, SnapshotError};
 /// followed by deltas, each following the element before it, and that memory never
 /// shrinks along it (wasm memory cannot). The module is each element's own check.
 pub fn check_chain(chain: &[Snapshot]) -> Result<(), SnapshotError> {
-    let Some(first) = chain.first() else { return Err(invalid("an empty chain")) };
+    let Some(first) = chain.first() else {
+        return Err(invalid("an empty chain"));
+    };
     if first.lineage != Lineage::Full {
         return Err(invalid(
             "a delta cannot be restored without the snapshots it follows: restore [Full | Deltas]",
@@ -18,9 +20,13 @@ pub fn check_chain(chain: &[Snapshot]) -> Result<(), SnapshotError> {
         let n = i + 2;
         match delta.lineage {
             Lineage::Full => {
-                return Err(invalid(format!("element {n} is a full snapshot: a chain is one full snapshot, then its deltas")))
+                return Err(invalid(format!(
+                    "element {n} is a full snapshot: a chain is one full snapshot, then its deltas"
+                )))
             }
-            Lineage::Delta { parent } if parent != before.id || delta.sequence != before.sequence + 1 => {
+            Lineage::Delta { parent }
+                if parent != before.id || delta.sequence != before.sequence + 1 =>
+            {
                 return Err(invalid(format!(
                     "element {n} (delta {} of its chain) does not follow element {} (number {}): \
                      out of order, or from another chain",
@@ -34,8 +40,16 @@ pub fn check_chain(chain: &[Snapshot]) -> Result<(), SnapshotError> {
         match (&before.memory, &delta.memory) {
             (None, None) => {}
             (Some(a), Some(b)) if b.size() >= a.size() => {}
-            (Some(_), Some(_)) => return Err(invalid(format!("element {n} has less memory than the one before it"))),
-            _ => return Err(invalid(format!("memory 0 present in only some elements (element {n})"))),
+            (Some(_), Some(_)) => {
+                return Err(invalid(format!(
+                    "element {n} has less memory than the one before it"
+                )))
+            }
+            _ => {
+                return Err(invalid(format!(
+                    "memory 0 present in only some elements (element {n})"
+                )))
+            }
         }
     }
     Ok(())
@@ -50,8 +64,12 @@ pub fn chain_digests(chain: &[Snapshot], len: usize) -> Option<Vec<u64>> {
     let mut digests = first.page_digests.clone()?;
     digests.resize(len / PAGE, zero_page_digest());
     for delta in &chain[1..] {
-        if let (Some(MemoryState::Changed { runs, .. }), Some(changed)) = (&delta.memory, &delta.page_digests) {
-            let pages = runs.iter().flat_map(|run| run.first as usize..run.first as usize + run.count as usize);
+        if let (Some(MemoryState::Changed { runs, .. }), Some(changed)) =
+            (&delta.memory, &delta.page_digests)
+        {
+            let pages = runs
+                .iter()
+                .flat_map(|run| run.first as usize..run.first as usize + run.count as usize);
             for (page, digest) in pages.zip(changed) {
                 if let Some(slot) = digests.get_mut(page) {
                     *slot = *digest;

@@ -33,7 +33,11 @@ pub fn zero_page_digest() -> u64 {
 /// slots of the segment's units of `unit` bytes (the last unit may be short), and returns
 /// all the units' digests in order. Large inputs are split between two threads at a
 /// segment boundary.
-pub fn per_segment(len: usize, unit: usize, work: impl Fn(Range<usize>, &mut [u64]) + Sync) -> Vec<u64> {
+pub fn per_segment(
+    len: usize,
+    unit: usize,
+    work: impl Fn(Range<usize>, &mut [u64]) + Sync,
+) -> Vec<u64> {
     debug_assert_eq!(SEGMENT % unit, 0);
     let mut digests = vec![0u64; len.div_ceil(unit)];
     let units_per_segment = SEGMENT / unit;
@@ -64,7 +68,9 @@ pub fn per_segment(len: usize, unit: usize, work: impl Fn(Range<usize>, &mut [u6
         run(0, first);
         match helper {
             // A panic in the helper is a bug; let it surface like one on this thread.
-            Ok(helper) => helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Ok(helper) => helper
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
             Err(_) => run_second(),
         }
     });
@@ -80,7 +86,9 @@ pub fn hash_pages(data: &[u8], out: &mut [u64]) {
 
 /// The digest of every page of `memory`.
 pub fn page_digests(memory: &[u8]) -> Vec<u64> {
-    per_segment(memory.len(), PAGE, |range, out| hash_pages(&memory[range], out))
+    per_segment(memory.len(), PAGE, |range, out| {
+        hash_pages(&memory[range], out)
+    })
 }
 
 /// A version-2 snapshot's id and checksum: the xxh3-128 of `meta` followed by the digests
@@ -102,7 +110,9 @@ pub fn id(meta: &[u8], digests: &[u64]) -> u128 {
 /// memory's 256 KiB segments.
 pub fn v1_checksum(meta: &[u8], bulk: &[u8]) -> u64 {
     use std::hash::Hasher;
-    let digests = per_segment(bulk.len(), SEGMENT, |range, out| out[0] = page_digest(&bulk[range]));
+    let digests = per_segment(bulk.len(), SEGMENT, |range, out| {
+        out[0] = page_digest(&bulk[range])
+    });
     let mut hasher = XxHash3_64::with_seed(0);
     hasher.write(meta);
     for digest in digests {
@@ -117,11 +127,16 @@ mod tests {
 
     #[test]
     fn two_threads_give_the_digests_of_one() {
-        let data: Vec<u8> = (0..PARALLEL_FROM + 3 * SEGMENT + PAGE).map(|i| ((i * 7) >> 3) as u8).collect();
+        let data: Vec<u8> = (0..PARALLEL_FROM + 3 * SEGMENT + PAGE)
+            .map(|i| ((i * 7) >> 3) as u8)
+            .collect();
         let sequential: Vec<u64> = data.chunks(PAGE).map(page_digest).collect();
         assert_eq!(page_digests(&data), sequential);
         let small = &data[..5 * PAGE + 100];
-        assert_eq!(page_digests(small), small.chunks(PAGE).map(page_digest).collect::<Vec<_>>());
+        assert_eq!(
+            page_digests(small),
+            small.chunks(PAGE).map(page_digest).collect::<Vec<_>>()
+        );
         assert!(page_digests(&[]).is_empty());
     }
 

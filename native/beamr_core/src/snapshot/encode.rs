@@ -2,8 +2,9 @@
 
 use super::digest::{self, PAGE, SEGMENT};
 use super::{
-    GlobalValue, Lineage, ModuleId, PageRun, SnapshotId, HEADER_LEN, IDENTIFIED_FROM, KIND_DELTA, KIND_FULL, MAGIC,
-    NULL, SECTION_HEADER, TAG_CHANGED, TAG_GLOBALS, TAG_MEMORY, TAG_PAGES, TAG_TABLE, VERSION,
+    GlobalValue, Lineage, ModuleId, PageRun, SnapshotId, HEADER_LEN, IDENTIFIED_FROM, KIND_DELTA,
+    KIND_FULL, MAGIC, NULL, SECTION_HEADER, TAG_CHANGED, TAG_GLOBALS, TAG_MEMORY, TAG_PAGES,
+    TAG_TABLE, VERSION,
 };
 
 /// What a snapshot holds of memory 0.
@@ -37,14 +38,21 @@ pub struct Encoded {
 
 impl Parts<'_> {
     fn globals_len(&self) -> usize {
-        4 + self.globals.iter().map(|(_, v)| 5 + GlobalValue::value_len(v.kind()).unwrap()).sum::<usize>()
+        4 + self
+            .globals
+            .iter()
+            .map(|(_, v)| 5 + GlobalValue::value_len(v.kind()).unwrap())
+            .sum::<usize>()
     }
 
     /// The runs of pages the bulk holds, in order (all of memory for a full snapshot).
     fn runs(&self) -> Vec<PageRun> {
         match self.memory {
             MemoryParts::None => Vec::new(),
-            MemoryParts::Whole { len } => vec![PageRun { first: 0, count: (len / PAGE) as u32 }],
+            MemoryParts::Whole { len } => vec![PageRun {
+                first: 0,
+                count: (len / PAGE) as u32,
+            }],
             MemoryParts::Changed { runs, .. } => runs.to_vec(),
         }
     }
@@ -62,7 +70,9 @@ impl Parts<'_> {
         let memory = match self.memory {
             MemoryParts::None => 0,
             MemoryParts::Whole { len } => SECTION_HEADER + len,
-            MemoryParts::Changed { runs, .. } => 2 * SECTION_HEADER + 12 + 8 * runs.len() + self.bulk_len(),
+            MemoryParts::Changed { runs, .. } => {
+                2 * SECTION_HEADER + 12 + 8 * runs.len() + self.bulk_len()
+            }
         };
         HEADER_LEN
             + SECTION_HEADER
@@ -83,7 +93,11 @@ impl Parts<'_> {
             MemoryParts::None => 0,
             MemoryParts::Whole { len } | MemoryParts::Changed { len, .. } => len,
         };
-        assert_eq!(memory.len(), memory_len, "memory of the length the parts give");
+        assert_eq!(
+            memory.len(),
+            memory_len,
+            "memory of the length the parts give"
+        );
         let mut w = Writer { out, at: 0 };
         w.bytes(&MAGIC);
         w.u32(VERSION);
@@ -144,7 +158,9 @@ impl Parts<'_> {
         let bulk_base = bulk.as_mut_ptr() as usize;
         let page_digests = digest::per_segment(bulk.len(), PAGE, |range, digests| {
             // SAFETY: the ranges handed out are disjoint, so no two threads write the same bytes.
-            let dst = unsafe { std::slice::from_raw_parts_mut((bulk_base + range.start) as *mut u8, range.len()) };
+            let dst = unsafe {
+                std::slice::from_raw_parts_mut((bulk_base + range.start) as *mut u8, range.len())
+            };
             populate(dst);
             gather(dst, range.start, memory, &runs, &starts);
             digest::hash_pages(dst, digests);
@@ -167,11 +183,17 @@ impl Parts<'_> {
 /// populated first, by two threads for large inputs. For raw reads of memory
 /// (`serialize`), which otherwise pay a page fault per 4 KiB of their result.
 pub fn copy_out(dst: &mut [u8], src: &[u8]) {
-    assert_eq!(dst.len(), src.len(), "copy_out needs a destination as long as its source");
+    assert_eq!(
+        dst.len(),
+        src.len(),
+        "copy_out needs a destination as long as its source"
+    );
     let dst_base = dst.as_mut_ptr() as usize;
     digest::per_segment(src.len(), SEGMENT, |range, _| {
         // SAFETY: the ranges handed out are disjoint, so no two threads write the same bytes.
-        let dst = unsafe { std::slice::from_raw_parts_mut((dst_base + range.start) as *mut u8, range.len()) };
+        let dst = unsafe {
+            std::slice::from_raw_parts_mut((dst_base + range.start) as *mut u8, range.len())
+        };
         populate(dst);
         dst.copy_from_slice(&src[range]);
     });
@@ -213,7 +235,11 @@ fn populate(segment: &mut [u8]) {
     // changing their contents. Failures (an old kernel) leave the plain faults to happen.
     unsafe {
         if libc::mincore(last as *mut libc::c_void, PAGE, &mut resident) == 0 && resident & 1 == 0 {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_POPULATE_WRITE);
+            libc::madvise(
+                start as *mut libc::c_void,
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            );
         }
     }
 }

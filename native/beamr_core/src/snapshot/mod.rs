@@ -58,7 +58,7 @@ mod tests;
 use std::fmt;
 use std::ops::Range;
 
-pub use chain::{check_chain, chain_digests};
+pub use chain::{chain_digests, check_chain};
 pub use digest::PAGE;
 pub use encode::{copy_out, Encoded, MemoryParts, Parts};
 
@@ -162,7 +162,11 @@ pub enum MemoryState<'a> {
     Whole(&'a [u8]),
     /// Its size when the delta was taken, and the pages that changed (their bytes in run
     /// order).
-    Changed { len: usize, runs: Vec<PageRun>, pages: &'a [u8] },
+    Changed {
+        len: usize,
+        runs: Vec<PageRun>,
+        pages: &'a [u8],
+    },
 }
 
 impl MemoryState<'_> {
@@ -260,9 +264,16 @@ struct Header {
 }
 
 fn read_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
-    let mut r = Reader { input: bytes, at: 0, what: "header" };
+    let mut r = Reader {
+        input: bytes,
+        at: 0,
+        what: "header",
+    };
     if bytes.len() < 12 {
-        return Err(invalid(format!("{} bytes, shorter than a header", bytes.len())));
+        return Err(invalid(format!(
+            "{} bytes, shorter than a header",
+            bytes.len()
+        )));
     }
     if r.take(8)? != MAGIC {
         return Err(invalid("bad magic: not an hb_beamr snapshot"));
@@ -271,21 +282,51 @@ fn read_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
     let len = match version {
         1 => V1_HEADER_LEN,
         VERSION => HEADER_LEN,
-        _ => return Err(invalid(format!("version {version}, this build reads versions 1 and {VERSION}"))),
+        _ => {
+            return Err(invalid(format!(
+                "version {version}, this build reads versions 1 and {VERSION}"
+            )))
+        }
     };
     if bytes.len() < len {
-        return Err(invalid(format!("{} bytes, shorter than the {len}-byte header", bytes.len())));
+        return Err(invalid(format!(
+            "{} bytes, shorter than the {len}-byte header",
+            bytes.len()
+        )));
     }
     let kind = r.u32()?;
     let (checksum, total, module, parent, sequence) = if version == 1 {
-        (u128::from(r.u64()?), r.u64()?, r.take(32)?.try_into().unwrap(), 0, 0)
+        (
+            u128::from(r.u64()?),
+            r.u64()?,
+            r.take(32)?.try_into().unwrap(),
+            0,
+            0,
+        )
     } else {
-        (r.u128()?, r.u64()?, r.take(32)?.try_into().unwrap(), r.u128()?, r.u64()?)
+        (
+            r.u128()?,
+            r.u64()?,
+            r.take(32)?.try_into().unwrap(),
+            r.u128()?,
+            r.u64()?,
+        )
     };
     if total != bytes.len() as u64 {
-        return Err(invalid(format!("length {} where the header says {total}", bytes.len())));
+        return Err(invalid(format!(
+            "length {} where the header says {total}",
+            bytes.len()
+        )));
     }
-    Ok(Header { version, kind, checksum, module, parent, sequence, len })
+    Ok(Header {
+        version,
+        kind,
+        checksum,
+        module,
+        parent,
+        sequence,
+        len,
+    })
 }
 
 /// Checks integrity (magic, version, length, checksum) and structure; the module is
@@ -302,12 +343,18 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>, SnapshotError> {
     };
     let bulk = &bytes[bulk_start..];
     let page_digests = if header.version == 1 {
-        if u128::from(digest::v1_checksum(&bytes[V1_CHECKSUMMED_FROM..bulk_start], bulk)) != header.checksum {
+        if u128::from(digest::v1_checksum(
+            &bytes[V1_CHECKSUMMED_FROM..bulk_start],
+            bulk,
+        )) != header.checksum
+        {
             return Err(invalid("checksum mismatch: corrupted"));
         }
         None
     } else {
-        let digests = digest::per_segment(bulk.len(), PAGE, |range, out| digest::hash_pages(&bulk[range], out));
+        let digests = digest::per_segment(bulk.len(), PAGE, |range, out| {
+            digest::hash_pages(&bulk[range], out)
+        });
         if digest::id(&bytes[IDENTIFIED_FROM..bulk_start], &digests) != header.checksum {
             return Err(invalid("checksum mismatch: corrupted"));
         }
@@ -315,7 +362,9 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>, SnapshotError> {
     };
     let lineage = match (header.version, header.kind) {
         (1, 0) | (VERSION, KIND_FULL) => Lineage::Full,
-        (VERSION, KIND_DELTA) => Lineage::Delta { parent: header.parent },
+        (VERSION, KIND_DELTA) => Lineage::Delta {
+            parent: header.parent,
+        },
         (_, kind) => return Err(invalid(format!("unsupported kind {kind:#x}"))),
     };
     let (globals, table, _) = parsed?;
@@ -335,13 +384,21 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>, SnapshotError> {
     })
 }
 
-type Sections = (Vec<(u32, GlobalValue)>, Option<Vec<Option<u32>>>, Option<Range<usize>>);
+type Sections = (
+    Vec<(u32, GlobalValue)>,
+    Option<Vec<Option<u32>>>,
+    Option<Range<usize>>,
+);
 
 /// The globals, table, and where the bulk is; memory's sections are read by
 /// `memory_state` once the kind is known to be trustworthy.
 fn parse_sections(bytes: &[u8], header: &Header) -> Result<Sections, SnapshotError> {
     let (mut globals, mut table, mut bulk) = (Vec::new(), None, None);
-    let mut body = Reader { input: bytes, at: header.len, what: "section header" };
+    let mut body = Reader {
+        input: bytes,
+        at: header.len,
+        what: "section header",
+    };
     let mut last_tag = 0;
     while !body.done() {
         let tag = body.u8()?;
@@ -373,7 +430,8 @@ fn parse_sections(bytes: &[u8], header: &Header) -> Result<Sections, SnapshotErr
 fn section<'a>(bytes: &'a [u8], header: &Header, tag: u8) -> Option<&'a [u8]> {
     let mut at = header.len;
     while at < bytes.len() {
-        let len = u64::from_le_bytes(bytes[at + 1..at + SECTION_HEADER].try_into().unwrap()) as usize;
+        let len =
+            u64::from_le_bytes(bytes[at + 1..at + SECTION_HEADER].try_into().unwrap()) as usize;
         let payload = &bytes[at + SECTION_HEADER..at + SECTION_HEADER + len];
         if bytes[at] == tag {
             return Some(payload);
@@ -383,7 +441,11 @@ fn section<'a>(bytes: &'a [u8], header: &Header, tag: u8) -> Option<&'a [u8]> {
     None
 }
 
-fn memory_state<'a>(bytes: &'a [u8], header: &Header, lineage: Lineage) -> Result<Option<MemoryState<'a>>, SnapshotError> {
+fn memory_state<'a>(
+    bytes: &'a [u8],
+    header: &Header,
+    lineage: Lineage,
+) -> Result<Option<MemoryState<'a>>, SnapshotError> {
     let whole = section(bytes, header, TAG_MEMORY);
     let changed = section(bytes, header, TAG_CHANGED);
     let pages = section(bytes, header, TAG_PAGES);
@@ -391,21 +453,34 @@ fn memory_state<'a>(bytes: &'a [u8], header: &Header, lineage: Lineage) -> Resul
         (Lineage::Full, None, None, None) | (Lineage::Delta { .. }, None, None, None) => Ok(None),
         (Lineage::Full, Some(memory), None, None) => {
             if memory.len() % WASM_PAGE != 0 {
-                return Err(invalid(format!("memory of {} bytes is not a whole number of pages", memory.len())));
+                return Err(invalid(format!(
+                    "memory of {} bytes is not a whole number of pages",
+                    memory.len()
+                )));
             }
             Ok(Some(MemoryState::Whole(memory)))
         }
-        (Lineage::Delta { .. }, None, Some(changed), Some(pages)) => decode_changed(changed, pages).map(Some),
+        (Lineage::Delta { .. }, None, Some(changed), Some(pages)) => {
+            decode_changed(changed, pages).map(Some)
+        }
         (Lineage::Full, ..) => Err(invalid("a full snapshot with a delta's sections")),
-        (Lineage::Delta { .. }, ..) => Err(invalid("a delta without its changed pages, or with a full memory")),
+        (Lineage::Delta { .. }, ..) => Err(invalid(
+            "a delta without its changed pages, or with a full memory",
+        )),
     }
 }
 
 fn decode_changed<'a>(changed: &[u8], pages: &'a [u8]) -> Result<MemoryState<'a>, SnapshotError> {
-    let mut r = Reader { input: changed, at: 0, what: "changed pages section" };
+    let mut r = Reader {
+        input: changed,
+        at: 0,
+        what: "changed pages section",
+    };
     let len = usize::try_from(r.u64()?).map_err(|_| invalid("memory size overflows"))?;
     if len % WASM_PAGE != 0 || len > 1 << 32 {
-        return Err(invalid(format!("memory of {len} bytes is not a whole number of pages below 4 GiB")));
+        return Err(invalid(format!(
+            "memory of {len} bytes is not a whole number of pages below 4 GiB"
+        )));
     }
     let count = r.u32()? as usize;
     if changed.len() != 12 + 8 * count {
@@ -414,22 +489,34 @@ fn decode_changed<'a>(changed: &[u8], pages: &'a [u8]) -> Result<MemoryState<'a>
     let mut runs = Vec::with_capacity(count);
     let mut end = 0usize;
     for _ in 0..count {
-        let run = PageRun { first: r.u32()?, count: r.u32()? };
+        let run = PageRun {
+            first: r.u32()?,
+            count: r.u32()?,
+        };
         if run.count == 0 || (run.first as usize) < end || run.bytes().end > len {
-            return Err(invalid("changed pages not ascending, empty, or beyond memory"));
+            return Err(invalid(
+                "changed pages not ascending, empty, or beyond memory",
+            ));
         }
         end = run.bytes().end / PAGE;
         runs.push(run);
     }
     let total: usize = runs.iter().map(|r| r.count as usize * PAGE).sum();
     if pages.len() != total {
-        return Err(invalid(format!("{} bytes of pages where the runs say {total}", pages.len())));
+        return Err(invalid(format!(
+            "{} bytes of pages where the runs say {total}",
+            pages.len()
+        )));
     }
     Ok(MemoryState::Changed { len, runs, pages })
 }
 
 fn decode_globals(payload: &[u8]) -> Result<Vec<(u32, GlobalValue)>, SnapshotError> {
-    let mut r = Reader { input: payload, at: 0, what: "globals section" };
+    let mut r = Reader {
+        input: payload,
+        at: 0,
+        what: "globals section",
+    };
     let count = r.u32()?;
     // Each global takes at least 5 bytes: a count beyond that is a lie, not an allocation.
     if count as usize > payload.len() / 5 {
@@ -462,12 +549,19 @@ fn decode_globals(payload: &[u8]) -> Result<Vec<(u32, GlobalValue)>, SnapshotErr
 }
 
 fn decode_table(payload: &[u8]) -> Result<Vec<Option<u32>>, SnapshotError> {
-    let mut r = Reader { input: payload, at: 0, what: "table section" };
+    let mut r = Reader {
+        input: payload,
+        at: 0,
+        what: "table section",
+    };
     let size = r.u32()? as usize;
     if payload.len() != 4 + 4 * size {
         return Err(invalid("table size disagrees with the section length"));
     }
-    Ok(payload[4..].chunks_exact(4).map(|e| Some(u32::from_le_bytes(e.try_into().unwrap())).filter(|f| *f != NULL)).collect())
+    Ok(payload[4..]
+        .chunks_exact(4)
+        .map(|e| Some(u32::from_le_bytes(e.try_into().unwrap())).filter(|f| *f != NULL))
+        .collect())
 }
 
 impl Snapshot<'_> {

@@ -39,7 +39,10 @@ fn delta(parent: SnapshotId, sequence: u64, memory: &[u8], runs: &[PageRun]) -> 
         sequence,
         globals: &GLOBALS[..2],
         table: Some(&TABLE[..2]),
-        memory: MemoryParts::Changed { len: memory.len(), runs },
+        memory: MemoryParts::Changed {
+            len: memory.len(),
+            runs,
+        },
     }
     .encode(memory)
 }
@@ -50,7 +53,10 @@ fn round_trips_every_kind_of_state() {
     let (bytes, encoded) = full(&memory);
     let snapshot = decode(&bytes).unwrap();
     assert_eq!(snapshot.module, MODULE);
-    assert_eq!((snapshot.id, snapshot.lineage, snapshot.sequence), (encoded.id, Lineage::Full, 0));
+    assert_eq!(
+        (snapshot.id, snapshot.lineage, snapshot.sequence),
+        (encoded.id, Lineage::Full, 0)
+    );
     assert_eq!(snapshot.globals, GLOBALS.to_vec());
     assert_eq!(snapshot.table, Some(TABLE.to_vec()));
     assert_eq!(snapshot.memory, Some(MemoryState::Whole(&memory[..])));
@@ -64,7 +70,14 @@ fn round_trips_every_kind_of_state() {
 fn round_trips_a_module_without_memory_or_table() {
     for lineage in [Lineage::Full, Lineage::Delta { parent: 5 }] {
         let sequence = if lineage == Lineage::Full { 0 } else { 3 };
-        let parts = Parts { module: &MODULE, lineage, sequence, globals: &[], table: None, memory: MemoryParts::None };
+        let parts = Parts {
+            module: &MODULE,
+            lineage,
+            sequence,
+            globals: &[],
+            table: None,
+            memory: MemoryParts::None,
+        };
         let (bytes, encoded) = parts.encode(&[]);
         assert_eq!(bytes.len(), parts.encoded_len());
         let snapshot = decode(&bytes).unwrap();
@@ -86,36 +99,81 @@ fn round_trips_a_module_without_memory_or_table() {
 fn a_delta_round_trips_its_pages() {
     let mut memory = sample_memory();
     memory.extend(vec![0xee; WASM_PAGE]);
-    let runs = [PageRun { first: 1, count: 2 }, PageRun { first: 7, count: 1 }, PageRun { first: 40, count: 8 }];
+    let runs = [
+        PageRun { first: 1, count: 2 },
+        PageRun { first: 7, count: 1 },
+        PageRun {
+            first: 40,
+            count: 8,
+        },
+    ];
     let (bytes, encoded) = delta(99, 4, &memory, &runs);
     let snapshot = decode(&bytes).unwrap();
-    assert_eq!((snapshot.id, snapshot.lineage, snapshot.sequence), (encoded.id, Lineage::Delta { parent: 99 }, 4));
-    let Some(MemoryState::Changed { len, runs: got, pages }) = &snapshot.memory else { panic!("no pages") };
+    assert_eq!(
+        (snapshot.id, snapshot.lineage, snapshot.sequence),
+        (encoded.id, Lineage::Delta { parent: 99 }, 4)
+    );
+    let Some(MemoryState::Changed {
+        len,
+        runs: got,
+        pages,
+    }) = &snapshot.memory
+    else {
+        panic!("no pages")
+    };
     assert_eq!((*len, &got[..]), (memory.len(), &runs[..]));
-    let expected: Vec<u8> = runs.iter().flat_map(|r| memory[r.bytes()].to_vec()).collect();
+    let expected: Vec<u8> = runs
+        .iter()
+        .flat_map(|r| memory[r.bytes()].to_vec())
+        .collect();
     assert_eq!(*pages, &expected[..]);
-    assert_eq!(snapshot.page_digests, Some(expected.chunks(PAGE).map(page_digest).collect()));
+    assert_eq!(
+        snapshot.page_digests,
+        Some(expected.chunks(PAGE).map(page_digest).collect())
+    );
     // No pages changed: still a delta with memory's size.
     let (bytes, _) = delta(99, 4, &memory, &[]);
     let snapshot = decode(&bytes).unwrap();
-    assert_eq!(snapshot.memory, Some(MemoryState::Changed { len: memory.len(), runs: vec![], pages: &[] }));
+    assert_eq!(
+        snapshot.memory,
+        Some(MemoryState::Changed {
+            len: memory.len(),
+            runs: vec![],
+            pages: &[]
+        })
+    );
 }
 
 /// Large bulks are gathered and hashed by two threads: the same bytes as one would write.
 #[test]
 fn large_deltas_gather_every_run_in_order() {
-    let memory: Vec<u8> = (0..128 * WASM_PAGE * 4).map(|i| ((i >> 12) * 13 + i) as u8).collect();
-    let runs: Vec<PageRun> = (0..2000).map(|k| PageRun { first: k * 4, count: 1 + k % 3 }).collect();
+    let memory: Vec<u8> = (0..128 * WASM_PAGE * 4)
+        .map(|i| ((i >> 12) * 13 + i) as u8)
+        .collect();
+    let runs: Vec<PageRun> = (0..2000)
+        .map(|k| PageRun {
+            first: k * 4,
+            count: 1 + k % 3,
+        })
+        .collect();
     let (bytes, _) = delta(1, 1, &memory, &runs);
-    let Some(MemoryState::Changed { pages, .. }) = decode(&bytes).unwrap().memory else { panic!("no pages") };
-    let expected: Vec<u8> = runs.iter().flat_map(|r| memory[r.bytes()].to_vec()).collect();
+    let Some(MemoryState::Changed { pages, .. }) = decode(&bytes).unwrap().memory else {
+        panic!("no pages")
+    };
+    let expected: Vec<u8> = runs
+        .iter()
+        .flat_map(|r| memory[r.bytes()].to_vec())
+        .collect();
     assert!(pages.len() > 8 << 20 && pages == &expected[..]);
 }
 
 #[test]
 fn every_truncation_is_invalid() {
     let memory = vec![0xa5; WASM_PAGE];
-    for bytes in [full(&memory).0, delta(3, 1, &memory, &[PageRun { first: 2, count: 1 }]).0] {
+    for bytes in [
+        full(&memory).0,
+        delta(3, 1, &memory, &[PageRun { first: 2, count: 1 }]).0,
+    ] {
         for len in 0..bytes.len() {
             assert!(
                 matches!(decode(&bytes[..len]), Err(SnapshotError::Invalid(_))),
@@ -133,14 +191,20 @@ fn every_truncation_is_invalid() {
 fn every_bit_flip_outside_memory_is_invalid_and_some_inside() {
     let memory = vec![0x3c; WASM_PAGE];
     let runs = [PageRun { first: 3, count: 2 }];
-    for (bytes, bulk) in [(full(&memory).0, memory.len()), (delta(3, 1, &memory, &runs).0, 2 * PAGE)] {
+    for (bytes, bulk) in [
+        (full(&memory).0, memory.len()),
+        (delta(3, 1, &memory, &runs).0, 2 * PAGE),
+    ] {
         let meta_end = bytes.len() - bulk;
         let positions = (0..meta_end).chain((meta_end..bytes.len()).step_by(997));
         for at in positions {
             for bit in 0..8 {
                 let mut flipped = bytes.clone();
                 flipped[at] ^= 1 << bit;
-                assert!(matches!(decode(&flipped), Err(SnapshotError::Invalid(_))), "bit {bit} of byte {at} flipped");
+                assert!(
+                    matches!(decode(&flipped), Err(SnapshotError::Invalid(_))),
+                    "bit {bit} of byte {at} flipped"
+                );
             }
         }
     }
@@ -149,13 +213,25 @@ fn every_bit_flip_outside_memory_is_invalid_and_some_inside() {
 /// Large memories are copied and hashed by two threads: same result, same checks.
 #[test]
 fn large_memory_round_trips_and_detects_flips_in_either_half() {
-    let memory: Vec<u8> = (0..(8 << 20) + 3 * WASM_PAGE).map(|i| (i % 253) as u8).collect();
+    let memory: Vec<u8> = (0..(8 << 20) + 3 * WASM_PAGE)
+        .map(|i| (i % 253) as u8)
+        .collect();
     let (bytes, _) = full(&memory);
-    assert_eq!(decode(&bytes).unwrap().memory, Some(MemoryState::Whole(&memory[..])));
-    for at in [bytes.len() - memory.len() + 5, bytes.len() - memory.len() / 3, bytes.len() - 1] {
+    assert_eq!(
+        decode(&bytes).unwrap().memory,
+        Some(MemoryState::Whole(&memory[..]))
+    );
+    for at in [
+        bytes.len() - memory.len() + 5,
+        bytes.len() - memory.len() / 3,
+        bytes.len() - 1,
+    ] {
         let mut flipped = bytes.clone();
         flipped[at] ^= 0x80;
-        assert!(matches!(decode(&flipped), Err(SnapshotError::Invalid(_))), "flip at {at}");
+        assert!(
+            matches!(decode(&flipped), Err(SnapshotError::Invalid(_))),
+            "flip at {at}"
+        );
     }
 }
 
@@ -173,7 +249,10 @@ fn another_module_is_a_mismatch_not_invalid() {
     let memory = sample_memory();
     let (bytes, _) = full(&memory);
     let snapshot = decode(&bytes).unwrap();
-    assert!(matches!(snapshot.check_module(&[8; 32]), Err(SnapshotError::Mismatch(_))));
+    assert!(matches!(
+        snapshot.check_module(&[8; 32]),
+        Err(SnapshotError::Mismatch(_))
+    ));
 }
 
 #[test]
@@ -181,7 +260,9 @@ fn other_versions_and_foreign_bytes_are_invalid() {
     let memory = sample_memory();
     let (mut bytes, _) = full(&memory);
     bytes[8] = 3;
-    let Err(SnapshotError::Invalid(why)) = decode(&bytes) else { panic!("version 3 accepted") };
+    let Err(SnapshotError::Invalid(why)) = decode(&bytes) else {
+        panic!("version 3 accepted")
+    };
     assert!(why.contains("version 3"), "{why}");
     assert!(matches!(decode(&memory), Err(SnapshotError::Invalid(_))));
 }
@@ -189,7 +270,15 @@ fn other_versions_and_foreign_bytes_are_invalid() {
 /// A version-1 snapshot as version 1 wrote it (64-byte header, xxh3-64 over 256 KiB
 /// segments), with `sections` after the header.
 fn version1(sections: &[u8], memory: &[u8]) -> Vec<u8> {
-    let mut bytes = [&MAGIC[..], &1u32.to_le_bytes(), &0u32.to_le_bytes(), &[0; 8], &[0; 8], &MODULE].concat();
+    let mut bytes = [
+        &MAGIC[..],
+        &1u32.to_le_bytes(),
+        &0u32.to_le_bytes(),
+        &[0; 8],
+        &[0; 8],
+        &MODULE,
+    ]
+    .concat();
     bytes.extend_from_slice(sections);
     bytes.push(TAG_MEMORY);
     bytes.extend_from_slice(&(memory.len() as u64).to_le_bytes());
@@ -204,14 +293,49 @@ fn version1(sections: &[u8], memory: &[u8]) -> Vec<u8> {
 
 #[test]
 fn version_1_snapshots_are_still_read() {
-    let memory: Vec<u8> = (0..SEGMENT + 2 * WASM_PAGE).map(|i| (i / 7) as u8).collect();
-    let globals = [TAG_GLOBALS, 13, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 0, 0x2a, 0, 0, 0];
+    let memory: Vec<u8> = (0..SEGMENT + 2 * WASM_PAGE)
+        .map(|i| (i / 7) as u8)
+        .collect();
+    let globals = [
+        TAG_GLOBALS,
+        13,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        1,
+        0,
+        0,
+        0,
+        4,
+        0,
+        0,
+        0,
+        0,
+        0x2a,
+        0,
+        0,
+        0,
+    ];
     let bytes = version1(&globals, &memory);
     let snapshot = decode(&bytes).unwrap();
-    assert_eq!((snapshot.lineage, snapshot.sequence, snapshot.page_digests.as_ref()), (Lineage::Full, 0, None));
+    assert_eq!(
+        (
+            snapshot.lineage,
+            snapshot.sequence,
+            snapshot.page_digests.as_ref()
+        ),
+        (Lineage::Full, 0, None)
+    );
     assert_eq!(snapshot.globals, vec![(4, GlobalValue::I32(42))]);
     assert_eq!(snapshot.memory, Some(MemoryState::Whole(&memory[..])));
-    assert_eq!(snapshot.id, u128::from(u64::from_le_bytes(bytes[16..24].try_into().unwrap())));
+    assert_eq!(
+        snapshot.id,
+        u128::from(u64::from_le_bytes(bytes[16..24].try_into().unwrap()))
+    );
     let mut flipped = bytes.clone();
     flipped[bytes.len() - 1] ^= 1;
     assert!(matches!(decode(&flipped), Err(SnapshotError::Invalid(_))));
@@ -226,7 +350,10 @@ fn reseal_with_bulk(mut bytes: Vec<u8>, bulk: usize) -> Vec<u8> {
     let len = bytes.len() as u64;
     bytes[32..40].copy_from_slice(&len.to_le_bytes());
     let meta_end = bytes.len() - bulk;
-    let id = digest::id(&bytes[IDENTIFIED_FROM..meta_end], &digest::page_digests(&bytes[meta_end..]));
+    let id = digest::id(
+        &bytes[IDENTIFIED_FROM..meta_end],
+        &digest::page_digests(&bytes[meta_end..]),
+    );
     bytes[16..32].copy_from_slice(&id.to_le_bytes());
     bytes
 }
@@ -238,7 +365,14 @@ fn reseal(bytes: Vec<u8>) -> Vec<u8> {
 /// A well-formed snapshot (valid checksum) with a bad structure is still refused.
 #[test]
 fn structurally_bad_snapshots_with_good_checksums_are_invalid() {
-    let empty = |lineage| Parts { module: &MODULE, lineage, sequence: 0, globals: &[], table: None, memory: MemoryParts::None };
+    let empty = |lineage| Parts {
+        module: &MODULE,
+        lineage,
+        sequence: 0,
+        globals: &[],
+        table: None,
+        memory: MemoryParts::None,
+    };
     let header = empty(Lineage::Full).encode(&[]).0;
     let with = |extra: &[u8]| reseal([&header[..], extra].concat());
     // memory not a whole number of pages
@@ -250,7 +384,10 @@ fn structurally_bad_snapshots_with_good_checksums_are_invalid() {
     // table whose size disagrees with its length
     assert!(decode(&with(&[TAG_TABLE, 4, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0])).is_err());
     // a section longer than the input
-    assert!(decode(&with(&[TAG_TABLE, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])).is_err());
+    assert!(decode(&with(&[
+        TAG_TABLE, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
+    ]))
+    .is_err());
     // a delta's sections in a full snapshot
     assert!(decode(&with(&[TAG_PAGES, 0, 0, 0, 0, 0, 0, 0, 0])).is_err());
     // unknown kind
@@ -264,7 +401,8 @@ fn structurally_bad_snapshots_with_good_checksums_are_invalid() {
     assert!(decode(&reseal(header)).is_ok());
 
     let delta_header = empty(Lineage::Delta { parent: 1 }).encode(&[]).0;
-    let with = |extra: &[u8], bulk: usize| reseal_with_bulk([&delta_header[..], extra].concat(), bulk);
+    let with =
+        |extra: &[u8], bulk: usize| reseal_with_bulk([&delta_header[..], extra].concat(), bulk);
     let changed = |len: u64, runs: &[(u32, u32)]| {
         let mut s = vec![TAG_CHANGED];
         s.extend_from_slice(&(12 + 8 * runs.len() as u64).to_le_bytes());
@@ -276,15 +414,42 @@ fn structurally_bad_snapshots_with_good_checksums_are_invalid() {
         }
         s
     };
-    let pages = |n: usize| [&[TAG_PAGES][..], &((n * PAGE) as u64).to_le_bytes(), &vec![0; n * PAGE]].concat();
+    let pages = |n: usize| {
+        [
+            &[TAG_PAGES][..],
+            &((n * PAGE) as u64).to_le_bytes(),
+            &vec![0; n * PAGE],
+        ]
+        .concat()
+    };
     let page64k = WASM_PAGE as u64;
-    assert!(decode(&with(&[changed(page64k, &[(1, 2)]), pages(2)].concat(), 2 * PAGE)).is_ok());
+    assert!(decode(&with(
+        &[changed(page64k, &[(1, 2)]), pages(2)].concat(),
+        2 * PAGE
+    ))
+    .is_ok());
     // runs out of order, overlapping, empty, beyond memory, pages missing or too many
-    assert!(decode(&with(&[changed(page64k, &[(4, 1), (2, 1)]), pages(2)].concat(), 2 * PAGE)).is_err());
-    assert!(decode(&with(&[changed(page64k, &[(2, 2), (3, 1)]), pages(3)].concat(), 3 * PAGE)).is_err());
+    assert!(decode(&with(
+        &[changed(page64k, &[(4, 1), (2, 1)]), pages(2)].concat(),
+        2 * PAGE
+    ))
+    .is_err());
+    assert!(decode(&with(
+        &[changed(page64k, &[(2, 2), (3, 1)]), pages(3)].concat(),
+        3 * PAGE
+    ))
+    .is_err());
     assert!(decode(&with(&[changed(page64k, &[(2, 0)]), pages(0)].concat(), 0)).is_err());
-    assert!(decode(&with(&[changed(page64k, &[(15, 2)]), pages(2)].concat(), 2 * PAGE)).is_err());
-    assert!(decode(&with(&[changed(page64k, &[(1, 2)]), pages(1)].concat(), PAGE)).is_err());
+    assert!(decode(&with(
+        &[changed(page64k, &[(15, 2)]), pages(2)].concat(),
+        2 * PAGE
+    ))
+    .is_err());
+    assert!(decode(&with(
+        &[changed(page64k, &[(1, 2)]), pages(1)].concat(),
+        PAGE
+    ))
+    .is_err());
     assert!(decode(&with(&changed(page64k, &[]), 0)).is_err());
     // memory size not whole pages
     assert!(decode(&with(&[changed(100, &[]), pages(0)].concat(), 0)).is_err());
@@ -391,7 +556,13 @@ mod chains {
         grown.extend(memory_of(16, 0));
         grown[3 * PAGE] = 9;
         grown[20 * PAGE] = 8;
-        let runs = [PageRun { first: 3, count: 1 }, PageRun { first: 16, count: 16 }];
+        let runs = [
+            PageRun { first: 3, count: 1 },
+            PageRun {
+                first: 16,
+                count: 16,
+            },
+        ];
         let (d1, d1e) = delta(fe.id, 1, &grown, &runs);
         let (d2, _) = delta(d1e.id, 2, &grown, &[]);
         let decoded: Vec<Snapshot> = [&f, &d1, &d2].iter().map(|b| decode(b).unwrap()).collect();
@@ -401,7 +572,10 @@ mod chains {
         let digests = chain_digests(&decoded, grown.len() + 2 * WASM_PAGE).unwrap();
         let mut expected = grown.clone();
         expected.extend(vec![0; 2 * WASM_PAGE]);
-        assert_eq!(digests, expected.chunks(PAGE).map(page_digest).collect::<Vec<_>>());
+        assert_eq!(
+            digests,
+            expected.chunks(PAGE).map(page_digest).collect::<Vec<_>>()
+        );
     }
 
     fn refused(chain: &[&Vec<u8>]) -> String {

@@ -105,8 +105,14 @@ pub const EXCLUSIONS: &[Exclusion] = &[
 /// wasmparser's wording when validation meets an instruction or type of a disabled proposal.
 const SIGNATURES: &[(&str, Proposal)] = &[
     ("tail calls support is not enabled", Proposal::TailCall),
-    ("function references support is not enabled", Proposal::FunctionReferences),
-    ("function references required for", Proposal::FunctionReferences),
+    (
+        "function references support is not enabled",
+        Proposal::FunctionReferences,
+    ),
+    (
+        "function references required for",
+        Proposal::FunctionReferences,
+    ),
     ("gc support is not enabled", Proposal::Gc),
     ("requires `gc` proposal", Proposal::Gc),
     ("gc proposal", Proposal::Gc),
@@ -117,12 +123,20 @@ const SIGNATURES: &[(&str, Proposal)] = &[
 
 /// wasmparser's generic wordings for other disabled proposals (memory64, legacy
 /// exceptions, custom descriptors, ...).
-const FEATURE_GATES: &[&str] =
-    &["not enabled", "must be enabled", "feature required", "proposal", "custom descriptors required"];
+const FEATURE_GATES: &[&str] = &[
+    "not enabled",
+    "must be enabled",
+    "feature required",
+    "proposal",
+    "custom descriptors required",
+];
 
 /// The excludable proposal a compile error is about, if it is about one.
 pub fn missing_proposal(error: &str) -> Option<Proposal> {
-    SIGNATURES.iter().find(|(fragment, _)| error.contains(fragment)).map(|&(_, proposal)| proposal)
+    SIGNATURES
+        .iter()
+        .find(|(fragment, _)| error.contains(fragment))
+        .map(|&(_, proposal)| proposal)
 }
 
 /// Whether a compile error only says that some proposal is disabled. Such a rejection

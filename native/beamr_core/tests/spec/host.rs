@@ -8,7 +8,10 @@
 use std::collections::HashMap;
 
 use beamr_core::prepare::interrupt;
-use wasmer::{Extern, Function, FunctionType, Global, Memory, MemoryType, Store, Table, TableType, Type, Value};
+use wasmer::{
+    Extern, Function, FunctionType, Global, Memory, MemoryType, Store, Table, TableType, Type,
+    Value,
+};
 
 use super::linking::Exported;
 
@@ -16,7 +19,10 @@ use super::linking::Exported;
 pub fn interruption(store: &mut Store) -> Exported {
     let check = interrupt::unlimited_check(store);
     let externs = HashMap::from([(interrupt::CHECK_NAME.to_string(), Extern::from(check))]);
-    Exported { externs, index64: HashMap::new() }
+    Exported {
+        externs,
+        index64: HashMap::new(),
+    }
 }
 
 pub fn spectest(store: &mut Store) -> Exported {
@@ -43,8 +49,11 @@ pub fn spectest(store: &mut Store) -> Exported {
     for (name, value) in globals {
         externs.insert(name.into(), Global::new(store, value).into());
     }
-    let index64 =
-        HashMap::from([("table".to_string(), false), ("table64".to_string(), true), ("memory".to_string(), false)]);
+    let index64 = HashMap::from([
+        ("table".to_string(), false),
+        ("table64".to_string(), true),
+        ("memory".to_string(), false),
+    ]);
     for name in ["table", "table64"] {
         let table_type = TableType::new(Type::FuncRef, 10, Some(20));
         let table = Table::new(store, table_type, Value::FuncRef(None)).expect("spectest table");

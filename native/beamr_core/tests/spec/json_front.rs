@@ -12,7 +12,9 @@ use std::process::Command as Process;
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::script::{Action, Arg, Directive, Expected, Float, Kind, ModuleBytes, RefKind, V128Expected};
+use super::script::{
+    Action, Arg, Directive, Expected, Float, Kind, ModuleBytes, RefKind, V128Expected,
+};
 
 const WAST2JSON_FLAGS: &[&str] = &["--enable-exceptions", "--enable-tail-call"];
 
@@ -27,11 +29,20 @@ pub fn load(path: &Path) -> Result<Vec<Directive>, String> {
         .output()
         .map_err(|e| format!("cannot run wast2json (install wabt): {e}"))?;
     if !output.status.success() {
-        return Err(format!("wast2json failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(format!(
+            "wast2json failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
-    let text = fs::read_to_string(&json_path).map_err(|e| format!("cannot read wast2json output: {e}"))?;
-    let script: Script = serde_json::from_str(&text).map_err(|e| format!("unexpected wast2json output: {e}"))?;
-    Ok(script.commands.into_iter().map(|command| translate(command, &scratch.0)).collect())
+    let text =
+        fs::read_to_string(&json_path).map_err(|e| format!("cannot read wast2json output: {e}"))?;
+    let script: Script =
+        serde_json::from_str(&text).map_err(|e| format!("unexpected wast2json output: {e}"))?;
+    Ok(script
+        .commands
+        .into_iter()
+        .map(|command| translate(command, &scratch.0))
+        .collect())
 }
 
 /// The scratch directory wast2json writes into, removed when loading is done.
@@ -110,8 +121,15 @@ enum Command {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum JsonAction {
-    Invoke { module: Option<String>, field: String, args: Vec<JsonValue> },
-    Get { module: Option<String>, field: String },
+    Invoke {
+        module: Option<String>,
+        field: String,
+        args: Vec<JsonValue>,
+    },
+    Get {
+        module: Option<String>,
+        field: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -136,29 +154,60 @@ fn translate(command: Json, dir: &Path) -> Directive {
 
 fn kind(command: Command, dir: &Path) -> Result<Kind, String> {
     Ok(match command {
-        Command::Module { filename, name } => {
-            Kind::Module { name: name.map(unsigil), bytes: module(dir, &filename, "binary"), instantiate: true }
-        }
+        Command::Module { filename, name } => Kind::Module {
+            name: name.map(unsigil),
+            bytes: module(dir, &filename, "binary"),
+            instantiate: true,
+        },
         Command::Action { action: a } => Kind::Action(action(a)?),
-        Command::Register { name, as_name } => Kind::Register { module: name.map(unsigil), as_name },
-        Command::AssertReturn { action: a, expected: e } => {
-            Kind::AssertReturn { action: action(a)?, expected: e.into_iter().map(expected).collect::<Result<_, _>>()? }
-        }
-        Command::AssertTrap { action: a, text } => Kind::AssertTrap { action: action(a)?, message: text },
-        Command::AssertExhaustion { action: a, text } => Kind::AssertExhaustion { action: action(a)?, message: text },
+        Command::Register { name, as_name } => Kind::Register {
+            module: name.map(unsigil),
+            as_name,
+        },
+        Command::AssertReturn {
+            action: a,
+            expected: e,
+        } => Kind::AssertReturn {
+            action: action(a)?,
+            expected: e.into_iter().map(expected).collect::<Result<_, _>>()?,
+        },
+        Command::AssertTrap { action: a, text } => Kind::AssertTrap {
+            action: action(a)?,
+            message: text,
+        },
+        Command::AssertExhaustion { action: a, text } => Kind::AssertExhaustion {
+            action: action(a)?,
+            message: text,
+        },
         Command::AssertException { action: a } => Kind::AssertException { action: action(a)? },
-        Command::AssertInvalid { filename, module_type } => {
-            Kind::AssertInvalid { bytes: module(dir, &filename, &module_type) }
-        }
-        Command::AssertMalformed { filename, module_type } => {
-            Kind::AssertMalformed { bytes: module(dir, &filename, &module_type) }
-        }
-        Command::AssertUnlinkable { filename, module_type, text } => {
-            Kind::AssertUnlinkable { bytes: module(dir, &filename, &module_type), message: text }
-        }
-        Command::AssertUninstantiable { filename, module_type, text } => {
-            Kind::AssertTrap { action: Action::Instantiate(module(dir, &filename, &module_type)), message: text }
-        }
+        Command::AssertInvalid {
+            filename,
+            module_type,
+        } => Kind::AssertInvalid {
+            bytes: module(dir, &filename, &module_type),
+        },
+        Command::AssertMalformed {
+            filename,
+            module_type,
+        } => Kind::AssertMalformed {
+            bytes: module(dir, &filename, &module_type),
+        },
+        Command::AssertUnlinkable {
+            filename,
+            module_type,
+            text,
+        } => Kind::AssertUnlinkable {
+            bytes: module(dir, &filename, &module_type),
+            message: text,
+        },
+        Command::AssertUninstantiable {
+            filename,
+            module_type,
+            text,
+        } => Kind::AssertTrap {
+            action: Action::Instantiate(module(dir, &filename, &module_type)),
+            message: text,
+        },
     })
 }
 
@@ -174,7 +223,8 @@ fn module(dir: &Path, filename: &str, module_type: &str) -> ModuleBytes {
     match module_type {
         "binary" => fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display())),
         "text" => {
-            let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let text = fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
             wat::parse_str(text).map_err(|e| e.to_string())
         }
         other => Err(format!("unknown module type {other}")),
@@ -183,12 +233,19 @@ fn module(dir: &Path, filename: &str, module_type: &str) -> ModuleBytes {
 
 fn action(action: JsonAction) -> Result<Action, String> {
     Ok(match action {
-        JsonAction::Invoke { module, field, args } => Action::Invoke {
+        JsonAction::Invoke {
+            module,
+            field,
+            args,
+        } => Action::Invoke {
             module: module.map(unsigil),
             field,
             args: args.into_iter().map(arg).collect::<Result<_, _>>()?,
         },
-        JsonAction::Get { module, field } => Action::Get { module: module.map(unsigil), field },
+        JsonAction::Get { module, field } => Action::Get {
+            module: module.map(unsigil),
+            field,
+        },
     })
 }
 
@@ -212,7 +269,9 @@ fn expected(value: JsonValue) -> Result<Expected, String> {
     match value.ty.as_str() {
         "either" => {
             let cases = value.values.ok_or("either without values")?;
-            return Ok(Expected::Either(cases.into_iter().map(expected).collect::<Result<_, _>>()?));
+            return Ok(Expected::Either(
+                cases.into_iter().map(expected).collect::<Result<_, _>>()?,
+            ));
         }
         "v128" => return Ok(Expected::V128(v128_expected(&value)?)),
         _ => {}
@@ -223,7 +282,9 @@ fn expected(value: JsonValue) -> Result<Expected, String> {
         "i64" => Expected::I64(number::<u64>(text)? as i64),
         "f32" => Expected::F32(float(text)?),
         "f64" => Expected::F64(float(text)?),
-        "funcref" | "externref" | "exnref" if text == "null" => Expected::Null(Some(ref_kind(&value.ty))),
+        "funcref" | "externref" | "exnref" if text == "null" => {
+            Expected::Null(Some(ref_kind(&value.ty)))
+        }
         "externref" => Expected::Extern(Some(number(text)?)),
         "funcref" => Expected::Func,
         other => return Err(format!("result of type {other}")),
@@ -262,7 +323,10 @@ fn lanes(value: &JsonValue) -> Result<(&str, Vec<&str>), String> {
     let Some(Json::Array(items)) = &value.value else {
         return Err("v128 without lanes".into());
     };
-    let lanes = items.iter().map(|l| l.as_str().ok_or("v128 lane is not a string")).collect::<Result<_, _>>()?;
+    let lanes = items
+        .iter()
+        .map(|l| l.as_str().ok_or("v128 lane is not a string"))
+        .collect::<Result<_, _>>()?;
     Ok((lane_type, lanes))
 }
 
@@ -270,14 +334,20 @@ fn lanes(value: &JsonValue) -> Result<(&str, Vec<&str>), String> {
 fn lane_bits(value: &JsonValue) -> Result<u128, String> {
     let (lane_type, lanes) = lanes(value)?;
     let width = 128 / lanes.len().max(1) as u32;
-    if !matches!((lane_type, width), ("i8", 8) | ("i16", 16) | ("i32" | "f32", 32) | ("i64" | "f64", 64)) {
+    if !matches!(
+        (lane_type, width),
+        ("i8", 8) | ("i16", 16) | ("i32" | "f32", 32) | ("i64" | "f64", 64)
+    ) {
         return Err(format!("v128 with {} {lane_type} lanes", lanes.len()));
     }
-    let mask = if width == 64 { u64::MAX } else { (1u64 << width) - 1 };
-    lanes
-        .iter()
-        .enumerate()
-        .try_fold(0u128, |acc, (i, lane)| Ok(acc | (((number::<u64>(lane)? & mask) as u128) << (i as u32 * width))))
+    let mask = if width == 64 {
+        u64::MAX
+    } else {
+        (1u64 << width) - 1
+    };
+    lanes.iter().enumerate().try_fold(0u128, |acc, (i, lane)| {
+        Ok(acc | (((number::<u64>(lane)? & mask) as u128) << (i as u32 * width)))
+    })
 }
 
 fn v128_expected(value: &JsonValue) -> Result<V128Expected, String> {
@@ -289,7 +359,14 @@ fn v128_expected(value: &JsonValue) -> Result<V128Expected, String> {
     })
 }
 
-fn float_lanes<Bits: std::str::FromStr, const N: usize>(lanes: &[&str]) -> Result<[Float<Bits>; N], String> {
-    let floats = lanes.iter().map(|l| float(l)).collect::<Result<Vec<_>, _>>()?;
-    floats.try_into().map_err(|v: Vec<_>| format!("v128 with {} float lanes", v.len()))
+fn float_lanes<Bits: std::str::FromStr, const N: usize>(
+    lanes: &[&str],
+) -> Result<[Float<Bits>; N], String> {
+    let floats = lanes
+        .iter()
+        .map(|l| float(l))
+        .collect::<Result<Vec<_>, _>>()?;
+    floats
+        .try_into()
+        .map_err(|v: Vec<_>| format!("v128 with {} float lanes", v.len()))
 }

@@ -30,7 +30,10 @@ impl Exported {
             .filter(|(name, _)| !name.starts_with(RESERVED_EXPORT_PREFIX))
             .map(|(name, ext)| (name.clone(), ext.clone()))
             .collect();
-        Exported { externs, index64: interface.exports.clone() }
+        Exported {
+            externs,
+            index64: interface.exports.clone(),
+        }
     }
 }
 
@@ -113,7 +116,9 @@ pub fn resolve<E>(
         let Some(value) = exported.externs.get(name) else {
             return unknown();
         };
-        let wanted = interface.imports.get(&(namespace.to_string(), name.to_string()));
+        let wanted = interface
+            .imports
+            .get(&(namespace.to_string(), name.to_string()));
         if let (Some(&wanted), Some(&offered)) = (wanted, exported.index64.get(name)) {
             if wanted != offered {
                 return Ok(Err(format!(

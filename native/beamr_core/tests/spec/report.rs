@@ -31,7 +31,9 @@ pub fn emit(record: &Record) {
     let json = serde_json::to_string(record).expect("record serializes");
     let mut out = std::io::stdout().lock();
     // Flushed per record: if the process dies, the parent still knows how far it got.
-    writeln!(out, "{TAG}{json}").and_then(|_| out.flush()).expect("stdout is writable");
+    writeln!(out, "{TAG}{json}")
+        .and_then(|_| out.flush())
+        .expect("stdout is writable");
 }
 
 pub fn parse(line: &str) -> Option<Record> {
@@ -52,19 +54,46 @@ impl FileReport {
 
 /// Prints the per-file table, then failures, exclusions and notes; true if nothing failed.
 pub fn summarize(reports: &[FileReport]) -> bool {
-    let width = reports.iter().map(|r| r.file.len()).max().unwrap_or(4).max(5);
-    println!("\n{:<width$} {:>7} {:>7} {:>9}", "file", "passed", "failed", "excluded");
+    let width = reports
+        .iter()
+        .map(|r| r.file.len())
+        .max()
+        .unwrap_or(4)
+        .max(5);
+    println!(
+        "\n{:<width$} {:>7} {:>7} {:>9}",
+        "file", "passed", "failed", "excluded"
+    );
     let mut totals = [0; 3];
     for report in reports {
-        let counts = [report.count(Status::Pass), report.count(Status::Fail), report.count(Status::Excluded)];
-        println!("{:<width$} {:>7} {:>7} {:>9}", report.file, counts[0], counts[1], counts[2]);
-        totals.iter_mut().zip(counts).for_each(|(total, n)| *total += n);
+        let counts = [
+            report.count(Status::Pass),
+            report.count(Status::Fail),
+            report.count(Status::Excluded),
+        ];
+        println!(
+            "{:<width$} {:>7} {:>7} {:>9}",
+            report.file, counts[0], counts[1], counts[2]
+        );
+        totals
+            .iter_mut()
+            .zip(counts)
+            .for_each(|(total, n)| *total += n);
     }
-    println!("{:<width$} {:>7} {:>7} {:>9}", "TOTAL", totals[0], totals[1], totals[2]);
+    println!(
+        "{:<width$} {:>7} {:>7} {:>9}",
+        "TOTAL", totals[0], totals[1], totals[2]
+    );
 
-    print_section(reports, "excluded", |r| (r.status == Status::Excluded).then_some(&r.detail));
-    print_section(reports, "notes (tolerated differences)", |r| r.note.as_ref());
-    print_section(reports, "FAILURES", |r| (r.status == Status::Fail).then_some(&r.detail));
+    print_section(reports, "excluded", |r| {
+        (r.status == Status::Excluded).then_some(&r.detail)
+    });
+    print_section(reports, "notes (tolerated differences)", |r| {
+        r.note.as_ref()
+    });
+    print_section(reports, "FAILURES", |r| {
+        (r.status == Status::Fail).then_some(&r.detail)
+    });
     totals[1] == 0
 }
 
@@ -72,10 +101,9 @@ fn print_section(reports: &[FileReport], title: &str, pick: impl Fn(&Record) -> 
     let lines: Vec<String> = reports
         .iter()
         .flat_map(|report| {
-            report
-                .records
-                .iter()
-                .filter_map(|r| pick(r).map(|text| format!("  {}:{} {}: {text}", report.file, r.line, r.kind)))
+            report.records.iter().filter_map(|r| {
+                pick(r).map(|text| format!("  {}:{} {}: {text}", report.file, r.line, r.kind))
+            })
         })
         .collect();
     if !lines.is_empty() {

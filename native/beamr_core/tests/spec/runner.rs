@@ -29,22 +29,34 @@ pub fn run(file: &str, directives: &[Directive], mut sink: impl FnMut(Record)) {
     for directive in directives {
         runner.line = directive.line;
         let step = catch_unwind(AssertUnwindSafe(|| runner.directive(&directive.kind)))
-            .unwrap_or_else(|panic| Err(Stop::Fail(format!("panicked: {}", panic_message(&panic)))));
+            .unwrap_or_else(|panic| {
+                Err(Stop::Fail(format!("panicked: {}", panic_message(&panic))))
+            });
         let (status, detail, note) = match step {
             Ok(note) => (Status::Pass, String::new(), note),
             Err(Stop::Fail(why)) => (Status::Fail, why, None),
             Err(Stop::Excluded(why)) => (Status::Excluded, why, None),
         };
-        sink(Record { line: directive.line, kind: directive.kind.name().into(), status, detail, note });
+        sink(Record {
+            line: directive.line,
+            kind: directive.kind.name().into(),
+            status,
+            detail,
+            note,
+        });
     }
-    for stale in
-        exclusions::EXCLUSIONS.iter().filter(|e| e.file == file && !runner.checked_exclusions.contains(&e.line))
+    for stale in exclusions::EXCLUSIONS
+        .iter()
+        .filter(|e| e.file == file && !runner.checked_exclusions.contains(&e.line))
     {
         sink(Record {
             line: stale.line,
             kind: "exclusion".into(),
             status: Status::Fail,
-            detail: format!("listed exclusion ({}) names no directive with a module of its own", stale.proposal.name()),
+            detail: format!(
+                "listed exclusion ({}) names no directive with a module of its own",
+                stale.proposal.name()
+            ),
             note: None,
         });
     }
@@ -102,9 +114,10 @@ impl<T> Slot<T> {
     fn settle(line: u32, result: Step<Rc<T>>) -> (Slot<T>, Step<Option<String>>) {
         match result {
             Ok(v) => (Slot::Live(v), Ok(None)),
-            Err(Stop::Fail(why)) => {
-                (Slot::Failed(format!("uses the module of line {line}, which failed").into()), Err(Stop::Fail(why)))
-            }
+            Err(Stop::Fail(why)) => (
+                Slot::Failed(format!("uses the module of line {line}, which failed").into()),
+                Err(Stop::Fail(why)),
+            ),
             Err(Stop::Excluded(why)) => (
                 Slot::Excluded(format!("uses the module of line {line}, which is excluded").into()),
                 Err(Stop::Excluded(why)),
@@ -160,8 +173,14 @@ impl<'a> Runner<'a> {
 
     fn directive(&mut self, kind: &Kind) -> Step<Option<String>> {
         match kind {
-            Kind::Module { name, bytes, instantiate: true } => {
-                let result = self.compile(bytes).and_then(|compiled| self.instantiate_live(&compiled?));
+            Kind::Module {
+                name,
+                bytes,
+                instantiate: true,
+            } => {
+                let result = self
+                    .compile(bytes)
+                    .and_then(|compiled| self.instantiate_live(&compiled?));
                 let (slot, step) = Slot::settle(self.line, result);
                 if let Some(name) = name {
                     self.named.insert(name.clone(), slot.clone());
@@ -169,8 +188,14 @@ impl<'a> Runner<'a> {
                 self.current = Some(slot);
                 step
             }
-            Kind::Module { name, bytes, instantiate: false } => {
-                let result = self.compile(bytes).and_then(|compiled| Ok(Rc::new(compiled?)));
+            Kind::Module {
+                name,
+                bytes,
+                instantiate: false,
+            } => {
+                let result = self
+                    .compile(bytes)
+                    .and_then(|compiled| Ok(Rc::new(compiled?)));
                 let (slot, step) = Slot::settle(self.line, result);
                 if let Some(name) = name {
                     self.definitions.insert(name.clone(), slot.clone());
@@ -180,12 +205,16 @@ impl<'a> Runner<'a> {
             }
             Kind::ModuleInstance { instance, module } => {
                 let definition = match module {
-                    Some(name) => {
-                        self.definitions.get(name).cloned().ok_or(format!("unknown module definition ${name}"))?
-                    }
+                    Some(name) => self
+                        .definitions
+                        .get(name)
+                        .cloned()
+                        .ok_or(format!("unknown module definition ${name}"))?,
                     None => self.last_definition.clone().ok_or("no module definition")?,
                 };
-                let result = definition.live().and_then(|compiled| self.instantiate_live(&compiled));
+                let result = definition
+                    .live()
+                    .and_then(|compiled| self.instantiate_live(&compiled));
                 let (slot, step) = Slot::settle(self.line, result);
                 if let Some(name) = instance {
                     self.named.insert(name.clone(), slot.clone());
@@ -200,11 +229,14 @@ impl<'a> Runner<'a> {
                 Ok(None)
             }
             Kind::Action(action) => {
-                self.perform(action)?.map_err(|raised| format!("raised {}", raised.describe()))?;
+                self.perform(action)?
+                    .map_err(|raised| format!("raised {}", raised.describe()))?;
                 Ok(None)
             }
             Kind::AssertReturn { action, expected } => {
-                let results = self.perform(action)?.map_err(|raised| format!("raised {}", raised.describe()))?;
+                let results = self
+                    .perform(action)?
+                    .map_err(|raised| format!("raised {}", raised.describe()))?;
                 values::check_results(&self.store, expected, &results)?;
                 Ok(None)
             }
@@ -220,29 +252,35 @@ impl<'a> Runner<'a> {
             }
             Kind::AssertException { action } => match self.perform(action)? {
                 Err(Raised::Exception) => Ok(None),
-                Err(raised) => Err(format!("raised {} instead of an exception", raised.describe()).into()),
-                Ok(results) => {
-                    Err(format!("returned {} instead of throwing", values::describe_all(&self.store, &results)).into())
+                Err(raised) => {
+                    Err(format!("raised {} instead of an exception", raised.describe()).into())
                 }
+                Ok(results) => Err(format!(
+                    "returned {} instead of throwing",
+                    values::describe_all(&self.store, &results)
+                )
+                .into()),
             },
-            Kind::AssertInvalid { bytes } | Kind::AssertMalformed { bytes } => match self.compile(bytes)? {
-                Ok(_) => Err("the module was accepted".into()),
-                Err(why) if exclusions::is_feature_gate(&why) => {
-                    Err(format!("rejected only for a disabled proposal: {why}").into())
+            Kind::AssertInvalid { bytes } | Kind::AssertMalformed { bytes } => {
+                match self.compile(bytes)? {
+                    Ok(_) => Err("the module was accepted".into()),
+                    Err(why) if exclusions::is_feature_gate(&why) => {
+                        Err(format!("rejected only for a disabled proposal: {why}").into())
+                    }
+                    Err(_) => Ok(None),
                 }
-                Err(_) => Ok(None),
-            },
+            }
             Kind::AssertUnlinkable { bytes, message } => {
                 let compiled = self.compile(bytes)??;
                 match self.instantiate(&compiled)? {
-                    Instantiated::Unlinkable(why) => {
-                        Ok((!why.contains(message.as_str()))
-                            .then(|| format!("link error {why:?}, expected {message:?}")))
-                    }
+                    Instantiated::Unlinkable(why) => Ok((!why.contains(message.as_str()))
+                        .then(|| format!("link error {why:?}, expected {message:?}"))),
                     Instantiated::Live(_) => Err("the module linked".into()),
-                    Instantiated::Raised(raised) => {
-                        Err(format!("raised {} instead of failing to link", raised.describe()).into())
-                    }
+                    Instantiated::Raised(raised) => Err(format!(
+                        "raised {} instead of failing to link",
+                        raised.describe()
+                    )
+                    .into()),
                 }
             }
             Kind::Unsupported { what } => Err(format!("unsupported by the harness: {what}").into()),
@@ -265,26 +303,39 @@ impl<'a> Runner<'a> {
             Err(error) if exclusions::missing_proposal(&error) == Some(*proposal) => {
                 Err(Stop::Excluded(format!("needs {}: {why}", proposal.name())))
             }
-            Err(error) => Err(format!("listed as needing {}, but fails with: {error}", proposal.name()).into()),
-            Ok(_) => Err(format!("listed as needing {}, but compiles: drop the exclusion", proposal.name()).into()),
+            Err(error) => Err(format!(
+                "listed as needing {}, but fails with: {error}",
+                proposal.name()
+            )
+            .into()),
+            Ok(_) => Err(format!(
+                "listed as needing {}, but compiles: drop the exclusion",
+                proposal.name()
+            )
+            .into()),
         }
     }
 
     fn instantiate(&mut self, compiled: &Compiled) -> Step<Instantiated> {
         let registered = &self.registered;
-        let imports =
-            match linking::resolve(&compiled.module, &compiled.interface, |name| registered.get(name).map(Slot::live))?
-            {
-                Ok(imports) => imports,
-                Err(why) => return Ok(Instantiated::Unlinkable(why)),
-            };
-        Ok(match Instance::new(&mut self.store, &compiled.module, &imports) {
-            Ok(instance) => Instantiated::Live(Rc::new(Exported::of(&instance, &compiled.interface))),
-            Err(InstantiationError::Start(error) | InstantiationError::Link(LinkError::Trap(error))) => {
-                Instantiated::Raised(Raised::from_runtime(&error))
-            }
-            Err(error) => Instantiated::Unlinkable(error.to_string()),
-        })
+        let imports = match linking::resolve(&compiled.module, &compiled.interface, |name| {
+            registered.get(name).map(Slot::live)
+        })? {
+            Ok(imports) => imports,
+            Err(why) => return Ok(Instantiated::Unlinkable(why)),
+        };
+        Ok(
+            match Instance::new(&mut self.store, &compiled.module, &imports) {
+                Ok(instance) => {
+                    Instantiated::Live(Rc::new(Exported::of(&instance, &compiled.interface)))
+                }
+                Err(
+                    InstantiationError::Start(error)
+                    | InstantiationError::Link(LinkError::Trap(error)),
+                ) => Instantiated::Raised(Raised::from_runtime(&error)),
+                Err(error) => Instantiated::Unlinkable(error.to_string()),
+            },
+        )
     }
 
     /// Instantiation that must succeed.
@@ -292,13 +343,19 @@ impl<'a> Runner<'a> {
         match self.instantiate(compiled)? {
             Instantiated::Live(exported) => Ok(exported),
             Instantiated::Unlinkable(why) => Err(format!("cannot link: {why}").into()),
-            Instantiated::Raised(raised) => Err(format!("instantiation raised {}", raised.describe()).into()),
+            Instantiated::Raised(raised) => {
+                Err(format!("instantiation raised {}", raised.describe()).into())
+            }
         }
     }
 
     fn instance(&self, name: &Option<String>) -> Step<Slot<Exported>> {
         Ok(match name {
-            Some(name) => self.named.get(name).cloned().ok_or(format!("unknown module ${name}"))?,
+            Some(name) => self
+                .named
+                .get(name)
+                .cloned()
+                .ok_or(format!("unknown module ${name}"))?,
             None => self.current.clone().ok_or("no module instantiated yet")?,
         })
     }
@@ -306,13 +363,23 @@ impl<'a> Runner<'a> {
     /// Runs an action: its results, or what it raised.
     fn perform(&mut self, action: &Action) -> Step<Result<Vec<Value>, Raised>> {
         match action {
-            Action::Invoke { module, field, args } => {
+            Action::Invoke {
+                module,
+                field,
+                args,
+            } => {
                 let exported = self.instance(module)?.live()?;
                 let Some(Extern::Function(function)) = exported.externs.get(field) else {
                     return Err(format!("no exported function {field:?}").into());
                 };
-                let args: Vec<Value> = args.iter().map(|arg| values::to_value(&mut self.store, arg)).collect();
-                Ok(function.call(&mut self.store, &args).map(Vec::from).map_err(|error| Raised::from_runtime(&error)))
+                let args: Vec<Value> = args
+                    .iter()
+                    .map(|arg| values::to_value(&mut self.store, arg))
+                    .collect();
+                Ok(function
+                    .call(&mut self.store, &args)
+                    .map(Vec::from)
+                    .map_err(|error| Raised::from_runtime(&error)))
             }
             Action::Get { module, field } => {
                 let exported = self.instance(module)?.live()?;
@@ -337,10 +404,19 @@ impl<'a> Runner<'a> {
 /// A panic in either is a rejection, as `beamr_core::compile::compile` treats it.
 fn compile_bytes(bytes: &[u8]) -> Result<Compiled, String> {
     let module = catch_unwind(|| {
-        let prepared =
-            prepare(bytes, &PrepareOptions { wamr_compat: false, ..Default::default() }).map_err(|e| format!("prepare rejected it: {e}"))?;
+        let prepared = prepare(
+            bytes,
+            &PrepareOptions {
+                wamr_compat: false,
+                ..Default::default()
+            },
+        )
+        .map_err(|e| format!("prepare rejected it: {e}"))?;
         Module::new(engine(), &prepared.wasm).map_err(|e| format!("wasmer rejected it: {e}"))
     })
     .map_err(|panic| format!("panicked while compiling: {}", panic_message(&panic)))??;
-    Ok(Compiled { module, interface: Interface::parse(bytes)? })
+    Ok(Compiled {
+        module,
+        interface: Interface::parse(bytes)?,
+    })
 }

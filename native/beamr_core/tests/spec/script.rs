@@ -68,13 +68,20 @@ impl Kind {
     /// The name the report shows, close to the script's own keyword.
     pub fn name(&self) -> &'static str {
         match self {
-            Kind::Module { instantiate: true, .. } => "module",
-            Kind::Module { instantiate: false, .. } => "module definition",
+            Kind::Module {
+                instantiate: true, ..
+            } => "module",
+            Kind::Module {
+                instantiate: false, ..
+            } => "module definition",
             Kind::ModuleInstance { .. } => "module instance",
             Kind::Register { .. } => "register",
             Kind::Action(_) => "action",
             Kind::AssertReturn { .. } => "assert_return",
-            Kind::AssertTrap { action: Action::Instantiate(_), .. } => "assert_uninstantiable",
+            Kind::AssertTrap {
+                action: Action::Instantiate(_),
+                ..
+            } => "assert_uninstantiable",
             Kind::AssertTrap { .. } => "assert_trap",
             Kind::AssertExhaustion { .. } => "assert_exhaustion",
             Kind::AssertException { .. } => "assert_exception",

@@ -52,7 +52,10 @@ const KINDS: &[(&str, TrapKind)] = &[
     ("out of bounds table access", TrapKind::TableOutOfBounds),
     ("undefined element", TrapKind::TableOutOfBounds),
     ("uninitialized element", TrapKind::UninitializedElement),
-    ("indirect call type mismatch", TrapKind::IndirectCallTypeMismatch),
+    (
+        "indirect call type mismatch",
+        TrapKind::IndirectCallTypeMismatch,
+    ),
     ("unreachable", TrapKind::Unreachable),
     ("integer divide by zero", TrapKind::DivideByZero),
     ("integer overflow", TrapKind::IntegerOverflow),
@@ -62,17 +65,27 @@ const KINDS: &[(&str, TrapKind)] = &[
 ];
 
 fn kind(message: &str) -> Option<TrapKind> {
-    KINDS.iter().find(|(fragment, _)| message.contains(fragment)).map(|&(_, kind)| kind)
+    KINDS
+        .iter()
+        .find(|(fragment, _)| message.contains(fragment))
+        .map(|&(_, kind)| kind)
 }
 
 /// `Ok(note)` when the trap is acceptable, `Err(reason)` when it is the wrong thing.
 pub fn judge(expected: &str, raised: &Raised) -> Result<Option<String>, String> {
     let Raised::Trap(actual) = raised else {
-        return Err(format!("raised {} instead of trapping with {expected:?}", raised.describe()));
+        return Err(format!(
+            "raised {} instead of trapping with {expected:?}",
+            raised.describe()
+        ));
     };
     match kind(expected) {
-        Some(want) if kind(actual) != Some(want) => Err(format!("trapped with {actual:?}, expected {expected:?}")),
+        Some(want) if kind(actual) != Some(want) => {
+            Err(format!("trapped with {actual:?}, expected {expected:?}"))
+        }
         _ if actual.contains(expected) => Ok(None),
-        _ => Ok(Some(format!("trap message {actual:?}, expected {expected:?}"))),
+        _ => Ok(Some(format!(
+            "trap message {actual:?}, expected {expected:?}"
+        ))),
     }
 }

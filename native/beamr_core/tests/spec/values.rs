@@ -31,7 +31,11 @@ pub fn check_results(store: &Store, expected: &[Expected], actual: &[Value]) -> 
     }
     for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
         if !matches(store, e, a) {
-            return Err(format!("result {i} is {}, expected {}", describe(store, a), describe_expected(e)));
+            return Err(format!(
+                "result {i} is {}, expected {}",
+                describe(store, a),
+                describe_expected(e)
+            ));
         }
     }
     Ok(())
@@ -55,7 +59,9 @@ fn matches(store: &Store, expected: &Expected, actual: &Value) -> bool {
             kind.is_none_or(|kind| kind == actual_kind)
         }
         (Expected::Extern(None), Value::ExternRef(Some(_))) => true,
-        (Expected::Extern(Some(n)), Value::ExternRef(Some(r))) => r.downcast::<u32>(store) == Some(n),
+        (Expected::Extern(Some(n)), Value::ExternRef(Some(r))) => {
+            r.downcast::<u32>(store) == Some(n)
+        }
         (Expected::Func, Value::FuncRef(Some(_))) => true,
         _ => false,
     }
@@ -68,10 +74,20 @@ struct FloatShape {
     canonical: u64,
 }
 
-const F32: FloatShape = FloatShape { abs_mask: 0x7fff_ffff, canonical: 0x7fc0_0000 };
-const F64: FloatShape = FloatShape { abs_mask: 0x7fff_ffff_ffff_ffff, canonical: 0x7ff8_0000_0000_0000 };
+const F32: FloatShape = FloatShape {
+    abs_mask: 0x7fff_ffff,
+    canonical: 0x7fc0_0000,
+};
+const F64: FloatShape = FloatShape {
+    abs_mask: 0x7fff_ffff_ffff_ffff,
+    canonical: 0x7ff8_0000_0000_0000,
+};
 
-fn float_matches<Bits: Copy + Into<u64>>(expected: &Float<Bits>, actual: Bits, shape: &FloatShape) -> bool {
+fn float_matches<Bits: Copy + Into<u64>>(
+    expected: &Float<Bits>,
+    actual: Bits,
+    shape: &FloatShape,
+) -> bool {
     let actual = actual.into();
     match expected {
         Float::Bits(bits) => (*bits).into() == actual,
@@ -83,12 +99,14 @@ fn float_matches<Bits: Copy + Into<u64>>(expected: &Float<Bits>, actual: Bits, s
 fn v128_matches(expected: &V128Expected, actual: u128) -> bool {
     match expected {
         V128Expected::Bits(bits) => *bits == actual,
-        V128Expected::F32x4(lanes) => {
-            lanes.iter().enumerate().all(|(i, lane)| float_matches(lane, (actual >> (32 * i)) as u32, &F32))
-        }
-        V128Expected::F64x2(lanes) => {
-            lanes.iter().enumerate().all(|(i, lane)| float_matches(lane, (actual >> (64 * i)) as u64, &F64))
-        }
+        V128Expected::F32x4(lanes) => lanes
+            .iter()
+            .enumerate()
+            .all(|(i, lane)| float_matches(lane, (actual >> (32 * i)) as u32, &F32)),
+        V128Expected::F64x2(lanes) => lanes
+            .iter()
+            .enumerate()
+            .all(|(i, lane)| float_matches(lane, (actual >> (64 * i)) as u64, &F64)),
     }
 }
 
@@ -110,7 +128,9 @@ fn describe(store: &Store, value: &Value) -> String {
             Some(n) => format!("externref {n}"),
             None => "externref (foreign)".into(),
         },
-        Value::ExceptionRef(r) => format!("exnref {}", if r.is_some() { "non-null" } else { "null" }),
+        Value::ExceptionRef(r) => {
+            format!("exnref {}", if r.is_some() { "non-null" } else { "null" })
+        }
     }
 }
 
@@ -129,18 +149,36 @@ fn describe_expected(expected: &Expected) -> String {
         Expected::F64(f) => format!("f64 {}", float(f)),
         Expected::V128(V128Expected::Bits(b)) => format!("v128 {b:#034x}"),
         Expected::V128(V128Expected::F32x4(l)) => {
-            format!("v128 f32x4 [{}]", l.iter().map(float).collect::<Vec<_>>().join(", "))
+            format!(
+                "v128 f32x4 [{}]",
+                l.iter().map(float).collect::<Vec<_>>().join(", ")
+            )
         }
         Expected::V128(V128Expected::F64x2(l)) => {
-            format!("v128 f64x2 [{}]", l.iter().map(float).collect::<Vec<_>>().join(", "))
+            format!(
+                "v128 f64x2 [{}]",
+                l.iter().map(float).collect::<Vec<_>>().join(", ")
+            )
         }
         Expected::Null(kind) => {
-            format!("ref.null {}", kind.map_or("(any)".into(), |k| format!("{k:?}").to_lowercase()))
+            format!(
+                "ref.null {}",
+                kind.map_or("(any)".into(), |k| format!("{k:?}").to_lowercase())
+            )
         }
-        Expected::Extern(n) => format!("ref.extern {}", n.map_or("(any)".into(), |n| n.to_string())),
+        Expected::Extern(n) => {
+            format!("ref.extern {}", n.map_or("(any)".into(), |n| n.to_string()))
+        }
         Expected::Func => "ref.func".into(),
         Expected::Either(cases) => {
-            format!("either({})", cases.iter().map(describe_expected).collect::<Vec<_>>().join(" | "))
+            format!(
+                "either({})",
+                cases
+                    .iter()
+                    .map(describe_expected)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            )
         }
     }
 }

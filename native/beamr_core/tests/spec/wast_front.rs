@@ -6,15 +6,20 @@
 
 use std::path::Path;
 
-use wast::core::{AbstractHeapType, HeapType, NanPattern, V128Const, V128Pattern, WastArgCore, WastRetCore};
+use wast::core::{
+    AbstractHeapType, HeapType, NanPattern, V128Const, V128Pattern, WastArgCore, WastRetCore,
+};
 use wast::parser::{self, ParseBuffer};
 use wast::token::{Id, Span};
 use wast::{QuoteWat, Wast, WastArg, WastDirective, WastExecute, WastInvoke, WastRet, Wat};
 
-use super::script::{Action, Arg, Directive, Expected, Float, Kind, ModuleBytes, RefKind, V128Expected};
+use super::script::{
+    Action, Arg, Directive, Expected, Float, Kind, ModuleBytes, RefKind, V128Expected,
+};
 
 pub fn load(path: &Path) -> Result<Vec<Directive>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let located = |mut err: wast::Error| {
         err.set_path(path);
         err.set_text(&text);
@@ -38,39 +43,67 @@ fn translate(directive: WastDirective) -> Result<Kind, String> {
     Ok(match directive {
         WastDirective::Module(module) => module_kind(module, true),
         WastDirective::ModuleDefinition(module) => module_kind(module, false),
-        WastDirective::ModuleInstance { instance, module, .. } => {
-            Kind::ModuleInstance { instance: name(instance), module: name(module) }
-        }
-        WastDirective::Register { name: as_name, module, .. } => {
-            Kind::Register { module: name(module), as_name: as_name.to_string() }
-        }
+        WastDirective::ModuleInstance {
+            instance, module, ..
+        } => Kind::ModuleInstance {
+            instance: name(instance),
+            module: name(module),
+        },
+        WastDirective::Register {
+            name: as_name,
+            module,
+            ..
+        } => Kind::Register {
+            module: name(module),
+            as_name: as_name.to_string(),
+        },
         WastDirective::Invoke(invoke) => Kind::Action(invoke_action(invoke)?),
         WastDirective::AssertReturn { exec, results, .. } => Kind::AssertReturn {
             action: execute_action(exec)?,
-            expected: results.into_iter().map(expected).collect::<Result<_, _>>()?,
+            expected: results
+                .into_iter()
+                .map(expected)
+                .collect::<Result<_, _>>()?,
         },
-        WastDirective::AssertTrap { exec, message, .. } => {
-            Kind::AssertTrap { action: execute_action(exec)?, message: message.to_string() }
-        }
-        WastDirective::AssertExhaustion { call, message, .. } => {
-            Kind::AssertExhaustion { action: invoke_action(call)?, message: message.to_string() }
-        }
-        WastDirective::AssertException { exec, .. } => Kind::AssertException { action: execute_action(exec)? },
-        WastDirective::AssertInvalid { module, .. } => Kind::AssertInvalid { bytes: encode(module) },
-        WastDirective::AssertMalformed { module, .. } => Kind::AssertMalformed { bytes: encode(module) },
-        WastDirective::AssertUnlinkable { module, message, .. } => {
-            Kind::AssertUnlinkable { bytes: encode(QuoteWat::Wat(module)), message: message.to_string() }
-        }
+        WastDirective::AssertTrap { exec, message, .. } => Kind::AssertTrap {
+            action: execute_action(exec)?,
+            message: message.to_string(),
+        },
+        WastDirective::AssertExhaustion { call, message, .. } => Kind::AssertExhaustion {
+            action: invoke_action(call)?,
+            message: message.to_string(),
+        },
+        WastDirective::AssertException { exec, .. } => Kind::AssertException {
+            action: execute_action(exec)?,
+        },
+        WastDirective::AssertInvalid { module, .. } => Kind::AssertInvalid {
+            bytes: encode(module),
+        },
+        WastDirective::AssertMalformed { module, .. } => Kind::AssertMalformed {
+            bytes: encode(module),
+        },
+        WastDirective::AssertUnlinkable {
+            module, message, ..
+        } => Kind::AssertUnlinkable {
+            bytes: encode(QuoteWat::Wat(module)),
+            message: message.to_string(),
+        },
         WastDirective::AssertInvalidCustom { .. } => return Err("assert_invalid_custom".into()),
         WastDirective::AssertMalformedCustom { .. } => return Err("assert_malformed_custom".into()),
-        WastDirective::AssertSuspension { .. } => return Err("assert_suspension (stack switching)".into()),
+        WastDirective::AssertSuspension { .. } => {
+            return Err("assert_suspension (stack switching)".into())
+        }
         WastDirective::Thread(_) | WastDirective::Wait { .. } => return Err("threads".into()),
     })
 }
 
 fn module_kind(module: QuoteWat, instantiate: bool) -> Kind {
     let name = name(module.name());
-    Kind::Module { name, bytes: encode(module), instantiate }
+    Kind::Module {
+        name,
+        bytes: encode(module),
+        instantiate,
+    }
 }
 
 fn name(id: Option<Id>) -> Option<String> {
@@ -80,7 +113,10 @@ fn name(id: Option<Id>) -> Option<String> {
 /// Encodes a text module (quoted text is parsed here too), keeping the error for
 /// `assert_malformed`. Components are not core wasm, so they are malformed for us.
 fn encode(mut module: QuoteWat) -> ModuleBytes {
-    if matches!(module, QuoteWat::Wat(Wat::Component(_)) | QuoteWat::QuoteComponent(..)) {
+    if matches!(
+        module,
+        QuoteWat::Wat(Wat::Component(_)) | QuoteWat::QuoteComponent(..)
+    ) {
         return Err("components are not supported".into());
     }
     module.encode().map_err(|e| e.to_string())
@@ -89,7 +125,10 @@ fn encode(mut module: QuoteWat) -> ModuleBytes {
 fn execute_action(exec: WastExecute) -> Result<Action, String> {
     match exec {
         WastExecute::Invoke(invoke) => invoke_action(invoke),
-        WastExecute::Get { module, global, .. } => Ok(Action::Get { module: name(module), field: global.to_string() }),
+        WastExecute::Get { module, global, .. } => Ok(Action::Get {
+            module: name(module),
+            field: global.to_string(),
+        }),
         WastExecute::Wat(module) => Ok(Action::Instantiate(encode(QuoteWat::Wat(module)))),
     }
 }
@@ -142,7 +181,12 @@ fn expected_core(ret: WastRetCore) -> Result<Expected, String> {
         WastRetCore::RefNull(heap) => Expected::Null(heap.as_ref().map(ref_kind).transpose()?),
         WastRetCore::RefExtern(n) => Expected::Extern(n),
         WastRetCore::RefFunc(_) => Expected::Func,
-        WastRetCore::Either(cases) => Expected::Either(cases.into_iter().map(expected_core).collect::<Result<_, _>>()?),
+        WastRetCore::Either(cases) => Expected::Either(
+            cases
+                .into_iter()
+                .map(expected_core)
+                .collect::<Result<_, _>>()?,
+        ),
         WastRetCore::RefHost(_)
         | WastRetCore::RefAny
         | WastRetCore::RefEq
@@ -167,13 +211,18 @@ fn v128_bits(v: &V128Const) -> u128 {
 
 fn ref_kind(heap: &HeapType) -> Result<RefKind, String> {
     match heap {
-        HeapType::Abstract { shared: false, ty: AbstractHeapType::Func | AbstractHeapType::NoFunc } => {
-            Ok(RefKind::Func)
-        }
-        HeapType::Abstract { shared: false, ty: AbstractHeapType::Extern | AbstractHeapType::NoExtern } => {
-            Ok(RefKind::Extern)
-        }
-        HeapType::Abstract { shared: false, ty: AbstractHeapType::Exn | AbstractHeapType::NoExn } => Ok(RefKind::Exn),
+        HeapType::Abstract {
+            shared: false,
+            ty: AbstractHeapType::Func | AbstractHeapType::NoFunc,
+        } => Ok(RefKind::Func),
+        HeapType::Abstract {
+            shared: false,
+            ty: AbstractHeapType::Extern | AbstractHeapType::NoExtern,
+        } => Ok(RefKind::Extern),
+        HeapType::Abstract {
+            shared: false,
+            ty: AbstractHeapType::Exn | AbstractHeapType::NoExn,
+        } => Ok(RefKind::Exn),
         other => Err(format!("reference to heap type {other:?}")),
     }
 }
