@@ -34,7 +34,7 @@ main() ->
         {"stop/1 of a running loop until the caller has {error, stopped}", stop_latency_ms(Wat), "", "<= 10", "ms"},
         nif_row("idle", nif_durations_us(I, 0)),
         nif_row("2 busy Erlang processes", nif_durations_us(I, 2))
-    ] ++ AosRows ++ new_aos_rows() ++ gib_rows() ++ incremental_rows() ++ [
+    ] ++ throw_rows() ++ AosRows ++ new_aos_rows() ++ gib_rows() ++ incremental_rows() ++ [
         {"  preparation passes on aos-2-pure-xs", maps:get("prepare_us", Base, 0) / 1000, "", "", "ms"}
     ]),
     hb_beamr:stop(I).
@@ -94,6 +94,25 @@ nif_row(Load, Sorted) ->
     Over = length([D || D <- Sorted, D > 100]),
     {io_lib:format("call/3 NIF, 100,000 calls (~s): p99.9 / max; ~b over 100 us", [Load, Over]),
      lists:nth(99900, Sorted), lists:last(Sorted), "<= 100", "us"}.
+
+%% Throws caught, per throw, in our Emscripten fixtures (test/fixtures/emscripten): a loop
+%% of 100,000 in one call of `run(Scenario)'.
+throw_rows() ->
+    [{Label, per_throw_us(File, Scenario), "", "", "us"}
+     || {Label, File, Scenario} <-
+            [{"C++ throw caught, JavaScript-style (__cxa_throw, invoke_*)", "exceptions.js-eh.wasm", 15},
+             {"C++ throw caught, wasm exceptions", "exceptions.wasm-eh.wasm", 15},
+             {"setjmp + longjmp, JavaScript-style (_emscripten_throw_longjmp, invoke_*)", "longjmp.js-sjlj.wasm", 4},
+             {"setjmp + longjmp, wasm exceptions", "longjmp.wasm-sjlj.wasm", 4}]].
+
+per_throw_us(File, Scenario) ->
+    {ok, I, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("emscripten/" ++ File)),
+    Env = fun(S, #{func := "emscripten_resize_heap"}) -> {ok, [0], S} end,
+    {ok, _, _} = hb_beamr:call(I, "run", [Scenario], Env, ok),
+    Us = median([time_ns(fun() -> {ok, _, _} = hb_beamr:call(I, "run", [Scenario], Env, ok) end)
+                 || _ <- lists:seq(1, 5)]) / 100000 / 1000,
+    hb_beamr:stop(I),
+    Us.
 
 %% The newer AOS builds (Emscripten's JavaScript-style setjmp/longjmp, answered natively):
 %% a fresh instance's first message (start, constructors, handle), and an Eval's handle.

@@ -133,7 +133,15 @@ aos(Dir) ->
     ?assertEqual({0, <<"a\"b\n42\n">>}, beamr(Dir, ["aos", Aos, "return \"a\\\"b\\n\" .. 42"])),
     {1, Error} = beamr(Dir, ["aos", Aos, "error('boom')"]),
     ?assertMatch({_, _}, binary:match(Error, <<"beamr: Lua error: ">>)),
-    ?assertMatch({_, _}, binary:match(Error, <<"boom">>)).
+    ?assertMatch({_, _}, binary:match(Error, <<"boom">>)),
+    %% The newer AOS builds: Emscripten's JavaScript-style longjmp, constructors to run.
+    [begin
+         File = filename:join(Dir, Name),
+         hb_beamr_test_util:with_shared("fixtures/hyperbeam-aot2/" ++ Name, fun(Wasm) -> ok = file:write_file(File, Wasm) end),
+         ?assertEqual({0, <<"2\n">>}, beamr(Dir, ["aos", File, "return 1+1"])),
+         {1, NewError} = beamr(Dir, ["aos", File, "error('boom')"]),
+         ?assertMatch({_, _}, binary:match(NewError, <<"boom">>))
+     end || Name <- ["aos-ll.wasm", "aos-dock.wasm", "aos-new.wasm"]].
 
 %% fd_write's iovecs are checked against memory before anything is read: a count of 2^31
 %% is EINVAL (28) like writev past IOV_MAX, an array or a buffer outside memory EFAULT (21).
