@@ -117,7 +117,10 @@ start(Wasm) ->
 %% (canonical NaNs; threads refused), `restore => Snapshot | [Full | Deltas]' (start in
 %% the state of a snapshot of the same module, or of a chain, as `restore/2') and
 %% `dirty_tracking => auto | digests' (how incremental snapshots find changed pages; see
-%% the README). The application env gives defaults for `memory_limit' and `cache_dir'.
+%% the README) and `emscripten => native | imports' (who answers the imports of
+%% Emscripten's JavaScript-style exception and longjmp runtime: hb_beamr, the default, or
+%% the import fun, which throws with `{import_exception, Reason}'; `invoke_*' is always
+%% native). The application env gives defaults for `memory_limit' and `cache_dir'.
 %% Any other key gives `{error, {badarg, {options, {Key, Value}}}}'.
 -spec start(iodata(), wasm | aot | map()) ->
     {ok, instance(), [import_entry()], [export_entry()]} | {error, reason()}.

@@ -1,6 +1,7 @@
 %%% @doc The API chaos run (`make chaos'; a short fixed-seed run is in
 %%% `hb_beamr_chaos_tests'). `?WORKERS' processes pick random operations on a shared pool of
-%%% instances of the project's fixtures (imports, endless loops, memory, tables, throws):
+%%% instances of the project's fixtures (imports, endless loops, memory, tables, throws,
+%%% Emscripten's runtime and `{import_exception, Reason}' answers):
 %%% start, call, call_async (answering, failing or ignoring its imports), reply to stale
 %%% references, stop, snapshot/restore, serialize/deserialize, hb_beamr_io read/write,
 %%% `exit(Pid, kill)' of instances and of each other (a killed worker is replaced). Then:
@@ -24,7 +25,7 @@
 -define(MARGIN, 2000).
 -define(OP_BOUND, 10000).
 -define(RSS_BOUND, 128 bsl 20).
--define(FIXTURES, ["core.wat", "limits.wat", "snapshot.wat"]).
+-define(FIXTURES, ["core.wat", "limits.wat", "snapshot.wat", "emscripten_throw.wat", "emscripten/exceptions.js-eh.wasm"]).
 
 -type options() :: #{seed => integer(), millis => pos_integer(), workers => pos_integer()}.
 -type result() :: #{ops := #{atom() => non_neg_integer()}, failures := [term()], millis := non_neg_integer(),
@@ -329,14 +330,15 @@ arg(C) when C =:= $i; C =:= $I -> pick([0, 1, 2, 10, 100, rand:uniform(1000), -1
 arg(C) when C =:= $f; C =:= $F -> pick([0.0, 1.5, nan]);
 arg(_) -> null.
 
-%% Imports answered with zeros, after a pause now and then, or by a nested memory read.
+%% Imports answered with zeros, after a pause now and then, or by a nested memory read;
+%% or thrown at (`{import_exception, Reason}', to the nearest `invoke_*' or the caller).
 import(State, #{instance := I, func_sig := Sig}, _Opts) ->
     case rand:uniform(8) of
-        1 -> timer:sleep(rand:uniform(5));
-        2 -> hb_beamr_io:read(I, 0, 8);
-        _ -> ok
-    end,
-    {ok, zeros(Sig), State}.
+        1 -> timer:sleep(rand:uniform(5)), {ok, zeros(Sig), State};
+        2 -> hb_beamr_io:read(I, 0, 8), {ok, zeros(Sig), State};
+        3 -> {import_exception, chaos, State};
+        _ -> {ok, zeros(Sig), State}
+    end.
 
 zeros(Sig) ->
     [_, Results] = string:split(Sig, ")"),
@@ -350,6 +352,7 @@ async_loop(Tab, I, Ref, Name) ->
             case rand:uniform(10) of
                 1 -> hb_beamr:reply(Ref, {error, chaos});
                 2 -> hb_beamr:stop(I);
+                3 -> hb_beamr:reply(Ref, {import_exception, chaos});
                 _ -> hb_beamr:reply(Ref, zeros(Sig))
             end,
             async_loop(Tab, I, Ref, Name);

@@ -199,3 +199,38 @@ output(Json) ->
             {match, [Output]} = re:run(Json, <<"\"output\":\"?([^\",}]*)">>, [{capture, all_but_first, binary}]),
             Output
     end.
+
+%% Stops racing calls that throw all the time, from many processes: every caller gets its
+%% result or `stopped', and no executor thread is left behind.
+stop_racing_throws_test_() ->
+    {timeout, 120, fun() ->
+        Wasm = fixture("emscripten/exceptions.js-eh.wasm"),
+        Env = fun(S, #{func := "emscripten_resize_heap"}) -> {ok, [0], S} end,
+        Before = hb_beamr_test_util:executor_threads(),
+        [begin
+             {ok, I, _, _} = hb_beamr:start(Wasm),
+             Self = self(),
+             Callers = [spawn(fun() -> Self ! {done, self(), hb_beamr:call(I, "run", [15], Env, 0)} end)
+                        || _ <- lists:seq(1, 20)],
+             timer:sleep(rand:uniform(30)),
+             ok = hb_beamr:stop(I),
+             [receive
+                  {done, Caller, Result} ->
+                      ?assert(element(1, Result) =:= ok orelse Result =:= {error, stopped, 0}, Result)
+              end || Caller <- Callers]
+         end || _ <- lists:seq(1, 5)],
+        ?assertEqual(Before, hb_beamr_test_util:settle(fun hb_beamr_test_util:executor_threads/0, Before))
+    end}.
+
+%% The process answering an import dies before its `{import_exception, Reason}': the call
+%% ends with `caller_died', and the instance serves the next call.
+caller_killed_in_an_import_test() ->
+    {ok, I, _, _} = hb_beamr:start(fixture("emscripten_throw.wat")),
+    Self = self(),
+    Slow = fun(S, #{func := "raise"}) -> Self ! {in_import, self()}, timer:sleep(infinity), {import_exception, late, S} end,
+    Caller = spawn(fun() -> hb_beamr:call(I, "guarded", [1, 1], Slow, 0) end),
+    receive {in_import, Caller} -> exit(Caller, kill) end,
+    %% Caught again; the stack pointer is where the trapped call left it (a trap unwinds
+    %% no invoke_*, and wasm state is never rolled back).
+    ?assertEqual({ok, [1, 1], 10}, hb_beamr:call(I, "guarded", [1, 1], fun raise/2, 10)),
+    ok = hb_beamr:stop(I).

@@ -106,7 +106,20 @@ const AVAILABLE_IMPORTS: &str = r#"(module
   (import "env" "ijfd_j" (func (param i32 i64 f32 f64) (result i64)))
   (import "env" "j_ii" (func (param i64) (result i32 i32)))
   (import "env" "v128" (func (param v128) (result v128)))
-  (import "env" "ref" (func (param externref funcref) (result externref))))"#;
+  (import "env" "ref" (func (param externref funcref) (result externref)))
+  (import "env" "invoke_vi" (func (param i32 i32)))
+  (import "env" "invoke_iii" (func (param i32 i32 i32) (result i32)))
+  (import "env" "invoke_jij" (func (param i32 i32 i32 i32) (result i32)))
+  (import "env" "__cxa_throw" (func (param i32 i32 i32)))
+  (import "env" "__cxa_rethrow" (func))
+  (import "env" "__resumeException" (func (param i32)))
+  (import "env" "__cxa_find_matching_catch_3" (func (param i32) (result i32)))
+  (import "env" "__cxa_begin_catch" (func (param i32) (result i32)))
+  (import "env" "__cxa_end_catch" (func))
+  (import "env" "__cxa_allocate_exception" (func (param i32) (result i32)))
+  (import "env" "__cxa_decrement_exception_refcount" (func (param i32)))
+  (import "env" "_emscripten_throw_longjmp" (func))
+  (import "env" "getTempRet0" (func (result i32))))"#;
 
 /// Deltas and lengths that are 0, small, at a power-of-two edge or near the top of u32.
 const HUGE: [u32; 6] = [
@@ -142,6 +155,16 @@ fn hostile(rng: &mut Rng) -> String {
     let _ = writeln!(
         wat,
         "  (import \"env\" \"host\" (func $host (param i32) (result i32)))"
+    );
+    // Emscripten's runtime (see `emscripten`), answered natively.
+    let _ = writeln!(
+        wat,
+        "  (import \"env\" \"invoke_vi\" (func $invoke_vi (param i32 i32)))\n  \
+         (import \"env\" \"__cxa_throw\" (func $cxa_throw (param i32 i32 i32)))\n  \
+         (import \"env\" \"__cxa_begin_catch\" (func $begin_catch (param i32) (result i32)))\n  \
+         (import \"env\" \"__cxa_end_catch\" (func $end_catch))\n  \
+         (import \"env\" \"__cxa_find_matching_catch_3\" (func $find_matching_catch (param i32) (result i32)))\n  \
+         (import \"env\" \"_emscripten_throw_longjmp\" (func $throw_longjmp))"
     );
     let _ = writeln!(wat, "  (table $t {table_min}{table_max} {reftype})");
     let _ = writeln!(wat, "  {memory}");
@@ -212,6 +235,7 @@ fn hostile(rng: &mut Rng) -> String {
          (func (export \"hostile_loop\") (param i32) (result i32)\n    \
            (loop $l (br_if $l (i32.ne (call $host (local.get 0)) (i32.const 12345)))) (i32.const 0))"
     );
+    emscripten(&mut wat, rng, reftype == "funcref" && table_min > 0, addr);
     match rng.below(4) {
         0 => wat.push_str("  (func $start (loop $forever (br $forever)))\n  (start $start)\n"),
         1 => {
@@ -221,6 +245,44 @@ fn hostile(rng: &mut Rng) -> String {
     }
     wat.push_str(")\n");
     wat
+}
+
+/// Emscripten's JavaScript-style runtime, misused: throws at random addresses through
+/// `invoke_*` (when table 0 can hold the thrower), catch blocks entered and never left,
+/// uncaught throws whose message reads type infos from random bytes, longjmps, and a
+/// `setThrew` that may trap.
+fn emscripten(wat: &mut String, rng: &mut Rng, funcref_table: bool, addr: &str) {
+    let set_threw = if rng.below(4) == 0 { "unreachable" } else { "nop" };
+    let _ = writeln!(wat, "  (func (export \"setThrew\") (param i32 i32) {set_threw})");
+    let _ = writeln!(
+        wat,
+        "  (func $thrower (param i32)\n    \
+           (if (i32.and (local.get 0) (i32.const 1))\n      \
+             (then (call $throw_longjmp))\n      \
+             (else (call $cxa_throw (local.get 0) (i32.const {}) (i32.const 0)))))",
+        rng.below(1 << 16)
+    );
+    if funcref_table {
+        let _ = writeln!(wat, "  (elem (table $t) (i32.const 0) func $thrower)");
+    }
+    let bytes: String = (0..64).map(|_| format!("\\{:02x}", rng.below(256))).collect();
+    let _ = writeln!(wat, "  (data (memory 0) ({addr}.const {}) \"{bytes}\")", rng.below(1024) * 8);
+    let _ = writeln!(
+        wat,
+        "  (func (export \"hostile_throw_storm\") (param $n i32) (result i32)\n    \
+           (loop $l\n      \
+             (call $invoke_vi (i32.const 0) (local.get $n))\n      \
+             (drop (call $begin_catch (call $find_matching_catch (local.get $n))))\n      \
+             (call $end_catch)\n      \
+             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))\n  \
+         (func (export \"hostile_catch_leak\") (param $n i32) (result i32)\n    \
+           (loop $l\n      \
+             (drop (call $begin_catch (i32.const {})))\n      \
+             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))\n  \
+         (func (export \"hostile_uncaught\") (param i32) (result i32)\n    \
+           (call $thrower (local.get 0)) (i32.const 0))",
+        rng.below(1 << 16) * 8
+    );
 }
 
 /// splitmix64: the generator's only source of choices, so a seed always gives one module.
