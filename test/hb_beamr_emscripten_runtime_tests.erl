@@ -234,3 +234,25 @@ caller_killed_in_an_import_test() ->
     %% no invoke_*, and wasm state is never rolled back).
     ?assertEqual({ok, [1, 1], 10}, hb_beamr:call(I, "guarded", [1, 1], fun raise/2, 10)),
     ok = hb_beamr:stop(I).
+
+%% HyperBEAM's older C++ test module (../shared/fixtures/hyperbeam-history/test-ex.wasm,
+%% memory64, JavaScript-style exceptions): main throws a std::runtime_error and catches
+%% it. Its WASI output is collected; `proc_exit' ends the call as an exception carrying
+%% the status.
+history_test_ex_test() ->
+    with_shared("fixtures/hyperbeam-history/test-ex.wasm", fun(Wasm) ->
+        {ok, I, _, _} = hb_beamr:start(Wasm),
+        Wasi = fun(Out, #{func := "fd_write", args := [_Fd, Iovs, Count, Written], instance := Inst}) ->
+                       {ok, Chunks} = hb_beamr_cli:wasi_iovecs(Inst, Iovs, Count, 8),
+                       ok = hb_beamr_io:write(Inst, Written, <<(iolist_size(Chunks)):64/little>>),
+                       {ok, [0], [Out | Chunks]};
+                  (Out, #{func := "proc_exit", args := [Status]}) ->
+                       {import_exception, {exit, Status}, Out};
+                  (Out, #{module := "wasi_snapshot_preview1"}) ->
+                       {ok, [0], Out}
+               end,
+        {ok, []} = hb_beamr:call(I, "emscripten_stack_init", []),
+        {error, {trap, exception, {exit, 0}}, Out} = hb_beamr:call(I, "_start", [], Wasi, []),
+        ?assertEqual(<<"enter main\nenter try\ncatching runtime_error\nexit main\n">>, iolist_to_binary(Out)),
+        ok = hb_beamr:stop(I)
+    end).

@@ -252,8 +252,15 @@ fn hostile(rng: &mut Rng) -> String {
 /// uncaught throws whose message reads type infos from random bytes, longjmps, and a
 /// `setThrew` that may trap.
 fn emscripten(wat: &mut String, rng: &mut Rng, funcref_table: bool, addr: &str) {
-    let set_threw = if rng.below(4) == 0 { "unreachable" } else { "nop" };
-    let _ = writeln!(wat, "  (func (export \"setThrew\") (param i32 i32) {set_threw})");
+    let set_threw = if rng.below(4) == 0 {
+        "unreachable"
+    } else {
+        "nop"
+    };
+    let _ = writeln!(
+        wat,
+        "  (func (export \"setThrew\") (param i32 i32) {set_threw})"
+    );
     let _ = writeln!(
         wat,
         "  (func $thrower (param i32)\n    \
@@ -265,8 +272,14 @@ fn emscripten(wat: &mut String, rng: &mut Rng, funcref_table: bool, addr: &str) 
     if funcref_table {
         let _ = writeln!(wat, "  (elem (table $t) (i32.const 0) func $thrower)");
     }
-    let bytes: String = (0..64).map(|_| format!("\\{:02x}", rng.below(256))).collect();
-    let _ = writeln!(wat, "  (data (memory 0) ({addr}.const {}) \"{bytes}\")", rng.below(1024) * 8);
+    let bytes: String = (0..64)
+        .map(|_| format!("\\{:02x}", rng.below(256)))
+        .collect();
+    let _ = writeln!(
+        wat,
+        "  (data (memory 0) ({addr}.const {}) \"{bytes}\")",
+        rng.below(1024) * 8
+    );
     let _ = writeln!(
         wat,
         "  (func (export \"hostile_throw_storm\") (param $n i32) (result i32)\n    \

@@ -458,6 +458,22 @@ impl Context {
                     message,
                 }
             }
+            // A wasm exception: libc++abi's says what it is.
+            None if error.is_exception() && !self.shared.is_stopped() => {
+                let described = error.to_exception().and_then(|exception| {
+                    let payload = exception.payload(store);
+                    let hooks = self.emscripten.borrow();
+                    let runtime = &hooks.as_ref()?.runtime;
+                    runtime.describe_wasm_exception(store, &NestedCalls(self), &payload)
+                });
+                match described {
+                    Some(message) => CallFailure::Trap {
+                        kind: TrapKind::Exception,
+                        message,
+                    },
+                    None => CallFailure::classify(error, false),
+                }
+            }
             None => CallFailure::classify(error, self.shared.is_stopped()),
         }
     }

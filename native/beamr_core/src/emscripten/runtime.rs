@@ -249,14 +249,66 @@ impl Runtime {
     ) -> String {
         let thrown = match thrown {
             Thrown::Cxx(0) => return "throw; with no exception being handled".to_string(),
-            Thrown::Cxx(thrown) => thrown,
+            Thrown::Cxx(thrown) => *thrown,
             thrown => return thrown.to_string(),
         };
         let ty = self
-            .header(*thrown)
+            .header(thrown)
             .and_then(|header| self.read_pointer(store, header.wrapping_add(self.type_field())))
             .ok();
-        if let Some(message) = ty.and_then(|ty| self.what(store, host, *thrown, ty)) {
+        self.describe_object(store, host, thrown, ty)
+    }
+
+    /// The same for a wasm exception nothing caught (builds with `-fwasm-exceptions`), when
+    /// it is libc++abi's: its payload is the address of the unwind header that ends the
+    /// exception's `__cxa_exception`, which says so in its first eight bytes ("CLNGC++\0").
+    /// `None` for any other exception.
+    pub fn describe_wasm_exception(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        payload: &[Value],
+    ) -> Option<String> {
+        const CXX_EXCEPTION_CLASS: u64 = 0x434C_4E47_432B_2B00;
+        let [value] = payload else { return None };
+        let unwind_header = integer(value);
+        let mut class = [0u8; 8];
+        self.read(store, unwind_header, &mut class).ok()?;
+        if u64::from_le_bytes(class) != CXX_EXCEPTION_CLASS {
+            return None;
+        }
+        // The type is 48 bytes before the unwind header in wasm32, 80 in memory64 (LP64 adds
+        // two words in front). The object follows the unwind header, 32 bytes in the libc++abi
+        // of Emscripten 3.1 (16 in memory64 builds where it is not padded): a polymorphic
+        // object's vtable names its type, which tells them apart.
+        let type_before = if self.pointer == 4 { 48 } else { 80 };
+        let ty = self
+            .read_pointer(store, unwind_header.checked_sub(type_before)?)
+            .ok();
+        let thrown = [32, 16]
+            .map(|header_size| unwind_header.wrapping_add(header_size))
+            .into_iter()
+            .find(|&thrown| ty.is_some() && self.dynamic_type(store, thrown) == ty)
+            .unwrap_or(unwind_header.wrapping_add(32));
+        Some(self.describe_object(store, host, thrown, ty))
+    }
+
+    /// The type info that the vtable of a polymorphic object at `object` names.
+    fn dynamic_type(&self, store: &impl AsStoreRef, object: u64) -> Option<u64> {
+        let vtable = self.read_pointer(store, object).ok()?;
+        self.read_pointer(store, vtable.checked_sub(self.pointer)?)
+            .ok()
+    }
+
+    /// The report of the object at `thrown`, of type `ty` (if it could be read).
+    fn describe_object(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+        ty: Option<u64>,
+    ) -> String {
+        if let Some(message) = ty.and_then(|ty| self.what(store, host, thrown, ty)) {
             return message;
         }
         match ty.and_then(|ty| self.type_name(store, ty)) {
@@ -571,7 +623,8 @@ impl Runtime {
         thrown: u64,
         ty: u64,
     ) -> Option<String> {
-        let offset = self.std_exception_offset(store, ty, &mut { MAX_TYPE_INFOS })?;
+        let offset = self.std_exception_offset(store, ty, &mut { MAX_TYPE_INFOS });
+        let offset = offset?;
         let object = thrown.checked_add(offset)?;
         let vtable = self.read_pointer(store, object).ok()?;
         // std::exception's virtual functions: two destructors, then what().
