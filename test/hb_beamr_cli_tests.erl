@@ -54,7 +54,16 @@ inspect_aos(Dir) ->
                        "  func   handle (II)I", "  table  __indirect_function_table",
                        "memory 0: 64-bit, pages: initial 192, maximum 32768",
                        "memory 0 as run: 32-bit, pages: initial 193, maximum 32769",
-                       "  memory64 lowering: yes", "  legacy exceptions: yes", "  WAMR extra page: yes"]).
+                       "  memory64 lowering: yes", "  legacy exceptions: yes", "  WAMR extra page: yes"]),
+    ?assertEqual(nomatch, binary:match(Out, <<"Emscripten runtime">>)),
+    %% A JavaScript-style Emscripten build: the runtime imports hb_beamr answers.
+    Try = filename:join(Dir, "try.wasm"),
+    hb_beamr_test_util:with_shared("fixtures/hyperbeam-aot2/try.wasm", fun(Wasm) -> ok = file:write_file(Try, Wasm) end),
+    {0, TryOut} = beamr(Dir, ["inspect", Try]),
+    assert_lines(TryOut, ["Emscripten runtime answered natively (exceptions and longjmp unless emscripten => imports):",
+                          "  __cxa_rethrow, invoke_v, invoke_iii, __cxa_throw, invoke_viii, __cxa_find_matching_catch_3, "
+                          "__cxa_begin_catch, __cxa_end_catch, __cxa_find_matching_catch_2, __resumeException, "
+                          "invoke_ii"]).
 
 run_values(Dir) ->
     [?assertEqual({0, Expected}, beamr(Dir, ["run", ?WAT | Args]))
