@@ -24,9 +24,9 @@ deps:
 	@if ! command -v erl >/dev/null || ! command -v rebar3 >/dev/null || ! command -v wast2json >/dev/null \
 	   || ! erl -noshell -eval 'case {code:lib_dir(eunit), code:lib_dir(proper)} of {{error,_},_} -> halt(1); {_,{error,_}} -> halt(1); {_,P} -> halt(case filelib:is_file(filename:join(P, "include/proper.hrl")) of true -> 0; false -> 1 end) end.'; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(DEBIAN_PACKAGES); \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(DEBIAN_PACKAGES); \
 	  else \
-	    echo "Missing Erlang/rebar3/wabt. Run: sudo apt-get update && sudo apt-get install -y $(DEBIAN_PACKAGES)"; \
+	    echo "Missing Erlang/rebar3/wabt. Run: sudo apt-get update && sudo apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)"; \
 	    exit 1; \
 	  fi; \
 	fi
