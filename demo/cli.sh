@@ -8,4 +8,9 @@ show ./beamr run --trace-imports demo/greeter.wat visit 0
 show ./beamr compile demo/greeter.wat -o _build/demo/greeter.artifact
 show ./beamr run _build/demo/greeter.artifact visits
 show ./beamr run --timeout 100 demo/greeter.wat peek 2147483647 || true
-show ./beamr aos "$SHARED/fixtures/hyperbeam/aos-2-pure-xs.wasm" 'local s = 0 for i = 1, 100 do s = s + i end return s'
+AOS="$SHARED/fixtures/hyperbeam/aos-2-pure-xs.wasm"
+if [ -f "$AOS" ]; then
+  show ./beamr aos "$AOS" 'local s = 0 for i = 1, 100 do s = s + i end return s'
+else
+  echo "(AO's Lua process $AOS is not here: its step is skipped; SHARED=DIR points at HyperBEAM's fixtures)"
+fi
