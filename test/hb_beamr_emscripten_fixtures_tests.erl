@@ -32,13 +32,7 @@ env(S, #{func := "host_reenter", args := [V], instance := I}) ->
     {import_exception, Reason, S1 + 1}.
 
 run(I, Scenario) ->
-    case hb_beamr:call(I, "run", [Scenario], fun env/2, 0) of
-        {ok, [Ptr], _} ->
-            {ok, String} = hb_beamr_io:read_string(I, Ptr),
-            String;
-        {error, {trap, Kind, _}, _} ->
-            {trap, Kind}
-    end.
+    hb_beamr_test_util:string_result(I, hb_beamr:call(I, "run", [Scenario], fun env/2, 0)).
 
 start(File) ->
     {ok, I, _, _} = hb_beamr:start(hb_beamr_test_util:fixture("emscripten/" ++ File)),

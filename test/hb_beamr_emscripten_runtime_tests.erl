@@ -22,13 +22,7 @@ wasi_only(_State, Request) -> error({unexpected_import, Request}).
 handle(I, Env, ImportFun, State) ->
     {ok, MsgPtr} = hb_beamr_io:write_string(I, <<"msg">>),
     {ok, EnvPtr} = hb_beamr_io:write_string(I, Env),
-    case hb_beamr:call(I, "handle", [MsgPtr, EnvPtr], ImportFun, State) of
-        {ok, [Ptr], _} ->
-            {ok, String} = hb_beamr_io:read_string(I, Ptr),
-            String;
-        {error, {trap, Kind, _}, _} ->
-            {trap, Kind}
-    end.
+    hb_beamr_test_util:string_result(I, hb_beamr:call(I, "handle", [MsgPtr, EnvPtr], ImportFun, State)).
 
 %% Each `{Env, Expected}' of `File' in one instance, natively and through import answers.
 handles(File, Cases) ->

@@ -1,7 +1,7 @@
 %%% @doc Helpers shared by the EUnit suites: fixtures and the HyperBEAM reference modules.
 -module(hb_beamr_test_util).
 
--export([fixture/1, start_fixture/1, shared_file/1, with_shared/2]).
+-export([fixture/1, start_fixture/1, shared_file/1, with_shared/2, string_result/2]).
 -export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
 -export([thread_limited_erl/2, copy_for_nobody/1, remove_copy/1, address_limited_peer/1, start_until_refused/2, env/2]).
 
@@ -15,6 +15,16 @@ fixture(Name) ->
 start_fixture(Name) ->
     {ok, I, _Imports, _Exports} = hb_beamr:start(fixture(Name)),
     I.
+
+%% @doc What a call of a function returning a C string gave: the string, or
+%% `{trap, Kind}'.
+-spec string_result(hb_beamr:instance(), {ok, [integer()], term()} | {error, term(), term()}) ->
+    binary() | {trap, atom()}.
+string_result(I, {ok, [Ptr], _State}) ->
+    {ok, String} = hb_beamr_io:read_string(I, Ptr),
+    String;
+string_result(_I, {error, {trap, Kind, _}, _State}) ->
+    {trap, Kind}.
 
 %% @doc A file of ../shared (HyperBEAM's modules, spec tests), `undefined' if absent.
 -spec shared_file(string()) -> binary() | undefined.

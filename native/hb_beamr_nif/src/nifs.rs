@@ -514,7 +514,7 @@ fn import_reply<'a>(
     results: Term<'a>,
 ) -> Term<'a> {
     let _timed = nif_cpu_time::Timed::start();
-    if call.shared.imports.get(index).is_none() || !call.slot.claim_reply(env.pid(), Some(index)) {
+    if !claim_import(env, &call, index) {
         return error(env, atoms::badarg());
     }
     match reply_values(env, &call, index, results) {
@@ -563,6 +563,12 @@ pub(crate) fn reply_values<'a>(
     Ok(armed)
 }
 
+/// Whether the calling process may answer import `index` of `call`: it is pending, for
+/// this process (claimed once answered).
+fn claim_import(env: Env, call: &CallResource, index: usize) -> bool {
+    call.shared.imports.get(index).is_some() && call.slot.claim_reply(env.pid(), Some(index))
+}
+
 /// Throws `reason` at the pending import (number `index`) of `call`, to the nearest
 /// `invoke_*` (see `beamr_core::emscripten`); without one the call ends with
 /// `{error, {trap, exception, Reason}}`. Then waits like `import_reply`, and is refused
@@ -574,7 +580,7 @@ fn import_exception<'a>(
     index: usize,
     reason: Term<'a>,
 ) -> Term<'a> {
-    if call.shared.imports.get(index).is_none() || !call.slot.claim_reply(env.pid(), Some(index)) {
+    if !claim_import(env, &call, index) {
         return error(env, atoms::badarg());
     }
     let armed = throw_in_import(&call, reason);

@@ -576,12 +576,9 @@ impl Runtime {
         if thrown == 0 {
             return Ok(());
         }
-        if let Some(increment) = &self.exports.increment_refcount {
-            return self.call(store, host, increment, &[thrown]).map(|_| ());
-        }
-        let count = self.header(thrown)?;
-        let references = self.read_pointer(store, count)?;
-        self.write_pointer(store, count, references.wrapping_add(1))
+        let increment = &self.exports.increment_refcount;
+        self.add_reference(store, host, thrown, increment, 1)
+            .map(|_| ())
     }
 
     /// Drops a reference; the last one (unless the exception is being rethrown) runs the
@@ -595,12 +592,11 @@ impl Runtime {
         if thrown == 0 {
             return Ok(());
         }
-        if let Some(decrement) = &self.exports.decrement_refcount {
-            return self.call(store, host, decrement, &[thrown]).map(|_| ());
-        }
+        let decrement = &self.exports.decrement_refcount;
+        let Some(references) = self.add_reference(store, host, thrown, decrement, u64::MAX)? else {
+            return Ok(());
+        };
         let header = self.header(thrown)?;
-        let references = self.read_pointer(store, header)?;
-        self.write_pointer(store, header, references.wrapping_sub(1))?;
         if references != 1
             || self.read_byte(store, header.wrapping_add(self.rethrown_field()))? != 0
         {
@@ -612,6 +608,26 @@ impl Runtime {
             self.call(store, host, &destructor, &[thrown])?;
         }
         self.free_exception(store, host, thrown)
+    }
+
+    /// Adds `delta` (1, or `u64::MAX` for -1) to the reference count of `thrown`: through
+    /// `export` when the module keeps the counts itself (`None` then), else in the header
+    /// (the count before).
+    fn add_reference(
+        &self,
+        store: &mut impl AsStoreMut,
+        host: &impl Host,
+        thrown: u64,
+        export: &Option<Function>,
+        delta: u64,
+    ) -> Result<Option<u64>, RuntimeError> {
+        if let Some(export) = export {
+            return self.call(store, host, export, &[thrown]).map(|_| None);
+        }
+        let header = self.header(thrown)?;
+        let references = self.read_pointer(store, header)?;
+        self.write_pointer(store, header, references.wrapping_add(delta))?;
+        Ok(Some(references))
     }
 
     /// `std::exception::what()` of `thrown`, of type `ty`, when that type derives from
