@@ -167,23 +167,39 @@ wrong_signature_test() ->
     ?assertEqual({ok, [5], s}, hb_beamr:call(I, "throw", [], fun(S, #{func := "__cxa_throw"}) -> {ok, [5], S} end, s)),
     ok = hb_beamr:stop(I).
 
-%% The newer AOS builds (Lua's errors are longjmps) answer Evals through the Erlang API.
+%% The newer AOS builds (Lua's errors are longjmps) answer Evals through the Erlang API,
+%% natively and with the longjmps raised by the import fun (`emscripten => imports').
 new_aos_test_() ->
-    {timeout, 300, [{File, fun() -> new_aos(File) end} || File <- ["aos-ll.wasm", "aos-dock.wasm", "aos-new.wasm"]]}.
+    {timeout, 300, [{File ++ " " ++ atom_to_list(Mode), fun() -> new_aos(File, Mode) end}
+                    || File <- ["aos-ll.wasm", "aos-dock.wasm", "aos-new.wasm"], Mode <- [native, imports]]}.
 
-new_aos(File) ->
+new_aos(File, Mode) ->
     with_shared(?AOT2 ++ File, fun(Wasm) ->
-        {ok, I, _, _} = hb_beamr:start(Wasm),
-        ok = hb_beamr_aos:init(I),
-        ?assertEqual(<<"2">>, output(hb_beamr_aos:eval(I, <<"return 1+1">>))),
-        Caught = hb_beamr_aos:eval(I, <<"local ok, e = pcall(function() error('x') end) return tostring(ok) .. ':' .. e:sub(-1)">>),
+        {ok, I, _, _} = hb_beamr:start(Wasm, #{emscripten => Mode}),
+        {ok, [], _} = hb_beamr:call(I, "__wasm_call_ctors", [], fun aos_import/3, hb_beamr_emscripten_js:new(), #{}),
+        ?assertEqual(<<"2">>, output(eval(I, <<"return 1+1">>))),
+        Caught = eval(I, <<"local ok, e = pcall(function() error('x') end) return tostring(ok) .. ':' .. e:sub(-1)">>),
         ?assertEqual(<<"false:x">>, output(Caught)),
-        Uncaught = hb_beamr_aos:eval(I, <<"error('boom')">>),
+        Uncaught = eval(I, <<"error('boom')">>),
         ?assertMatch({match, _}, re:run(Uncaught, "\"Error\":\"[^}]*boom")),
-        Loop = hb_beamr_aos:eval(I, <<"local s = 0 for i = 1, 1000000 do s = s + i end return s">>),
+        Loop = eval(I, <<"local s = 0 for i = 1, 1000000 do s = s + i end return s">>),
         ?assertEqual(<<"500000500000">>, output(Loop)),
         ok = hb_beamr:stop(I)
     end).
+
+eval(I, Code) ->
+    {MsgPtr, EnvPtr} = hb_beamr_aos:write_message(I, Code),
+    {ok, [Ptr], _} = hb_beamr:call(I, "handle", [MsgPtr, EnvPtr], fun aos_import/3, hb_beamr_emscripten_js:new(), #{}),
+    {ok, Json} = hb_beamr_io:read_string(I, Ptr),
+    Json.
+
+%% The AOS driver's WASI and Emscripten helpers; Emscripten's runtime as an import fun
+%% for what reaches the fun (`emscripten => imports').
+aos_import(State, #{func := "_emscripten_throw_longjmp"} = Request, Opts) ->
+    hb_beamr_emscripten_js:import(State, Request, Opts);
+aos_import(State, Request, Opts) ->
+    {ok, Results, _} = hb_beamr_aos:wasi_import([], Request, Opts),
+    {ok, Results, State}.
 
 %% An Eval's output: `Output.data', or `Output.data.output' in builds that wrap it.
 output(Json) ->
