@@ -17,12 +17,11 @@ pub const SLICE: i64 = 1 << 24;
 /// The most stack frames the exceptions thrown in one outermost call may hold: the runtime
 /// keeps a backtrace of the whole stack with each exception until the call ends, about 46
 /// bytes a frame, so this bounds them to ~190 MB (see `prepare::interrupt`). An AOS Eval
-/// whose Lua raises and catches 100,000 errors (~35 frames each) stays within it.
+/// whose Lua raises and catches 100,000 errors (~35 frames each) stays within it. The
+/// frames are not charged as gas: gas counts only what the module runs (the same call
+/// costs the same on every node), and the native frames a throw sees depend on the
+/// host's build.
 pub const MAX_EXCEPTION_FRAMES: u64 = 1 << 22;
-
-/// What each stack frame of a throw costs: the runtime walks the stack to take its
-/// backtrace, ~0.14 µs a frame measured here, a few hundred operators' worth.
-pub const FRAME_UNITS: u64 = 256;
 
 /// The frames of the calling thread's stack, counted up to `cap` + 1 (so that a count
 /// past `cap` costs no more than the cap).
@@ -93,15 +92,6 @@ impl Meter {
     /// A meter for code that starts with no fuel granted (the fuel global's initial value,
     /// 0): a module's start function, which runs before the host can set the global, so its
     /// first charge goes straight to the check.
-    /// Adds `units` the module did not pay in fuel (a throw's stack frames).
-    pub fn charge(&mut self, units: u64) -> Result<(), OutOfGas> {
-        self.used = self.used.saturating_add(units);
-        match self.budget {
-            Some(budget) if self.used > budget => Err(OutOfGas),
-            _ => Ok(()),
-        }
-    }
-
     pub fn ungranted(budget: Option<u64>) -> Meter {
         Meter {
             budget,

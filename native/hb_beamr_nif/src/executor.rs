@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use beamr_core::emscripten::{Host, Import, Thrown};
 use beamr_core::engine::panic_message;
-use beamr_core::fuel::{self, Meter, FRAME_UNITS, MAX_EXCEPTION_FRAMES, SLICE};
+use beamr_core::fuel::{self, Meter, MAX_EXCEPTION_FRAMES, SLICE};
 use beamr_core::os_limits;
 use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT, THROW_SIGNAL};
 use beamr_core::prepare::MEMORY_EXPORT;
@@ -598,8 +598,8 @@ impl Context {
     }
 
     /// The module is about to throw: the runtime will keep a backtrace of the whole stack
-    /// until the call ends. Its frames are charged as fuel, and beyond
-    /// `MAX_EXCEPTION_FRAMES` for the call the throw traps instead.
+    /// until the call ends. Beyond `MAX_EXCEPTION_FRAMES` for the call the throw traps
+    /// instead.
     fn throw_check(&self) -> Result<(), HostError> {
         let left = MAX_EXCEPTION_FRAMES.saturating_sub(self.exception_frames.get());
         let frames = fuel::stack_frames(left);
@@ -608,12 +608,7 @@ impl Context {
         }
         self.exception_frames
             .set(self.exception_frames.get() + frames);
-        match self.meter.borrow_mut().as_mut() {
-            Some(meter) => meter
-                .charge(frames * FRAME_UNITS)
-                .map_err(|_| HostError::OutOfGas),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     /// Makes the size of memory 0 visible to `info/1`, which cannot reach the Store.

@@ -33,7 +33,7 @@
 //!   the call ends: a throw costs time and memory in proportion to the stack's depth, which
 //!   no fixed cost can stand for (a throw rethrown at each of 10,000 levels took 14 s and
 //!   2.3 GB). So the host looks at each throw: it checks the stop flag and the deadline,
-//!   and charges and bounds the stack frames the call's exceptions hold.
+//!   and bounds the stack frames the call's exceptions hold.
 //!
 //! * `memory.atomic.wait32/64` would block inside the runtime, where neither a stop nor a
 //!   deadline reaches it. No other thread ever runs on an instance's memory, so no
