@@ -98,3 +98,19 @@ longjmp_through_import_handler_test() ->
     J = start("longjmp.wasm-sjlj.wasm"),
     ?assertMatch({error, {trap, exception, _}, 1}, hb_beamr:call(J, "run", [5], fun env/2, 0)),
     ok = hb_beamr:stop(J).
+
+%% Throws cost the same gas on every instance (and node): their stack frames, which
+%% depend on the host, are bounded but not charged.
+throws_cost_the_same_gas_test_() ->
+    {timeout, 60, fun() ->
+        [begin
+             Gas = [begin
+                        I = start(File),
+                        <<"loop 100000">> = run(I, 15),
+                        {ok, Used} = hb_beamr:gas_used(I),
+                        ok = hb_beamr:stop(I),
+                        Used
+                    end || _ <- [1, 2]],
+             ?assertMatch([Used, Used], Gas, File)
+         end || File <- ["exceptions.js-eh.wasm", "exceptions.wasm-eh.wasm"]]
+    end}.
