@@ -374,7 +374,8 @@ handle(Instance, Id, {import, Call, Index, Module, Name, Sig, Args}, ImportFun, 
         {exception, Reason, NewState} ->
             case hb_beamr_nif:import_exception(Call, Index, Reason) of
                 {wait, Id} -> await(Instance, Id, ImportFun, NewState, Opts);
-                {event, Id, Event} -> handle(Instance, Id, Event, ImportFun, NewState, Opts)
+                {event, Id, Event} -> handle(Instance, Id, Event, ImportFun, NewState, Opts);
+                {error, Why} -> await_failure(Instance, Id, {import_failed, Module, Name, {error, Why}}, NewState)
             end;
         {failed, Why} ->
             ok = hb_beamr_nif:import_failed(Call),

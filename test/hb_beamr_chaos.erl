@@ -1,5 +1,5 @@
 %%% @doc The API chaos run (`make chaos'; a short fixed-seed run is in
-%%% `hb_beamr_chaos_tests'). `?WORKERS' processes pick random operations on a shared pool of
+%%% `hb_beamr_short_chaos_tests'). `?WORKERS' processes pick random operations on a shared pool of
 %%% instances of the project's fixtures (imports, endless loops, memory, tables, throws,
 %%% Emscripten's runtime and `{import_exception, Reason}' answers):
 %%% start, call, call_async (answering, failing or ignoring its imports), reply to stale

@@ -1,5 +1,5 @@
 %%% @doc The standing fuzzer (`make fuzz'; a short fixed-seed run and the corpus replay are
-%%% in `hb_beamr_fuzz_run_tests'). Modules from `fuzz_modules' (wasm-smith and hostile
+%%% in `hb_beamr_short_fuzz_tests'). Modules from `fuzz_modules' (wasm-smith and hostile
 %%% shapes, native/beamr_core/examples/fuzz_modules.rs) are started, every export called
 %%% with boundary and random arguments under `timeout' and `gas' call options and a
 %%% `memory_limit' (64 MiB or 1 GiB), a little memory read, and the instance stopped; all in child VMs under

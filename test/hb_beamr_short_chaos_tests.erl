@@ -1,6 +1,6 @@
 %%% @doc A short fixed-seed run of the API chaos run (`make chaos', `hb_beamr_chaos') in a
 %%% child VM of its own, whose threads, processes and RSS are the baseline it checks.
--module(hb_beamr_chaos_tests).
+-module(hb_beamr_short_chaos_tests).
 
 -include_lib("eunit/include/eunit.hrl").
 

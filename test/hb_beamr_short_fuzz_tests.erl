@@ -3,7 +3,7 @@
 %%% a child VM; each `.txt' beside it says how). Both run in child VMs
 %%% (`hb_beamr_fuzz_run'): no module may kill its VM, hang a call, start or stop past its
 %%% bound, panic, leave an executor behind or grow RSS.
--module(hb_beamr_fuzz_run_tests).
+-module(hb_beamr_short_fuzz_tests).
 
 -include_lib("eunit/include/eunit.hrl").
 
