@@ -82,13 +82,14 @@ fn first_function(instance: &Instance, names: &[&str]) -> Option<Function> {
 
 impl Hooks {
     /// `host_temp_ret0`: the module imports `getTempRet0` (see `Runtime::resolve`).
+    /// `memory` and `table`: the instance's memory 0 and table 0.
     pub fn resolve(
         store: &impl wasmer::AsStoreRef,
         instance: &Instance,
         memory: Option<Memory>,
+        table: Option<Table>,
         host_temp_ret0: bool,
     ) -> Hooks {
-        let table = table::table0(instance);
         Hooks {
             runtime: Runtime::resolve(store, instance, memory, table.clone(), host_temp_ret0),
             table,

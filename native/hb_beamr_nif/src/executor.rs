@@ -305,9 +305,14 @@ impl Context {
             .imports
             .iter()
             .any(|i| i.handler == Handler::Runtime(Import::GetTempRet0));
-        let memory = self.memory.borrow().clone();
-        *self.emscripten.borrow_mut() =
-            Some(Hooks::resolve(store, instance, memory, host_temp_ret0));
+        let (memory, table) = (self.memory.borrow().clone(), self.table.borrow().clone());
+        *self.emscripten.borrow_mut() = Some(Hooks::resolve(
+            store,
+            instance,
+            memory,
+            table,
+            host_temp_ret0,
+        ));
         *self.state.borrow_mut() = Some(StateAccess::new(store, module, instance, &self.shared));
         self.publish_memory_size(store);
         self.shared.set_activity(Activity::Idle);
@@ -445,36 +450,37 @@ impl Context {
     /// Why a call failed: a throw that no `invoke_*` caught is reported with what it
     /// carries (an import handler's reason, the C++ exception's `what()`).
     fn failure(&self, store: &mut impl AsStoreMut, error: &RuntimeError) -> CallFailure {
-        match Thrown::of(error) {
-            Some(Thrown::Foreign(reason)) => CallFailure::ImportException(reason.clone()),
-            Some(thrown) => {
-                let hooks = self.emscripten.borrow();
-                let message = match hooks.as_ref() {
-                    Some(hooks) => hooks.runtime.describe(store, &NestedCalls(self), thrown),
-                    None => thrown.to_string(),
-                };
-                CallFailure::Trap {
-                    kind: TrapKind::Exception,
-                    message,
-                }
-            }
-            // A wasm exception: libc++abi's says what it is.
-            None if error.is_exception() && !self.shared.is_stopped() => {
-                let described = error.to_exception().and_then(|exception| {
-                    let payload = exception.payload(store);
-                    let hooks = self.emscripten.borrow();
-                    let runtime = &hooks.as_ref()?.runtime;
-                    runtime.describe_wasm_exception(store, &NestedCalls(self), &payload)
-                });
-                match described {
-                    Some(message) => CallFailure::Trap {
-                        kind: TrapKind::Exception,
-                        message,
-                    },
-                    None => CallFailure::classify(error, false),
-                }
-            }
+        if let Some(Thrown::Foreign(reason)) = Thrown::of(error) {
+            return CallFailure::ImportException(reason.clone());
+        }
+        match self.describe_uncaught(store, error) {
+            Some(message) => CallFailure::Trap {
+                kind: TrapKind::Exception,
+                message,
+            },
             None => CallFailure::classify(error, self.shared.is_stopped()),
+        }
+    }
+
+    /// The message of an exception nothing caught: a throw of Emscripten's runtime, or a
+    /// wasm exception of libc++abi's (see `Runtime::describe*`); `None` for other errors.
+    fn describe_uncaught(
+        &self,
+        store: &mut impl AsStoreMut,
+        error: &RuntimeError,
+    ) -> Option<String> {
+        let hooks = self.emscripten.borrow();
+        let runtime = hooks.as_ref().map(|hooks| &hooks.runtime);
+        match (Thrown::of(error), runtime) {
+            (Some(thrown), Some(runtime)) => {
+                Some(runtime.describe(store, &NestedCalls(self), thrown))
+            }
+            (Some(thrown), None) => Some(thrown.to_string()),
+            (None, Some(runtime)) if error.is_exception() && !self.shared.is_stopped() => {
+                let payload = error.to_exception()?.payload(store);
+                runtime.describe_wasm_exception(store, &NestedCalls(self), &payload)
+            }
+            (None, _) => None,
         }
     }
 

@@ -117,20 +117,6 @@ impl Import {
             shape(result_count),
         )))
     }
-
-    /// Whether the import unwinds instead of returning.
-    pub fn throws(self) -> bool {
-        matches!(
-            self,
-            Import::Throw
-                | Import::Rethrow
-                | Import::RethrowPrimary
-                | Import::ResumeException
-                | Import::CallUnexpected
-                | Import::ThrowLongjmp
-                | Import::Longjmp
-        )
-    }
 }
 
 #[cfg(test)]

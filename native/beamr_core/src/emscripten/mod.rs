@@ -19,7 +19,7 @@ mod imports;
 mod runtime;
 
 pub use imports::Import;
-pub use runtime::{Runtime, MAX_CAUGHT};
+pub use runtime::Runtime;
 
 use wasmer::{AsStoreMut, Function, RuntimeError, Type, Value};
 
