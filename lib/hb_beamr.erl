@@ -569,15 +569,13 @@ reply(Ref, Answer) ->
 answer(Ref, {error, Why}) ->
     hb_beamr_nif:async_fail(Ref, Why);
 answer(Ref, {import_exception, Reason}) ->
-    case hb_beamr_nif:async_exception(Ref, Reason) of
-        {ok, Message} -> post(Ref, Message);
-        Other -> Other
-    end;
+    answered(Ref, hb_beamr_nif:async_exception(Ref, Reason));
 answer(Ref, Results) ->
-    case hb_beamr_nif:async_reply(Ref, Results) of
-        {ok, Message} -> post(Ref, Message);
-        Other -> Other
-    end.
+    answered(Ref, hb_beamr_nif:async_reply(Ref, Results)).
+
+%% The call's next event, when the answering NIF took it, is posted.
+answered(Ref, {ok, Message}) -> post(Ref, Message);
+answered(_Ref, Other) -> Other.
 
 %% An event the NIF took straight from the executor goes into this process's mailbox
 %% before any later message of the call (the executor waits for `async_posted').
