@@ -88,6 +88,22 @@ fn submit<'a>(
     awaited(env, &call, armed)
 }
 
+/// The import of asynchronous call `call` that waits for the calling process, claimed
+/// for its answer.
+fn claim_pending(env: Env, call: &CallResource) -> Option<usize> {
+    call.protocol
+        .and_then(|_| call.slot.claim_pending(env.pid()))
+}
+
+/// What an answer to an import returns: `{ok, Message}` with the call's next event when
+/// the executor gave it within the hand-over spin, else `ok`.
+fn answered<'a>(env: Env<'a>, call: &ResourceArc<CallResource>, armed: bool) -> Term<'a> {
+    match taken(call, armed) {
+        Some(event) => (atoms::ok(), message(env, &call.shared, call, event)).encode(env),
+        None => atoms::ok().encode(env),
+    }
+}
+
 /// `{ok, Ref, Message}` when the executor answered within the hand-over spin (the caller
 /// sends `Message` to itself, then calls `async_posted`), else `{ok, Ref}`.
 fn awaited<'a>(env: Env<'a>, call: &ResourceArc<CallResource>, armed: bool) -> Term<'a> {
@@ -120,9 +136,7 @@ fn async_posted(call: ResourceArc<CallResource>) -> Atom {
 #[rustler::nif]
 fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<'a>) -> Term<'a> {
     let _timed = nif_cpu_time::Timed::start();
-    let pending = call
-        .protocol
-        .and_then(|_| call.slot.claim_pending(env.pid()));
+    let pending = claim_pending(env, &call);
     let Some(index) = pending else {
         return error(env, atoms::badarg());
     };
@@ -143,10 +157,7 @@ fn async_reply<'a>(env: Env<'a>, call: ResourceArc<CallResource>, results: Term<
             return reason;
         }
     };
-    match taken(&call, armed) {
-        Some(event) => (atoms::ok(), message(env, &call.shared, &call, event)).encode(env),
-        None => atoms::ok().encode(env),
-    }
+    answered(env, &call, armed)
 }
 
 /// `async_exception(Ref, Reason)`: throws `Reason` at the call's pending import (see
@@ -157,27 +168,20 @@ fn async_exception<'a>(
     call: ResourceArc<CallResource>,
     reason: Term<'a>,
 ) -> Term<'a> {
-    let pending = call
-        .protocol
-        .and_then(|_| call.slot.claim_pending(env.pid()));
+    let pending = claim_pending(env, &call);
     if pending.is_none() {
         return error(env, atoms::badarg());
     }
     call.slot.start_posting();
     let armed = throw_in_import(&call, reason);
-    match taken(&call, armed) {
-        Some(event) => (atoms::ok(), message(env, &call.shared, &call, event)).encode(env),
-        None => atoms::ok().encode(env),
-    }
+    answered(env, &call, armed)
 }
 
 /// `async_fail(Ref, Why)`: traps the call in its pending import; its result reports
 /// `{import_failed, Module, Name, Why}`.
 #[rustler::nif]
 fn async_fail<'a>(env: Env<'a>, call: ResourceArc<CallResource>, why: Term<'a>) -> Term<'a> {
-    let pending = call
-        .protocol
-        .and_then(|_| call.slot.claim_pending(env.pid()));
+    let pending = claim_pending(env, &call);
     let Some(index) = pending else {
         return error(env, atoms::badarg());
     };
