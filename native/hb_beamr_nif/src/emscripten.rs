@@ -14,7 +14,9 @@
 //! imports: `invoke_jij` then takes each i64 as two i32 halves (low first) and returns the
 //! low half of an i64 result, its high half in the temporary return register.
 
-use beamr_core::emscripten::{integer, invoke_catches, value_of, Host, Import, Runtime, Thrown};
+use beamr_core::emscripten::{
+    first_export, integer, invoke_catches, value_of, Host, Import, Runtime, Thrown,
+};
 use wasmer::{
     AsStoreMut, Function, FunctionType, Instance, Memory, RuntimeError, Table, Type, Value,
 };
@@ -69,15 +71,8 @@ fn is_legalized(letters: &str, ty: &FunctionType) -> bool {
 /// What invoke_* and the runtime need from the instance, resolved once after instantiation.
 pub struct Hooks {
     pub runtime: Runtime,
-    table: Option<Table>,
     stack_save: Option<Function>,
     stack_restore: Option<Function>,
-}
-
-fn first_function(instance: &Instance, names: &[&str]) -> Option<Function> {
-    names
-        .iter()
-        .find_map(|name| instance.exports.get_function(name).ok().cloned())
 }
 
 impl Hooks {
@@ -91,10 +86,9 @@ impl Hooks {
         host_temp_ret0: bool,
     ) -> Hooks {
         Hooks {
-            runtime: Runtime::resolve(store, instance, memory, table.clone(), host_temp_ret0),
-            table,
-            stack_save: first_function(instance, &["stackSave", "emscripten_stack_get_current"]),
-            stack_restore: first_function(instance, &["stackRestore", "_emscripten_stack_restore"]),
+            runtime: Runtime::resolve(store, instance, memory, table, host_temp_ret0),
+            stack_save: first_export(instance, &["stackSave", "emscripten_stack_get_current"]),
+            stack_restore: first_export(instance, &["stackRestore", "_emscripten_stack_restore"]),
         }
     }
 
@@ -117,7 +111,7 @@ impl Hooks {
                 ))
             }
         };
-        let function = table::entry(store, self.table.as_ref(), index)
+        let function = table::entry(store, self.runtime.table(), index)
             .map_err(|error| RuntimeError::user(Box::new(error)))?;
         let saved_stack = match &self.stack_save {
             Some(save) => save.call(store, &[])?.first().cloned(),

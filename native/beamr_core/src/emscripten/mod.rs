@@ -21,7 +21,7 @@ mod runtime;
 pub use imports::Import;
 pub use runtime::Runtime;
 
-use wasmer::{AsStoreMut, Function, RuntimeError, Type, Value};
+use wasmer::{AsStoreMut, Function, Instance, RuntimeError, Type, Value};
 
 /// What a throw carries up to the nearest `invoke_*`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +113,14 @@ pub trait Host {
         function: &Function,
         args: &[Value],
     ) -> Result<Box<[Value]>, RuntimeError>;
+}
+
+/// The first of `names` that `instance` exports as a function (builds name some helpers
+/// differently).
+pub fn first_export(instance: &Instance, names: &[&str]) -> Option<Function> {
+    names
+        .iter()
+        .find_map(|name| instance.exports.get_function(name).ok().cloned())
 }
 
 /// An integer wasm value as an unsigned 64-bit number (an i32 zero-extended, as pointers

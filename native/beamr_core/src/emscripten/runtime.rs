@@ -16,7 +16,7 @@ use wasmer::{
     AsStoreMut, AsStoreRef, Function, Instance, Memory, RuntimeError, Table, Type, Value,
 };
 
-use super::{integer, value_of, Fault, Host, Import, Thrown};
+use super::{first_export, integer, value_of, Fault, Host, Import, Thrown};
 
 /// At most this many exceptions are caught at once (catch blocks nested in catch blocks):
 /// more is a module entering catch blocks it never leaves, refused instead of kept.
@@ -78,11 +78,7 @@ impl Runtime {
         table: Option<Table>,
         host_temp_ret0: bool,
     ) -> Runtime {
-        let export = |names: &[&str]| {
-            names
-                .iter()
-                .find_map(|name| instance.exports.get_function(name).ok().cloned())
-        };
+        let export = |names: &[&str]| first_export(instance, names);
         let exports = Exports {
             set_threw: export(&["setThrew"]),
             can_catch: export(&["__cxa_can_catch"]),
@@ -116,6 +112,11 @@ impl Runtime {
             host_temp_ret0,
             state: RefCell::default(),
         }
+    }
+
+    /// Table 0, whose entries `invoke_*` calls.
+    pub fn table(&self) -> Option<&Table> {
+        self.table.as_ref()
     }
 
     /// Forgets what the last outermost call left: an exception that escaped it leaves its
