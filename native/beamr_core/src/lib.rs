@@ -12,6 +12,10 @@
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
 //! * [`inspect`] lists what a module declares and the preparation passes it needs.
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
+//! * [`failure`] classifies why a call failed (traps, the host's own errors).
+//! * [`state`] captures and restores an instance's whole state (memory, globals, table 0)
+//!   as snapshots; [`memory_access`] serves reads and writes of memory 0 between calls;
+//!   [`table`] resolves entries of table 0 as callees.
 //! * [`store_objects`] drops the exception and function objects a Store keeps once nothing can reach them.
 //! * [`snapshot`] encodes, decodes and validates snapshots of an instance's state (full,
 //!   and deltas chained to them); [`dirty_pages`] finds the pages a delta must hold.
@@ -28,13 +32,17 @@ pub mod disk_cache;
 pub mod emscripten;
 pub mod engine;
 pub mod executor_thread;
+pub mod failure;
 pub mod fuel;
 pub mod inspect;
+pub mod memory_access;
 pub mod os_limits;
 pub mod prepare;
 pub mod signature;
 pub mod snapshot;
+pub mod state;
 pub mod store_objects;
+pub mod table;
 pub mod tunables;
 pub mod wamr_aot;
 

@@ -71,20 +71,16 @@ impl BinaryList {
     }
 }
 
-/// The allocator could not give a binary of the size asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutOfMemory;
-
-/// A new binary of `len` bytes, or `OutOfMemory` where `OwnedBinary::new` would abort the
+/// A new binary of `len` bytes, or `None` where `OwnedBinary::new` would abort the
 /// VM: the sizes asked for here (memory copies, snapshots) are chosen by modules and callers.
-pub fn try_binary(len: usize) -> Result<rustler::OwnedBinary, OutOfMemory> {
+pub fn try_binary(len: usize) -> Option<rustler::OwnedBinary> {
     let mut raw = std::mem::MaybeUninit::uninit();
     // SAFETY: enif_alloc_binary initialises `raw` when it succeeds (returns non-zero);
     // ownership then passes to the OwnedBinary, which releases it.
     unsafe {
         if rustler::sys::enif_alloc_binary(len, raw.as_mut_ptr()) == 0 {
-            return Err(OutOfMemory);
+            return None;
         }
-        Ok(rustler::OwnedBinary::from_raw(raw.assume_init()))
+        Some(rustler::OwnedBinary::from_raw(raw.assume_init()))
     }
 }

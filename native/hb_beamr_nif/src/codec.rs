@@ -10,7 +10,7 @@ use smallvec::SmallVec;
 use wasmer::{Type, Value};
 
 use crate::atoms;
-use crate::trap::CallFailure;
+use beamr_core::failure::CallFailure;
 
 /// Argument and result lists: almost always a handful, kept inline so that a call's
 /// values cost no allocation on one thread and free on the other.
@@ -69,7 +69,7 @@ pub enum BadArg<'a> {
 }
 
 impl<'a> BadArg<'a> {
-    pub fn encode(&self, env: Env<'a>) -> Term<'a> {
+    pub fn encode<'b>(&self, env: Env<'b>) -> Term<'b> {
         let detail = match self {
             BadArg::NotAList => atoms::arg().encode(env),
             BadArg::Arity { expected, got } => (atoms::arity(), *expected, *got).encode(env),

@@ -1,23 +1,51 @@
-//! The instance resource: what NIFs share with an instance's executor thread.
+//! An instance as the NIFs and its executor thread share it, and the requests in flight
+//! between them.
 //!
-//! The Store and wasmer Instance never leave the executor thread; this holds only what
-//! other threads need: the mailbox, the stop flag, the export/import tables used to
-//! check arguments before queueing, and what `hb_beamr:info/1` reports (the module it
-//! runs, and counters the executor keeps up to date with cheap relaxed stores).
+//! These types refer to each other in a loop, which is why they live together: an
+//! instance ([`Shared`]) has a mailbox of [`Command`]s; a command carries the
+//! [`ReplySlot`] its outcome comes back through and, for an asynchronous call, the call's
+//! [`CallResource`]; a slot hands over [`Event`]s; an import request event carries the
+//! `CallResource` its reply must name; and a `CallResource` holds its instance.
+//!
+//! The Store and wasmer Instance never leave the executor thread; `Shared` holds only what
+//! other threads need: the mailbox, the stop flag, the export/import tables used to check
+//! arguments before queueing, and what `hb_beamr:info/1` reports (the module it runs, and
+//! counters the executor keeps up to date with cheap relaxed stores).
+//!
+//! Public handles are pids (HyperBEAM checks `is_pid/1`): a registry maps each owner pid
+//! to its instance so NIFs find it without a round trip through the owner process.
+//!
+//! Hand-over: messages from a foreign thread wake a sleeping BEAM scheduler, which costs
+//! tens of microseconds; short calls and import round trips therefore spin briefly in the
+//! NIF and fall back to messages. The protocol (beamr_core's `Slot`) never makes a NIF
+//! wait for the executor beyond the spin bound: a NIF that gives up while the executor is
+//! writing leaves the event to it, and the executor sends it as a message. Import replies
+//! come from Erlang, so any term may arrive: only the process that issued the request may
+//! answer its imports, once per import request. Commands from one process never overtake
+//! each other: a process waits for the answer to each command before it sends the next.
 
-use crate::emscripten::Handler;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use beamr_core::compile::Origin;
 use beamr_core::dirty_pages::Policy;
-use rustler::{Env, LocalPid, Monitor, Resource, ResourceArc};
+use beamr_core::emscripten::invoke::Handler;
+use beamr_core::failure::CallFailure;
+use beamr_core::handoff::{Closed, Slot};
+use beamr_core::memory_access::{MemoryReply, MemoryResult};
+use beamr_core::state::StateError;
+use once_cell::sync::Lazy;
+use parking_lot::{Mutex, RwLock};
+use rustler::{Env, LocalPid, Monitor, OwnedBinary, Resource, ResourceArc};
 use wasmer::FunctionType;
 
-use crate::command::Command;
-use crate::mailbox::{Closed, Mailbox};
-use crate::registry;
+use crate::codec::Values;
+use crate::options::Limits;
+use crate::request::{Callee, ImportAnswer, MemoryOp, StateOp};
+
+pub type Mailbox = beamr_core::handoff::Mailbox<Command>;
 
 pub struct ExportedFunction {
     pub name: String,
@@ -159,7 +187,7 @@ impl Shared {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        registry::remove(&self.owner);
+        unregister(&self.owner);
         let _ = self.mailbox.push(Command::Stop);
     }
 }
@@ -168,4 +196,237 @@ impl InstanceResource {
     pub fn new(shared: Arc<Shared>) -> ResourceArc<InstanceResource> {
         ResourceArc::new(InstanceResource { shared })
     }
+}
+
+static INSTANCES: Lazy<RwLock<HashMap<LocalPid, ResourceArc<InstanceResource>>>> =
+    Lazy::new(|| RwLock::new(HashMap::new()));
+
+/// Makes the instance findable by its owner's pid.
+pub fn register(owner: LocalPid, instance: ResourceArc<InstanceResource>) {
+    INSTANCES.write().insert(owner, instance);
+}
+
+/// The instance whose public handle is `owner`, unless it stopped.
+pub fn lookup(owner: &LocalPid) -> Option<ResourceArc<InstanceResource>> {
+    INSTANCES.read().get(owner).cloned()
+}
+
+pub fn unregister(owner: &LocalPid) {
+    INSTANCES.write().remove(owner);
+}
+
+/// What NIFs ask of an executor.
+pub enum Command {
+    /// Call `func`; its events go to `caller` (see `ReplySlot`). `handle` is set for an
+    /// asynchronous call: its reference, which also says how its events are sent.
+    Call {
+        caller: LocalPid,
+        slot: Arc<ReplySlot>,
+        func: Callee,
+        limits: Limits,
+        handle: Option<ResourceArc<CallResource>>,
+    },
+    /// Access memory 0; the outcome goes to `caller` (see `ReplySlot`).
+    Memory {
+        caller: LocalPid,
+        slot: Arc<ReplySlot>,
+        op: MemoryOp,
+    },
+    /// Snapshot or restore the whole state; the outcome goes to `caller`.
+    State {
+        caller: LocalPid,
+        slot: Arc<ReplySlot>,
+        op: StateOp,
+    },
+    /// The Erlang side answered the pending import of call `id`.
+    ImportReply { id: u64, answer: ImportAnswer },
+    /// A monitored caller died.
+    CallerDown(LocalPid),
+    /// Wakes the executor so it notices the instance's stop flag.
+    Stop,
+}
+
+impl Command {
+    /// The process a request (a call, a memory or state operation) answers to.
+    pub fn caller(&self) -> Option<LocalPid> {
+        match self {
+            Command::Call { caller, .. }
+            | Command::Memory { caller, .. }
+            | Command::State { caller, .. } => Some(*caller),
+            _ => None,
+        }
+    }
+}
+
+/// How long a NIF spins for the executor before leaving the event to a message. Pure
+/// spinning (a yield can give away a whole time slice): a NIF must return within 100 µs.
+pub(crate) const HANDOVER_SPIN: Duration = Duration::from_micros(20);
+
+pub enum Event {
+    Import {
+        call: ResourceArc<CallResource>,
+        index: usize,
+        args: Values,
+    },
+    Done(Result<Values, CallFailure>),
+    /// The outcome of a memory operation (these use the same hand-over).
+    Memory(MemoryResult<OwnedBinary>),
+    /// The outcome of a snapshot (`Bytes`) or restore (`Done`).
+    State(Result<MemoryReply<OwnedBinary>, StateError>),
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How long an executor waits for a caller to post an event its NIF took: the caller
+/// does it right after the NIF returns, unless it died meanwhile.
+const POSTING_BOUND: Duration = Duration::from_millis(100);
+
+pub struct ReplySlot {
+    /// Tags the request's messages, unique in this VM.
+    pub id: u64,
+    /// The process that issued the request, which receives its events and alone may
+    /// answer its imports.
+    caller: LocalPid,
+    /// 1 + the index of the import request still unanswered, 0 when there is none.
+    /// It stays set when the call ends otherwise (stop, caller death), so a handler that
+    /// was running then can still answer once; the executor ignores that answer.
+    pending_import: AtomicUsize,
+    /// An asynchronous call's event was taken by a NIF and is on its way into the caller's
+    /// mailbox (Erlang sends it to itself): the executor's next message for the call must
+    /// not overtake it.
+    posting: AtomicBool,
+    slot: Slot<Event>,
+}
+
+impl ReplySlot {
+    pub fn new(caller: LocalPid) -> Arc<ReplySlot> {
+        Arc::new(ReplySlot {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            caller,
+            pending_import: AtomicUsize::new(0),
+            posting: AtomicBool::new(false),
+            slot: Slot::new(),
+        })
+    }
+
+    /// Announces that the current NIF will wait for the next event (before it queues
+    /// the command that leads to that event). False when an earlier hand-over on this
+    /// slot has not finished: then the NIF must not wait, the event comes as a message.
+    #[must_use]
+    pub fn arm(&self) -> bool {
+        self.slot.arm()
+    }
+
+    /// Executor side: hands `event` to a waiting NIF, or gives it back to be sent.
+    pub fn offer(&self, event: Event) -> Result<(), Event> {
+        if let Event::Import { index, .. } = &event {
+            // Before the request can reach Erlang, by either path.
+            self.pending_import.store(index + 1, Ordering::Release);
+        }
+        self.slot.offer(event)
+    }
+
+    /// NIF side, after a successful `arm`: the next event if `shared`'s executor sends it
+    /// within `HANDOVER_SPIN` (less when it turns out to wait for this NIF's core);
+    /// otherwise it will come as a message.
+    pub fn wait(&self, shared: &Shared) -> Option<Event> {
+        self.slot
+            .wait(HANDOVER_SPIN, || shared.mailbox.consumer_may_run())
+    }
+
+    /// Takes the right to answer the pending import request (`index`, or whichever is
+    /// pending when `None`) for process `from`: granted once per request, and only to
+    /// the request's caller.
+    pub fn claim_reply(&self, from: LocalPid, index: Option<usize>) -> bool {
+        match index {
+            Some(index) => {
+                from == self.caller
+                    && self
+                        .pending_import
+                        .compare_exchange(index + 1, 0, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+            }
+            None => self.claim_pending(from).is_some(),
+        }
+    }
+
+    /// NIF side, before `arm` for an asynchronous call: an event it takes stays marked as
+    /// being posted until `posted`.
+    pub fn start_posting(&self) {
+        self.posting.store(true, Ordering::Release);
+    }
+
+    /// The event taken (if any) is in the caller's mailbox.
+    pub fn posted(&self) {
+        self.posting.store(false, Ordering::Release);
+    }
+
+    /// Executor side, before sending a message for this request: waits (a bounded time:
+    /// the caller may have died in between) until an event a NIF took is posted.
+    pub fn await_posted(&self) {
+        let give_up = std::time::Instant::now() + POSTING_BOUND;
+        while self.posting.load(Ordering::Acquire) && std::time::Instant::now() < give_up {
+            std::thread::yield_now();
+        }
+    }
+
+    /// The call ended: nothing of it can be answered any more.
+    pub fn clear_pending(&self) {
+        self.pending_import.store(0, Ordering::Release);
+    }
+
+    /// Whether an import request waits for `from`'s answer.
+    pub fn is_pending_for(&self, from: LocalPid) -> bool {
+        from == self.caller && self.pending_import.load(Ordering::Acquire) != 0
+    }
+
+    /// `claim_reply` for whichever import is pending: its index.
+    pub fn claim_pending(&self, from: LocalPid) -> Option<usize> {
+        if from != self.caller {
+            return None;
+        }
+        self.pending_import.swap(0, Ordering::AcqRel).checked_sub(1)
+    }
+}
+
+/// A call as Erlang code sees it inside an import request: `import_reply` and
+/// `import_failed` take it to answer that call's pending import.
+pub struct CallResource {
+    pub shared: Arc<Shared>,
+    pub slot: Arc<ReplySlot>,
+    /// Set for asynchronous calls, whose events are messages in this protocol (see
+    /// `asynchronous`); the resource is then also the call's public reference.
+    pub protocol: Option<Protocol>,
+    /// An asynchronous call's failed import: its index and the reason the caller gave
+    /// (external term format), to report in the call's result.
+    pub failure: Mutex<Option<(usize, Vec<u8>)>>,
+}
+
+impl CallResource {
+    pub fn new(
+        shared: Arc<Shared>,
+        slot: Arc<ReplySlot>,
+        protocol: Option<Protocol>,
+    ) -> ResourceArc<CallResource> {
+        ResourceArc::new(CallResource {
+            shared,
+            slot,
+            protocol,
+            failure: Mutex::new(None),
+        })
+    }
+}
+
+#[rustler::resource_impl]
+impl Resource for CallResource {}
+
+/// How an asynchronous call's events are put as messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `{hb_beamr_result, Ref, {ok, Results} | {error, Reason}}` and
+    /// `{hb_beamr_import, Ref, #{instance, module, func, args, func_sig}}`.
+    Async,
+    /// HyperBEAM's seed port: `{execution_result, Results}`, `{error, Reason}` and
+    /// `{import, Module, Func, Args, Sig}`.
+    Seed,
 }

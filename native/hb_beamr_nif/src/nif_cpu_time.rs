@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use beamr_core::handoff::spin::Spin;
 
-use crate::handover::HANDOVER_SPIN;
+use crate::instance::HANDOVER_SPIN;
 
 const LONG_NS: u64 = 100_000;
 

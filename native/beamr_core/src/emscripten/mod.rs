@@ -16,6 +16,7 @@
 //! that library does, over the exception header in front of every thrown object.
 
 mod imports;
+pub mod invoke;
 mod runtime;
 
 pub use imports::Import;

@@ -1,12 +1,14 @@
 //! `hb_beamr_nif:inspect/2` (for `beamr inspect`): `beamr_core::inspect` as terms.
 
 use beamr_core::artifact;
+use beamr_core::failure::CallFailure;
 use beamr_core::inspect::{inspect as inspect_module, Entry, Inspection, Memory};
 use rustler::{Binary, Encoder, Env, Term};
 
 use crate::atoms;
 use crate::codec::charlist;
-use crate::nifs::decode_options;
+use crate::error::{Error, Reply};
+use crate::options::decode_start_options;
 
 rustler::atoms! {
     imports, exports, memories, memory0, passes, memory64_lowering, legacy_exceptions,
@@ -17,19 +19,16 @@ rustler::atoms! {
 /// start options `Opts` (those that change preparation: `wamr_compat`, `memory_limit`,
 /// `deterministic`), or `{error, {invalid_module, Msg}}`; nothing is compiled.
 #[rustler::nif(schedule = "DirtyCpu")]
-fn inspect<'a>(env: Env<'a>, source: Binary<'a>, opts: Term<'a>) -> Term<'a> {
-    let options = match decode_options(opts) {
-        Ok(options) => options,
-        Err(bad) => return (atoms::error(), (atoms::badarg(), bad)).encode(env),
-    };
-    if artifact::is_artifact(source.as_slice()) {
-        let message = "a compiled artifact: inspect the module it was compiled from";
-        return (atoms::error(), (atoms::invalid_module(), message)).encode(env);
-    }
-    match inspect_module(source.as_slice(), &options.prepare) {
-        Ok(info) => (atoms::ok(), encode(env, &info)).encode(env),
-        Err(e) => (atoms::error(), (atoms::invalid_module(), e.0)).encode(env),
-    }
+fn inspect<'a>(env: Env<'a>, source: Binary<'a>, opts: Term<'a>) -> Reply<'a> {
+    Reply(decode_start_options(opts).and_then(|options| {
+        let invalid = |message: String| Error::Call(CallFailure::InvalidModule(message));
+        if artifact::is_artifact(source.as_slice()) {
+            let message = "a compiled artifact: inspect the module it was compiled from";
+            return Err(invalid(message.into()));
+        }
+        let info = inspect_module(source.as_slice(), &options.prepare).map_err(|e| invalid(e.0))?;
+        Ok((atoms::ok(), encode(env, &info)).encode(env))
+    }))
 }
 
 fn encode<'a>(env: Env<'a>, info: &Inspection) -> Term<'a> {

@@ -1,12 +1,11 @@
-//! Classifies why a wasm call failed into the error terms of DESIGN.md.
+//! Why a wasm call failed: the host's own errors carried through wasm as traps
+//! ([`HostError`]) and the classification of every failure into the reasons hb_beamr
+//! reports ([`CallFailure`], [`TrapKind`]). The NIF encodes them as Erlang terms.
 
-use beamr_core::emscripten::Fault;
-use rustler::{Encoder, Env, Term};
 use wasmer::sys::vm::TrapCode;
 use wasmer::RuntimeError;
 
-use crate::atoms;
-
+use crate::emscripten::Fault;
 /// Failures raised by our own host functions, carried through wasm as traps.
 #[derive(Debug)]
 pub enum HostError {
@@ -46,7 +45,7 @@ impl std::fmt::Display for HostError {
             HostError::ExceptionFrames => write!(
                 f,
                 "the exceptions thrown in this call would hold more than {} stack frames",
-                beamr_core::fuel::MAX_EXCEPTION_FRAMES
+                crate::fuel::MAX_EXCEPTION_FRAMES
             ),
             HostError::TableOutOfBounds(index) => {
                 write!(f, "table index {index} is out of bounds of table 0")
@@ -186,63 +185,49 @@ impl From<&HostError> for CallFailure {
     }
 }
 
-impl Encoder for CallFailure {
-    fn encode<'a>(&self, env: Env<'a>) -> Term<'a> {
-        match self {
-            CallFailure::Stopped => atoms::stopped().encode(env),
-            CallFailure::ImportFailed => atoms::import_failed().encode(env),
-            CallFailure::InvalidModule(message) => {
-                (atoms::invalid_module(), message_binary(env, message)).encode(env)
-            }
-            CallFailure::ResourceLimit(Resource::Thread) => {
-                (atoms::resource_limit(), atoms::thread()).encode(env)
-            }
-            CallFailure::ResourceLimit(Resource::Memory) => {
-                (atoms::resource_limit(), atoms::memory()).encode(env)
-            }
-            CallFailure::Trap { kind, message } => {
-                let message = message_binary(env, message);
-                (atoms::trap(), kind.atom(), message).encode(env)
-            }
-            CallFailure::ImportException(reason) => {
-                let reason = env
-                    .binary_to_term(reason)
-                    .map_or(atoms::undefined().encode(env), |(term, _)| term);
-                (atoms::trap(), atoms::exception(), reason).encode(env)
-            }
-            CallFailure::BadArg(term) => {
-                env.binary_to_term(term)
-                    .expect("encoded by UncheckedArgs::check")
-                    .0
-            }
-        }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prepare::test_support::{call, instantiate};
+
+    #[test]
+    fn host_errors_keep_their_kind_through_wasm() {
+        let error = RuntimeError::user(Box::new(HostError::OutOfGas));
+        assert!(matches!(
+            CallFailure::classify(&error, false),
+            CallFailure::Trap { kind: TrapKind::OutOfGas, .. }
+        ));
+        let error = RuntimeError::user(Box::new(HostError::Stopped));
+        assert!(matches!(CallFailure::classify(&error, false), CallFailure::Stopped));
+        assert!(matches!(
+            CallFailure::from(&HostError::ExceptionFrames),
+            CallFailure::Trap { kind: TrapKind::StackOverflow, .. }
+        ));
     }
-}
 
-fn message_binary<'a>(env: Env<'a>, message: &str) -> Term<'a> {
-    let mut binary = rustler::NewBinary::new(env, message.len());
-    binary.as_mut_slice().copy_from_slice(message.as_bytes());
-    rustler::Binary::from(binary).to_term(env)
-}
+    #[test]
+    fn traps_are_classified_by_their_code_unless_the_instance_stopped() {
+        let (mut store, instance) = instantiate("(module (func (export \"f\") unreachable))");
+        let error = call(&mut store, &instance, "f", &[]).unwrap_err();
+        assert!(matches!(
+            CallFailure::classify(&error, false),
+            CallFailure::Trap { kind: TrapKind::Unreachable, .. }
+        ));
+        // A stop makes the module trap at its next check: that is no fault of the module.
+        assert!(matches!(CallFailure::classify(&error, true), CallFailure::Stopped));
+    }
 
-impl TrapKind {
-    fn atom(self) -> rustler::Atom {
-        match self {
-            TrapKind::Unreachable => atoms::unreachable(),
-            TrapKind::OutOfBounds => atoms::out_of_bounds(),
-            TrapKind::StackOverflow => atoms::stack_overflow(),
-            TrapKind::IntegerOverflow => atoms::integer_overflow(),
-            TrapKind::DivisionByZero => atoms::division_by_zero(),
-            TrapKind::BadConversion => atoms::bad_conversion(),
-            TrapKind::IndirectCallTypeMismatch => atoms::indirect_call_type_mismatch(),
-            TrapKind::TableOutOfBounds => atoms::table_out_of_bounds(),
-            TrapKind::UninitializedElement => atoms::uninitialized_element(),
-            TrapKind::UnalignedAtomic => atoms::unaligned_atomic(),
-            TrapKind::Exception => atoms::exception(),
-            TrapKind::OutOfGas => atoms::out_of_gas(),
-            TrapKind::Timeout => atoms::timeout(),
-            TrapKind::CallerDied => atoms::caller_died(),
-            TrapKind::Other => atoms::other(),
-        }
+    #[test]
+    fn a_failed_stack_mapping_is_a_resource_limit() {
+        let message = "called `Result::unwrap()` on an `Err` value: Os { kind: OutOfMemory }";
+        assert!(matches!(
+            CallFailure::panic(message.into()),
+            CallFailure::ResourceLimit(Resource::Memory)
+        ));
+        assert!(matches!(
+            CallFailure::panic("other".into()),
+            CallFailure::Trap { kind: TrapKind::Other, .. }
+        ));
     }
 }

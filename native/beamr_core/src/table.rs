@@ -4,9 +4,9 @@
 
 use wasmer::{AsStoreMut, Function, Instance, Table, Value};
 
-use beamr_core::prepare::TABLE_EXPORT;
+use crate::prepare::TABLE_EXPORT;
 
-use crate::trap::HostError;
+use crate::failure::HostError;
 
 /// Table 0 of `instance`, exported for the host by preparation whatever the module calls it.
 pub fn table0(instance: &Instance) -> Option<Table> {
@@ -25,5 +25,33 @@ pub fn entry(
         Some(Value::FuncRef(None)) => Err(HostError::UninitializedElement(index)),
         Some(_) => Err(HostError::NotAFunction(index)),
         None => Err(HostError::TableOutOfBounds(index)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prepare::test_support::instantiate;
+
+    #[test]
+    fn entries_resolve_as_call_indirect_would() {
+        let (mut store, instance) = instantiate(
+            "(module (table 3 funcref) (elem (i32.const 1) $f) (func $f (result i32) (i32.const 5)))",
+        );
+        let table = table0(&instance);
+        let function = entry(&mut store, table.as_ref(), 1).unwrap();
+        assert_eq!(function.call(&mut store, &[]).unwrap()[0], Value::I32(5));
+        assert!(matches!(
+            entry(&mut store, table.as_ref(), 0),
+            Err(HostError::UninitializedElement(0))
+        ));
+        assert!(matches!(
+            entry(&mut store, table.as_ref(), 3),
+            Err(HostError::TableOutOfBounds(3))
+        ));
+        assert!(matches!(
+            entry(&mut store, None, 0),
+            Err(HostError::TableOutOfBounds(0))
+        ));
     }
 }

@@ -1,0 +1,241 @@
+//! Restoring an instance's state from a snapshot chain, validated whole before anything
+//! is written.
+
+use wasmer::sys::vm::{TableElement, VMFuncRef};
+use wasmer::{AsStoreMut, Pages, Type, Value, WASM_PAGE_SIZE};
+
+use super::{funcref_ptr, raw_global, ty_readonly, vm_table, StateAccess, StateError};
+use crate::snapshot::{self, GlobalValue, MemoryState, Snapshot, SnapshotError};
+
+impl StateAccess {
+    /// Restores `chain` (a full snapshot, then its deltas): validates the whole chain
+    /// against this instance, then writes the state it ends in. Nothing is written unless
+    /// everything checks out (growing memory or the table, which comes first, is the one
+    /// change a failure can leave behind, and only on an OS refusal).
+    pub fn apply(&self, store: &mut impl AsStoreMut, chain: &[&[u8]]) -> Result<(), StateError> {
+        let module = self.module;
+        let chain: Vec<Snapshot> = chain
+            .iter()
+            .map(|bytes| snapshot::decode(bytes))
+            .collect::<Result<_, _>>()
+            .map_err(StateError::Snapshot)?;
+        for element in &chain {
+            element
+                .check_module(&module)
+                .map_err(StateError::Snapshot)?;
+        }
+        snapshot::check_chain(&chain).map_err(StateError::Snapshot)?;
+        let snap = chain.last().expect("a chain is not empty");
+        let mismatch = |why: String| StateError::Snapshot(SnapshotError::Mismatch(why));
+
+        // Globals: exactly this instance's mutable globals, of the same types.
+        let current = self.capture_globals_types(store);
+        if snap.globals.len() != current.len()
+            || snap
+                .globals
+                .iter()
+                .zip(&current)
+                .any(|((i, v), (j, w))| i != j || !v.same_type(w))
+        {
+            return Err(mismatch("mutable globals differ".into()));
+        }
+        let funcref = |f: Option<u32>| -> Result<Option<VMFuncRef>, StateError> {
+            f.map(|f| {
+                self.ref_of
+                    .get(&f)
+                    .copied()
+                    .ok_or_else(|| mismatch(format!("function {f} cannot be referenced")))
+            })
+            .transpose()
+        };
+        let global_refs: Vec<Option<VMFuncRef>> = snap
+            .globals
+            .iter()
+            .map(|(_, v)| match v {
+                GlobalValue::FuncRef(f) => funcref(*f),
+                _ => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+
+        // Table 0: present iff the instance has one; entries must be referable.
+        let table_plan = match (&self.table, &snap.table) {
+            (None, None) => None,
+            (Some(table), Some(entries)) => {
+                let ty = table.ty(store);
+                let refs: Vec<Option<VMFuncRef>> = entries
+                    .iter()
+                    .map(|e| funcref(*e))
+                    .collect::<Result<_, _>>()?;
+                if ty.ty != Type::FuncRef && refs.iter().any(Option::is_some) {
+                    return Err(mismatch(
+                        "function references in a non-funcref table".into(),
+                    ));
+                }
+                if ty
+                    .maximum
+                    .is_some_and(|max| refs.len() as u64 > u64::from(max))
+                {
+                    return Err(mismatch("table beyond its maximum".into()));
+                }
+                if ty.readonly {
+                    let vm = vm_table(store, table);
+                    let same = vm.size() as usize == refs.len()
+                        && refs.iter().enumerate().all(|(i, r)| {
+                            matches!((vm.get(i as u32), r), (Some(TableElement::FuncRef(a)), b) if a.map(funcref_ptr) == b.map(funcref_ptr))
+                        });
+                    if !same {
+                        return Err(mismatch("the module's table is read-only".into()));
+                    }
+                }
+                Some((table, ty.ty, refs))
+            }
+            _ => return Err(mismatch("table 0 present in only one of them".into())),
+        };
+
+        // Memory 0: present iff the instance has one, within its maximum.
+        let memory_plan = match (&self.memory, &snap.memory) {
+            (None, None) => None,
+            (Some(memory), Some(state)) => {
+                let len = state.size() as u64;
+                let max = memory
+                    .ty(store)
+                    .maximum
+                    .map_or(1 << 32, |p| p.bytes().0 as u64);
+                if len > max {
+                    return Err(mismatch(format!(
+                        "memory of {len} bytes beyond the maximum of {max}"
+                    )));
+                }
+                Some((memory, state.size()))
+            }
+            _ => return Err(mismatch("memory 0 present in only one of them".into())),
+        };
+
+        // Everything checked: grow, then write.
+        if let Some((memory, len)) = &memory_plan {
+            let current = memory.view(store).data_size();
+            if *len as u64 > current {
+                let pages = (*len as u64 - current) / WASM_PAGE_SIZE as u64;
+                memory
+                    .grow(store, Pages(pages as u32))
+                    .map_err(|_| StateError::Grow("memory"))?;
+            }
+        }
+        if let Some((table, _, refs)) = &table_plan {
+            let vm = vm_table(store, table);
+            let size = vm.size() as usize;
+            if refs.len() > size
+                && vm
+                    .grow((refs.len() - size) as u32, TableElement::FuncRef(None))
+                    .is_none()
+            {
+                return Err(StateError::Grow("table"));
+            }
+        }
+        for ((index, value), r) in snap.globals.iter().zip(global_refs) {
+            let global = &self
+                .globals
+                .iter()
+                .find(|(i, _)| i == index)
+                .expect("checked above")
+                .1;
+            let value = match *value {
+                GlobalValue::I32(v) => Value::I32(v as i32),
+                GlobalValue::I64(v) => Value::I64(v as i64),
+                GlobalValue::F32(v) => Value::F32(f32::from_bits(v)),
+                GlobalValue::F64(v) => Value::F64(f64::from_bits(v)),
+                GlobalValue::V128(v) => Value::V128(v),
+                GlobalValue::NullExternRef => Value::ExternRef(None),
+                GlobalValue::NullExnRef => Value::ExceptionRef(None),
+                GlobalValue::FuncRef(_) => {
+                    // SAFETY: as in capture; the pointer belongs to this instance.
+                    unsafe {
+                        raw_global(store, global).as_mut().val.funcref = r.map_or(0, funcref_ptr)
+                    };
+                    continue;
+                }
+            };
+            global
+                .set(store, value)
+                .map_err(|_| mismatch(format!("global {index} refused its value")))?;
+        }
+        if let Some((table, ty, refs)) = table_plan {
+            let vm = vm_table(store, table);
+            if !ty_readonly(vm) {
+                let null = || {
+                    if ty == Type::FuncRef {
+                        TableElement::FuncRef(None)
+                    } else {
+                        TableElement::ExternRef(None)
+                    }
+                };
+                for slot in 0..vm.size() {
+                    let element = match refs.get(slot as usize) {
+                        Some(Some(r)) => TableElement::FuncRef(Some(*r)),
+                        // Tables cannot shrink: entries past the snapshot's size become null.
+                        _ => null(),
+                    };
+                    vm.set(slot, element)
+                        .map_err(|_| StateError::Grow("table"))?;
+                }
+            }
+        }
+        let mut tracking = self.tracking.borrow_mut();
+        tracking.base = None;
+        if let Some((memory, _)) = memory_plan {
+            let view = memory.view(store);
+            // SAFETY: as in capture.
+            let bytes = unsafe { view.data_unchecked_mut() };
+            tracking.pages.release(bytes);
+            write_memory(bytes, &chain);
+            tracking
+                .pages
+                .restored(bytes, snapshot::chain_digests(&chain, bytes.len()));
+        }
+        tracking.base = Some((snap.id, snap.sequence));
+        Ok(())
+    }
+
+    /// This instance's mutable globals with placeholder values of their types.
+    fn capture_globals_types(&self, store: &mut impl AsStoreMut) -> Vec<(u32, GlobalValue)> {
+        self.globals
+            .iter()
+            .map(|(index, global)| {
+                let value = match global.ty(store).ty {
+                    Type::I32 => GlobalValue::I32(0),
+                    Type::I64 => GlobalValue::I64(0),
+                    Type::F32 => GlobalValue::F32(0),
+                    Type::F64 => GlobalValue::F64(0),
+                    Type::V128 => GlobalValue::V128(0),
+                    Type::FuncRef => GlobalValue::FuncRef(None),
+                    Type::ExternRef => GlobalValue::NullExternRef,
+                    Type::ExceptionRef => GlobalValue::NullExnRef,
+                };
+                (*index, value)
+            })
+            .collect()
+    }
+}
+
+/// Writes the memory `chain` describes: the full snapshot's, zeros past it (memory
+/// cannot shrink, so a smaller snapshot leaves memory larger than it), then each delta's
+/// pages in order.
+fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
+    for element in chain {
+        match &element.memory {
+            Some(MemoryState::Whole(data)) => {
+                bytes[..data.len()].copy_from_slice(data);
+                bytes[data.len()..].fill(0);
+            }
+            Some(MemoryState::Changed { runs, pages, .. }) => {
+                let mut at = 0;
+                for run in runs {
+                    let range = run.bytes();
+                    bytes[range.clone()].copy_from_slice(&pages[at..at + range.len()]);
+                    at += range.len();
+                }
+            }
+            None => {}
+        }
+    }
+}

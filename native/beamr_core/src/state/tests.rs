@@ -1,0 +1,129 @@
+use wasmer::{Instance, Module, Store, Value};
+
+use super::{StateAccess, StateError};
+use crate::dirty_pages::Policy;
+use crate::prepare::test_support::{call, prepare_wat, with_check};
+use crate::snapshot::{self, Lineage};
+
+/// Memory, a mutable global and a table whose entry 1 `set_entry` can fill with a
+/// function neither exported nor placed by an active segment.
+const WAT: &str = r#"
+(module
+  (memory 1 4)
+  (global $g (mut i32) (i32.const 7))
+  (table 3 funcref)
+  (elem (i32.const 0) $f)
+  (elem declare func $hidden)
+  (func $f (result i32) (i32.const 1))
+  (func $hidden (result i32) (i32.const 2))
+  (func (export "poke") (param i32 i32) (i32.store8 (local.get 0) (local.get 1)))
+  (func (export "peek") (param i32) (result i32) (i32.load8_u (local.get 0)))
+  (func (export "set_g") (param i32) (global.set $g (local.get 0)))
+  (func (export "get_g") (result i32) (global.get $g))
+  (func (export "grow") (result i32) (memory.grow (i32.const 1)))
+  (func (export "set_entry") (table.set (i32.const 1) (ref.func $hidden))))
+"#;
+
+const IDENTITY: [u8; 32] = [7; 32];
+
+fn start() -> (Store, Instance, StateAccess) {
+    let engine = crate::engine::engine();
+    let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
+    let mut store = Store::new(engine.clone());
+    let imports = with_check(&mut store, wasmer::imports! {});
+    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, Policy::Digests);
+    (store, instance, state)
+}
+
+fn run(store: &mut Store, instance: &Instance, name: &str, args: &[i32]) -> i32 {
+    let args: Vec<Value> = args.iter().map(|a| Value::I32(*a)).collect();
+    match call(store, instance, name, &args).unwrap().first() {
+        Some(Value::I32(n)) => *n,
+        _ => 0,
+    }
+}
+
+fn capture(store: &mut Store, state: &StateAccess, incremental: bool) -> Vec<u8> {
+    state
+        .capture(store, incremental, |len| Some(vec![0; len]))
+        .unwrap_or_else(|e| panic!("capture: {e:?}"))
+}
+
+#[test]
+fn a_full_snapshot_restores_memory_globals_and_size() {
+    let (mut store, instance, state) = start();
+    run(&mut store, &instance, "poke", &[100, 42]);
+    run(&mut store, &instance, "set_g", &[9]);
+    let full = capture(&mut store, &state, false);
+    assert_eq!(snapshot::decode(&full).unwrap().lineage, Lineage::Full);
+
+    run(&mut store, &instance, "poke", &[100, 1]);
+    run(&mut store, &instance, "set_g", &[1]);
+    run(&mut store, &instance, "grow", &[]);
+    run(&mut store, &instance, "poke", &[70_000, 5]);
+    state.apply(&mut store, &[&full]).unwrap();
+
+    assert_eq!(run(&mut store, &instance, "peek", &[100]), 42);
+    assert_eq!(run(&mut store, &instance, "get_g", &[]), 9);
+    // Memory cannot shrink: what lies past the snapshot's size is zeroed.
+    assert_eq!(run(&mut store, &instance, "peek", &[70_000]), 0);
+}
+
+#[test]
+fn a_delta_holds_what_changed_since_its_base() {
+    let (mut store, instance, state) = start();
+    let full = capture(&mut store, &state, true);
+    run(&mut store, &instance, "poke", &[5, 55]);
+    let delta = capture(&mut store, &state, true);
+    let decoded = snapshot::decode(&delta).unwrap();
+    assert!(matches!(decoded.lineage, Lineage::Delta { .. }));
+    assert!(delta.len() < full.len());
+
+    run(&mut store, &instance, "poke", &[5, 0]);
+    state.apply(&mut store, &[&full, &delta]).unwrap();
+    assert_eq!(run(&mut store, &instance, "peek", &[5]), 55);
+    // A delta alone is not a chain.
+    assert!(matches!(
+        state.apply(&mut store, &[&delta]),
+        Err(StateError::Snapshot(_))
+    ));
+}
+
+#[test]
+fn snapshots_of_another_module_are_refused() {
+    let (mut store, _instance, state) = start();
+    let full = capture(&mut store, &state, false);
+    let engine = crate::engine::engine();
+    let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
+    let mut other_store = Store::new(engine.clone());
+    let imports = with_check(&mut other_store, wasmer::imports! {});
+    let other = Instance::new(&mut other_store, &module, &imports).unwrap();
+    let other_state = StateAccess::new(&mut other_store, &module, &other, [8; 32], Policy::Auto);
+    assert!(matches!(
+        other_state.apply(&mut other_store, &[&full]),
+        Err(StateError::Snapshot(snapshot::SnapshotError::Mismatch(_)))
+    ));
+}
+
+#[test]
+fn a_table_entry_without_an_index_cannot_be_captured() {
+    let (mut store, instance, state) = start();
+    run(&mut store, &instance, "set_entry", &[]);
+    assert!(matches!(
+        state.capture(&mut store, false, |len| Some(vec![0; len])),
+        Err(StateError::Unsnapshottable("table", 1))
+    ));
+}
+
+#[test]
+fn a_refused_allocation_is_an_error() {
+    let (mut store, _instance, state) = start();
+    assert!(matches!(
+        state.capture(&mut store, false, |_| None::<Vec<u8>>),
+        Err(StateError::Grow("memory"))
+    ));
+    // The next incremental snapshot is a full one: no base was recorded.
+    let next = capture(&mut store, &state, true);
+    assert_eq!(snapshot::decode(&next).unwrap().lineage, Lineage::Full);
+}
