@@ -185,7 +185,6 @@ impl From<&HostError> for CallFailure {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,13 +195,22 @@ mod tests {
         let error = RuntimeError::user(Box::new(HostError::OutOfGas));
         assert!(matches!(
             CallFailure::classify(&error, false),
-            CallFailure::Trap { kind: TrapKind::OutOfGas, .. }
+            CallFailure::Trap {
+                kind: TrapKind::OutOfGas,
+                ..
+            }
         ));
         let error = RuntimeError::user(Box::new(HostError::Stopped));
-        assert!(matches!(CallFailure::classify(&error, false), CallFailure::Stopped));
+        assert!(matches!(
+            CallFailure::classify(&error, false),
+            CallFailure::Stopped
+        ));
         assert!(matches!(
             CallFailure::from(&HostError::ExceptionFrames),
-            CallFailure::Trap { kind: TrapKind::StackOverflow, .. }
+            CallFailure::Trap {
+                kind: TrapKind::StackOverflow,
+                ..
+            }
         ));
     }
 
@@ -212,10 +220,16 @@ mod tests {
         let error = call(&mut store, &instance, "f", &[]).unwrap_err();
         assert!(matches!(
             CallFailure::classify(&error, false),
-            CallFailure::Trap { kind: TrapKind::Unreachable, .. }
+            CallFailure::Trap {
+                kind: TrapKind::Unreachable,
+                ..
+            }
         ));
         // A stop makes the module trap at its next check: that is no fault of the module.
-        assert!(matches!(CallFailure::classify(&error, true), CallFailure::Stopped));
+        assert!(matches!(
+            CallFailure::classify(&error, true),
+            CallFailure::Stopped
+        ));
     }
 
     #[test]
@@ -227,7 +241,10 @@ mod tests {
         ));
         assert!(matches!(
             CallFailure::panic("other".into()),
-            CallFailure::Trap { kind: TrapKind::Other, .. }
+            CallFailure::Trap {
+                kind: TrapKind::Other,
+                ..
+            }
         ));
     }
 }

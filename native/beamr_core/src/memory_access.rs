@@ -124,16 +124,14 @@ fn read<B: DerefMut<Target = [u8]>>(
     // SAFETY: no wasm runs while the executor serves this command, and only the executor
     // thread touches the instance, so memory cannot change or move meanwhile.
     let memory = unsafe { view.data_unchecked() };
-    snapshot::copy_out(&mut bytes, &memory[offset as usize..(offset + len) as usize]);
+    snapshot::copy_out(
+        &mut bytes,
+        &memory[offset as usize..(offset + len) as usize],
+    );
     Ok(MemoryReply::Bytes(bytes))
 }
 
-fn write<B>(
-    memory: &Memory,
-    store: &impl AsStoreRef,
-    offset: u64,
-    data: &[u8],
-) -> MemoryResult<B> {
+fn write<B>(memory: &Memory, store: &impl AsStoreRef, offset: u64, data: &[u8]) -> MemoryResult<B> {
     let view = memory.view(store);
     let len = data.len() as u64;
     check(offset, len, view.data_size())?;
@@ -218,8 +216,14 @@ mod tests {
     fn reads_writes_and_strings_stay_within_memory() {
         let wat = r#"(module (memory 1 2) (data (i32.const 8) "hi\00"))"#;
         with_memory(wat, |store, memory| {
-            let write = MemoryOp::Write { offset: 0, data: b"abc" };
-            assert!(matches!(run(memory, store, write, vec), Ok(MemoryReply::Done)));
+            let write = MemoryOp::Write {
+                offset: 0,
+                data: b"abc",
+            };
+            assert!(matches!(
+                run(memory, store, write, vec),
+                Ok(MemoryReply::Done)
+            ));
             let read = MemoryOp::Read { offset: 0, len: 3 };
             assert_eq!(bytes(run(memory, store, read, vec)), b"abc");
             let string = MemoryOp::ReadString { ptr: 8, max: 10 };
@@ -230,12 +234,22 @@ mod tests {
                 Some(MemoryError::StringTooLong { ptr: 8, max: 1 })
             );
             let size = 65_536;
-            let past = MemoryOp::Read { offset: size - 1, len: 2 };
+            let past = MemoryOp::Read {
+                offset: size - 1,
+                len: 2,
+            };
             assert_eq!(
                 run(memory, store, past, vec).err(),
-                Some(MemoryError::OutOfBounds { offset: size - 1, len: 2, size })
+                Some(MemoryError::OutOfBounds {
+                    offset: size - 1,
+                    len: 2,
+                    size
+                })
             );
-            let overflow = MemoryOp::Read { offset: u64::MAX, len: 2 };
+            let overflow = MemoryOp::Read {
+                offset: u64::MAX,
+                len: 2,
+            };
             assert!(matches!(
                 run(memory, store, overflow, vec),
                 Err(MemoryError::OutOfBounds { .. })
@@ -252,12 +266,21 @@ mod tests {
     fn an_unterminated_string_ends_at_the_end_of_memory() {
         with_memory("(module (memory 1))", |store, memory| {
             let fill = vec![1u8; 65_536];
-            let write = MemoryOp::Write { offset: 0, data: &fill };
+            let write = MemoryOp::Write {
+                offset: 0,
+                data: &fill,
+            };
             assert!(run(memory, store, write, vec).is_ok());
-            let string = MemoryOp::ReadString { ptr: 10, max: u64::MAX };
+            let string = MemoryOp::ReadString {
+                ptr: 10,
+                max: u64::MAX,
+            };
             assert_eq!(
                 run(memory, store, string, vec).err(),
-                Some(MemoryError::Unterminated { ptr: 10, size: 65_536 })
+                Some(MemoryError::Unterminated {
+                    ptr: 10,
+                    size: 65_536
+                })
             );
         });
     }
@@ -267,7 +290,10 @@ mod tests {
         with_memory("(module (memory 1 2))", |store, memory| {
             let data = vec![3u8; 65_537];
             let restore = MemoryOp::Restore { data: &data };
-            assert!(matches!(run(memory, store, restore, vec), Ok(MemoryReply::Done)));
+            assert!(matches!(
+                run(memory, store, restore, vec),
+                Ok(MemoryReply::Done)
+            ));
             assert!(matches!(
                 run(memory, store, MemoryOp::Size, vec),
                 Ok(MemoryReply::Size(131_072))
@@ -284,10 +310,19 @@ mod tests {
     #[test]
     fn without_a_memory_only_empty_reads_succeed() {
         with_memory("(module)", |store, memory| {
-            assert!(matches!(run(memory, store, MemoryOp::Size, vec), Ok(MemoryReply::Size(0))));
+            assert!(matches!(
+                run(memory, store, MemoryOp::Size, vec),
+                Ok(MemoryReply::Size(0))
+            ));
             assert!(bytes(run(memory, store, MemoryOp::Snapshot, vec)).is_empty());
-            let write = MemoryOp::Write { offset: 0, data: b"x" };
-            assert_eq!(run(memory, store, write, vec).err(), Some(MemoryError::NoMemory));
+            let write = MemoryOp::Write {
+                offset: 0,
+                data: b"x",
+            };
+            assert_eq!(
+                run(memory, store, write, vec).err(),
+                Some(MemoryError::NoMemory)
+            );
         });
     }
 }

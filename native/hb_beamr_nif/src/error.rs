@@ -102,9 +102,12 @@ pub fn call_failure<'b>(env: Env<'b>, failure: &CallFailure) -> Term<'b> {
         CallFailure::ResourceLimit(resource) => {
             (atoms::resource_limit(), resource_atom(*resource)).encode(env)
         }
-        CallFailure::Trap { kind, message } => {
-            (atoms::trap(), trap_atom(*kind), message_binary(env, message)).encode(env)
-        }
+        CallFailure::Trap { kind, message } => (
+            atoms::trap(),
+            trap_atom(*kind),
+            message_binary(env, message),
+        )
+            .encode(env),
         CallFailure::ImportException(reason) => {
             (atoms::trap(), atoms::exception(), stored_term(env, reason)).encode(env)
         }
@@ -161,9 +164,7 @@ fn memory_error<'b>(env: Env<'b>, error: &MemoryError) -> Term<'b> {
         MemoryError::Unterminated { ptr, size } => {
             (atoms::out_of_bounds(), ptr, atoms::unterminated(), size).encode(env)
         }
-        MemoryError::StringTooLong { ptr, max } => {
-            (atoms::string_too_long(), ptr, max).encode(env)
-        }
+        MemoryError::StringTooLong { ptr, max } => (atoms::string_too_long(), ptr, max).encode(env),
         MemoryError::TooLarge { len, max } => (atoms::too_large(), len, max).encode(env),
         MemoryError::OutOfMemory => (atoms::resource_limit(), atoms::memory()).encode(env),
         MemoryError::Panicked => (atoms::other(), "panic during a memory operation").encode(env),

@@ -14,9 +14,7 @@
 //! imports: `invoke_jij` then takes each i64 as two i32 halves (low first) and returns the
 //! low half of an i64 result, its high half in the temporary return register.
 
-use super::{
-    first_export, integer, invoke_catches, value_of, Host, Import, Runtime, Thrown,
-};
+use super::{first_export, integer, invoke_catches, value_of, Host, Import, Runtime, Thrown};
 use wasmer::{
     AsStoreMut, Function, FunctionType, Instance, Memory, RuntimeError, Table, Type, Value,
 };

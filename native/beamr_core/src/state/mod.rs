@@ -41,6 +41,7 @@ use crate::dirty_pages::{DirtyPages, Policy};
 use crate::prepare::{global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, TABLE_EXPORT};
 use crate::snapshot::{ModuleId, SnapshotError, SnapshotId};
 
+#[derive(Debug)]
 pub enum StateError {
     Snapshot(SnapshotError),
     /// The state holds something the format cannot represent (see the module doc).
@@ -102,7 +103,6 @@ fn raw_global(
         _ => unreachable!("a global's extern is a global"),
     }
 }
-
 
 impl StateAccess {
     /// `identity` is what its snapshots are bound to (`artifact::Header::state_identity`);

@@ -1,10 +1,10 @@
 //! Running wasm: a call from start to result, its limits (deadline, gas, the frames its
 //! exceptions hold), how deeply calls nest, and why a call failed.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use beamr_core::emscripten::Thrown;
 use beamr_core::engine::panic_message;
@@ -18,14 +18,22 @@ use smallvec::SmallVec;
 use wasmer::{AsStoreMut, Function, RuntimeError, Value};
 
 use super::imports::NestedCalls;
-use super::{context, stack_address, Context, Frame, EXECUTOR_STACK_SIZE, MAX_NESTING, STACK_RESERVE};
+use super::{
+    context, stack_address, Context, Frame, EXECUTOR_STACK_SIZE, MAX_NESTING, STACK_RESERVE,
+};
 use crate::codec::WasmValue;
 use crate::instance::Activity;
 use crate::options::Limits;
 use crate::request::Callee;
 
 impl Context {
-    pub(super) fn call(&self, store: &mut impl AsStoreMut, frame: Rc<Frame>, func: Callee, limits: Limits) {
+    pub(super) fn call(
+        &self,
+        store: &mut impl AsStoreMut,
+        frame: Rc<Frame>,
+        func: Callee,
+        limits: Limits,
+    ) {
         let (function, params) = match self.callee(store, func) {
             Ok(callee) => callee,
             Err(failure) => return self.finish(&frame, Err(failure)),
@@ -152,7 +160,11 @@ impl Context {
     }
 
     /// Sets up an outermost call: its limits, and where its exceptions will start.
-    pub(super) fn start_outermost(&self, store: &mut impl AsStoreMut, limits: Limits) -> store_objects::Mark {
+    pub(super) fn start_outermost(
+        &self,
+        store: &mut impl AsStoreMut,
+        limits: Limits,
+    ) -> store_objects::Mark {
         self.start_metering(store, limits);
         store_objects::mark(store)
     }

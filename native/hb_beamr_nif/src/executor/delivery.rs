@@ -37,7 +37,12 @@ impl Context {
         if let Err(event) = slot.offer(event) {
             let shared = &self.shared;
             self.send(caller, |env| {
-                (atoms::hb_beamr(), slot.id, messages::event(env, shared, event)).encode(env)
+                (
+                    atoms::hb_beamr(),
+                    slot.id,
+                    messages::event(env, shared, event),
+                )
+                    .encode(env)
             });
         }
     }

@@ -101,9 +101,9 @@ impl Context {
                 }
                 Command::CallerDown(pid) if pid == frame.caller => self.caller_died.set(true),
                 command if command.caller() == Some(frame.caller) => self.execute(store, command),
-                command @ (Command::Call { .. } | Command::Memory { .. } | Command::State { .. }) => {
-                    self.deferred.borrow_mut().push_back(command)
-                }
+                command @ (Command::Call { .. }
+                | Command::Memory { .. }
+                | Command::State { .. }) => self.deferred.borrow_mut().push_back(command),
                 // Stale replies and monitors of earlier calls, or a stop wake-up.
                 Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
             }

@@ -41,7 +41,13 @@ fn acquire_wasm_stack(store: &mut Store) -> Result<(), CallFailure> {
 }
 
 impl Context {
-    pub(super) fn serve(&self, module: Module, engine: wasmer::Engine, start: &Rc<Frame>, limits: Limits) {
+    pub(super) fn serve(
+        &self,
+        module: Module,
+        engine: wasmer::Engine,
+        start: &Rc<Frame>,
+        limits: Limits,
+    ) {
         let mut store = Store::new(engine);
         if let Err(failure) = acquire_wasm_stack(&mut store) {
             return self.finish(start, Err(failure));

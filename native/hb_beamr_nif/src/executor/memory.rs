@@ -42,11 +42,7 @@ impl Context {
 
     /// A full snapshot or restore (its outcome is the event the request waits for); refused inside a call (from an import handler), whose
     /// wasm frames are state that no snapshot holds.
-    pub(super) fn state_op(
-        &self,
-        store: &mut impl AsStoreMut,
-        op: StateOp,
-    ) -> Event {
+    pub(super) fn state_op(&self, store: &mut impl AsStoreMut, op: StateOp) -> Event {
         if !self.frames.borrow().is_empty() {
             return Event::State(Err(StateError::CallInProgress));
         }

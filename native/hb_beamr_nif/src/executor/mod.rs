@@ -196,4 +196,3 @@ fn stack_address() -> usize {
 pub fn set_wasm_stack_size() {
     wasmer::sys::vm::set_stack_size(WASM_STACK_SIZE);
 }
-

@@ -33,7 +33,11 @@ pub(super) fn module_for<'a>(
 ) -> Result<CompiledModule, Error<'a>> {
     let cache = open_cache(options)?;
     if !artifact::is_artifact(source) {
-        return Ok(compile::compile_cached(source, &options.prepare, cache.as_deref())?);
+        return Ok(compile::compile_cached(
+            source,
+            &options.prepare,
+            cache.as_deref(),
+        )?);
     }
     // Artifacts made with this VM's own key or the cache directory's load.
     let mut keys: Vec<&Key> = vec![artifact::process_key()];
@@ -54,8 +58,18 @@ fn check_given_options<'a>(
     let built = &compiled.header.options;
     let (given, asked) = (&options.given, &options.prepare);
     let differs = [
-        (given.wamr_compat, atoms::wamr_compat(), asked.wamr_compat, built.wamr_compat),
-        (given.deterministic, atoms::deterministic(), asked.deterministic, built.deterministic),
+        (
+            given.wamr_compat,
+            atoms::wamr_compat(),
+            asked.wamr_compat,
+            built.wamr_compat,
+        ),
+        (
+            given.deterministic,
+            atoms::deterministic(),
+            asked.deterministic,
+            built.deterministic,
+        ),
     ];
     for (given, key, asked, built) in differs {
         if given && asked != built {

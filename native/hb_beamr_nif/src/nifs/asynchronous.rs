@@ -46,7 +46,11 @@ fn call_async<'a>(
         let func = callee(&instance.shared, func, arguments)?;
         let caller = env.pid();
         let slot = ReplySlot::new(caller);
-        let call = CallResource::new(Arc::clone(&instance.shared), Arc::clone(&slot), Some(protocol));
+        let call = CallResource::new(
+            Arc::clone(&instance.shared),
+            Arc::clone(&slot),
+            Some(protocol),
+        );
         slot.start_posting();
         let armed = slot.arm();
         let command = Command::Call {
@@ -56,7 +60,10 @@ fn call_async<'a>(
             limits,
             handle: Some(call.clone()),
         };
-        instance.shared.submit(command).map_err(|_| Error::Stopped)?;
+        instance
+            .shared
+            .submit(command)
+            .map_err(|_| Error::Stopped)?;
         Ok(match taken(&call, armed) {
             Some(event) => (atoms::ok(), &call, message(env, &call, event)).encode(env),
             None => (atoms::ok(), &call).encode(env),

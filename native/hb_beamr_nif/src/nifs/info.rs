@@ -54,11 +54,19 @@ fn info_map<'a>(env: Env<'a>, instance: &crate::instance::InstanceResource) -> T
         (atoms::memory_bytes(), memory_bytes.encode(env)),
         (atoms::memory_pages(), pages.encode(env)),
         (atoms::state(), state.encode(env)),
-        (atoms::calls(), shared.calls.load(Ordering::Relaxed).encode(env)),
-        (atoms::gas_used(), shared.gas_used.load(Ordering::Acquire).encode(env)),
-        (atoms::cached(), (shared.module.origin != Origin::Compiled).encode(env)),
+        (
+            atoms::calls(),
+            shared.calls.load(Ordering::Relaxed).encode(env),
+        ),
+        (
+            atoms::gas_used(),
+            shared.gas_used.load(Ordering::Acquire).encode(env),
+        ),
+        (
+            atoms::cached(),
+            (shared.module.origin != Origin::Compiled).encode(env),
+        ),
         (atoms::origin(), origin.encode(env)),
     ];
     Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys")
 }
-

@@ -12,13 +12,15 @@ use crate::request::MemoryOp;
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Reply<'a> {
     let _timed = nif_cpu_time::Timed::start();
-    Reply(instance(&owner).and_then(|instance| -> Result<Term<'a>, Error<'a>> {
-        request(env, &instance.shared, |caller, slot| Command::Memory {
-            caller,
-            slot,
-            op,
-        })
-    }))
+    Reply(
+        instance(&owner).and_then(|instance| -> Result<Term<'a>, Error<'a>> {
+            request(env, &instance.shared, |caller, slot| Command::Memory {
+                caller,
+                slot,
+                op,
+            })
+        }),
+    )
 }
 
 #[rustler::nif]
