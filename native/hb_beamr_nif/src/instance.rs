@@ -317,7 +317,9 @@ impl ReplySlot {
         self.slot.arm()
     }
 
-    /// Executor side: hands `event` to a waiting NIF, or gives it back to be sent.
+    /// Executor side: hands `event` to a waiting NIF, or gives it back to be sent (not
+    /// boxed: that would cost every hand-over an allocation).
+    #[allow(clippy::result_large_err)]
     pub fn offer(&self, event: Event) -> Result<(), Event> {
         if let Event::Import { index, .. } = &event {
             // Before the request can reach Erlang, by either path.

@@ -60,6 +60,8 @@ impl Context {
         // its first charge reaches the check, which applies the start's limits.
         *self.meter.borrow_mut() = Some(Meter::ungranted(limits.gas));
         self.deadline.set(limits.deadline);
+        // wasmer's own (large) error, made once per start.
+        #[allow(clippy::result_large_err)]
         let instance = catch_unwind(AssertUnwindSafe(|| {
             Instance::new(&mut store, &module, &imports)
         }));
