@@ -89,17 +89,18 @@ fn check_given_options<'a>(
 /// VM's key (it loads until the VM exits). An artifact given as `Source` is re-sealed.
 #[rustler::nif(schedule = "DirtyCpu")]
 fn compile<'a>(env: Env<'a>, source: Binary<'a>, opts: Term<'a>) -> Reply<'a> {
-    Reply((|| {
-        let options = decode_start_options(opts)?;
-        let compiled = module_for(env, source.as_slice(), &options)?;
-        let cache = open_cache(&options)?;
-        let key = cache.as_ref().map_or(artifact::process_key(), |c| c.key());
-        let bytes = compile::to_artifact(&compiled, key)?;
-        let mut binary =
-            try_binary(bytes.len()).ok_or(CallFailure::ResourceLimit(Resource::Memory))?;
-        binary.as_mut_slice().copy_from_slice(&bytes);
-        Ok((atoms::ok(), Binary::from_owned(binary, env)).encode(env))
-    })())
+    Reply(sealed_artifact(env, source.as_slice(), opts))
+}
+
+fn sealed_artifact<'a>(env: Env<'a>, source: &[u8], opts: Term<'a>) -> Result<Term<'a>, Error<'a>> {
+    let options = decode_start_options(opts)?;
+    let compiled = module_for(env, source, &options)?;
+    let cache = open_cache(&options)?;
+    let key = cache.as_ref().map_or(artifact::process_key(), |c| c.key());
+    let bytes = compile::to_artifact(&compiled, key)?;
+    let mut binary = try_binary(bytes.len()).ok_or(CallFailure::ResourceLimit(Resource::Memory))?;
+    binary.as_mut_slice().copy_from_slice(&bytes);
+    Ok((atoms::ok(), Binary::from_owned(binary, env)).encode(env))
 }
 
 /// `#{compiled, memory_hits, disk_hits, artifact_loads}`: how modules were obtained since

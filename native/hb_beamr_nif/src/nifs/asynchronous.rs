@@ -40,35 +40,44 @@ fn call_async<'a>(
     } else {
         Protocol::Async
     };
-    Reply((|| {
-        let instance = instance(&owner)?;
-        let limits = decode_limits(opts)?;
-        let func = callee(&instance.shared, func, arguments)?;
-        let caller = env.pid();
-        let slot = ReplySlot::new(caller);
-        let call = CallResource::new(
-            Arc::clone(&instance.shared),
-            Arc::clone(&slot),
-            Some(protocol),
-        );
-        slot.start_posting();
-        let armed = slot.arm();
-        let command = Command::Call {
-            caller,
-            slot,
-            func,
-            limits,
-            handle: Some(call.clone()),
-        };
-        instance
-            .shared
-            .submit(command)
-            .map_err(|_| Error::Stopped)?;
-        Ok(match taken(&call, armed) {
-            Some(event) => (atoms::ok(), &call, message(env, &call, event)).encode(env),
-            None => (atoms::ok(), &call).encode(env),
-        })
-    })())
+    Reply(submit(env, owner, func, arguments, opts, protocol))
+}
+
+fn submit<'a>(
+    env: Env<'a>,
+    owner: LocalPid,
+    func: Term<'a>,
+    arguments: Term<'a>,
+    opts: Term<'a>,
+    protocol: Protocol,
+) -> Result<Term<'a>, Error<'a>> {
+    let instance = instance(&owner)?;
+    let limits = decode_limits(opts)?;
+    let func = callee(&instance.shared, func, arguments)?;
+    let caller = env.pid();
+    let slot = ReplySlot::new(caller);
+    let call = CallResource::new(
+        Arc::clone(&instance.shared),
+        Arc::clone(&slot),
+        Some(protocol),
+    );
+    slot.start_posting();
+    let armed = slot.arm();
+    let command = Command::Call {
+        caller,
+        slot,
+        func,
+        limits,
+        handle: Some(call.clone()),
+    };
+    instance
+        .shared
+        .submit(command)
+        .map_err(|_| Error::Stopped)?;
+    Ok(match taken(&call, armed) {
+        Some(event) => (atoms::ok(), &call, message(env, &call, event)).encode(env),
+        None => (atoms::ok(), &call).encode(env),
+    })
 }
 
 /// `async_posted(Ref)`: the event a NIF returned for `Ref` is in the caller's mailbox.
