@@ -18,6 +18,11 @@ use std::fmt::Write;
 use arbitrary::Unstructured;
 use wasm_smith::Config;
 
+// The generated-module tests' configuration: an example cannot import the library's
+// `cfg(test)` modules, so it compiles the same file as a module of its own.
+#[path = "../src/prepare/tests/smith_config.rs"]
+mod smith_config;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let usage = "usage: fuzz_modules DIR FIRST_SEED COUNT";
@@ -50,28 +55,9 @@ fn module(seed: u64) -> Vec<u8> {
 /// Everything wasmer accepts on, the rest off; sizes from small to wasm-smith's maximum.
 fn config(rng: &mut Rng) -> Config {
     let mut config = Config {
-        memory64_enabled: true,
         // Half of the time: wasm-smith then often gives tables and globals exnref, which
         // hb_beamr refuses (wasmer cannot compile them), so fewer of those modules run.
         exceptions_enabled: rng.below(2) == 0,
-        bulk_memory_enabled: true,
-        reference_types_enabled: true,
-        simd_enabled: true,
-        threads_enabled: true,
-        multi_value_enabled: true,
-        extended_const_enabled: true,
-        saturating_float_to_int_enabled: true,
-        sign_extension_ops_enabled: true,
-        // wasmer has none of these.
-        relaxed_simd_enabled: false,
-        gc_enabled: false,
-        tail_call_enabled: false,
-        compact_imports_enabled: false,
-        wide_arithmetic_enabled: false,
-        custom_page_sizes_enabled: false,
-        shared_everything_threads_enabled: false,
-        custom_descriptors_enabled: false,
-        export_everything: true,
         allow_start_export: true,
         max_memories: 1 + rng.below(4) as usize,
         max_tables: 1 + rng.below(4) as usize,
@@ -84,18 +70,12 @@ fn config(rng: &mut Rng) -> Config {
         available_imports: Some(
             wat::parse_str(AVAILABLE_IMPORTS).expect("the import list assembles"),
         ),
-        max_imports: 6,
-        max_exports: 30,
-        max_data_segments: 8,
-        max_element_segments: 8,
         generate_custom_sections: rng.below(8) == 0,
-        ..Config::default()
+        ..smith_config::wasmer_features()
     };
     // Half of the modules keep sizes that run; the others get wasm-smith's limits.
     if rng.below(2) == 0 {
-        config.max_memory32_bytes = 1 << 24;
-        config.max_memory64_bytes = 1 << 24;
-        config.max_table_elements = 10_000;
+        smith_config::keep_runnable(&mut config, 10_000);
     }
     config
 }

@@ -21,8 +21,8 @@ use std::fmt::Write;
 use wasmer::sys::vm::TrapCode;
 use wasmer::{imports, Instance, Module, Store};
 
-use super::test_support::{with_check, Rng};
-use super::*;
+use crate::prepare::test_support::{with_check, Rng};
+use crate::prepare::*;
 
 const PROGRAMS: u64 = 300;
 const OPERATIONS: u64 = 40;

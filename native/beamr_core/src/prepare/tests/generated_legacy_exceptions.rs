@@ -13,8 +13,8 @@ use std::fmt::Write;
 
 use wasmer::{imports, Instance, Module, Store, Value};
 
-use super::test_support::{with_check, Rng};
-use super::*;
+use crate::prepare::test_support::{with_check, Rng};
+use crate::prepare::*;
 
 const PROGRAMS: u64 = 1000;
 const FUNCTIONS: usize = 4;

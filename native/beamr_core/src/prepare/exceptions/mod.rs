@@ -36,11 +36,8 @@
 //! rethrown where that frame's handlers catch it. Without such a frame the landing block
 //! wraps the function body and the exception goes to the caller.
 
-#[path = "exceptions_plan.rs"]
 mod plan;
-#[path = "exceptions_rewrite.rs"]
 mod rewrite;
-#[path = "exceptions_types.rs"]
 mod types;
 
 use std::ops::Range;
