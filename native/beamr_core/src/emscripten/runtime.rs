@@ -16,7 +16,9 @@ use wasmer::{
     AsStoreMut, AsStoreRef, Function, Instance, Memory, RuntimeError, Table, Type, Value,
 };
 
-use super::{first_export, integer, value_of, Fault, Host, Import, Thrown};
+use super::host::{first_export, integer, value_of, Host};
+use super::imports::Import;
+use super::unwind::{Fault, Thrown};
 
 /// At most this many exceptions are caught at once (catch blocks nested in catch blocks):
 /// more is a module entering catch blocks it never leaves, refused instead of kept.

@@ -19,10 +19,10 @@ use wasm_encoder::{
 use wasmparser::{ExportSectionReader, Parser, Payload};
 
 use super::summary::ModuleSummary;
-use super::{
-    host_exports, invalid, wamr_layout, PrepareError, PrepareOptions, FIXED_FUNCREF_ENTRY_BYTES,
-    RESERVED_EXPORT_PREFIX, TABLE_ENTRY_BYTES,
-};
+use super::error::{invalid, PrepareError};
+use super::options::{PrepareOptions, FIXED_FUNCREF_ENTRY_BYTES, TABLE_ENTRY_BYTES};
+use super::reserved::RESERVED_EXPORT_PREFIX;
+use super::{host_exports, wamr_layout};
 
 pub(super) struct Finished {
     pub wasm: Vec<u8>,

@@ -9,7 +9,7 @@
 use wasm_encoder::ExportKind;
 
 use super::summary::ModuleSummary;
-use super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
+use super::reserved::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
 
 pub(super) struct HostExport {
     pub name: String,

@@ -58,7 +58,8 @@ use wasm_encoder::{
 };
 use wasmparser::{CompositeInnerType, FunctionBody, Operator, Parser, Payload, RefType, TypeRef};
 
-use super::{PrepareError, TABLE_ENTRY_BYTES};
+use super::error::{invalid, PrepareError};
+use super::options::TABLE_ENTRY_BYTES;
 
 /// The import the instrumented module calls when its fuel runs out.
 pub const CHECK_MODULE: &str = "__hb_beamr";
@@ -116,7 +117,7 @@ fn cost(operator: &Operator) -> u64 {
 /// memories and tables together may take at most `budget` bytes; `None` when it defines
 /// no functions (nothing can run).
 pub(super) fn instrument(wasm: &[u8], budget: u64) -> Result<Option<Vec<u8>>, PrepareError> {
-    let layout = Layout::read(wasm).map_err(super::invalid)?;
+    let layout = Layout::read(wasm).map_err(invalid)?;
     if layout.function_types.is_empty() {
         return Ok(None);
     }

@@ -77,7 +77,7 @@ use wasmparser::{
     MemorySectionReader, Operator, Parser, TableSectionReader, TypeRef, ValType,
 };
 
-use super::PrepareError;
+use super::error::PrepareError;
 
 /// The largest a lowered memory may get: one page short of 4 GiB, so that [`SENTINEL`] and
 /// everything above it stay out of bounds.

@@ -36,6 +36,7 @@
 //! rethrown where that frame's handlers catch it. Without such a frame the landing block
 //! wraps the function body and the exception goes to the caller.
 
+mod error;
 mod plan;
 mod rewrite;
 mod types;
@@ -46,7 +47,8 @@ use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{CodeSection, Module, RawSection, SectionId, TypeSection};
 use wasmparser::{FunctionBody, Parser, Payload, TypeRef};
 
-use super::PrepareError;
+use super::error::PrepareError;
+use error::{encode_error, parse_error};
 use types::ModuleTypes;
 
 /// Rewrites legacy exception handling (try / catch / catch_all / rethrow / delegate) into the
@@ -163,29 +165,6 @@ impl<'a> ModuleParts<'a> {
         }
         Ok(parts)
     }
-}
-
-fn parse_error(e: wasmparser::BinaryReaderError) -> PrepareError {
-    PrepareError(format!("legacy exceptions: {e}"))
-}
-
-fn encode_error(e: wasm_encoder::reencode::Error) -> PrepareError {
-    PrepareError(format!("legacy exceptions: {e}"))
-}
-
-/// The index, in a stack of `frames` control frames, of the frame `relative_depth` labels out.
-fn frame_index(frames: usize, relative_depth: u32) -> Result<usize, PrepareError> {
-    frames
-        .checked_sub(1 + relative_depth as usize)
-        .ok_or_else(|| malformed("unknown label"))
-}
-
-/// A body that does not hold together (a `catch` outside a `try`, a label that does not
-/// exist, …); validation reports these properly, this pass only refuses to guess.
-fn malformed(what: &str) -> PrepareError {
-    PrepareError(format!(
-        "legacy exceptions: malformed function body: {what}"
-    ))
 }
 
 #[cfg(test)]
