@@ -98,8 +98,7 @@ fn malloc_is_glibcs() -> bool {
     *GLIBCS.get_or_init(|| {
         // SAFETY: dladdr only reads the loader's tables into `info`.
         let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-        let found =
-            unsafe { libc::dladdr(opaque_malloc() as *const c_void, &mut info) } != 0;
+        let found = unsafe { libc::dladdr(opaque_malloc() as *const c_void, &mut info) } != 0;
         // SAFETY: a non-null dli_fname is a C string owned by the loader.
         found
             && !info.dli_fname.is_null()

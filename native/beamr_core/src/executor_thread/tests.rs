@@ -32,8 +32,7 @@ struct Seen {
 
 fn run_wasm() {
     let mut store = wasmer::Store::default();
-    let wasm =
-        wat::parse_str(r#"(module (func (export "f") (result i32) i32.const 7))"#).unwrap();
+    let wasm = wat::parse_str(r#"(module (func (export "f") (result i32) i32.const 7))"#).unwrap();
     let module = wasmer::Module::new(&store, wasm).unwrap();
     let instance = wasmer::Instance::new(&mut store, &module, &wasmer::imports! {}).unwrap();
     let f = instance.exports.get_function("f").unwrap();

@@ -18,10 +18,10 @@ use wasm_encoder::{
 };
 use wasmparser::{ExportSectionReader, Parser, Payload};
 
-use super::summary::ModuleSummary;
 use super::error::{invalid, PrepareError};
 use super::options::{PrepareOptions, FIXED_FUNCREF_ENTRY_BYTES, TABLE_ENTRY_BYTES};
 use super::reserved::RESERVED_EXPORT_PREFIX;
+use super::summary::ModuleSummary;
 use super::{host_exports, wamr_layout};
 
 pub(super) struct Finished {
@@ -226,8 +226,11 @@ mod tests {
         prepare(&wat::parse_str(wat).unwrap(), &opts).unwrap()
     }
 
-    /// Every memory's and table's (initial, maximum) after preparation.
-    fn limits(wasm: &[u8]) -> (Vec<(u64, Option<u64>)>, Vec<(u64, Option<u64>)>) {
+    /// A memory's or a table's (initial, maximum).
+    type Limits = (u64, Option<u64>);
+
+    /// Every memory's and table's limits after preparation.
+    fn limits(wasm: &[u8]) -> (Vec<Limits>, Vec<Limits>) {
         let types = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(wasm)
             .unwrap();

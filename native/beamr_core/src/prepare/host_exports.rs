@@ -8,8 +8,8 @@
 
 use wasm_encoder::ExportKind;
 
-use super::summary::ModuleSummary;
 use super::reserved::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
+use super::summary::ModuleSummary;
 
 pub(super) struct HostExport {
     pub name: String,

@@ -30,12 +30,11 @@ use wasmparser::{Validator, WasmFeatures};
 use error::invalid;
 pub use error::PrepareError;
 pub use options::{
-    PrepareOptions, PreparedModule, DEFAULT_MEMORY_LIMIT, FIXED_FUNCREF_ENTRY_BYTES,
-    MAX_EXPORTS, MAX_FIXED_FUNCREF_ENTRIES, MAX_IMPORTS, TABLE_ENTRY_BYTES,
+    PrepareOptions, PreparedModule, DEFAULT_MEMORY_LIMIT, FIXED_FUNCREF_ENTRY_BYTES, MAX_EXPORTS,
+    MAX_FIXED_FUNCREF_ENTRIES, MAX_IMPORTS, TABLE_ENTRY_BYTES,
 };
 pub use reserved::{
-    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, RESERVED_IMPORT_MODULE,
-    TABLE_EXPORT,
+    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, RESERVED_IMPORT_MODULE, TABLE_EXPORT,
 };
 
 /// What wasmer 7.4 with Cranelift (and exceptions enabled, as `engine` configures it)

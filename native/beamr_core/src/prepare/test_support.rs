@@ -7,9 +7,8 @@ use wasmer::{imports, Imports, Instance, Module, RuntimeError, Store, Value};
 /// A HyperBEAM fixture's bytes, from `$HB_BEAMR_SHARED` (set by the Makefile) or the
 /// ../shared beside the clone; a missing fixture fails the test rather than skipping it.
 pub fn fixture(name: &str) -> Vec<u8> {
-    let shared = std::env::var("HB_BEAMR_SHARED").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string()
-    });
+    let shared = std::env::var("HB_BEAMR_SHARED")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
     let path = format!("{shared}/fixtures/hyperbeam/{name}");
     std::fs::read(&path).unwrap_or_else(|e| panic!("HyperBEAM fixture {path}: {e}"))
 }

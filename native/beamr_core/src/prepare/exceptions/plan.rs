@@ -4,8 +4,8 @@
 
 use wasmparser::{FunctionBody, Operator};
 
-use crate::prepare::error::PrepareError;
 use super::error::{malformed, parse_error};
+use crate::prepare::error::PrepareError;
 
 /// What the rewrite needs to know about one frame that can handle exceptions: a legacy
 /// `try` or a `try_table`, numbered in the order they open in the body.

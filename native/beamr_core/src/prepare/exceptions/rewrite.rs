@@ -9,10 +9,10 @@ use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{Catch as OutCatch, Function, Instruction, ValType as OutValType};
 use wasmparser::{BlockType, Catch, FunctionBody, Handle, Operator, ResumeTable, TryTable};
 
-use crate::prepare::error::PrepareError;
 use super::error::{encode_error, malformed, parse_error};
 use super::plan::{frame_index, FunctionPlan};
 use super::types::ModuleTypes;
+use crate::prepare::error::PrepareError;
 
 pub(super) fn rewrite_function(
     body: &FunctionBody<'_>,

@@ -9,8 +9,8 @@ use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as OutBlockType, TypeSection};
 use wasmparser::{BlockType, CompositeInnerType, FuncType, TypeSectionReader, ValType};
 
-use crate::prepare::error::PrepareError;
 use super::error::{encode_error, malformed, parse_error};
+use crate::prepare::error::PrepareError;
 
 #[derive(Default)]
 pub(super) struct ModuleTypes {

@@ -28,8 +28,8 @@ use wasmer::{
 };
 use wasmparser::Validator;
 
-use crate::prepare::interrupt::{CHECK_MODULE, CHECK_NAME};
 use super::smith_config;
+use crate::prepare::interrupt::{CHECK_MODULE, CHECK_NAME};
 use crate::prepare::test_support::Rng;
 use crate::prepare::*;
 

@@ -16,8 +16,7 @@ fn rejects_garbage_and_invalid_modules() {
     let opts = PrepareOptions::default();
     assert!(prepare(b"not wasm at all", &opts).is_err());
     assert!(prepare(&[], &opts).is_err());
-    let wasm =
-        wat::parse_str("(module (func (export \"f\") (result i32) i32.const 1))").unwrap();
+    let wasm = wat::parse_str("(module (func (export \"f\") (result i32) i32.const 1))").unwrap();
     assert!(prepare(&wasm[..wasm.len() - 2], &opts).is_err());
     // Well-formed but ill-typed.
     let wasm = wat::parse_str("(module (func (result i32) i64.const 1))").unwrap();
@@ -70,10 +69,9 @@ fn deterministic_mode_refuses_threads_and_relaxed_simd() {
         ..Default::default()
     };
     let shared = wat::parse_str("(module (memory 1 1 shared))").unwrap();
-    let atomic = wat::parse_str(
-        "(module (memory 1) (func (result i32) (i32.atomic.load (i32.const 0))))",
-    )
-    .unwrap();
+    let atomic =
+        wat::parse_str("(module (memory 1) (func (result i32) (i32.atomic.load (i32.const 0))))")
+            .unwrap();
     let relaxed = wat::parse_str(
         "(module (func (param v128 v128) (result v128) (f32x4.relaxed_min (local.get 0) (local.get 1))))",
     )
@@ -106,8 +104,7 @@ fn refuses_imports_of_hb_beamrs_own_functions() {
         r#"(module (import "__hb_beamr" "check" (func (param i64) (result i64))))"#,
         r#"(module (import "__hb_beamr" "anything" (global i32)))"#,
     ] {
-        let error =
-            prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap_err();
+        let error = prepare(&wat::parse_str(wat).unwrap(), &PrepareOptions::default()).unwrap_err();
         assert!(error.0.contains("__hb_beamr is reserved"), "{wat}: {error}");
     }
     // Names that only look alike are the module's own business.
