@@ -143,7 +143,8 @@ fn hostile(rng: &mut Rng) -> String {
          (import \"env\" \"__cxa_throw\" (func $cxa_throw (param i32 i32 i32)))\n  \
          (import \"env\" \"__cxa_begin_catch\" (func $begin_catch (param i32) (result i32)))\n  \
          (import \"env\" \"__cxa_end_catch\" (func $end_catch))\n  \
-         (import \"env\" \"__cxa_find_matching_catch_3\" (func $find_matching_catch (param i32) (result i32)))\n  \
+         (import \"env\" \"__cxa_find_matching_catch_3\" (func $find_matching_catch (param i32) \
+             (result i32)))\n  \
          (import \"env\" \"_emscripten_throw_longjmp\" (func $throw_longjmp))"
     );
     let _ = writeln!(wat, "  (table $t {table_min}{table_max} {reftype})");
@@ -164,7 +165,8 @@ fn hostile(rng: &mut Rng) -> String {
     let _ = writeln!(
         wat,
         "  (func (export \"hostile_table_grow\") (param i32) (result i32)\n    \
-           (drop (table.grow $t {null} (i32.const {delta})))\n    (table.grow $t {null} (local.get 0)))"
+           (drop (table.grow $t {null} (i32.const {delta})))\n    (table.grow $t {null} \
+               (local.get 0)))"
     );
     let mem_delta = [1u64, 65_535, 65_536, 0xFFFF_FFFF, 1 << 40][rng.below(5) as usize];
     let grow_arg = if addr == "i64" {
@@ -174,13 +176,15 @@ fn hostile(rng: &mut Rng) -> String {
     };
     let _ = writeln!(
         wat,
-        "  (func (export \"hostile_memory_grow\") (result i32)\n    (drop (memory.grow {grow_arg})) (i32.const 0))"
+        "  (func (export \"hostile_memory_grow\") (result i32)\n    (drop \
+            (memory.grow {grow_arg})) (i32.const 0))"
     );
     let fill_len = [65_536u32, 0x0100_0000, 0xFFFF_FFFF][rng.below(3) as usize];
     let _ = writeln!(
         wat,
         "  (func (export \"hostile_bulk\") (param $n i32) (result i32)\n    \
-           (loop $l\n      (memory.fill ({addr}.const 0) (i32.const 0) ({addr}.mul (memory.size) ({addr}.const 65536)))\n      \
+           (loop $l\n      (memory.fill ({addr}.const 0) (i32.const 0) ({addr}.mul (memory.size) \
+               ({addr}.const 65536)))\n      \
            (memory.copy ({addr}.const 1) ({addr}.const 0) ({addr}.const {fill_len}))\n      \
            (table.fill $t (i32.const 0) {null} (table.size $t))\n      \
            (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))"
@@ -213,13 +217,18 @@ fn hostile(rng: &mut Rng) -> String {
         "  (func $recurse (export \"hostile_recurse\") (param i32) (result i32)\n    \
            (call $recurse (i32.add (local.get 0) (i32.const 1))))\n  \
          (func (export \"hostile_loop\") (param i32) (result i32)\n    \
-           (loop $l (br_if $l (i32.ne (call $host (local.get 0)) (i32.const 12345)))) (i32.const 0))"
+           (loop $l (br_if $l (i32.ne (call $host (local.get 0)) (i32.const 12345)))) \
+               (i32.const 0))"
     );
     emscripten(&mut wat, rng, reftype == "funcref" && table_min > 0, addr);
     match rng.below(4) {
         0 => wat.push_str("  (func $start (loop $forever (br $forever)))\n  (start $start)\n"),
         1 => {
-            let _ = writeln!(wat, "  (func $start (drop (table.grow $t {null} (i32.const {delta}))))\n  (start $start)");
+            let _ = writeln!(
+                wat,
+                "  (func $start (drop (table.grow $t {null} \
+                (i32.const {delta}))))\n  (start $start)"
+            );
         }
         _ => {}
     }
@@ -267,11 +276,13 @@ fn emscripten(wat: &mut String, rng: &mut Rng, funcref_table: bool, addr: &str) 
              (call $invoke_vi (i32.const 0) (local.get $n))\n      \
              (drop (call $begin_catch (call $find_matching_catch (local.get $n))))\n      \
              (call $end_catch)\n      \
-             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))\n  \
+             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    \
+                 (i32.const 0))\n  \
          (func (export \"hostile_catch_leak\") (param $n i32) (result i32)\n    \
            (loop $l\n      \
              (drop (call $begin_catch (i32.const {})))\n      \
-             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))\n  \
+             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    \
+                 (i32.const 0))\n  \
          (func (export \"hostile_uncaught\") (param i32) (result i32)\n    \
            (call $thrower (local.get 0)) (i32.const 0))",
         rng.below(1 << 16) * 8

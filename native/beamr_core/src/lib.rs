@@ -12,7 +12,8 @@
 //! * [`fuel`] accounts for the fuel of a call (interruption checks and gas budgets).
 //! * [`inspect`] lists what a module declares and the preparation passes it needs.
 //! * [`wamr_aot`] recognises WAMR AOT images, which cannot run here.
-//! * [`store_objects`] drops the exception and function objects a Store keeps once nothing can reach them.
+//! * [`store_objects`] drops the exception and function objects a Store keeps once nothing
+//!   can reach them.
 //! * [`snapshot`] encodes, decodes and validates snapshots of an instance's state (full,
 //!   and deltas chained to them); [`dirty_pages`] finds the pages a delta must hold.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.

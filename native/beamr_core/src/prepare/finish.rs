@@ -314,8 +314,10 @@ mod tests {
     #[test]
     fn growing_past_the_fitted_maxima_returns_minus_one() {
         let wat = r#"(module (memory 1) (table 1 funcref) (table 1 externref)
-            (func (export "grow_funcs") (param i32) (result i32) (table.grow 0 (ref.null func) (local.get 0)))
-            (func (export "grow_externs") (param i32) (result i32) (table.grow 1 (ref.null extern) (local.get 0)))
+            (func (export "grow_funcs") (param i32) (result i32) (table.grow 0 (ref.null func)
+              (local.get 0)))
+            (func (export "grow_externs") (param i32) (result i32) (table.grow 1
+              (ref.null extern) (local.get 0)))
             (func (export "grow_memory") (param i32) (result i32) (memory.grow (local.get 0))))"#;
         for memory_limit in [DEFAULT_MEMORY_LIMIT, 128 << 10] {
             let (mut store, instance) = instantiate(&prepared(wat, memory_limit).wasm);

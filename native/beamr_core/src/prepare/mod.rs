@@ -98,7 +98,8 @@ fn check_imports_and_exports(types: wasmparser::types::TypesRef<'_>) -> Result<(
     for (module, name, _) in types.core_imports().into_iter().flatten() {
         if module == RESERVED_IMPORT_MODULE {
             return Err(PrepareError(format!(
-                "imports {module}.{name}: the import module name {RESERVED_IMPORT_MODULE} is reserved for hb_beamr"
+                "imports {module}.{name}: the import module name {RESERVED_IMPORT_MODULE} is \
+                    reserved for hb_beamr"
             )));
         }
         imports += 1;

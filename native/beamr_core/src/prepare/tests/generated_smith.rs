@@ -140,7 +140,8 @@ fn prepare_never_panics_and_its_output_validates_for_wasmer() {
         }
     }
     eprintln!(
-        "wasm-smith: {MODULES} modules, {prepared} prepared ({lowered} memory64-lowered, {exceptions} with \
+        "wasm-smith: {MODULES} modules, {prepared} prepared \
+            ({lowered} memory64-lowered, {exceptions} with \
          exceptions), {unsupported} refused as unsupported: {rejections:?}"
     );
     // wasm-smith often gives tables and globals exnref, which preparation refuses.
@@ -227,9 +228,9 @@ fn prepared_modules_compile_instantiate_and_run_without_crashing() {
         }
     }
     eprintln!(
-        "wasm-smith: {compiled} prepared modules compiled, {unsupported:?} refused by wasmer, {skipped} skipped \
-         (an import wasmer cannot create), {instantiated} instantiated, {calls} exports called ({returned} returned, the \
-         rest trapped)"
+        "wasm-smith: {compiled} prepared modules compiled, {unsupported:?} refused by wasmer, \
+         {skipped} skipped (an import wasmer cannot create), {instantiated} instantiated, \
+         {calls} exports called ({returned} returned, the rest trapped)"
     );
     assert!(instantiated > compiled / 4 && calls > instantiated);
 }

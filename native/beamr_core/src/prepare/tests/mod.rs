@@ -45,19 +45,25 @@ fn leaves_a_plain_module_behaving_the_same() {
 fn refuses_exnref_globals_and_tables_wasmer_cannot_compile() {
     let opts = PrepareOptions::default();
     for wat in [
-        "(module (global exnref (ref.null exn)) (func (local exnref) (local.set 0 (global.get 0))))",
-        "(module (import \"m\" \"g\" (global exnref)) (func (local exnref) (local.set 0 (global.get 0))))",
+        "(module (global exnref (ref.null exn)) (func (local exnref) (local.set 0 \
+            (global.get 0))))",
+        "(module (import \"m\" \"g\" (global exnref)) (func (local exnref) (local.set 0 \
+            (global.get 0))))",
         "(module (table 1 exnref) (func (local exnref) (local.set 0 (table.get 0 (i32.const 0)))))",
         "(module (table i64 1 exnref))",
     ] {
         let error = prepare(&wat::parse_str(wat).unwrap(), &opts).unwrap_err();
-        assert!(error.0.contains("exnref, which wasmer cannot compile"), "{wat}: {error}");
+        assert!(
+            error.0.contains("exnref, which wasmer cannot compile"),
+            "{wat}: {error}"
+        );
     }
     // Exceptions caught into exnref locals are fine.
     let (mut store, instance) = instantiate(
         r#"(module (tag $t)
             (func (export "f") (local exnref)
-                (local.set 0 (block (result exnref) (try_table (catch_all_ref 0) (throw $t)) unreachable))))"#,
+                (local.set 0 (block (result exnref) (try_table (catch_all_ref 0)
+                  (throw $t)) unreachable))))"#,
     );
     call(&mut store, &instance, "f", &[]).unwrap();
 }
@@ -73,7 +79,8 @@ fn deterministic_mode_refuses_threads_and_relaxed_simd() {
         wat::parse_str("(module (memory 1) (func (result i32) (i32.atomic.load (i32.const 0))))")
             .unwrap();
     let relaxed = wat::parse_str(
-        "(module (func (param v128 v128) (result v128) (f32x4.relaxed_min (local.get 0) (local.get 1))))",
+        "(module (func (param v128 v128) (result v128) (f32x4.relaxed_min (local.get 0) \
+            (local.get 1))))",
     )
     .unwrap();
     for wasm in [&shared, &atomic] {
@@ -254,7 +261,10 @@ fn aos_fixture_prepares_fast_and_evaluates_lua() {
             .unwrap();
         Value::I64(ptr as i64)
     };
-    let env = r#"{"Process":{"Id":"AOS","Owner":"FOOBAR","Tags":[{"name":"Name","value":"Thomas"},{"name":"Authority","value":"FOOBAR"}]}}"#;
+    let env = concat!(
+        r#"{"Process":{"Id":"AOS","Owner":"FOOBAR","#,
+        r#""Tags":[{"name":"Name","value":"Thomas"},{"name":"Authority","value":"FOOBAR"}]}}"#
+    );
     for (code, expected) in [
         ("1 + 1", "2"),
         (
@@ -263,7 +273,11 @@ fn aos_fixture_prepares_fast_and_evaluates_lua() {
         ),
     ] {
         let msg = format!(
-            r#"{{"From":"FOOBAR","Block-Height":"1","Target":"AOS","Owner":"FOOBAR","Id":"1","Module":"W","Tags":[{{"name":"Action","value":"Eval"}}],"Data":"{code}"}}"#
+            concat!(
+                r#"{{"From":"FOOBAR","Block-Height":"1","Target":"AOS","Owner":"FOOBAR","Id":"1","#,
+                r#""Module":"W","Tags":[{{"name":"Action","value":"Eval"}}],"Data":"{code}"}}"#
+            ),
+            code = code
         );
         let args = [
             write_string(&mut store, &msg),
