@@ -1,5 +1,7 @@
 use super::super::test_support::{call, prepare_wat};
+use super::costs::PAGE_BYTES;
 use super::*;
+use crate::prepare::TABLE_ENTRY_BYTES;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::Arc;
 use wasmer::sys::vm::TrapCode;

@@ -3,15 +3,15 @@
 
 use wasmparser::TypeRef;
 
-/// The largest a lowered memory may get: one page short of 4 GiB, so that [`SENTINEL`](super::narrow::SENTINEL) and
-/// everything above it stay out of bounds.
+/// The largest a lowered memory may get: one page short of 4 GiB, so that
+/// [`SENTINEL`](super::narrow::SENTINEL) and everything above it stay out of bounds.
 pub(in crate::prepare) const MAX_LOWERED_PAGES: u64 = 65535;
 
 /// The largest a lowered table may get: wasmer refuses tables above 128 Mi elements.
 pub(super) const MAX_LOWERED_TABLE_ELEMENTS: u64 = 1 << 27;
 
-/// The module that the imports replacing unfittable memories and tables (see the module
-/// docs) come from; nothing provides them.
+/// The module that the imports replacing unfittable memories and tables (see the
+/// `memory64` module docs) come from; nothing provides them.
 pub(super) const UNSATISFIABLE_MODULE: &str = "hb_beamr";
 
 /// A memory or table of the original module.

@@ -8,7 +8,7 @@
 //! still i64 values everywhere else, so the module's exports look exactly as before.
 //!
 //! Narrowing must not wrap: an address ≥ 2^32 has to trap as out of bounds, as it would on a
-//! real 64-bit memory. It is replaced, branchlessly, by [`SENTINEL`](narrow::SENTINEL):
+//! real 64-bit memory. It is replaced, branchlessly, by [`SENTINEL`]:
 //!
 //! ```text
 //! local.tee $scratch  i32.wrap_i64  i32.const SENTINEL
@@ -51,20 +51,24 @@
 //! and is reported as unsupported.
 //!
 //! Limits: maximums of 64-bit memories above [`MAX_LOWERED_PAGES`] and of 64-bit tables
-//! above [`MAX_LOWERED_TABLE_ELEMENTS`](entities::MAX_LOWERED_TABLE_ELEMENTS) (or absent) are clamped to those values, so a grow
+//! above [`MAX_LOWERED_TABLE_ELEMENTS`] (or absent) are clamped to those values, so a grow
 //! beyond them returns -1, which the spec allows any engine to do. The clamp is monotone, so
 //! an import of a lowered memory or table matches an export exactly when it did before.
 //!
 //! A minimum above those values cannot be lowered. Such a module is still valid, it just
 //! can never be instantiated (no engine can allocate 2^48 pages), so it must compile but
 //! fail to instantiate. Each such memory or table, defined or imported, becomes an import
-//! of a small 32-bit one from [`UNSATISFIABLE_MODULE`](entities::UNSATISFIABLE_MODULE) under a name that says what went
+//! of a small 32-bit one from [`UNSATISFIABLE_MODULE`] under a name that says what went
 //! wrong: nothing provides it, so instantiation fails with a link error naming it. An
 //! import is renamed in place; a definition moves to the end of the imports, which shifts
 //! the indices of the memories (or tables) defined after it, so every reference to one
 //! (instructions, segments, exports) is renumbered. The name section is copied as is, so
 //! its memory and table names may then be off, which cannot matter for a module that never
 //! runs.
+//!
+//! [`SENTINEL`]: narrow::SENTINEL
+//! [`MAX_LOWERED_TABLE_ELEMENTS`]: entities::MAX_LOWERED_TABLE_ELEMENTS
+//! [`UNSATISFIABLE_MODULE`]: entities::UNSATISFIABLE_MODULE
 
 mod entities;
 mod lowering;

@@ -7,7 +7,7 @@ use wasmparser::Operator;
 
 use crate::prepare::error::PrepareError;
 
-/// What every address, index, length or delta ≥ 2^32 becomes (see the module docs).
+/// What every address, index, length or delta ≥ 2^32 becomes (see the `memory64` module docs).
 pub(super) const SENTINEL: u32 = 0xFFFF_FFF0;
 
 /// Folds an i64 constant expression. Without the GC proposal a `global.get` in one can

@@ -131,7 +131,7 @@ impl Reencode for Lowering<'_> {
     fn mem_arg(&mut self, arg: wasmparser::MemArg) -> Result<MemArg, ReencodeError<PrepareError>> {
         let mut lowered = utils::mem_arg(self, arg)?;
         if self.is_lowered(arg.target) && lowered.offset > u64::from(u32::MAX) {
-            // Out of bounds, but aligned as the original (see the module docs).
+            // Out of bounds, but aligned as the original (see the `memory64` module docs).
             lowered.offset = u64::from(SENTINEL) | (lowered.offset & 15);
         }
         Ok(lowered)
