@@ -15,7 +15,7 @@ BUILT_NIF = $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile beamr test rust-test erlang-test example-test demo bench bench-load bench-scale soak fuzz-gen fuzz chaos fixtures clean
+.PHONY: all deps nif compile beamr test import-cycles lint rust-test erlang-test example-test demo bench bench-load bench-scale soak fuzz-gen fuzz chaos fixtures clean
 
 all: compile beamr
 
@@ -65,7 +65,21 @@ example-test: compile
 	ln -sfn ../../.. examples/host_app/_checkouts/hb_beamr
 	cd examples/host_app && rebar3 eunit
 
-test: deps rust-test erlang-test example-test
+# Fails on an import cycle between the files of one crate (scripts/import_cycles), after
+# checking that the script accepts and rejects its two fixture crates.
+import-cycles: deps
+	scripts/import_cycles scripts/import_cycles_fixture/acyclic
+	@scripts/import_cycles scripts/import_cycles_fixture/cyclic >/dev/null; \
+	  if [ $$? -ne 1 ]; then echo "scripts/import_cycles did not reject its cyclic fixture" >&2; exit 1; fi
+	scripts/import_cycles native/beamr_core native/beamr_handoff native/hb_beamr_nif
+
+# Formatting (rustfmt.toml) and clippy's default lints, warnings as errors; the few
+# exceptions are #[allow]s in the code, each with its reason beside it.
+lint:
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets -- -D warnings
+
+test: deps import-cycles lint rust-test erlang-test example-test
 
 demo: beamr
 	mkdir -p _build/demo

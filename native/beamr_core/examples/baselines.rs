@@ -105,8 +105,14 @@ fn preparation(wasm: &[u8]) {
 }
 
 const AOS_RUNS: usize = 50;
-const AOS_ENV: &str = r#"{"Process":{"Id":"AOS","Owner":"FOOBAR","Tags":[{"name":"Name","value":"Thomas"},{"name":"Authority","value":"FOOBAR"}]}}"#;
-const AOS_MSG: &str = r#"{"From":"FOOBAR","Block-Height":"1","Target":"AOS","Owner":"FOOBAR","Id":"1","Module":"W","Tags":[{"name":"Action","value":"Eval"}],"Data":"1 + 1"}"#;
+const AOS_ENV: &str = concat!(
+    r#"{"Process":{"Id":"AOS","Owner":"FOOBAR","#,
+    r#""Tags":[{"name":"Name","value":"Thomas"},{"name":"Authority","value":"FOOBAR"}]}}"#
+);
+const AOS_MSG: &str = concat!(
+    r#"{"From":"FOOBAR","Block-Height":"1","Target":"AOS","Owner":"FOOBAR","Id":"1","Module":"W","#,
+    r#""Tags":[{"name":"Action","value":"Eval"}],"Data":"1 + 1"}"#
+);
 
 /// The median of `AOS_RUNS` Eval "1 + 1" messages (write the message and environment
 /// through `malloc`, `handle`, read the result string), as `test/hb_beamr_aos.erl` does,

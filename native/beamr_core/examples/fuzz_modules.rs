@@ -18,6 +18,11 @@ use std::fmt::Write;
 use arbitrary::Unstructured;
 use wasm_smith::Config;
 
+// The generated-module tests' configuration: an example cannot import the library's
+// `cfg(test)` modules, so it compiles the same file as a module of its own.
+#[path = "../src/prepare/tests/smith_config.rs"]
+mod smith_config;
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let usage = "usage: fuzz_modules DIR FIRST_SEED COUNT";
@@ -50,28 +55,9 @@ fn module(seed: u64) -> Vec<u8> {
 /// Everything wasmer accepts on, the rest off; sizes from small to wasm-smith's maximum.
 fn config(rng: &mut Rng) -> Config {
     let mut config = Config {
-        memory64_enabled: true,
         // Half of the time: wasm-smith then often gives tables and globals exnref, which
         // hb_beamr refuses (wasmer cannot compile them), so fewer of those modules run.
         exceptions_enabled: rng.below(2) == 0,
-        bulk_memory_enabled: true,
-        reference_types_enabled: true,
-        simd_enabled: true,
-        threads_enabled: true,
-        multi_value_enabled: true,
-        extended_const_enabled: true,
-        saturating_float_to_int_enabled: true,
-        sign_extension_ops_enabled: true,
-        // wasmer has none of these.
-        relaxed_simd_enabled: false,
-        gc_enabled: false,
-        tail_call_enabled: false,
-        compact_imports_enabled: false,
-        wide_arithmetic_enabled: false,
-        custom_page_sizes_enabled: false,
-        shared_everything_threads_enabled: false,
-        custom_descriptors_enabled: false,
-        export_everything: true,
         allow_start_export: true,
         max_memories: 1 + rng.below(4) as usize,
         max_tables: 1 + rng.below(4) as usize,
@@ -84,18 +70,12 @@ fn config(rng: &mut Rng) -> Config {
         available_imports: Some(
             wat::parse_str(AVAILABLE_IMPORTS).expect("the import list assembles"),
         ),
-        max_imports: 6,
-        max_exports: 30,
-        max_data_segments: 8,
-        max_element_segments: 8,
         generate_custom_sections: rng.below(8) == 0,
-        ..Config::default()
+        ..smith_config::wasmer_features()
     };
     // Half of the modules keep sizes that run; the others get wasm-smith's limits.
     if rng.below(2) == 0 {
-        config.max_memory32_bytes = 1 << 24;
-        config.max_memory64_bytes = 1 << 24;
-        config.max_table_elements = 10_000;
+        smith_config::keep_runnable(&mut config, 10_000);
     }
     config
 }
@@ -163,7 +143,8 @@ fn hostile(rng: &mut Rng) -> String {
          (import \"env\" \"__cxa_throw\" (func $cxa_throw (param i32 i32 i32)))\n  \
          (import \"env\" \"__cxa_begin_catch\" (func $begin_catch (param i32) (result i32)))\n  \
          (import \"env\" \"__cxa_end_catch\" (func $end_catch))\n  \
-         (import \"env\" \"__cxa_find_matching_catch_3\" (func $find_matching_catch (param i32) (result i32)))\n  \
+         (import \"env\" \"__cxa_find_matching_catch_3\" (func $find_matching_catch (param i32) \
+             (result i32)))\n  \
          (import \"env\" \"_emscripten_throw_longjmp\" (func $throw_longjmp))"
     );
     let _ = writeln!(wat, "  (table $t {table_min}{table_max} {reftype})");
@@ -184,7 +165,8 @@ fn hostile(rng: &mut Rng) -> String {
     let _ = writeln!(
         wat,
         "  (func (export \"hostile_table_grow\") (param i32) (result i32)\n    \
-           (drop (table.grow $t {null} (i32.const {delta})))\n    (table.grow $t {null} (local.get 0)))"
+           (drop (table.grow $t {null} (i32.const {delta})))\n    (table.grow $t {null} \
+               (local.get 0)))"
     );
     let mem_delta = [1u64, 65_535, 65_536, 0xFFFF_FFFF, 1 << 40][rng.below(5) as usize];
     let grow_arg = if addr == "i64" {
@@ -194,13 +176,15 @@ fn hostile(rng: &mut Rng) -> String {
     };
     let _ = writeln!(
         wat,
-        "  (func (export \"hostile_memory_grow\") (result i32)\n    (drop (memory.grow {grow_arg})) (i32.const 0))"
+        "  (func (export \"hostile_memory_grow\") (result i32)\n    (drop \
+            (memory.grow {grow_arg})) (i32.const 0))"
     );
     let fill_len = [65_536u32, 0x0100_0000, 0xFFFF_FFFF][rng.below(3) as usize];
     let _ = writeln!(
         wat,
         "  (func (export \"hostile_bulk\") (param $n i32) (result i32)\n    \
-           (loop $l\n      (memory.fill ({addr}.const 0) (i32.const 0) ({addr}.mul (memory.size) ({addr}.const 65536)))\n      \
+           (loop $l\n      (memory.fill ({addr}.const 0) (i32.const 0) ({addr}.mul (memory.size) \
+               ({addr}.const 65536)))\n      \
            (memory.copy ({addr}.const 1) ({addr}.const 0) ({addr}.const {fill_len}))\n      \
            (table.fill $t (i32.const 0) {null} (table.size $t))\n      \
            (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))"
@@ -233,13 +217,18 @@ fn hostile(rng: &mut Rng) -> String {
         "  (func $recurse (export \"hostile_recurse\") (param i32) (result i32)\n    \
            (call $recurse (i32.add (local.get 0) (i32.const 1))))\n  \
          (func (export \"hostile_loop\") (param i32) (result i32)\n    \
-           (loop $l (br_if $l (i32.ne (call $host (local.get 0)) (i32.const 12345)))) (i32.const 0))"
+           (loop $l (br_if $l (i32.ne (call $host (local.get 0)) (i32.const 12345)))) \
+               (i32.const 0))"
     );
     emscripten(&mut wat, rng, reftype == "funcref" && table_min > 0, addr);
     match rng.below(4) {
         0 => wat.push_str("  (func $start (loop $forever (br $forever)))\n  (start $start)\n"),
         1 => {
-            let _ = writeln!(wat, "  (func $start (drop (table.grow $t {null} (i32.const {delta}))))\n  (start $start)");
+            let _ = writeln!(
+                wat,
+                "  (func $start (drop (table.grow $t {null} \
+                (i32.const {delta}))))\n  (start $start)"
+            );
         }
         _ => {}
     }
@@ -287,11 +276,13 @@ fn emscripten(wat: &mut String, rng: &mut Rng, funcref_table: bool, addr: &str) 
              (call $invoke_vi (i32.const 0) (local.get $n))\n      \
              (drop (call $begin_catch (call $find_matching_catch (local.get $n))))\n      \
              (call $end_catch)\n      \
-             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))\n  \
+             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    \
+                 (i32.const 0))\n  \
          (func (export \"hostile_catch_leak\") (param $n i32) (result i32)\n    \
            (loop $l\n      \
              (drop (call $begin_catch (i32.const {})))\n      \
-             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    (i32.const 0))\n  \
+             (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))\n    \
+                 (i32.const 0))\n  \
          (func (export \"hostile_uncaught\") (param i32) (result i32)\n    \
            (call $thrower (local.get 0)) (i32.const 0))",
         rng.below(1 << 16) * 8

@@ -79,7 +79,11 @@ impl std::fmt::Display for CompileError {
         match self {
             CompileError::InvalidModule(msg) => write!(f, "invalid module: {msg}"),
             CompileError::MemoryLimit { initial, limit } => {
-                write!(f, "memories and tables start at {initial} bytes, more than the memory limit of {limit}")
+                write!(
+                    f,
+                    "memories and tables start at {initial} bytes, more than the memory \
+                    limit of {limit}"
+                )
             }
             CompileError::InvalidArtifact(e) => write!(f, "invalid artifact: {e}"),
             CompileError::Serialize(msg) => write!(f, "cannot serialize module: {msg}"),
@@ -235,7 +239,8 @@ fn build(source: &[u8], opts: &PrepareOptions) -> Result<Module, CompileError> {
     }
     if prepared.fixed_funcref_entries > MAX_FIXED_FUNCREF_ENTRIES {
         return Err(CompileError::InvalidModule(format!(
-            "funcref tables of fixed size hold {} entries, more than the {MAX_FIXED_FUNCREF_ENTRIES} hb_beamr allows",
+            "funcref tables of fixed size hold {} entries, more than the \
+                {MAX_FIXED_FUNCREF_ENTRIES} hb_beamr allows",
             prepared.fixed_funcref_entries
         )));
     }

@@ -410,7 +410,8 @@ mod tests {
         let dir = temp_dir("oddentry");
         let cache = DiskCache::open(&dir).unwrap();
         let path = cache.entry_path(&header(1));
-        let shapes: [(&str, &dyn Fn(&Path)); 3] = [
+        type Make<'a> = &'a dyn Fn(&Path);
+        let shapes: [(&str, Make); 3] = [
             ("fifo", &|p| mkfifo(p)),
             ("symlink to /dev/zero", &|p| {
                 std::os::unix::fs::symlink("/dev/zero", p).unwrap()

@@ -16,7 +16,8 @@
 //! * [`state`] captures and restores an instance's whole state (memory, globals, table 0)
 //!   as snapshots; [`memory_access`] serves reads and writes of memory 0 between calls;
 //!   [`table`] resolves entries of table 0 as callees.
-//! * [`store_objects`] drops the exception and function objects a Store keeps once nothing can reach them.
+//! * [`store_objects`] drops the exception and function objects a Store keeps once nothing
+//!   can reach them.
 //! * [`snapshot`] encodes, decodes and validates snapshots of an instance's state (full,
 //!   and deltas chained to them); [`dirty_pages`] finds the pages a delta must hold.
 //! * [`signature`] renders wasm function types in HyperBEAM's signature strings.

@@ -123,7 +123,10 @@ fn address_space_limit() -> Option<u64> {
     };
     // SAFETY: getrlimit only writes the struct it is given.
     let got = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) };
-    (got == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as u64)
+    // rlim_t is 32 bits wide on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    let current = limit.rlim_cur as u64;
+    (got == 0 && limit.rlim_cur != libc::RLIM_INFINITY).then_some(current)
 }
 
 /// The process's address space now (VmSize).

@@ -12,7 +12,8 @@ const MAGIC: &[u8; 4] = b"\0aot";
 pub fn rejection(source: &[u8]) -> Option<String> {
     source.starts_with(MAGIC).then(|| {
         "this is a WAMR AOT image (magic \\0aot), compiled by wamrc for WAMR's own runtime; \
-         hb_beamr compiles WebAssembly itself, so start the .wasm module it was compiled from instead"
+         hb_beamr compiles WebAssembly itself, so start the .wasm module it was compiled from \
+             instead"
             .to_string()
     })
 }

@@ -81,7 +81,10 @@ impl<T> Mailbox<T> {
         // The lane only when nothing is queued, so a value never overtakes queued ones.
         let value = if self.len.load(Ordering::Acquire) == 0 {
             match self.lane.put(value) {
-                Ok(()) => return Ok(self.wake()),
+                Ok(()) => {
+                    self.wake();
+                    return Ok(());
+                }
                 Err(PutError::Closed(_)) => return Err(Closed),
                 Err(PutError::Busy(value)) => value,
             }

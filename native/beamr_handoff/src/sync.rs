@@ -30,7 +30,10 @@ pub(crate) mod thread {
     pub(crate) struct Thread(Arc<Parker>);
 
     loom::thread_local! {
-        static PARKER: Arc<Parker> = Arc::new(Parker { token: Mutex::new(false), unparked: Condvar::new() });
+        static PARKER: Arc<Parker> = Arc::new(Parker {
+            token: Mutex::new(false),
+            unparked: Condvar::new(),
+        });
     }
 
     pub(crate) fn current() -> Thread {

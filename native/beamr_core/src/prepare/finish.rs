@@ -18,11 +18,11 @@ use wasm_encoder::{
 };
 use wasmparser::{ExportSectionReader, Parser, Payload};
 
+use super::error::{invalid, PrepareError};
+use super::options::{PrepareOptions, FIXED_FUNCREF_ENTRY_BYTES, TABLE_ENTRY_BYTES};
+use super::reserved::RESERVED_EXPORT_PREFIX;
 use super::summary::ModuleSummary;
-use super::{
-    host_exports, invalid, wamr_layout, PrepareError, PrepareOptions, FIXED_FUNCREF_ENTRY_BYTES,
-    RESERVED_EXPORT_PREFIX, TABLE_ENTRY_BYTES,
-};
+use super::{host_exports, wamr_layout};
 
 pub(super) struct Finished {
     pub wasm: Vec<u8>,
@@ -226,8 +226,11 @@ mod tests {
         prepare(&wat::parse_str(wat).unwrap(), &opts).unwrap()
     }
 
-    /// Every memory's and table's (initial, maximum) after preparation.
-    fn limits(wasm: &[u8]) -> (Vec<(u64, Option<u64>)>, Vec<(u64, Option<u64>)>) {
+    /// A memory's or a table's (initial, maximum).
+    type Limits = (u64, Option<u64>);
+
+    /// Every memory's and table's limits after preparation.
+    fn limits(wasm: &[u8]) -> (Vec<Limits>, Vec<Limits>) {
         let types = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(wasm)
             .unwrap();
@@ -311,8 +314,10 @@ mod tests {
     #[test]
     fn growing_past_the_fitted_maxima_returns_minus_one() {
         let wat = r#"(module (memory 1) (table 1 funcref) (table 1 externref)
-            (func (export "grow_funcs") (param i32) (result i32) (table.grow 0 (ref.null func) (local.get 0)))
-            (func (export "grow_externs") (param i32) (result i32) (table.grow 1 (ref.null extern) (local.get 0)))
+            (func (export "grow_funcs") (param i32) (result i32) (table.grow 0 (ref.null func)
+              (local.get 0)))
+            (func (export "grow_externs") (param i32) (result i32) (table.grow 1
+              (ref.null extern) (local.get 0)))
             (func (export "grow_memory") (param i32) (result i32) (memory.grow (local.get 0))))"#;
         for memory_limit in [DEFAULT_MEMORY_LIMIT, 128 << 10] {
             let (mut store, instance) = instantiate(&prepared(wat, memory_limit).wasm);

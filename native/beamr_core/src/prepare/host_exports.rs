@@ -8,8 +8,8 @@
 
 use wasm_encoder::ExportKind;
 
+use super::reserved::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
 use super::summary::ModuleSummary;
-use super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
 
 pub(super) struct HostExport {
     pub name: String,
@@ -103,7 +103,9 @@ mod tests {
         .unwrap();
         let g = Global::new_mut(&mut store, Value::I32(4));
         let k = Global::new(&mut store, Value::I32(0));
-        let imports = imports! { "env" => { "g" => g, "k" => k, "memory" => memory.clone(), "table" => table } };
+        let imports = imports! {
+            "env" => { "g" => g, "k" => k, "memory" => memory.clone(), "table" => table }
+        };
         let imports = super::super::test_support::with_check(&mut store, imports);
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
         let exports = &instance.exports;

@@ -14,9 +14,9 @@
 
 use wasmparser::{BinaryReaderError, ExternalKind, Operator, Parser, Payload};
 
+use super::error::{invalid, PrepareError};
 use super::memory64::MAX_LOWERED_PAGES;
 use super::summary::ModuleSummary;
-use super::{invalid, PrepareError};
 
 pub(super) fn needs_extra_page(wasm: &[u8], summary: &ModuleSummary) -> Result<bool, PrepareError> {
     let Some(memory) = summary.defined_memory0 else {

@@ -1,7 +1,7 @@
 //! Chains: a full snapshot followed by its deltas, each naming the one before it.
 
 use super::digest::{zero_page_digest, PAGE};
-use super::{invalid, Lineage, MemoryState, Snapshot, SnapshotError};
+use super::format::{invalid, Lineage, MemoryState, Snapshot, SnapshotError};
 
 /// Checks that `chain` (each element decoded, so its checksum verified) is a full snapshot
 /// followed by deltas, each following the element before it, and that memory never

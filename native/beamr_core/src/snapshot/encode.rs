@@ -1,7 +1,7 @@
 //! Writing snapshots (full and delta) into a buffer sized up front.
 
 use super::digest::{self, PAGE, SEGMENT};
-use super::{
+use super::format::{
     GlobalValue, Lineage, ModuleId, PageRun, SnapshotId, HEADER_LEN, IDENTIFIED_FROM, KIND_DELTA,
     KIND_FULL, MAGIC, NULL, SECTION_HEADER, TAG_CHANGED, TAG_GLOBALS, TAG_MEMORY, TAG_PAGES,
     TAG_TABLE, VERSION,

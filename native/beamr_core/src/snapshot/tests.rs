@@ -1,4 +1,6 @@
+use super::decode::*;
 use super::digest::{page_digest, SEGMENT};
+use super::format::*;
 use super::*;
 
 const MODULE: ModuleId = [7; 32];

@@ -122,7 +122,8 @@ pub fn resolve<E>(
         if let (Some(&wanted), Some(&offered)) = (wanted, exported.index64.get(name)) {
             if wanted != offered {
                 return Ok(Err(format!(
-                    "incompatible import type: {namespace}.{name} is {}-indexed, the import wants {}",
+                    "incompatible import type: {namespace}.{name} is {}-indexed, the import \
+                        wants {}",
                     index_type(offered),
                     index_type(wanted)
                 )));

@@ -21,8 +21,8 @@ use std::fmt::Write;
 use wasmer::sys::vm::TrapCode;
 use wasmer::{imports, Instance, Module, Store};
 
-use super::test_support::{with_check, Rng};
-use super::*;
+use crate::prepare::test_support::{with_check, Rng};
+use crate::prepare::*;
 
 const PROGRAMS: u64 = 300;
 const OPERATIONS: u64 = 40;
@@ -468,7 +468,8 @@ fn to_i64(code: &mut String, ty: Ty) {
         Ty::F32 => "    i32.reinterpret_f32 i64.extend_i32_u\n",
         Ty::F64 => "    i64.reinterpret_f64\n",
         Ty::V128 => {
-            "    local.tee $v i64x2.extract_lane 0 local.get $v i64x2.extract_lane 1 i64.const 1 i64.rotl i64.xor\n"
+            "    local.tee $v i64x2.extract_lane 0 local.get $v i64x2.extract_lane 1 i64.const 1 \
+                i64.rotl i64.xor\n"
         }
     });
 }

@@ -13,8 +13,8 @@ use std::fmt::Write;
 
 use wasmer::{imports, Instance, Module, Store, Value};
 
-use super::test_support::{with_check, Rng};
-use super::*;
+use crate::prepare::test_support::{with_check, Rng};
+use crate::prepare::*;
 
 const PROGRAMS: u64 = 1000;
 const FUNCTIONS: usize = 4;
@@ -170,7 +170,8 @@ fn wat(functions: &[Vec<Stmt>]) -> String {
         r#"(module
   (tag $t0 (param i32)) (tag $t1 (param i32)) (tag $t2)
   (global $trace (export "trace") (mut i64) (i64.const 0))
-  (func $mark (param i64) (global.set $trace (i64.add (i64.mul (global.get $trace) (i64.const 31)) (local.get 0))))
+  (func $mark (param i64) (global.set $trace (i64.add (i64.mul (global.get $trace)
+    (i64.const 31)) (local.get 0))))
   (func (export "run") (call $f0))
 "#,
     );
@@ -377,7 +378,8 @@ fn legacy_exception_programs_run_as_the_model_says() {
         handlers += wat.matches("catch").count();
     }
     eprintln!(
-        "legacy exceptions: {PROGRAMS} generated programs ({translated} translated, {handlers} handlers) ran as \
+        "legacy exceptions: {PROGRAMS} generated programs \
+            ({translated} translated, {handlers} handlers) ran as \
          modelled, {escaped} with an exception escaping to the host"
     );
 }

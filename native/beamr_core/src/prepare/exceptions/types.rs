@@ -9,8 +9,8 @@ use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as OutBlockType, TypeSection};
 use wasmparser::{BlockType, CompositeInnerType, FuncType, TypeSectionReader, ValType};
 
-use super::super::PrepareError;
-use super::{encode_error, malformed};
+use super::error::{encode_error, malformed, parse_error};
+use crate::prepare::error::PrepareError;
 
 #[derive(Default)]
 pub(super) struct ModuleTypes {
@@ -26,7 +26,7 @@ pub(super) struct ModuleTypes {
 impl ModuleTypes {
     pub(super) fn read_types(&mut self, reader: TypeSectionReader<'_>) -> Result<(), PrepareError> {
         for group in reader {
-            let group = group.map_err(super::parse_error)?;
+            let group = group.map_err(parse_error)?;
             for sub in group.into_types() {
                 let func = match sub.composite_type.inner {
                     CompositeInnerType::Func(f) => Some(f),

@@ -4,8 +4,8 @@
 
 use wasmparser::{FunctionBody, Operator};
 
-use super::super::PrepareError;
-use super::{frame_index, malformed};
+use super::error::{malformed, parse_error};
+use crate::prepare::error::PrepareError;
 
 /// What the rewrite needs to know about one frame that can handle exceptions: a legacy
 /// `try` or a `try_table`, numbered in the order they open in the body.
@@ -48,7 +48,7 @@ enum Frame {
 
 /// None when the body uses no legacy exception instruction.
 pub(super) fn plan_function(body: &FunctionBody<'_>) -> Result<Option<FunctionPlan>, PrepareError> {
-    let mut reader = body.get_operators_reader().map_err(super::parse_error)?;
+    let mut reader = body.get_operators_reader().map_err(parse_error)?;
     let mut plan = FunctionPlan {
         handlers: Vec::new(),
         caller_landing: false,
@@ -58,7 +58,7 @@ pub(super) fn plan_function(body: &FunctionBody<'_>) -> Result<Option<FunctionPl
     let mut catching_tries = 0;
     let mut legacy = false;
     while !frames.is_empty() {
-        match reader.read().map_err(super::parse_error)? {
+        match reader.read().map_err(parse_error)? {
             Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
                 frames.push(Frame::Plain)
             }
@@ -159,4 +159,11 @@ fn enter_clause(frames: &mut [Frame], catching_tries: &mut u32) -> Result<usize,
         *catching_tries += 1;
     }
     Ok(*handler)
+}
+
+/// The index, in a stack of `frames` control frames, of the frame `relative_depth` labels out.
+pub(super) fn frame_index(frames: usize, relative_depth: u32) -> Result<usize, PrepareError> {
+    frames
+        .checked_sub(1 + relative_depth as usize)
+        .ok_or_else(|| malformed("unknown label"))
 }

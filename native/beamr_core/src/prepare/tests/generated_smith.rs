@@ -28,9 +28,10 @@ use wasmer::{
 };
 use wasmparser::Validator;
 
-use super::interrupt::{CHECK_MODULE, CHECK_NAME};
-use super::test_support::Rng;
-use super::*;
+use super::smith_config;
+use crate::prepare::interrupt::{CHECK_MODULE, CHECK_NAME};
+use crate::prepare::test_support::Rng;
+use crate::prepare::*;
 
 /// Seeds `0..MODULES` are prepared; every [`RUN_EVERY`]th of them also runs.
 const MODULES: u64 = 6000;
@@ -42,44 +43,19 @@ const CHECK_LIMIT: u32 = 50;
 
 fn config(seed: u64) -> Config {
     let mut config = Config {
-        memory64_enabled: true,
         exceptions_enabled: true,
         max_memories: 3,
         max_tables: 3,
-        bulk_memory_enabled: true,
-        reference_types_enabled: true,
-        simd_enabled: true,
-        threads_enabled: true,
-        multi_value_enabled: true,
-        extended_const_enabled: true,
-        saturating_float_to_int_enabled: true,
-        sign_extension_ops_enabled: true,
-        // Not accepted by preparation (wasmer has none of them).
-        relaxed_simd_enabled: false,
-        gc_enabled: false,
-        tail_call_enabled: false,
-        compact_imports_enabled: false,
-        wide_arithmetic_enabled: false,
-        custom_page_sizes_enabled: false,
-        shared_everything_threads_enabled: false,
-        custom_descriptors_enabled: false,
-        export_everything: true,
         min_funcs: 4,
         max_funcs: 20,
         max_instructions: 150,
-        max_imports: 6,
-        max_exports: 30,
-        max_data_segments: 8,
-        max_element_segments: 8,
         generate_custom_sections: seed.is_multiple_of(8),
-        ..Config::default()
+        ..smith_config::wasmer_features()
     };
     // Every other seed keeps memories and tables small enough to lower and run; the others
-    // keep wasm-smith's limits (up to 2^64 bytes: unfittable memories, clamped maximums).
+    // keep wasm-smith's limits.
     if seed.is_multiple_of(2) {
-        config.max_memory32_bytes = 1 << 24;
-        config.max_memory64_bytes = 1 << 24;
-        config.max_table_elements = 1_000;
+        smith_config::keep_runnable(&mut config, 1_000);
     }
     config
 }
@@ -164,7 +140,8 @@ fn prepare_never_panics_and_its_output_validates_for_wasmer() {
         }
     }
     eprintln!(
-        "wasm-smith: {MODULES} modules, {prepared} prepared ({lowered} memory64-lowered, {exceptions} with \
+        "wasm-smith: {MODULES} modules, {prepared} prepared \
+            ({lowered} memory64-lowered, {exceptions} with \
          exceptions), {unsupported} refused as unsupported: {rejections:?}"
     );
     // wasm-smith often gives tables and globals exnref, which preparation refuses.
@@ -251,9 +228,9 @@ fn prepared_modules_compile_instantiate_and_run_without_crashing() {
         }
     }
     eprintln!(
-        "wasm-smith: {compiled} prepared modules compiled, {unsupported:?} refused by wasmer, {skipped} skipped \
-         (an import wasmer cannot create), {instantiated} instantiated, {calls} exports called ({returned} returned, the \
-         rest trapped)"
+        "wasm-smith: {compiled} prepared modules compiled, {unsupported:?} refused by wasmer, \
+         {skipped} skipped (an import wasmer cannot create), {instantiated} instantiated, \
+         {calls} exports called ({returned} returned, the rest trapped)"
     );
     assert!(instantiated > compiled / 4 && calls > instantiated);
 }

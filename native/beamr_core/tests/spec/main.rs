@@ -19,9 +19,27 @@
 //! Each script runs in its own child process (this binary with `--spec-file`), so a crash
 //! or a hang is reported against that file, with the last directive it finished, and the
 //! other files still run. The test fails if any directive fails.
+//!
+//! The spec-test harness's parts, by concern:
+//!
+//! * [`script`]: the directive model both front ends produce;
+//! * [`wast_front`] / [`json_front`]: the `wast` crate and `wast2json` front ends;
+//! * [`runner`]: executes directives through preparation and wasmer;
+//! * [`linking`], [`host`]: import resolution and the `spectest` module;
+//! * [`values`], [`traps`]: how results and traps are judged;
+//! * [`exclusions`]: the named, self-verifying exclusion list;
+//! * [`report`]: per-directive records and the summary.
 
-#[path = "spec/mod.rs"]
-mod harness;
+mod exclusions;
+mod host;
+mod json_front;
+mod linking;
+mod report;
+mod runner;
+mod script;
+mod traps;
+mod values;
+mod wast_front;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
@@ -29,8 +47,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use harness::report::{self, FileReport, Record, Status};
-use harness::{json_front, runner, wast_front};
+use report::{FileReport, Record, Status};
 
 const CHILD_FLAG: &str = "--spec-file";
 

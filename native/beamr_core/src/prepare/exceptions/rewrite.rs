@@ -9,10 +9,10 @@ use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{Catch as OutCatch, Function, Instruction, ValType as OutValType};
 use wasmparser::{BlockType, Catch, FunctionBody, Handle, Operator, ResumeTable, TryTable};
 
-use super::super::PrepareError;
-use super::plan::FunctionPlan;
+use super::error::{encode_error, malformed, parse_error};
+use super::plan::{frame_index, FunctionPlan};
 use super::types::ModuleTypes;
-use super::{encode_error, frame_index, malformed, parse_error};
+use crate::prepare::error::PrepareError;
 
 pub(super) fn rewrite_function(
     body: &FunctionBody<'_>,

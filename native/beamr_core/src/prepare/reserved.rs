@@ -1,0 +1,23 @@
+//! The names preparation reserves: the hidden exports it adds for the host and the import
+//! module of the host's own functions.
+
+use super::interrupt;
+
+/// Export names starting with this prefix are added by preparation and hidden from users.
+pub const RESERVED_EXPORT_PREFIX: &str = "__hb_beamr_";
+
+/// Memory 0, exported for the host whatever the module calls it (or if it does not export it).
+pub const MEMORY_EXPORT: &str = "__hb_beamr_memory";
+
+/// Table 0, exported for the host (Emscripten `invoke_*` calls go through it).
+pub const TABLE_EXPORT: &str = "__hb_beamr_table";
+
+/// The reserved export name of mutable global `global_index` (index space including imports),
+/// through which snapshots read and restore it.
+pub fn global_export_name(global_index: u32) -> String {
+    format!("{RESERVED_EXPORT_PREFIX}global_{global_index}")
+}
+
+/// The import module of hb_beamr's own host functions (the interruption check). A module
+/// that imported from it itself could call them with arguments of its choosing.
+pub const RESERVED_IMPORT_MODULE: &str = interrupt::CHECK_MODULE;

@@ -1,0 +1,5 @@
+use super::WIDTH;
+
+pub fn pad(text: &str) -> String {
+    format!("{text:WIDTH$}")
+}

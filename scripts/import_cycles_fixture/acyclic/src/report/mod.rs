@@ -1,0 +1,3 @@
+mod line;
+
+pub const WIDTH: usize = 80;

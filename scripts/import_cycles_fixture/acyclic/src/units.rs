@@ -1,0 +1,1 @@
+pub const PI: f64 = 3.14;

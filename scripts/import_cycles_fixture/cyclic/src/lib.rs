@@ -1,0 +1,3 @@
+mod shapes;
+
+pub use shapes::area;
