@@ -1,13 +1,13 @@
-%%% @doc Every relative link in README.md, CHANGELOG.md and docs/*.md leads somewhere: to a
-%%% file or directory of the repository and, when it names an anchor, to a heading of that
-%%% file (anchors as GitHub derives them from headings).
+%%% @doc Every relative link in README.md, CHANGELOG.md, docs/*.md and the fuzz corpus's
+%%% README leads somewhere: to a file or directory of the repository and, when it names an
+%%% anchor, to a heading of that file (anchors as GitHub derives them from headings).
 -module(hb_beamr_links_tests).
 
 -include_lib("eunit/include/eunit.hrl").
 
 %% rebar3 and make run the suites from the project root.
 markdown_files() ->
-    ["README.md", "CHANGELOG.md" | lists:sort(filelib:wildcard("docs/*.md"))].
+    ["README.md", "CHANGELOG.md", "test/fuzz_corpus/README.md" | lists:sort(filelib:wildcard("docs/*.md"))].
 
 every_relative_link_resolves_test() ->
     Broken = [{File, Target, Why}
