@@ -1,8 +1,20 @@
-%%% @doc The README's API tour, run as written (on test/fixtures/tour.wat), so that the
-%%% first code a new user reads is code that works.
+%%% @doc The README's code, run as written: its first example (self-contained, inline WAT)
+%%% and its API tour (on test/fixtures/tour.wat), so that the first code a new user reads is
+%%% code that works.
 -module(hb_beamr_readme_tests).
 
 -include_lib("eunit/include/eunit.hrl").
+
+%% The first Erlang block of the README's "First example" section, evaluated as it stands:
+%% no variable may be bound beforehand, so it cannot lean on anything it does not show.
+first_example_test() ->
+    {ok, Readme} = file:read_file("README.md"),
+    [_, Section] = binary:split(Readme, <<"\n## First example\n">>),
+    [_, AfterFence] = binary:split(Section, <<"```erlang\n">>),
+    [Code, _] = binary:split(AfterFence, <<"\n```">>),
+    {ok, Tokens, _} = erl_scan:string(binary_to_list(Code)),
+    {ok, Exprs} = erl_parse:parse_exprs(Tokens),
+    {value, ok, _} = erl_eval:exprs(Exprs, erl_eval:new_bindings()).
 
 api_tour_test() ->
     Wasm = hb_beamr_test_util:fixture("tour.wat"),

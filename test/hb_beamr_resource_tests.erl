@@ -1,8 +1,8 @@
-%%% @doc The resource model (README, "Resource model"): what a module can make the host
-%%% allocate through its memories and tables is bounded by `memory_limit' (a default when
-%%% none is given), tables the OS cannot grant are refused rather than abort the VM, and a
-%%% module can neither import hb_beamr's own functions nor declare more imports or exports
-%%% than the documented bounds (issue 19, defects 1, 2, 14, 16 and 18).
+%%% @doc The resource model (docs/reliability.md, "Resource model"): what a module can make
+%%% the host allocate through its memories and tables is bounded by `memory_limit' (a
+%%% default when none is given), tables the OS cannot grant are refused rather than abort
+%%% the VM, and a module can neither import hb_beamr's own functions nor declare more
+%%% imports or exports than the documented bounds (issue 19, defects 1, 2, 14, 16 and 18).
 -module(hb_beamr_resource_tests).
 
 -include_lib("eunit/include/eunit.hrl").
