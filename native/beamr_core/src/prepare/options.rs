@@ -29,7 +29,7 @@ pub const MAX_EXPORTS: usize = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PrepareOptions {
-    /// Add WAMR's extra 64 KiB page (see DESIGN.md, item 4).
+    /// Add WAMR's extra 64 KiB page (see docs/preparation.md, "4. WAMR page layout").
     pub wamr_compat: bool,
     /// The instance's byte budget for everything its memories and tables make the host
     /// allocate: the bytes of all memories plus [`TABLE_ENTRY_BYTES`] per entry of all

@@ -1,8 +1,8 @@
 //! WebAssembly spec tests through hb_beamr's preparation pipeline and wasmer.
 //!
 //! Runs every `.wast` script under the shared spec-tests directory (memory64, legacy and
-//! current exceptions, memory32), directive by directive; see DESIGN.md, "Running real
-//! HyperBEAM / AO modules".
+//! current exceptions, memory32), directive by directive; see docs/testing.md, "The WebAssembly spec
+//! tests".
 //!
 //! ```text
 //! cargo test --release -p beamr_core --test spec

@@ -1,4 +1,4 @@
-//! The pipeline's unit tests, and the generated-module tests (README, Tests): wasm-smith
+//! The pipeline's unit tests, and the generated-module tests (docs/testing.md, "Rust suites"): wasm-smith
 //! robustness, memory64 twins, legacy exceptions.
 
 mod generated_legacy_exceptions;
