@@ -1,5 +1,5 @@
-//! The pipeline's unit tests, and the generated-module tests (docs/testing.md, "Rust suites"): wasm-smith
-//! robustness, memory64 twins, legacy exceptions.
+//! The pipeline's unit tests, and the generated-module tests (docs/testing.md, "Rust
+//! suites"): wasm-smith robustness, memory64 twins, legacy exceptions.
 
 mod generated_legacy_exceptions;
 mod generated_memory64;
