@@ -76,7 +76,7 @@ demo: beamr
 bench: compile
 	cargo build --release -p beamr_core --example baselines
 	mkdir -p _build/bench
-	erlc -o _build/bench bench/hb_beamr_bench.erl test/hb_beamr_aos.erl test/hb_beamr_test_util.erl
+	erlc -o _build/bench bench/hb_beamr_bench.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench:main(), halt().'
 
 bench-load: compile
@@ -86,7 +86,7 @@ bench-load: compile
 
 bench-scale: compile
 	mkdir -p _build/bench
-	erlc -o _build/bench bench/hb_beamr_bench_scale.erl test/hb_beamr_aos.erl test/hb_beamr_test_util.erl
+	erlc -o _build/bench bench/hb_beamr_bench_scale.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench_scale:main(), halt().'
 
 soak: compile
