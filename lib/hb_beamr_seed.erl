@@ -11,7 +11,7 @@
 -define(SEED_PRUNE_MIN, 8).
 
 %% @doc Runs one seed command (see `hb_beamr:wasm_send/2').
--spec send(hb_beamr:instance(), {command, binary()} | term()) -> ok | {error, term()}.
+-spec send(hb_beamr:instance(), term()) -> ok | {error, term()}.
 send(Instance, {command, Bin} = Message) when is_binary(Bin) ->
     try binary_to_term(Bin) of
         Command -> command(Instance, Command)

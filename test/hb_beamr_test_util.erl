@@ -48,14 +48,18 @@ shared_file(Path) ->
 %% listed in ?SKIPPED. With it (as in CI) a missing file fails the test.
 -spec with_shared(string(), fun((binary()) -> T)) -> T | skipped.
 with_shared(Path, Fun) ->
-    with_shared_files([Path], fun([Bin]) -> Fun(Bin) end).
+    in_shared([Path], fun([Bin]) -> Fun(Bin) end, Fun).
 
 %% @doc `with_shared/2' for several files: `Fun' gets their bytes in order.
 -spec with_shared_files([string()], fun(([binary()]) -> T)) -> T | skipped.
 with_shared_files(Paths, Fun) ->
+    in_shared(Paths, Fun, Fun).
+
+%% `Run' on the files' bytes; `Caller', the test's fun, names the test that skips.
+in_shared(Paths, Run, Caller) ->
     case shared_dir() of
-        {ok, Dir} -> Fun([read_shared(Dir, Path) || Path <- Paths]);
-        none -> skip(Paths)
+        {ok, Dir} -> Run([read_shared(Dir, Path) || Path <- Paths]);
+        none -> skip(Caller, Paths)
     end.
 
 read_shared(Dir, Path) ->
@@ -77,20 +81,25 @@ shared_dir() ->
             {ok, Dir}
     end.
 
-%% Prints and lists the skip of the test that called: its module and function (the
-%% function a fun was defined in) and the files it needed.
-skip(Paths) ->
+%% Prints and lists the skip of a test and the files it needed. The test is the module of
+%% `Caller' (a fun of the test) and the innermost of its functions still on the stack, or
+%% else the function that defined `Caller' (a test that made its last call here has left
+%% the stack).
+skip(Caller, Paths) ->
+    {module, Module} = erlang:fun_info(Caller, module),
+    {name, Defined} = erlang:fun_info(Caller, name),
     {current_stacktrace, Stack} = erlang:process_info(self(), current_stacktrace),
-    [{Module, Function, _, _} | _] = [Frame || {M, _, _, _} = Frame <- Stack, M =/= ?MODULE],
+    [Function | _] = [F || {M, F, _, _} <- Stack, M =:= Module] ++ [Defined],
     Line = io_lib:format("~s:~s needs ~s", [Module, test_name(Function), lists:join(", ", Paths)]),
     io:format(user, "~n  skipped (no ../shared): ~s~n", [Line]),
     ok = filelib:ensure_dir(?SKIPPED),
     ok = file:write_file(?SKIPPED, [Line, $\n], [append]),
     skipped.
 
-%% `'-name/1-fun-0-'' (a fun) as `name'.
+%% A fun's or a list comprehension's function (`'-name/1-fun-0-'', `'name/1-lc$^0/1-0-''),
+%% as `name'.
 test_name(Function) ->
-    case re:run(atom_to_list(Function), "^-(.*)/[0-9]+-", [{capture, all_but_first, list}]) of
+    case re:run(atom_to_list(Function), "^-?([^/]+)/[0-9]", [{capture, all_but_first, list}]) of
         {match, [Name]} -> Name;
         nomatch -> atom_to_list(Function)
     end.
