@@ -81,7 +81,7 @@ check: compile
 
 test: deps check rust-test erlang-test example-test
 ifndef HB_BEAMR_SHARED
-	@echo "Skipped for want of HyperBEAM's fixtures at $(SHARED) (SHARED=DIR points elsewhere):"
+	@echo "Skipped for want of HyperBEAM's fixtures at $(SHARED) (SHARED=DIR reads them from elsewhere):"
 	@echo "  the Rust spec suite (spec-tests) and the beamr_core unit tests that read HyperBEAM's modules (each said so above)"
 	@sort -u $(SKIPPED) 2>/dev/null | sed 's/^/  /'
 endif
