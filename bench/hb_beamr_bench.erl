@@ -136,7 +136,7 @@ new_aos_rows(File, Wasm) ->
     ok = hb_beamr_aos:init(I),
     _ = hb_beamr_aos:eval(I, <<"1 + 1">>),
     Handle = median([begin
-                         {M, E} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
+                         {ok, M, E} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
                          time_ns(fun() -> {ok, _} = hb_beamr_aos:handle(I, M, E) end)
                      end || _ <- lists:seq(1, ?AOS_RUNS)]) / 1000000,
     hb_beamr:stop(I),
@@ -151,10 +151,10 @@ aos_rows(Wasm, Base) ->
     RepeatStart = median([time_ns(fun() -> {ok, X, _, _} = hb_beamr:start(Wasm), hb_beamr:stop(X) end)
                           || _ <- lists:seq(1, 20)]) / 1000000,
     {ok, I, _, _} = hb_beamr:start(Wasm),
-    {Msg, Env} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
+    {ok, Msg, Env} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
     FirstHandle = time_ns(fun() -> {ok, _} = hb_beamr_aos:handle(I, Msg, Env) end) / 1000000,
     HandleOnly = median([begin
-                             {M, E} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
+                             {ok, M, E} = hb_beamr_aos:write_message(I, <<"1 + 1">>),
                              time_ns(fun() -> {ok, _} = hb_beamr_aos:handle(I, M, E) end)
                          end || _ <- lists:seq(1, ?AOS_RUNS)]) / 1000000,
     FullFlow = full_flow_ms(Wasm),

@@ -12,5 +12,5 @@ AOS="$SHARED/fixtures/hyperbeam/aos-2-pure-xs.wasm"
 if [ -f "$AOS" ]; then
   show ./beamr aos "$AOS" 'local s = 0 for i = 1, 100 do s = s + i end return s'
 else
-  echo "(AO's Lua process $AOS is not here: its step is skipped; SHARED=DIR points at HyperBEAM's fixtures)"
+  echo "Skipped: beamr aos on AO's Lua process, for want of $AOS (get test/aos-2-pure-xs.wasm from github.com/permaweb/HyperBEAM at commit b2743e4ab019b3a830a937dd2cc0af3278cae828, SHA-256 e4b9b1cd0e6d6699ec7730a9cd68f15c6075edfd1a08768c7f0f5388acd9005d, and put it there, or point SHARED=DIR at a directory holding fixtures/hyperbeam/aos-2-pure-xs.wasm)"
 fi

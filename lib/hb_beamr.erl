@@ -18,22 +18,10 @@
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 -export([snapshot/1, snapshot/2, restore/2, snapshot_info/1]).
 -export([call_async/4, reply/2, wasm_send/2, info/1]).
-%% Internal: the owner process's entry point and idle loop, the wait for an event, and
-%% running a function on an instance's node.
--export([owner/1, idle/0, next_event/2, on_node/4]).
-
-%% How long a caller whose instance died waits for the executor's last word on its
-%% request (it normally comes within milliseconds).
--define(DRAIN_TIMEOUT, 1000).
 
 %% The options start/2 and compile/2 know; any other key is refused.
 -define(START_OPTIONS, [mode, wamr_compat, gas, timeout, memory_limit, cache_dir, deterministic,
                         restore, dirty_tracking, emscripten]).
-
-%% The process dictionary key of this process's seed calls (wasm_send/2), and the fewest
-%% instances it holds before stopped ones are looked for.
--define(SEED_CALLS, {?MODULE, seed_calls}).
--define(SEED_PRUNE_MIN, 8).
 
 -type instance() :: pid().
 %% A running instance: its owner process, which stops the instance when it exits.
@@ -136,23 +124,9 @@ start(Wasm, Opts) when is_map(Opts) ->
 start(_Wasm, Opts) ->
     {error, {badarg, {options, Opts}}}.
 
-%% The owner is spawned first (the NIF binds the instance to it) and watches this
-%% process until the start is over: a starter killed mid-start takes the instance with
-%% it instead of leaving an owner and an executor thread nobody can reach.
+%% The owner is spawned first: the NIF binds the instance to it.
 start_owned(Wasm, Opts) ->
-    Owner = spawn(?MODULE, owner, [self()]),
-    try start_restored(instantiate(Owner, Wasm, Opts), Opts) of
-        {ok, Owner, _Imports, _Exports} = Started ->
-            Owner ! {?MODULE, started},
-            Started;
-        {error, _} = Failed ->
-            exit(Owner, kill),
-            Failed
-    catch
-        Class:Reason:Stacktrace ->
-            exit(Owner, kill),
-            erlang:raise(Class, Reason, Stacktrace)
-    end.
+    hb_beamr_owner:start_owned(fun(Owner) -> start_restored(instantiate(Owner, Wasm, Opts), Opts) end).
 
 instantiate(Owner, Wasm, Opts) ->
     case hb_beamr_nif:start(Owner, Wasm, Opts) of
@@ -215,41 +189,15 @@ to_binary(Wasm) ->
     catch error:badarg -> error
     end.
 
-%% @private The instance's identity: its death (or stop/1) ends the instance (the NIF
-%% monitors it). Until the starter reports that start/2 is over, the owner exits if the
-%% starter dies.
--spec owner(pid()) -> ok.
-owner(Starter) ->
-    Monitor = erlang:monitor(process, Starter),
-    receive
-        {?MODULE, started} ->
-            erlang:demonitor(Monitor, [flush]),
-            idle();
-        {'DOWN', Monitor, process, Starter, _} ->
-            ok
-    end.
-
-%% @private The owner's life after the start: hibernated, so an idle instance keeps a
-%% heap of a few words instead of a fresh process's 233 (10,000 owners' heaps otherwise
-%% spread over process-heap carriers that stay pinned after a mass stop). Messages to an
-%% instance mean nothing; they are dropped rather than kept for ever.
--spec idle() -> no_return().
-idle() ->
-    receive
-        _Stray -> idle()
-    after 0 ->
-        erlang:hibernate(?MODULE, idle, [])
-    end.
-
 %% @doc Ends the instance, interrupting running wasm. Idempotent: an instance that has
 %% already stopped (its pid is dead) gives `ok'. A live pid that is not an instance is
 %% left alone.
 -spec stop(instance() | term()) -> ok | {error, {badarg, {instance, term()}}}.
 stop(Instance) when is_pid(Instance), node(Instance) =:= node() ->
-    forget_seed_calls(Instance),
-    stop_local(Instance, erlang:process_info(Instance, initial_call));
+    ok = hb_beamr_seed:forget(Instance),
+    hb_beamr_owner:stop(Instance);
 stop(Instance) when is_pid(Instance) ->
-    case on_node(node(Instance), ?MODULE, stop, [Instance]) of
+    case hb_beamr_owner:on_node(node(Instance), ?MODULE, stop, [Instance]) of
         {ok, Stopped} -> Stopped;
         %% Nothing more can be done from here, and stop/1 is total: `ok', as for an
         %% instance already gone.
@@ -257,19 +205,6 @@ stop(Instance) when is_pid(Instance) ->
     end;
 stop(Instance) ->
     {error, {badarg, {instance, Instance}}}.
-
-%% Every instance's pid is an owner process, alive until the instance is stopped; a
-%% stopping instance may already be gone from the NIF's registry, so the process, not
-%% the registry, tells an instance from any other pid.
-stop_local(Owner, {initial_call, {?MODULE, owner, 1}}) ->
-    ok = hb_beamr_nif:stop(Owner),
-    exit(Owner, kill),
-    ok;
-stop_local(Pid, undefined) ->
-    %% Dead: its instance, if it was one, is stopping; make that immediate.
-    ok = hb_beamr_nif:stop(Pid);
-stop_local(Pid, {initial_call, _}) ->
-    {error, {badarg, {instance, Pid}}}.
 
 %% @doc Calls an export; every import is answered by `stub/3'.
 -spec call(instance(), name(), [value()]) -> {ok, [value()]} | {error, reason()}.
@@ -299,7 +234,7 @@ call(Instance, Func, Args, ImportFun, State) ->
     {ok, [value()], term()} | {error, reason(), term()}.
 call(Instance, Func, Args, ImportFun, State, Opts)
         when is_pid(Instance), node(Instance) =/= node() ->
-    case on_node(node(Instance), ?MODULE, call, [Instance, Func, Args, ImportFun, State, Opts]) of
+    case hb_beamr_owner:on_node(node(Instance), ?MODULE, call, [Instance, Func, Args, ImportFun, State, Opts]) of
         {ok, Result} -> Result;
         {error, Reason} -> {error, Reason, State}
     end;
@@ -326,35 +261,9 @@ bad_call_argument(_, ImportFun, _) -> {import_fun, ImportFun}.
 %% Serves call `Id' until its result arrives: events (import requests, the result)
 %% come as messages, or straight from a NIF when they come within microseconds.
 await(Instance, Id, ImportFun, State, Opts) ->
-    case next_event(Instance, Id) of
+    case hb_beamr_owner:next_event(Instance, Id) of
         {ok, Event} -> handle(Instance, Id, Event, ImportFun, State, Opts);
         stopped -> {error, stopped, State}
-    end.
-
-%% @private Waits for the next event of request `Id' to a local instance, or `stopped'
-%% when the instance's owner dies first (so a lost event cannot hang the caller). The
-%% monitor is only set up here, when the NIF did not already hand the event over.
--spec next_event(instance(), hb_beamr_nif:id()) -> {ok, hb_beamr_nif:event()} | stopped.
-next_event(Instance, Id) ->
-    Monitor = erlang:monitor(process, Instance),
-    receive
-        {hb_beamr, Id, Event} ->
-            erlang:demonitor(Monitor, [flush]),
-            {ok, Event};
-        {'DOWN', Monitor, process, Instance, _} ->
-            drain(Id),
-            stopped
-    end.
-
-%% The owner died, so the instance is stopping and its executor reports the end of the
-%% request (`{error, stopped}') once wasm has unwound. Take that report, so that it does
-%% not turn up in the caller's mailbox later, but do not wait long for it.
-drain(Id) ->
-    receive
-        {hb_beamr, Id, {import, _Call, _Index, _Module, _Name, _Sig, _Args}} -> drain(Id);
-        {hb_beamr, Id, _Last} -> ok
-    after ?DRAIN_TIMEOUT ->
-        ok
     end.
 
 handle(Instance, Id, {import, Call, Index, Module, Name, Sig, Args}, ImportFun, State, Opts) ->
@@ -388,7 +297,7 @@ handle(_Instance, _Id, {error, Reason}, _ImportFun, State, _Opts) ->
 
 %% The import trapped the call; the executor confirms once wasm has unwound.
 await_failure(Instance, Id, Failure, State) ->
-    case next_event(Instance, Id) of
+    case hb_beamr_owner:next_event(Instance, Id) of
         {ok, {error, import_failed}} -> {error, Failure, State};
         {ok, {error, Reason}} -> {error, Reason, State};
         stopped -> {error, stopped, State}
@@ -505,7 +414,7 @@ gas_used(Instance) ->
 
 %% Runs `Local(Instance)' on the instance's node (`?MODULE:Name(Instance)' there).
 where_it_lives(Instance, Name, _Local) when is_pid(Instance), node(Instance) =/= node() ->
-    case on_node(node(Instance), ?MODULE, Name, [Instance]) of
+    case hb_beamr_owner:on_node(node(Instance), ?MODULE, Name, [Instance]) of
         {ok, Result} -> Result;
         {error, Reason} -> {error, Reason}
     end;
@@ -513,17 +422,6 @@ where_it_lives(Instance, _Name, Local) when is_pid(Instance) ->
     Local(Instance);
 where_it_lives(Instance, _Name, _Local) ->
     {error, {badarg, {instance, Instance}}}.
-
-%% @private `Module:Function(Args...)' on `Node', as `{ok, Result}', or
-%% `{error, {noconnection, Node}}' when the node is not connected (its instances may still
-%% live there, but cannot be reached from here).
--spec on_node(node(), module(), atom(), list()) -> {ok, term()} | {error, {noconnection, node()}}.
-on_node(Node, Module, Function, Args) ->
-    try
-        {ok, erpc:call(Node, Module, Function, Args)}
-    catch
-        error:{erpc, noconnection} -> {error, {noconnection, Node}}
-    end.
 
 %% @doc Starts a call and returns at once. The calling process then receives
 %% `{hb_beamr_import, Ref, Request}' for each import the call makes (`Request' as an import
@@ -534,19 +432,7 @@ on_node(Node, Module, Function, Args) ->
 %% not reach the caller.
 -spec call_async(instance(), name(), [value()], map()) -> {ok, call_ref()} | {error, reason()}.
 call_async(Instance, Func, Args, Opts) ->
-    start_async(Instance, Func, Args, Opts, async).
-
-start_async(Instance, Func, Args, Opts, Protocol)
-        when is_pid(Instance), node(Instance) =:= node(), is_map(Opts) ->
-    case hb_beamr_nif:call_async(Instance, Func, Args, Opts, Protocol) of
-        {ok, Ref} -> {ok, Ref};
-        {ok, Ref, Message} -> post(Ref, Message), {ok, Ref};
-        {error, Reason} -> {error, Reason}
-    end;
-start_async(Instance, _Func, _Args, Opts, _Protocol) when is_pid(Instance), not is_map(Opts) ->
-    {error, {badarg, {options, Opts}}};
-start_async(Instance, _Func, _Args, _Opts, _Protocol) ->
-    {error, {badarg, {instance, Instance}}}.
+    hb_beamr_async:start(Instance, Func, Args, Opts, async).
 
 %% @doc Answers the pending import of asynchronous call `Ref' with `Results', raises
 %% `{import_exception, Reason}' at its call site (see `import_answer()'), or fails it
@@ -558,30 +444,7 @@ start_async(Instance, _Func, _Args, _Opts, _Protocol) ->
 %% reference at all.
 -spec reply(call_ref(), [value()] | {import_exception, term()} | {error, term()}) -> ok | {error, term()}.
 reply(Ref, Answer) ->
-    %% The NIFs take only a call's resource (the reference call_async/4 returned): any other
-    %% term fails to decode.
-    try
-        answer(Ref, Answer)
-    catch
-        error:badarg -> {error, {badarg, {call_ref, Ref}}}
-    end.
-
-answer(Ref, {error, Why}) ->
-    hb_beamr_nif:async_fail(Ref, Why);
-answer(Ref, {import_exception, Reason}) ->
-    answered(Ref, hb_beamr_nif:async_exception(Ref, Reason));
-answer(Ref, Results) ->
-    answered(Ref, hb_beamr_nif:async_reply(Ref, Results)).
-
-%% The call's next event, when the answering NIF took it, is posted.
-answered(Ref, {ok, Message}) -> post(Ref, Message);
-answered(_Ref, Other) -> Other.
-
-%% An event the NIF took straight from the executor goes into this process's mailbox
-%% before any later message of the call (the executor waits for `async_posted').
-post(Ref, Message) ->
-    self() ! Message,
-    hb_beamr_nif:async_posted(Ref).
+    hb_beamr_async:reply(Ref, Answer).
 
 %% @doc The seed's raw port protocol, on top of `call_async/4': `Command' is
 %% `term_to_binary' of `{call, Name, Args}', `{indirect_call, Index, Args}' or
@@ -589,80 +452,8 @@ post(Ref, Message) ->
 %% Sig}' for each import and `{execution_result, Results}' or `{error, Reason}' at the end.
 %% A call refused before it starts is reported by an `{error, Reason}' message too.
 -spec wasm_send(instance(), {command, binary()}) -> ok | {error, term()}.
-wasm_send(Instance, {command, Bin} = Message) when is_binary(Bin) ->
-    try binary_to_term(Bin) of
-        Command -> seed_command(Instance, Command)
-    catch
-        error:badarg -> {error, {badarg, Message}}
-    end;
-wasm_send(_Instance, Message) ->
-    {error, {badarg, Message}}.
-
-seed_command(Instance, {call, Name, Args}) ->
-    seed_call(Instance, Name, Args);
-seed_command(Instance, {indirect_call, Index, Args}) when is_integer(Index) ->
-    seed_call(Instance, Index, Args);
-seed_command(Instance, {import_response, Results}) ->
-    seed_reply(Instance, seed_calls(Instance), Results);
-seed_command(_Instance, Command) ->
-    {error, {badarg, {command, Command}}}.
-
-%% The seed's messages carry no reference, so the process dictionary keeps this process's
-%% seed calls on each instance, innermost first: a call made while answering an import
-%% nests inside the one waiting. Only those waiting for an import can be nested in, so the
-%% others (ended) are forgotten when a call starts.
-seed_call(Instance, Func, Args) ->
-    Waiting = [Ref || Ref <- seed_calls(Instance), hb_beamr_nif:async_pending(Ref)],
-    case start_async(Instance, Func, Args, #{}, seed) of
-        {ok, Ref} -> put_seed_calls(Instance, [Ref | Waiting]), ok;
-        {error, Reason} -> put_seed_calls(Instance, Waiting), self() ! {error, Reason}, ok
-    end.
-
-%% The innermost call with an import pending is the one answered; calls before it in the
-%% list have ended (they have no import pending) and are forgotten.
-seed_reply(Instance, [], _Results) ->
-    put_seed_calls(Instance, []),
-    {error, no_import_pending};
-seed_reply(Instance, [Ref | Outer] = Calls, Results) ->
-    case reply(Ref, Results) of
-        {error, badarg} -> seed_reply(Instance, Outer, Results);
-        Answered -> put_seed_calls(Instance, Calls), Answered
-    end.
-
-%% One dictionary entry, `{Limit, #{Instance => Calls}}', holds the seed calls of every
-%% instance, so that those of stopped instances can be found and dropped: each call keeps
-%% its instance's shared state alive. stop/1 drops the caller's own at once; instances
-%% stopped by other processes are looked for once the map holds more than `Limit' of them,
-%% twice the number live at the last look, so the map stays within twice the instances that
-%% are live, at a constant cost per call.
-seed_calls(Instance) ->
-    {_Limit, Calls} = seed_calls(),
-    maps:get(Instance, Calls, []).
-
-seed_calls() ->
-    case get(?SEED_CALLS) of
-        undefined -> {?SEED_PRUNE_MIN, #{}};
-        LimitAndCalls -> LimitAndCalls
-    end.
-
-put_seed_calls(Instance, []) ->
-    forget_seed_calls(Instance);
-put_seed_calls(Instance, Refs) ->
-    {Limit, Calls} = seed_calls(),
-    keep_seed_calls(Limit, Calls#{Instance => Refs}).
-
-forget_seed_calls(Instance) ->
-    {Limit, Calls} = seed_calls(),
-    keep_seed_calls(Limit, maps:remove(Instance, Calls)).
-
-keep_seed_calls(_Limit, Calls) when map_size(Calls) =:= 0 ->
-    erase(?SEED_CALLS);
-keep_seed_calls(Limit, Calls) when map_size(Calls) > Limit ->
-    %% Seed calls are only made on local instances, whose owner lives until they stop.
-    Live = maps:filter(fun(Instance, _) -> is_process_alive(Instance) end, Calls),
-    keep_seed_calls(max(?SEED_PRUNE_MIN, 2 * map_size(Live)), Live);
-keep_seed_calls(Limit, Calls) ->
-    put(?SEED_CALLS, {Limit, Calls}).
+wasm_send(Instance, Message) ->
+    hb_beamr_seed:send(Instance, Message).
 
 %% @doc What the instance is and does: `module_hash' (hex SHA-256 of the module it was
 %% started from), `memory_bytes' and `memory_pages' (memory 0 as of the end of the last

@@ -9,15 +9,9 @@
 
 -include_lib("kernel/include/file.hrl").
 
--export([main/1, write_escript/1, wasi_iovecs/4, emscripten_import/1]).
+-export([main/1, write_escript/1]).
 
 -define(EBIN, "_build/default/lib/hb_beamr/ebin").
--define(WASI, "wasi_snapshot_preview1").
-%% WASI errno values (wasi_snapshot_preview1's `errno').
--define(EFAULT, 21).
--define(EINVAL, 28).
-%% The most iovecs one fd_write takes, POSIX's IOV_MAX on Linux (writev refuses more).
--define(IOV_MAX, 1024).
 %% The largest FILE read: a module or artifact beyond it is refused before it is read.
 -define(MAX_FILE_BYTES, 1 bsl 30).
 
@@ -163,10 +157,9 @@ aos({Opts, [File, Lua]}) ->
     {Instance, Exports} = start(File, Opts),
     [fail("~ts: not an AO process module: no exported function ~s", [File, Name])
      || Name <- ["handle", "malloc"], not lists:keymember(Name, 2, [E || {func, _, _} = E <- Exports])],
-    %% Newer Emscripten builds leave their constructors to the host.
-    [call(Instance, "__wasm_call_ctors", [], Opts#{wasi => true}) || lists:keymember("__wasm_call_ctors", 2, Exports)],
-    MsgPtr = aos_string(File, Instance, aos_message(Lua)),
-    EnvPtr = aos_string(File, Instance, aos_env()),
+    %% Newer Emscripten builds leave their constructors (which return nothing) to the host.
+    _ = [call(Instance, "__wasm_call_ctors", [], Opts#{wasi => true}) || lists:keymember("__wasm_call_ctors", 2, Exports)],
+    {MsgPtr, EnvPtr} = aos_message(File, Instance, Lua),
     case call(Instance, "handle", [MsgPtr, EnvPtr], Opts#{wasi => true, wasi_out => standard_error}) of
         [OutPtr] -> io:format("~ts~n", [aos_output(aos_result(File, Instance, OutPtr))]);
         Results -> fail("~ts: handle returned ~b results, not a pointer", [File, length(Results)])
@@ -180,10 +173,19 @@ aos_result(File, Instance, OutPtr) ->
         {error, Reason} -> fail("~ts: cannot read handle's result: ~ts", [File, reason(Reason)])
     end.
 
-aos_string(File, Instance, Bin) ->
-    case hb_beamr_io:write_string(Instance, Bin) of
-        {ok, Ptr} -> Ptr;
+aos_message(File, Instance, Lua) ->
+    case hb_beamr_aos:write_message(Instance, Lua) of
+        {ok, MsgPtr, EnvPtr} -> {MsgPtr, EnvPtr};
         {error, Reason} -> fail("~ts: cannot write the message into memory: ~ts", [File, reason(Reason)])
+    end.
+
+%% The result's `Output.data'; a Lua error (the result's `Error') fails.
+aos_output(Json) ->
+    case hb_beamr_aos:output(Json) of
+        {ok, Data} -> Data;
+        {lua_error, Error} -> fail("Lua error: ~ts", [string:trim(Error)]);
+        {error, no_output} -> fail("no Output data in the result: ~ts", [Json]);
+        {error, not_utf8} -> fail("the result is not UTF-8 text: ~0p", [Json])
     end.
 
 %%% Arguments
@@ -354,7 +356,7 @@ call(Instance, Func, Values, Opts) ->
     CallOpts = maps:with([timeout, gas], Opts),
     case hb_beamr:call(Instance, Func, Values, import_fun(Opts), #{}, CallOpts) of
         {ok, Results, _} -> report_gas(Instance, Opts), Results;
-        {error, {import_failed, ?WASI, "proc_exit", {throw, {proc_exit, Status}}}, _} -> throw({exit, Status});
+        {error, {import_failed, "wasi_snapshot_preview1", "proc_exit", {throw, {proc_exit, Status}}}, _} -> throw({exit, Status});
         {error, Reason, _} -> report_gas(Instance, Opts), fail("~ts", [reason(Reason)])
     end.
 
@@ -380,204 +382,34 @@ format_value(N) when is_integer(N) -> integer_to_list(N).
 
 %%% Imports
 
-%% Unknown imports (and, without `--wasi', WASI's) get zeros; `--trace-imports' lists
-%% every import call to stderr.
+%% With `--wasi', WASI's and Emscripten's imports are answered as an AO process's are
+%% (hb_beamr_aos); other imports (all of them without `--wasi') get zeros.
+%% `--trace-imports' lists every import call to stderr.
 import_fun(Opts) ->
     fun(State, #{module := Module, func := Name, args := Args, func_sig := Sig} = Request, _CallOpts) ->
-        {_, ResultTypes} = split_signature(Sig),
-        {Results, Note} = answer(Request, ResultTypes, Opts),
-        trace(Opts, Module, Name, Args, Results, Note),
+        {Provider, Results, Output} = answer(Request, Sig, Opts),
+        [output(Fd, Data, Opts) || {Fd, Data} <- Output],
+        trace(Opts, Module, Name, Args, Results, Provider),
         {ok, Results, State}
     end.
 
-answer(#{module := ?WASI} = Request, ResultTypes, #{wasi := true} = Opts) ->
-    case wasi(Request, Opts) of
-        unknown -> {zeros(ResultTypes), "not provided"};
-        Results -> {Results, "wasi"}
-    end;
-answer(#{module := "env"} = Request, ResultTypes, #{wasi := true}) ->
-    case emscripten_import(Request) of
-        unknown -> {zeros(ResultTypes), "not provided"};
-        Results -> {Results, "emscripten"}
-    end;
-answer(_Request, ResultTypes, _Opts) ->
-    {zeros(ResultTypes), "not provided"}.
-
-%% @doc The results of the JavaScript helpers of Emscripten builds that AO processes call
-%% (`unknown' for others): a memory copy, and the clock (0: a process's time is its
-%% message's Timestamp). (Also used by the AOS test helper, test/hb_beamr_aos.erl.)
--spec emscripten_import(hb_beamr:import_request()) -> [hb_beamr:value()] | unknown.
-emscripten_import(#{func := "_emscripten_memcpy_js", args := [To, From, Len], instance := I}) ->
-    case hb_beamr_io:read(I, From, Len) of
-        {ok, Bytes} -> ok = hb_beamr_io:write(I, To, Bytes), [];
-        {error, Reason} -> throw({emscripten_memcpy_js, Reason})
-    end;
-emscripten_import(#{func := "emscripten_date_now"}) ->
-    [0.0];
-emscripten_import(_Request) ->
-    unknown.
-
-zeros(Types) -> [zero(T) || T <- Types].
-
-zero(Float) when Float =:= $f; Float =:= $F -> 0.0;
-zero(Ref) when Ref =:= $r; Ref =:= $e -> null;
-zero(_Int) -> 0.
-
-trace(#{trace_imports := true}, Module, Name, Args, Results, Note) ->
-    io:format(standard_error, "beamr: import ~ts.~ts(~ts) -> [~ts] (~ts)~n",
-              [Module, Name, lists:join(", ", [format_value(A) || A <- Args]),
-               lists:join(", ", [format_value(R) || R <- Results]), Note]);
-trace(_Opts, _Module, _Name, _Args, _Results, _Note) ->
-    ok.
-
-%% WASI preview 1 as HyperBEAM's dev_wasi answers it (AOS.md): output written, stdin empty,
-%% no arguments or environment, clock_time_get gives errno 1. Pointers and sizes are
-%% 64-bit in memory64 modules, which their signatures show (`(iIII)i'). Memory the module
-%% points at that is not there gives EFAULT, as the OS would.
-wasi(#{func := "fd_write", func_sig := Sig, args := [Fd, Iovs, Count, RetPtr], instance := I}, Opts) ->
-    Width = pointer_width(Sig),
-    case wasi_iovecs(I, Iovs, Count, Width) of
-        {ok, Data} ->
-            output(Fd, Data, Opts),
-            [errno(hb_beamr_io:write(I, RetPtr, <<(iolist_size(Data)):(Width * 8)/little>>))];
-        {error, Errno} ->
-            [Errno]
-    end;
-wasi(#{func := "fd_read", func_sig := Sig, args := [_Fd, _Iovs, _Count, RetPtr], instance := I}, _Opts) ->
-    [errno(hb_beamr_io:write(I, RetPtr, <<0:(pointer_width(Sig) * 8)>>))];
-wasi(#{func := Sizes, func_sig := Sig, args := [CountPtr, SizePtr], instance := I}, _Opts)
-        when Sizes =:= "args_sizes_get"; Sizes =:= "environ_sizes_get" ->
-    Zero = <<0:(pointer_width(Sig) * 8)>>,
-    case errno(hb_beamr_io:write(I, CountPtr, Zero)) of
-        0 -> [errno(hb_beamr_io:write(I, SizePtr, Zero))];
-        Errno -> [Errno]
-    end;
-wasi(#{func := "clock_time_get"}, _Opts) ->
-    [1];
-wasi(#{func := "proc_exit", args := [Status]}, _Opts) ->
-    %% The exit status the OS keeps: its low 8 bits (halt/1 refuses a negative one).
-    throw({proc_exit, Status band 16#ff});
-wasi(_Request, _Opts) ->
-    unknown.
-
-pointer_width([$(, _Fd, $I | _]) -> 8;
-pointer_width([$(, $I | _]) -> 8;
-pointer_width(_Sig) -> 4.
-
-errno(ok) -> 0;
-errno({error, _}) -> ?EFAULT.
-
-%% @doc The buffers that `Count' WASI iovecs at `Iovs' point at (`Width': 4 or 8 bytes
-%% per pointer and length), or a WASI errno: EINVAL for more than 1,024 iovecs (IOV_MAX)
-%% or buffers that add up to more than memory holds, EFAULT when the array or a buffer is
-%% not inside memory 0. Every bound is checked before anything is copied, so no `Count'
-%% makes the host do more than copy memory's size once. (Also used by the AOS test helper,
-%% test/hb_beamr_aos.erl.)
--spec wasi_iovecs(hb_beamr:instance(), integer(), integer(), 4 | 8) ->
-    {ok, [binary()]} | {error, ?EFAULT | ?EINVAL}.
-wasi_iovecs(I, Iovs, Count, Width) ->
-    Unsigned = fun(N) -> N band ((1 bsl (Width * 8)) - 1) end,
-    wasi_iovecs(I, Unsigned(Iovs), Unsigned(Count), Width, hb_beamr_io:size(I)).
-
-wasi_iovecs(_I, _Iovs, Count, _Width, {ok, _MemorySize}) when Count > ?IOV_MAX ->
-    {error, ?EINVAL};
-wasi_iovecs(_I, Iovs, Count, Width, {ok, MemorySize}) when Iovs + Count * 2 * Width > MemorySize ->
-    {error, ?EFAULT};
-wasi_iovecs(I, Iovs, Count, Width, {ok, MemorySize}) ->
-    case hb_beamr_io:read(I, Iovs, Count * 2 * Width) of
-        {ok, Array} ->
-            Bits = Width * 8,
-            Buffers = [{Ptr, Len} || <<Ptr:Bits/little, Len:Bits/little>> <= Array],
-            read_buffers(I, Buffers, MemorySize);
-        {error, _} ->
-            {error, ?EFAULT}
-    end;
-wasi_iovecs(_I, _Iovs, _Count, _Width, {error, _}) ->
-    {error, ?EFAULT}.
-
-read_buffers(I, Buffers, MemorySize) ->
-    case {lists:all(fun({Ptr, Len}) -> Ptr + Len =< MemorySize end, Buffers),
-          lists:sum([Len || {_, Len} <- Buffers]) =< MemorySize} of
-        {false, _} -> {error, ?EFAULT};
-        {true, false} -> {error, ?EINVAL};
-        {true, true} -> read_all(I, Buffers, [])
-    end.
-
-read_all(_I, [], Data) ->
-    {ok, lists:reverse(Data)};
-read_all(I, [{Ptr, Len} | Rest], Data) ->
-    case hb_beamr_io:read(I, Ptr, Len) of
-        {ok, Bin} -> read_all(I, Rest, [Bin | Data]);
-        {error, _} -> {error, ?EFAULT}
-    end.
+answer(Request, _Sig, #{wasi := true}) -> hb_beamr_aos:answer(Request);
+answer(_Request, Sig, _Opts) -> {not_provided, hb_beamr_aos:zeros(Sig), []}.
 
 output(2, Data, _Opts) -> io:put_chars(standard_error, Data);
 output(_Fd, Data, #{wasi_out := Device}) -> io:put_chars(Device, Data);
 output(_Fd, Data, _Opts) -> io:put_chars(standard_io, Data).
 
-%%% AOS
+trace(#{trace_imports := true}, Module, Name, Args, Results, Provider) ->
+    io:format(standard_error, "beamr: import ~ts.~ts(~ts) -> [~ts] (~ts)~n",
+              [Module, Name, lists:join(", ", [format_value(A) || A <- Args]),
+               lists:join(", ", [format_value(R) || R <- Results]), provider(Provider)]);
+trace(_Opts, _Module, _Name, _Args, _Results, _Provider) ->
+    ok.
 
-%% An Eval message for `Lua', as AOS.md describes. Its Id is the process's: newer AOS
-%% builds take their owner from the process's own message.
-aos_message(Lua) ->
-    iolist_to_binary(["{\"From\":\"FOOBAR\",\"Block-Height\":\"1\",\"Target\":\"AOS\",\"Owner\":\"FOOBAR\","
-                      "\"Id\":\"AOS\",\"Module\":\"W\",\"Tags\":[{\"name\":\"Action\",\"value\":\"Eval\"}],"
-                      "\"Data\":", json_string(unicode:characters_to_binary(Lua)), "}"]).
-
-aos_env() ->
-    <<"{\"Process\":{\"Id\":\"AOS\",\"Owner\":\"FOOBAR\",\"Tags\":["
-      "{\"name\":\"Name\",\"value\":\"Thomas\"},{\"name\":\"Authority\",\"value\":\"FOOBAR\"}]}}">>.
-
-json_string(Bin) ->
-    [$", [json_char(C) || <<C>> <= Bin], $"].
-
-json_char($") -> "\\\"";
-json_char($\\) -> "\\\\";
-json_char($\n) -> "\\n";
-json_char($\t) -> "\\t";
-json_char(C) when C < 16#20 -> io_lib:format("\\u~4.16.0b", [C]);
-json_char(C) -> C.
-
-%% The result's `Output.data' (a string, or other JSON printed as it is); a Lua error
-%% (the result's `Error') fails.
-aos_output(Json) ->
-    case {json_field(Json, "\"Output\":\\{.*?\"data\":"), json_field(Json, "\"Error\":")} of
-        %% Some builds put the value in an object: `"data":{"output":2,...}'.
-        {{ok, <<"{", _/binary>>}, _} -> aos_output_field(Json);
-        {{ok, Data}, _} -> Data;
-        {nomatch, {ok, Error}} -> fail("Lua error: ~ts", [string:trim(Error)]);
-        {nomatch, nomatch} -> fail("no Output data in the result: ~ts", [Json])
-    end.
-
-aos_output_field(Json) ->
-    case json_field(Json, "\"Output\":\\{.*?\"data\":\\{.*?\"output\":") of
-        {ok, Output} -> Output;
-        nomatch -> fail("no output in the result's data: ~ts", [Json])
-    end.
-
-%% The JSON value after `Prefix' (a regular expression): a string unescaped, else as it is.
-json_field(Json, Prefix) ->
-    case re:run(Json, [Prefix, "(\"(?:[^\"\\\\]|\\\\.)*\"|[^,}]*)"], [{capture, all_but_first, binary}, dotall]) of
-        {match, [<<$", _/binary>> = Quoted]} -> {ok, json_unescape(binary:part(Quoted, 1, byte_size(Quoted) - 2))};
-        {match, [Value]} -> {ok, Value};
-        nomatch -> nomatch
-    end.
-
-json_unescape(Bin) ->
-    Parts = re:split(Bin, "(\\\\u[0-9a-fA-F]{4}|\\\\.)", [{return, binary}]),
-    case unicode:characters_to_binary([unescape(P) || P <- Parts]) of
-        Text when is_binary(Text) -> Text;
-        _Invalid -> fail("the result is not UTF-8 text: ~0p", [Bin])
-    end.
-
-unescape(<<"\\u", Hex/binary>>) -> [binary_to_integer(Hex, 16)];
-unescape(<<"\\n">>) -> "\n";
-unescape(<<"\\t">>) -> "\t";
-unescape(<<"\\r">>) -> "\r";
-unescape(<<"\\b">>) -> "\b";
-unescape(<<"\\f">>) -> "\f";
-unescape(<<"\\", C>>) -> [C];
-unescape(Text) -> Text.
+provider(wasi) -> "wasi";
+provider(emscripten) -> "emscripten";
+provider(not_provided) -> "not provided".
 
 %%% Inspect
 

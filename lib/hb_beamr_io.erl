@@ -132,14 +132,14 @@ restore(Instance, Data) ->
 %% @private
 -spec request(hb_beamr:instance(), atom(), list()) -> term().
 request(Instance, Op, Args) when node(Instance) =/= node() ->
-    case hb_beamr:on_node(node(Instance), ?MODULE, request, [Instance, Op, Args]) of
+    case hb_beamr_owner:on_node(node(Instance), ?MODULE, request, [Instance, Op, Args]) of
         {ok, Reply} -> Reply;
         {error, Reason} -> {error, Reason}
     end;
 request(Instance, Op, Args) ->
     case apply(hb_beamr_nif, Op, [Instance | Args]) of
         {event, _Id, Reply} -> Reply;
-        {wait, Id} -> awaited(hb_beamr:next_event(Instance, Id));
+        {wait, Id} -> awaited(hb_beamr_owner:next_event(Instance, Id));
         {error, Reason} -> {error, Reason}
     end.
 

@@ -4,7 +4,7 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
--import(hb_beamr_aos, [eval/2, output_data/1]).
+-import(hb_beamr_aos, [eval/2, output/1]).
 -import(hb_beamr_test_util, [with_shared/2]).
 
 -define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
@@ -20,24 +20,24 @@ aos_test_() ->
             {ok, Ptr} = hb_beamr_io:write_string(I, <<"Hello, AO!">>),
             ?assertEqual({ok, <<"Hello, AO!">>}, hb_beamr_io:read_string(I, Ptr)),
 
-            ?assertEqual(<<"2">>, output_data(eval(I, <<"1 + 1">>))),
+            ?assertEqual({ok, <<"2">>}, output(eval(I, <<"1 + 1">>))),
             Loop = eval(I, <<"local s=0 for i=1,1000000 do s=s+i end return s">>),
-            ?assertEqual(<<"500000500000">>, output_data(Loop)),
+            ?assertEqual({ok, <<"500000500000">>}, output(Loop)),
 
             %% A Lua error is a result, not a trap; the process keeps working.
             Error = eval(I, <<"error('boom')">>),
             ?assertMatch({match, _}, re:run(Error, <<"\"Error\":\"[^}]*boom">>)),
-            ?assertEqual(<<"3">>, output_data(eval(I, <<"1 + 2">>))),
+            ?assertEqual({ok, <<"3">>}, output(eval(I, <<"1 + 2">>))),
 
             %% State persists between messages and through a snapshot.
             _ = eval(I, <<"counter = 41">>),
-            ?assertEqual(<<"42">>, output_data(eval(I, <<"counter = counter + 1 return counter">>))),
+            ?assertEqual({ok, <<"42">>}, output(eval(I, <<"counter = counter + 1 return counter">>))),
             {ok, Snapshot} = hb_beamr:serialize(I),
             ?assertEqual(193 * 65536, byte_size(Snapshot)),
             {ok, Fresh, _, _} = hb_beamr:start(Wasm),
             ok = hb_beamr:deserialize(Fresh, Snapshot),
-            ?assertEqual(<<"43">>, output_data(eval(Fresh, <<"counter = counter + 1 return counter">>))),
-            ?assertEqual(<<"43">>, output_data(eval(I, <<"counter = counter + 1 return counter">>))),
+            ?assertEqual({ok, <<"43">>}, output(eval(Fresh, <<"counter = counter + 1 return counter">>))),
+            ?assertEqual({ok, <<"43">>}, output(eval(I, <<"counter = counter + 1 return counter">>))),
             hb_beamr:stop(I),
             hb_beamr:stop(Fresh)
         end)

@@ -45,7 +45,7 @@ wait_for(Poll) ->
     end.
 
 owners() ->
-    [P || P <- processes(), erlang:process_info(P, initial_call) =:= {initial_call, {hb_beamr, owner, 1}}].
+    [P || P <- processes(), erlang:process_info(P, initial_call) =:= {initial_call, {hb_beamr_owner, owner, 1}}].
 
 %% A call queued behind another caller's call keeps its deadline while that call waits
 %% for an import its caller never answers.

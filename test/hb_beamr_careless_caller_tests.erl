@@ -130,8 +130,7 @@ garbage_gives_error_tuples() ->
                  {hb_beamr_io, malloc, [I, 4]}, {hb_beamr_io, free, [I, 1024]},
                  {hb_beamr_io, snapshot, [I]}, {hb_beamr_io, restore, [I, <<>>]}],
     Exported = lists:usort([{M, F, length(A)} || {M, F, A} <- Functions]),
-    Internal = [{hb_beamr, owner, 1}, {hb_beamr, idle, 0}, {hb_beamr, next_event, 2}, {hb_beamr, on_node, 4},
-                {hb_beamr, stub, 3}, {hb_beamr, load_driver, 0}, {hb_beamr, stop, 1}, {hb_beamr_io, request, 3},
+    Internal = [{hb_beamr, stub, 3}, {hb_beamr, load_driver, 0}, {hb_beamr, stop, 1}, {hb_beamr_io, request, 3},
                 {hb_beamr, module_info, 0}, {hb_beamr, module_info, 1},
                 {hb_beamr_io, module_info, 0}, {hb_beamr_io, module_info, 1}],
     %% Every export is covered here, or on purpose elsewhere (stop/1 below).

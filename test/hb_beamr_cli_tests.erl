@@ -6,6 +6,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 -define(WAT, "test/fixtures/cli.wat").
+-define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
 
 cli_test_() ->
     {setup, fun setup/0, fun cleanup/1, fun(Dir) ->
@@ -49,21 +50,23 @@ inspect_wat(Dir) ->
     assert_lines(Limited, ["memory 0 as run: 32-bit, pages: initial 2, maximum 3"]).
 
 inspect_aos(Dir) ->
-    {0, Out} = beamr(Dir, ["inspect", aos_file(Dir)]),
-    assert_lines(Out, ["imports (14):", "  func   wasi_snapshot_preview1.fd_write (iIII)i",
-                       "  func   handle (II)I", "  table  __indirect_function_table",
-                       "memory 0: 64-bit, pages: initial 192, maximum 32768",
-                       "memory 0 as run: 32-bit, pages: initial 193, maximum 32769",
-                       "  memory64 lowering: yes", "  legacy exceptions: yes", "  WAMR extra page: yes"]),
-    ?assertEqual(nomatch, binary:match(Out, <<"Emscripten runtime">>)),
+    with_shared_file(Dir, ?AOS, fun(Aos) ->
+        {0, Out} = beamr(Dir, ["inspect", Aos]),
+        assert_lines(Out, ["imports (14):", "  func   wasi_snapshot_preview1.fd_write (iIII)i",
+                           "  func   handle (II)I", "  table  __indirect_function_table",
+                           "memory 0: 64-bit, pages: initial 192, maximum 32768",
+                           "memory 0 as run: 32-bit, pages: initial 193, maximum 32769",
+                           "  memory64 lowering: yes", "  legacy exceptions: yes", "  WAMR extra page: yes"]),
+        ?assertEqual(nomatch, binary:match(Out, <<"Emscripten runtime">>))
+    end),
     %% A JavaScript-style Emscripten build: the runtime imports hb_beamr answers.
-    Try = filename:join(Dir, "try.wasm"),
-    hb_beamr_test_util:with_shared("fixtures/hyperbeam-aot2/try.wasm", fun(Wasm) -> ok = file:write_file(Try, Wasm) end),
-    {0, TryOut} = beamr(Dir, ["inspect", Try]),
-    assert_lines(TryOut, ["Emscripten runtime answered natively (exceptions and longjmp unless emscripten => imports):",
-                          "  __cxa_rethrow, invoke_v, invoke_iii, __cxa_throw, invoke_viii, __cxa_find_matching_catch_3, "
-                          "__cxa_begin_catch, __cxa_end_catch, __cxa_find_matching_catch_2, __resumeException, "
-                          "invoke_ii"]).
+    with_shared_file(Dir, "fixtures/hyperbeam-aot2/try.wasm", fun(Try) ->
+        {0, TryOut} = beamr(Dir, ["inspect", Try]),
+        assert_lines(TryOut, ["Emscripten runtime answered natively (exceptions and longjmp unless emscripten => imports):",
+                              "  __cxa_rethrow, invoke_v, invoke_iii, __cxa_throw, invoke_viii, __cxa_find_matching_catch_3, "
+                              "__cxa_begin_catch, __cxa_end_catch, __cxa_find_matching_catch_2, __resumeException, "
+                              "invoke_ii"])
+    end).
 
 run_values(Dir) ->
     [?assertEqual({0, Expected}, beamr(Dir, ["run", ?WAT | Args]))
@@ -137,20 +140,19 @@ compile_then_run(Dir) ->
     ?assertMatch({_, _}, binary:match(OtherKey, <<"invalid artifact: bad_mac">>)).
 
 aos(Dir) ->
-    Aos = aos_file(Dir),
-    ?assertEqual({0, <<"2\n">>}, beamr(Dir, ["aos", Aos, "1 + 1"])),
-    ?assertEqual({0, <<"a\"b\n42\n">>}, beamr(Dir, ["aos", Aos, "return \"a\\\"b\\n\" .. 42"])),
-    {1, Error} = beamr(Dir, ["aos", Aos, "error('boom')"]),
-    ?assertMatch({_, _}, binary:match(Error, <<"beamr: Lua error: ">>)),
-    ?assertMatch({_, _}, binary:match(Error, <<"boom">>)),
+    with_shared_file(Dir, ?AOS, fun(Aos) ->
+        ?assertEqual({0, <<"2\n">>}, beamr(Dir, ["aos", Aos, "1 + 1"])),
+        ?assertEqual({0, <<"a\"b\n42\n">>}, beamr(Dir, ["aos", Aos, "return \"a\\\"b\\n\" .. 42"])),
+        {1, Error} = beamr(Dir, ["aos", Aos, "error('boom')"]),
+        ?assertMatch({_, _}, binary:match(Error, <<"beamr: Lua error: ">>)),
+        ?assertMatch({_, _}, binary:match(Error, <<"boom">>))
+    end),
     %% The newer AOS builds: Emscripten's JavaScript-style longjmp, constructors to run.
-    [begin
-         File = filename:join(Dir, Name),
-         hb_beamr_test_util:with_shared("fixtures/hyperbeam-aot2/" ++ Name, fun(Wasm) -> ok = file:write_file(File, Wasm) end),
+    [with_shared_file(Dir, "fixtures/hyperbeam-aot2/" ++ Name, fun(File) ->
          ?assertEqual({0, <<"2\n">>}, beamr(Dir, ["aos", File, "return 1+1"])),
          {1, NewError} = beamr(Dir, ["aos", File, "error('boom')"]),
          ?assertMatch({_, _}, binary:match(NewError, <<"boom">>))
-     end || Name <- ["aos-ll.wasm", "aos-dock.wasm", "aos-new.wasm"]].
+     end) || Name <- ["aos-ll.wasm", "aos-dock.wasm", "aos-new.wasm"]].
 
 %% fd_write's iovecs are checked against memory before anything is read: a count of 2^31
 %% is EINVAL (28) like writev past IOV_MAX, an array or a buffer outside memory EFAULT (21).
@@ -212,12 +214,14 @@ not_aos(Dir) ->
     {1, Missing} = beamr(Dir, ["aos", "/nonexistent.wasm", "1"]),
     ?assertEqual(<<"beamr: cannot read /nonexistent.wasm: no such file or directory\n">>, Missing).
 
-%% aos-2-pure-xs.wasm from ../shared, as a file (the suite fails without it).
-aos_file(Dir) ->
-    File = filename:join(Dir, "aos-2-pure-xs.wasm"),
-    hb_beamr_test_util:with_shared("fixtures/hyperbeam/aos-2-pure-xs.wasm",
-                                   fun(Wasm) -> ok = file:write_file(File, Wasm) end),
-    File.
+%% `Fun(File)' on a copy under `Dir' of a file of HyperBEAM's fixtures
+%% (`hb_beamr_test_util:with_shared/2': skipped without ../shared).
+with_shared_file(Dir, Path, Fun) ->
+    hb_beamr_test_util:with_shared(Path, fun(Wasm) ->
+        File = filename:join(Dir, filename:basename(Path)),
+        ok = file:write_file(File, Wasm),
+        Fun(File)
+    end).
 
 %% `{ExitStatus, StdoutAndStderr}' of `./beamr Args', with the cache directory under `Dir'.
 beamr(Dir, Args) ->

@@ -4,7 +4,8 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
--define(MODULES, [hb_beamr, hb_beamr_io, hb_beamr_nif, hb_beamr_cli]).
+-define(MODULES, [hb_beamr, hb_beamr_io, hb_beamr_nif, hb_beamr_cli, hb_beamr_owner, hb_beamr_async, hb_beamr_seed,
+                  hb_beamr_aos]).
 
 every_export_and_type_is_documented_test_() ->
     {timeout, 60, fun() ->

@@ -8,6 +8,7 @@
 -include_lib("eunit/include/eunit.hrl").
 
 -import(hb_beamr_test_util, [fixture/1, with_shared/2]).
+-import(hb_beamr_aos, [output/1]).
 
 -define(AOT2, "fixtures/hyperbeam-aot2/").
 
@@ -177,38 +178,29 @@ new_aos(File, Mode) ->
     with_shared(?AOT2 ++ File, fun(Wasm) ->
         {ok, I, _, _} = hb_beamr:start(Wasm, #{emscripten => Mode}),
         {ok, [], _} = hb_beamr:call(I, "__wasm_call_ctors", [], fun aos_import/3, hb_beamr_emscripten_js:new(), #{}),
-        ?assertEqual(<<"2">>, output(eval(I, <<"return 1+1">>))),
+        ?assertEqual({ok, <<"2">>}, output(eval(I, <<"return 1+1">>))),
         Caught = eval(I, <<"local ok, e = pcall(function() error('x') end) return tostring(ok) .. ':' .. e:sub(-1)">>),
-        ?assertEqual(<<"false:x">>, output(Caught)),
+        ?assertEqual({ok, <<"false:x">>}, output(Caught)),
         Uncaught = eval(I, <<"error('boom')">>),
         ?assertMatch({match, _}, re:run(Uncaught, "\"Error\":\"[^}]*boom")),
         Loop = eval(I, <<"local s = 0 for i = 1, 1000000 do s = s + i end return s">>),
-        ?assertEqual(<<"500000500000">>, output(Loop)),
+        ?assertEqual({ok, <<"500000500000">>}, output(Loop)),
         ok = hb_beamr:stop(I)
     end).
 
 eval(I, Code) ->
-    {MsgPtr, EnvPtr} = hb_beamr_aos:write_message(I, Code),
+    {ok, MsgPtr, EnvPtr} = hb_beamr_aos:write_message(I, Code),
     {ok, [Ptr], _} = hb_beamr:call(I, "handle", [MsgPtr, EnvPtr], fun aos_import/3, hb_beamr_emscripten_js:new(), #{}),
     {ok, Json} = hb_beamr_io:read_string(I, Ptr),
     Json.
 
-%% The AOS driver's WASI and Emscripten helpers; Emscripten's runtime as an import fun
+%% The AOS driver's WASI and Emscripten answers; Emscripten's runtime as an import fun
 %% for what reaches the fun (`emscripten => imports').
 aos_import(State, #{func := "_emscripten_throw_longjmp"} = Request, Opts) ->
     hb_beamr_emscripten_js:import(State, Request, Opts);
-aos_import(State, Request, Opts) ->
-    {ok, Results, _} = hb_beamr_aos:wasi_import([], Request, Opts),
+aos_import(State, Request, _Opts) ->
+    {_Provider, Results, _Output} = hb_beamr_aos:answer(Request),
     {ok, Results, State}.
-
-%% An Eval's output: `Output.data', or `Output.data.output' in builds that wrap it.
-output(Json) ->
-    case re:run(Json, <<"\"data\":\"([^\"]*)\"">>, [{capture, all_but_first, binary}]) of
-        {match, [Data]} -> Data;
-        nomatch ->
-            {match, [Output]} = re:run(Json, <<"\"output\":\"?([^\",}]*)">>, [{capture, all_but_first, binary}]),
-            Output
-    end.
 
 %% Stops racing calls that throw all the time, from many processes: every caller gets its
 %% result or `stopped', and no executor thread is left behind.
@@ -247,19 +239,15 @@ caller_killed_in_an_import_test() ->
 
 %% HyperBEAM's older C++ test module (../shared/fixtures/hyperbeam-history/test-ex.wasm,
 %% memory64, JavaScript-style exceptions): main throws a std::runtime_error and catches
-%% it. Its WASI output is collected; `proc_exit' ends the call as an exception carrying
-%% the status.
+%% it. Its WASI output is collected (the AOS driver's import fun); `proc_exit' ends the
+%% call as an exception carrying the status.
 history_test_ex_test() ->
     with_shared("fixtures/hyperbeam-history/test-ex.wasm", fun(Wasm) ->
         {ok, I, _, _} = hb_beamr:start(Wasm),
-        Wasi = fun(Out, #{func := "fd_write", args := [_Fd, Iovs, Count, Written], instance := Inst}) ->
-                       {ok, Chunks} = hb_beamr_cli:wasi_iovecs(Inst, Iovs, Count, 8),
-                       ok = hb_beamr_io:write(Inst, Written, <<(iolist_size(Chunks)):64/little>>),
-                       {ok, [0], [Out | Chunks]};
-                  (Out, #{func := "proc_exit", args := [Status]}) ->
+        Wasi = fun(Out, #{func := "proc_exit", args := [Status]}, _Opts) ->
                        {import_exception, {exit, Status}, Out};
-                  (Out, #{module := "wasi_snapshot_preview1"}) ->
-                       {ok, [0], Out}
+                  (Out, Request, Opts) ->
+                       hb_beamr_aos:import(Out, Request, Opts)
                end,
         {ok, []} = hb_beamr:call(I, "emscripten_stack_init", []),
         {error, {trap, exception, {exit, 0}}, Out} = hb_beamr:call(I, "_start", [], Wasi, []),

@@ -434,7 +434,7 @@ pick(List) ->
 
 leftovers() ->
     Owners = [P || P <- erlang:processes(),
-                   erlang:process_info(P, initial_call) =:= {initial_call, {hb_beamr, owner, 1}}],
+                   erlang:process_info(P, initial_call) =:= {initial_call, {hb_beamr_owner, owner, 1}}],
     {length(Owners), hb_beamr_test_util:executor_threads()}.
 
 rss() ->

@@ -117,9 +117,13 @@ random_lanes() ->
 
 truncation_lanes() ->
     Own = fixture(),
+    HyperBEAM = case hyperbeam_fixtures() of
+                    skipped -> [];
+                    Wasms -> Wasms
+                end,
     Specs = [{truncations, Own, lists:seq(0, byte_size(Own) - 1)} |
              [{truncations, Wasm, truncation_offsets(Wasm, Seed)}
-              || {Seed, Wasm} <- lists:enumerate(hyperbeam_fixtures())]],
+              || {Seed, Wasm} <- lists:enumerate(HyperBEAM)]],
     [Specs].
 
 %% Every offset of a small module; for larger ones every section boundary (and one byte
@@ -136,10 +140,13 @@ truncation_offsets(Wasm, Seed) ->
 %% 10,000 flips: every bit of the small modules (test.wasm, test-print.wasm and the own
 %% fixture: 6,376 flips), random ones (half of them in the code section) in pow_calculator
 %% and test-calling (memory64), whose valid mutants take tens of milliseconds to compile.
-%% Two lanes of about equal cost.
+%% Two lanes of about equal cost. Without HyperBEAM's modules, the own fixture's flips.
 flip_lanes() ->
-    Own = fixture(),
-    [Test, Print, Pow, Calling, _Aos] = hyperbeam_fixtures(),
+    flip_lanes(fixture(), hyperbeam_fixtures()).
+
+flip_lanes(Own, skipped) ->
+    [[{every_flip, Own}]];
+flip_lanes(Own, [Test, Print, Pow, Calling, _Aos]) ->
     Every = [{every_flip, W} || W <- [Test, Print, Own]],
     Calls = {flips, Calling, ?SEED + 1, 1124},
     Pows = {flips, Pow, ?SEED + 2, 2500},
@@ -156,9 +163,10 @@ root() ->
 
 %% test-64.wasm is byte-identical to test.wasm, so it is left out.
 hyperbeam_fixtures() ->
-    [hb_beamr_test_util:with_shared(?HYPERBEAM ++ Name, fun(Wasm) -> Wasm end)
-     || Name <- ["test.wasm", "test-print.wasm", "pow_calculator.wasm", "test-calling.wasm",
-                 "aos-2-pure-xs.wasm"]].
+    hb_beamr_test_util:with_shared_files([?HYPERBEAM ++ Name || Name <- ["test.wasm", "test-print.wasm",
+                                                                         "pow_calculator.wasm", "test-calling.wasm",
+                                                                         "aos-2-pure-xs.wasm"]],
+                                         fun(Wasms) -> Wasms end).
 
 %% `{Id, PayloadOffset, PayloadSize}' of each section.
 sections(<<"\0asm", _Version:4/binary, Rest/binary>>) ->
@@ -319,7 +327,7 @@ arg(_Ref) -> null.
 leftovers() ->
     timer:sleep(200),
     Owners = [P || P <- erlang:processes(),
-                   erlang:process_info(P, initial_call) =:= {initial_call, {hb_beamr, owner, 1}}],
+                   erlang:process_info(P, initial_call) =:= {initial_call, {hb_beamr_owner, owner, 1}}],
     Tasks = "/proc/" ++ os:getpid() ++ "/task",
     {ok, Ids} = file:list_dir(Tasks),
     Threads = [Id || Id <- Ids,

@@ -70,7 +70,7 @@ counts() ->
       executor_threads => executor_threads()}.
 
 is_owner(Pid) ->
-    erlang:process_info(Pid, initial_call) =:= {initial_call, {hb_beamr, owner, 1}}.
+    erlang:process_info(Pid, initial_call) =:= {initial_call, {hb_beamr_owner, owner, 1}}.
 
 %% Threads of this VM named after the executor (`/proc/<pid>/task/*/comm').
 executor_threads() ->

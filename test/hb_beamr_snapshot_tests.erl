@@ -162,13 +162,13 @@ aos_test_() ->
 
 aos(Wasm) ->
     {ok, I, _, _} = hb_beamr:start(Wasm),
-    <<"1">> = hb_beamr_aos:output_data(hb_beamr_aos:eval(I, <<"Kept = 41 + 1 return 1">>)),
+    {ok, <<"1">>} = hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"Kept = 41 + 1 return 1">>)),
     {ok, Snap} = hb_beamr:snapshot(I),
-    <<"2">> = hb_beamr_aos:output_data(hb_beamr_aos:eval(I, <<"Kept = 0 return 2">>)),
+    {ok, <<"2">>} = hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"Kept = 0 return 2">>)),
     ok = hb_beamr:restore(I, Snap),
-    ?assertEqual(<<"42">>, hb_beamr_aos:output_data(hb_beamr_aos:eval(I, <<"return Kept">>))),
+    ?assertEqual({ok, <<"42">>}, hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"return Kept">>))),
     {ok, Fresh, _, _} = hb_beamr:start(Wasm, #{restore => Snap}),
-    ?assertEqual(<<"42">>, hb_beamr_aos:output_data(hb_beamr_aos:eval(Fresh, <<"return Kept">>))),
+    ?assertEqual({ok, <<"42">>}, hb_beamr_aos:output(hb_beamr_aos:eval(Fresh, <<"return Kept">>))),
     %% 100 snapshot/restore cycles of 12.6 MB keep no memory.
     Cycle = fun() -> {ok, S} = hb_beamr:snapshot(I), ok = hb_beamr:restore(I, S) end,
     Cycle(),
@@ -187,16 +187,16 @@ migration_test_() ->
 
 migrate(Wasm, Node) ->
     {ok, Here, _, _} = hb_beamr:start(Wasm),
-    <<"1">> = hb_beamr_aos:output_data(hb_beamr_aos:eval(Here, <<"Greeting = 'hello from ' .. 'here' return 1">>)),
+    {ok, <<"1">>} = hb_beamr_aos:output(hb_beamr_aos:eval(Here, <<"Greeting = 'hello from ' .. 'here' return 1">>)),
     {ok, Snap} = hb_beamr:snapshot(Here),
     ok = hb_beamr:stop(Here),
     {ok, There, _, _} = erpc:call(Node, hb_beamr, start, [Wasm, #{restore => Snap}]),
     ?assertEqual(Node, node(There)),
     Result = erpc:call(Node, hb_beamr_aos, eval, [There, <<"return Greeting">>]),
-    ?assertEqual(<<"hello from here">>, hb_beamr_aos:output_data(Result)),
+    ?assertEqual({ok, <<"hello from here">>}, hb_beamr_aos:output(Result)),
     %% And its state moves on over there, snapshot and all.
     _ = erpc:call(Node, hb_beamr_aos, eval, [There, <<"Greeting = Greeting .. '!' return 1">>]),
     {ok, Back} = hb_beamr:snapshot(There),
     {ok, Home, _, _} = hb_beamr:start(Wasm, #{restore => Back}),
-    ?assertEqual(<<"hello from here!">>, hb_beamr_aos:output_data(hb_beamr_aos:eval(Home, <<"return Greeting">>))),
+    ?assertEqual({ok, <<"hello from here!">>}, hb_beamr_aos:output(hb_beamr_aos:eval(Home, <<"return Greeting">>))),
     [hb_beamr:stop(X) || X <- [There, Home]].

@@ -1,7 +1,7 @@
 %%% @doc Helpers shared by the EUnit suites: fixtures and the HyperBEAM reference modules.
 -module(hb_beamr_test_util).
 
--export([fixture/1, start_fixture/1, shared_file/1, with_shared/2, string_result/2]).
+-export([fixture/1, start_fixture/1, shared_file/1, with_shared/2, with_shared_files/2, string_result/2]).
 -export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
 -export([thread_limited_erl/2, copy_for_nobody/1, remove_copy/1, address_limited_peer/1, start_until_refused/2, env/2]).
 
@@ -26,27 +26,82 @@ string_result(I, {ok, [Ptr], _State}) ->
 string_result(_I, {error, {trap, Kind, _}, _State}) ->
     {trap, Kind}.
 
-%% @doc A file of ../shared (HyperBEAM's modules, spec tests), `undefined' if absent.
+%% Where the tests that skip for want of ../shared are listed, for `make test''s summary.
+-define(SKIPPED, "_build/test/skipped_without_shared.txt").
+
+%% @doc A file of HyperBEAM's fixtures (see `with_shared/2'), `undefined' if absent.
 -spec shared_file(string()) -> binary() | undefined.
 shared_file(Path) ->
-    case file:read_file(filename:join(shared_dir(), Path)) of
-        {ok, Bin} -> Bin;
-        {error, enoent} -> undefined
+    case shared_dir() of
+        {ok, Dir} ->
+            case file:read_file(filename:join(Dir, Path)) of
+                {ok, Bin} -> Bin;
+                {error, enoent} -> undefined
+            end;
+        none ->
+            undefined
     end.
 
-%% @doc Runs `Fun(Bytes)' on a HyperBEAM fixture from ../shared (CI has it; a missing
-%% file fails the test rather than skipping it).
--spec with_shared(string(), fun((binary()) -> term())) -> term().
+%% @doc Runs `Fun(Bytes)' on a file of HyperBEAM's fixtures: `$HB_BEAMR_SHARED' (which
+%% `make' sets when the directory is there), else ../shared. Without that directory the
+%% test is skipped: `Fun' is not run, `skipped' is returned, and the skip is printed and
+%% listed in ?SKIPPED. With it (as in CI) a missing file fails the test.
+-spec with_shared(string(), fun((binary()) -> T)) -> T | skipped.
 with_shared(Path, Fun) ->
-    case shared_file(Path) of
-        undefined -> error({missing_shared_fixture, filename:join(shared_dir(), Path)});
-        Bin -> Fun(Bin)
+    in_shared([Path], fun([Bin]) -> Fun(Bin) end, Fun).
+
+%% @doc `with_shared/2' for several files: `Fun' gets their bytes in order.
+-spec with_shared_files([string()], fun(([binary()]) -> T)) -> T | skipped.
+with_shared_files(Paths, Fun) ->
+    in_shared(Paths, Fun, Fun).
+
+%% `Run' on the files' bytes; `Caller', the test's fun, names the test that skips.
+in_shared(Paths, Run, Caller) ->
+    case shared_dir() of
+        {ok, Dir} -> Run([read_shared(Dir, Path) || Path <- Paths]);
+        none -> skip(Caller, Paths)
+    end.
+
+read_shared(Dir, Path) ->
+    File = filename:join(Dir, Path),
+    case file:read_file(File) of
+        {ok, Bin} -> Bin;
+        {error, Why} -> error({missing_shared_fixture, File, Why})
     end.
 
 shared_dir() ->
     case os:getenv("HB_BEAMR_SHARED") of
-        false -> filename:join(root(), "../shared");
-        Dir -> Dir
+        false ->
+            Default = filename:join(root(), "../shared"),
+            case filelib:is_dir(Default) of
+                true -> {ok, Default};
+                false -> none
+            end;
+        Dir ->
+            {ok, Dir}
+    end.
+
+%% Prints and lists the skip of a test and the files it needed. The test is the module of
+%% `Caller' (a fun of the test) and the innermost of its functions still on the stack, or
+%% else the function that defined `Caller' (a test that made its last call here has left
+%% the stack).
+skip(Caller, Paths) ->
+    {module, Module} = erlang:fun_info(Caller, module),
+    {name, Defined} = erlang:fun_info(Caller, name),
+    {current_stacktrace, Stack} = erlang:process_info(self(), current_stacktrace),
+    [Function | _] = [F || {M, F, _, _} <- Stack, M =:= Module] ++ [Defined],
+    Line = io_lib:format("~s:~s needs ~s", [Module, test_name(Function), lists:join(", ", Paths)]),
+    io:format(user, "~n  skipped (no ../shared): ~s~n", [Line]),
+    ok = filelib:ensure_dir(?SKIPPED),
+    ok = file:write_file(?SKIPPED, [Line, $\n], [append]),
+    skipped.
+
+%% A fun's or a list comprehension's function (`'-name/1-fun-0-'', `'name/1-lc$^0/1-0-''),
+%% as `name'.
+test_name(Function) ->
+    case re:run(atom_to_list(Function), "^-?([^/]+)/[0-9]", [{capture, all_but_first, list}]) of
+        {match, [Name]} -> Name;
+        nomatch -> atom_to_list(Function)
     end.
 
 %% @doc The number of this VM's executor threads (one per live instance).

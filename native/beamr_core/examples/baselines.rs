@@ -115,7 +115,7 @@ const AOS_MSG: &str = concat!(
 );
 
 /// The median of `AOS_RUNS` Eval "1 + 1" messages (write the message and environment
-/// through `malloc`, `handle`, read the result string), as `test/hb_beamr_aos.erl` does,
+/// through `malloc`, `handle`, read the result string), as `lib/hb_beamr_aos.erl` does,
 /// on the module as hb_beamr prepares it (interruption checks included); imports answer
 /// zeros (this message makes none).
 fn aos_eval(wasm: &[u8]) {

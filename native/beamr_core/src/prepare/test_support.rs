@@ -4,13 +4,27 @@ use super::*;
 use wasmer::sys::vm::TrapCode;
 use wasmer::{imports, Imports, Instance, Module, RuntimeError, Store, Value};
 
-/// A HyperBEAM fixture's bytes, from `$HB_BEAMR_SHARED` (set by the Makefile) or the
-/// ../shared beside the clone; a missing fixture fails the test rather than skipping it.
-pub fn fixture(name: &str) -> Vec<u8> {
-    let shared = std::env::var("HB_BEAMR_SHARED")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared").to_string());
+/// A HyperBEAM fixture's bytes, from `$HB_BEAMR_SHARED` (set by the Makefile when the
+/// directory is there) or the ../shared beside the clone; with the directory, a missing
+/// fixture fails the test. `None` when there is neither: the calling test skips, and
+/// this says so on stderr, past the harness's capture, so that `make test` shows it.
+pub fn fixture(name: &str) -> Option<Vec<u8>> {
+    use std::io::Write as _;
+    let default = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared");
+    let shared = match std::env::var("HB_BEAMR_SHARED") {
+        Ok(dir) => dir,
+        Err(_) if std::path::Path::new(default).is_dir() => default.to_string(),
+        Err(_) => {
+            let test = std::thread::current().name().unwrap_or("?").to_string();
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped {test}: needs fixtures/hyperbeam/{name} of ../shared"
+            );
+            return None;
+        }
+    };
     let path = format!("{shared}/fixtures/hyperbeam/{name}");
-    std::fs::read(&path).unwrap_or_else(|e| panic!("HyperBEAM fixture {path}: {e}"))
+    Some(std::fs::read(&path).unwrap_or_else(|e| panic!("HyperBEAM fixture {path}: {e}")))
 }
 
 pub fn prepare_wat(wat: &str) -> PreparedModule {

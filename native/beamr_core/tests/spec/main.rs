@@ -10,7 +10,9 @@
 //! ```
 //!
 //! * `SPEC_TESTS_DIR`: the scripts (default `../shared/spec-tests` beside the workspace);
-//!   missing scripts fail the test.
+//!   when it is set, missing scripts fail the test; when it is not and the default
+//!   directory is missing (a clone without HyperBEAM's fixtures), the suite is skipped
+//!   with a printed line.
 //! * `SPEC_FILTER`: comma-separated substrings of the relative paths to run
 //!   (`memory64`, `bulk`, `exceptions/throw.wast`).
 //! * `SPEC_JOBS` (default 2), `SPEC_TIMEOUT` (seconds per file, default 60; the whole
@@ -60,6 +62,13 @@ fn main() -> ExitCode {
         .and_then(|i| args.get(i + 1))
     {
         run_file(&root, file);
+        return ExitCode::SUCCESS;
+    }
+    if !root.is_dir() && std::env::var_os("SPEC_TESTS_DIR").is_none() {
+        println!(
+            "spec tests skipped: {} not found (HyperBEAM's spec-tests: put its fixtures at ../shared or set SPEC_TESTS_DIR)",
+            root.display()
+        );
         return ExitCode::SUCCESS;
     }
     if !root.is_dir() {
