@@ -105,7 +105,7 @@ start(Wasm) ->
 %% (canonical NaNs; threads refused), `restore => Snapshot | [Full | Deltas]' (start in
 %% the state of a snapshot of the same module, or of a chain, as `restore/2') and
 %% `dirty_tracking => auto | digests' (how incremental snapshots find changed pages; see
-%% the README) and `emscripten => native | imports' (who answers the imports of
+%% docs/snapshots.md) and `emscripten => native | imports' (who answers the imports of
 %% Emscripten's JavaScript-style exception and longjmp runtime: hb_beamr, the default, or
 %% the import fun, which throws with `{import_exception, Reason}'; `invoke_*' is always
 %% native). The application env gives defaults for `memory_limit' and `cache_dir'.
@@ -331,7 +331,7 @@ deserialize(Instance, Bin) ->
 
 %% @doc The instance's whole state: memory 0, every mutable global (exported or not, such
 %% as `__stack_pointer') and table 0, in a versioned, checksummed binary bound to the
-%% module's source and `wamr_compat' (see the README). Taken between calls: from inside
+%% module's source and `wamr_compat' (see docs/snapshots.md). Taken between calls: from inside
 %% an import handler it is `{error, call_in_progress}'. The same as
 %% `snapshot(Instance, #{})'.
 -spec snapshot(instance()) -> {ok, binary()} | {error, reason()}.
@@ -406,8 +406,8 @@ snapshot_info(Snapshot) ->
     {error, {badarg, {snapshot, Snapshot}}}.
 
 %% @doc The fuel the instance's last call used: one unit per wasm operator, charged per
-%% function entry and loop iteration (see the README). The same call on the same state
-%% always uses the same amount.
+%% function entry and loop iteration (see docs/preparation.md, "5. Interruption checks and
+%% gas"). The same call on the same state always uses the same amount.
 -spec gas_used(instance()) -> {ok, non_neg_integer()} | {error, reason()}.
 gas_used(Instance) ->
     where_it_lives(Instance, gas_used, fun hb_beamr_nif:gas_used/1).
