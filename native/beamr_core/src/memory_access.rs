@@ -9,8 +9,21 @@ use wasmer::{AsStoreMut, AsStoreRef, Memory, Pages, WASM_PAGE_SIZE};
 
 use crate::snapshot;
 
-/// What an embedder asks of memory 0.
-pub enum MemoryOp<'d> {
+/// Bytes to write, as the embedder holds them (the NIF: an Erlang binary it keeps alive
+/// without copying); reached through a callback because such bytes may only be borrowed
+/// for a while.
+pub trait Data {
+    fn with_slice<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R;
+}
+
+impl Data for &[u8] {
+    fn with_slice<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self)
+    }
+}
+
+/// What an embedder asks of memory 0; `D` holds the bytes of writes.
+pub enum MemoryOp<D> {
     Size,
     Read {
         offset: u64,
@@ -20,7 +33,7 @@ pub enum MemoryOp<'d> {
     Snapshot,
     Write {
         offset: u64,
-        data: &'d [u8],
+        data: D,
     },
     /// The bytes from `ptr` up to (excluding) the first NUL, which must come within `max`.
     ReadString {
@@ -29,7 +42,7 @@ pub enum MemoryOp<'d> {
     },
     /// Write at offset 0, growing the memory first when `data` does not fit.
     Restore {
-        data: &'d [u8],
+        data: D,
     },
 }
 
@@ -74,7 +87,7 @@ pub type MemoryResult<B> = Result<MemoryReply<B>, MemoryError>;
 pub fn run<B: DerefMut<Target = [u8]>>(
     memory: Option<&Memory>,
     store: &mut impl AsStoreMut,
-    op: MemoryOp,
+    op: MemoryOp<impl Data>,
     allocate: impl FnOnce(usize) -> Option<B>,
 ) -> MemoryResult<B> {
     let Some(memory) = memory else {
@@ -88,9 +101,11 @@ pub fn run<B: DerefMut<Target = [u8]>>(
         MemoryOp::Size => Ok(MemoryReply::Size(size(memory, store))),
         MemoryOp::Read { offset, len } => read(memory, store, offset, len, allocate),
         MemoryOp::Snapshot => read(memory, store, 0, size(memory, store), allocate),
-        MemoryOp::Write { offset, data } => write(memory, store, offset, data),
+        MemoryOp::Write { offset, data } => {
+            data.with_slice(|data| write(memory, store, offset, data))
+        }
         MemoryOp::ReadString { ptr, max } => read_string(memory, store, ptr, max, allocate),
-        MemoryOp::Restore { data } => restore(memory, store, data),
+        MemoryOp::Restore { data } => data.with_slice(|data| restore(memory, store, data)),
     }
 }
 
@@ -201,6 +216,15 @@ mod tests {
         f(&mut store, memory.as_ref());
     }
 
+    fn run_op(
+        memory: Option<&Memory>,
+        store: &mut wasmer::Store,
+        op: MemoryOp<&[u8]>,
+        allocate: impl FnOnce(usize) -> Option<Vec<u8>>,
+    ) -> MemoryResult<Vec<u8>> {
+        run(memory, store, op, allocate)
+    }
+
     fn vec(len: usize) -> Option<Vec<u8>> {
         Some(vec![0; len])
     }
@@ -216,47 +240,47 @@ mod tests {
     fn reads_writes_and_strings_stay_within_memory() {
         let wat = r#"(module (memory 1 2) (data (i32.const 8) "hi\00"))"#;
         with_memory(wat, |store, memory| {
-            let write = MemoryOp::Write {
+            let write: MemoryOp<&[u8]> = MemoryOp::Write {
                 offset: 0,
                 data: b"abc",
             };
             assert!(matches!(
-                run(memory, store, write, vec),
+                run_op(memory, store, write, vec),
                 Ok(MemoryReply::Done)
             ));
-            let read = MemoryOp::Read { offset: 0, len: 3 };
-            assert_eq!(bytes(run(memory, store, read, vec)), b"abc");
-            let string = MemoryOp::ReadString { ptr: 8, max: 10 };
-            assert_eq!(bytes(run(memory, store, string, vec)), b"hi");
-            let short = MemoryOp::ReadString { ptr: 8, max: 1 };
+            let read: MemoryOp<&[u8]> = MemoryOp::Read { offset: 0, len: 3 };
+            assert_eq!(bytes(run_op(memory, store, read, vec)), b"abc");
+            let string: MemoryOp<&[u8]> = MemoryOp::ReadString { ptr: 8, max: 10 };
+            assert_eq!(bytes(run_op(memory, store, string, vec)), b"hi");
+            let short: MemoryOp<&[u8]> = MemoryOp::ReadString { ptr: 8, max: 1 };
             assert_eq!(
-                run(memory, store, short, vec).err(),
+                run_op(memory, store, short, vec).err(),
                 Some(MemoryError::StringTooLong { ptr: 8, max: 1 })
             );
             let size = 65_536;
-            let past = MemoryOp::Read {
+            let past: MemoryOp<&[u8]> = MemoryOp::Read {
                 offset: size - 1,
                 len: 2,
             };
             assert_eq!(
-                run(memory, store, past, vec).err(),
+                run_op(memory, store, past, vec).err(),
                 Some(MemoryError::OutOfBounds {
                     offset: size - 1,
                     len: 2,
                     size
                 })
             );
-            let overflow = MemoryOp::Read {
+            let overflow: MemoryOp<&[u8]> = MemoryOp::Read {
                 offset: u64::MAX,
                 len: 2,
             };
             assert!(matches!(
-                run(memory, store, overflow, vec),
+                run_op(memory, store, overflow, vec),
                 Err(MemoryError::OutOfBounds { .. })
             ));
-            let refused = MemoryOp::Read { offset: 0, len: 3 };
+            let refused: MemoryOp<&[u8]> = MemoryOp::Read { offset: 0, len: 3 };
             assert_eq!(
-                run(memory, store, refused, |_| None::<Vec<u8>>).err(),
+                run_op(memory, store, refused, |_| None::<Vec<u8>>).err(),
                 Some(MemoryError::OutOfMemory)
             );
         });
@@ -266,17 +290,17 @@ mod tests {
     fn an_unterminated_string_ends_at_the_end_of_memory() {
         with_memory("(module (memory 1))", |store, memory| {
             let fill = vec![1u8; 65_536];
-            let write = MemoryOp::Write {
+            let write: MemoryOp<&[u8]> = MemoryOp::Write {
                 offset: 0,
                 data: &fill,
             };
-            assert!(run(memory, store, write, vec).is_ok());
-            let string = MemoryOp::ReadString {
+            assert!(run_op(memory, store, write, vec).is_ok());
+            let string: MemoryOp<&[u8]> = MemoryOp::ReadString {
                 ptr: 10,
                 max: u64::MAX,
             };
             assert_eq!(
-                run(memory, store, string, vec).err(),
+                run_op(memory, store, string, vec).err(),
                 Some(MemoryError::Unterminated {
                     ptr: 10,
                     size: 65_536
@@ -289,19 +313,21 @@ mod tests {
     fn restore_grows_memory_up_to_its_maximum() {
         with_memory("(module (memory 1 2))", |store, memory| {
             let data = vec![3u8; 65_537];
-            let restore = MemoryOp::Restore { data: &data };
+            let restore: MemoryOp<&[u8]> = MemoryOp::Restore { data: &data[..] };
             assert!(matches!(
-                run(memory, store, restore, vec),
+                run_op(memory, store, restore, vec),
                 Ok(MemoryReply::Done)
             ));
             assert!(matches!(
-                run(memory, store, MemoryOp::Size, vec),
+                run_op(memory, store, MemoryOp::Size, vec),
                 Ok(MemoryReply::Size(131_072))
             ));
             let too_large = vec![0u8; 131_073];
-            let restore = MemoryOp::Restore { data: &too_large };
+            let restore: MemoryOp<&[u8]> = MemoryOp::Restore {
+                data: &too_large[..],
+            };
             assert!(matches!(
-                run(memory, store, restore, vec),
+                run_op(memory, store, restore, vec),
                 Err(MemoryError::TooLarge { len: 131_073, .. })
             ));
         });
@@ -311,16 +337,16 @@ mod tests {
     fn without_a_memory_only_empty_reads_succeed() {
         with_memory("(module)", |store, memory| {
             assert!(matches!(
-                run(memory, store, MemoryOp::Size, vec),
+                run_op(memory, store, MemoryOp::Size, vec),
                 Ok(MemoryReply::Size(0))
             ));
-            assert!(bytes(run(memory, store, MemoryOp::Snapshot, vec)).is_empty());
-            let write = MemoryOp::Write {
+            assert!(bytes(run_op(memory, store, MemoryOp::Snapshot, vec)).is_empty());
+            let write: MemoryOp<&[u8]> = MemoryOp::Write {
                 offset: 0,
                 data: b"x",
             };
             assert_eq!(
-                run(memory, store, write, vec).err(),
+                run_op(memory, store, write, vec).err(),
                 Some(MemoryError::NoMemory)
             );
         });

@@ -4,6 +4,7 @@
 //! term there only takes a reference), so restoring a 12 MiB snapshot copies it once,
 //! straight into wasm memory. Small binaries are copied: cheaper than an environment.
 
+use beamr_core::memory_access::Data;
 use rustler::env::SavedTerm;
 use rustler::{Binary, Env, OwnedEnv, Term};
 
@@ -28,8 +29,10 @@ impl Bytes {
         let term = env.save(binary);
         Bytes::Shared { env, term }
     }
+}
 
-    pub fn with_slice<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+impl Data for Bytes {
+    fn with_slice<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         match self {
             Bytes::Copied(data) => f(data),
             Bytes::Shared { env, term } => env.run(|env: Env| {

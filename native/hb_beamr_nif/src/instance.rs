@@ -34,16 +34,17 @@ use beamr_core::dirty_pages::Policy;
 use beamr_core::emscripten::invoke::Handler;
 use beamr_core::failure::CallFailure;
 use beamr_core::handoff::{Closed, Slot};
-use beamr_core::memory_access::{MemoryReply, MemoryResult};
+use beamr_core::memory_access::{MemoryOp, MemoryReply, MemoryResult};
 use beamr_core::state::StateError;
 use once_cell::sync::Lazy;
 use parking_lot::{Mutex, RwLock};
 use rustler::{Env, LocalPid, Monitor, OwnedBinary, Resource, ResourceArc};
 use wasmer::FunctionType;
 
+use crate::bytes::Bytes;
 use crate::codec::Values;
 use crate::options::Limits;
-use crate::request::{Callee, ImportAnswer, MemoryOp, StateOp};
+use crate::request::{Callee, ImportAnswer, StateOp};
 
 pub type Mailbox = beamr_core::handoff::Mailbox<Command>;
 
@@ -230,7 +231,7 @@ pub enum Command {
     Memory {
         caller: LocalPid,
         slot: Arc<ReplySlot>,
-        op: MemoryOp,
+        op: MemoryOp<Bytes>,
     },
     /// Snapshot or restore the whole state; the outcome goes to `caller`.
     State {

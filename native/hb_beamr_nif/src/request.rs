@@ -1,7 +1,7 @@
-//! What a command asks of an executor: the function to call, the memory operation, the
-//! answer to an import.
+//! What a command asks of an executor: the function to call, the state operation, the
+//! answer to an import (memory operations are `beamr_core::memory_access::MemoryOp`s).
 
-use crate::bytes::{BinaryList, Bytes};
+use crate::bytes::BinaryList;
 use crate::codec::{UncheckedArgs, Values};
 
 /// How the Erlang side answered an import.
@@ -21,30 +21,6 @@ pub enum Callee {
     /// Entry `n` of table 0, whose type only the executor can see (entries change as wasm
     /// runs), so it checks the arguments.
     TableEntry(u32, UncheckedArgs),
-}
-
-/// A memory 0 operation (see `beamr_core::memory_access`).
-pub enum MemoryOp {
-    Size,
-    Read {
-        offset: u64,
-        len: u64,
-    },
-    /// All of memory 0.
-    Snapshot,
-    Write {
-        offset: u64,
-        data: Bytes,
-    },
-    /// The bytes from `ptr` up to (excluding) the first NUL, which must come within `max`.
-    ReadString {
-        ptr: u64,
-        max: u64,
-    },
-    /// Write at offset 0, growing the memory first when `data` does not fit.
-    Restore {
-        data: Bytes,
-    },
 }
 
 /// An operation on the whole state (memory, globals, table; see `beamr_core::state`).

@@ -3,41 +3,23 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use beamr_core::memory_access::{self, MemoryError, MemoryReply};
+use beamr_core::memory_access::{self, MemoryError, MemoryOp, MemoryReply};
 use beamr_core::state::StateError;
 use wasmer::AsStoreMut;
 
 use super::Context;
-use crate::bytes::try_binary;
+use crate::bytes::{try_binary, Bytes};
 use crate::instance::Event;
-use crate::request::{MemoryOp, StateOp};
+use crate::request::StateOp;
 
 impl Context {
     /// Runs `op`; its outcome is the event the request waits for.
-    pub(super) fn memory_op(&self, store: &mut impl AsStoreMut, op: MemoryOp) -> Event {
+    pub(super) fn memory_op(&self, store: &mut impl AsStoreMut, op: MemoryOp<Bytes>) -> Event {
         let memory = self.memory.borrow();
-        let memory = memory.as_ref();
-        let mut run = |op: memory_access::MemoryOp| {
-            catch_unwind(AssertUnwindSafe(|| {
-                memory_access::run(memory, store, op, try_binary)
-            }))
-            .unwrap_or(Err(MemoryError::Panicked))
-        };
-        let outcome = match op {
-            MemoryOp::Size => run(memory_access::MemoryOp::Size),
-            MemoryOp::Read { offset, len } => run(memory_access::MemoryOp::Read { offset, len }),
-            MemoryOp::Snapshot => run(memory_access::MemoryOp::Snapshot),
-            MemoryOp::ReadString { ptr, max } => {
-                run(memory_access::MemoryOp::ReadString { ptr, max })
-            }
-            MemoryOp::Write { offset, data } => {
-                data.with_slice(|data| run(memory_access::MemoryOp::Write { offset, data }))
-            }
-            MemoryOp::Restore { data } => {
-                data.with_slice(|data| run(memory_access::MemoryOp::Restore { data }))
-            }
-        };
-        Event::Memory(outcome)
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            memory_access::run(memory.as_ref(), store, op, try_binary)
+        }));
+        Event::Memory(outcome.unwrap_or(Err(MemoryError::Panicked)))
     }
 
     /// A full snapshot or restore (its outcome is the event the request waits for); refused inside a call (from an import handler), whose

@@ -1,6 +1,7 @@
 //! Memory 0 of an instance: `memory_size`, `memory_read`, `memory_write`,
 //! `memory_read_string`, `memory_snapshot` (all of it) and `memory_restore`.
 
+use beamr_core::memory_access::MemoryOp;
 use rustler::{Binary, Env, LocalPid, Term};
 
 use super::{instance, request};
@@ -8,9 +9,8 @@ use crate::bytes::Bytes;
 use crate::error::{Error, Reply};
 use crate::instance::Command;
 use crate::nif_cpu_time;
-use crate::request::MemoryOp;
 
-fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp) -> Reply<'a> {
+fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp<Bytes>) -> Reply<'a> {
     let _timed = nif_cpu_time::Timed::start();
     Reply(
         instance(&owner).and_then(|instance| -> Result<Term<'a>, Error<'a>> {
