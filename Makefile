@@ -120,7 +120,7 @@ bench-load: compile
 bench-scale: compile
 	mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench_scale.erl test/hb_beamr_test_util.erl
-	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench_scale:main(), halt().'
+	$(ERL_RUN) -pa _build/bench -eval 'halt(case hb_beamr_bench_scale:main() of ok -> 0; error -> 1 end).'
 
 soak: compile
 	mkdir -p _build/bench

@@ -8,10 +8,19 @@
 
 -define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
 
--spec main() -> ok.
+%% @doc Runs the two waves and prints their rows; `error' (and says why) when the AOS
+%% module is not found under ../shared.
+-spec main() -> ok | error.
 main() ->
-    N = list_to_integer(os:getenv("SCALE_INSTANCES", "10000")),
-    Wasm = hb_beamr_test_util:shared_file(?AOS),
+    case hb_beamr_test_util:shared_file(?AOS) of
+        undefined ->
+            io:format("make bench-scale needs ~s under ../shared (or SHARED=DIR): nothing measured~n", [?AOS]),
+            error;
+        Wasm ->
+            scale(list_to_integer(os:getenv("SCALE_INSTANCES", "10000")), Wasm)
+    end.
+
+scale(N, Wasm) ->
     %% The module compiled and cached once, so starts measure instantiation.
     {ok, Warm, _, _} = hb_beamr:start(Wasm),
     <<_/binary>> = hb_beamr_aos:eval(Warm, <<"1 + 1">>),
