@@ -398,7 +398,7 @@ pub struct CallResource {
     pub shared: Arc<Shared>,
     pub slot: Arc<ReplySlot>,
     /// Set for asynchronous calls, whose events are messages in this protocol (see
-    /// `asynchronous`); the resource is then also the call's public reference.
+    /// `messages::asynchronous`); the resource is then also the call's public reference.
     pub protocol: Option<Protocol>,
     /// An asynchronous call's failed import: its index and the reason the caller gave
     /// (external term format), to report in the call's result.
