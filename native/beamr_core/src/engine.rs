@@ -76,9 +76,11 @@ pub fn replace(kind: EngineKind) {
 pub const WASMER_VERSION: &str = "7.4.2";
 
 /// Everything that decides whether native code compiled by one process can run in another:
-/// the wasmer release, the compiler and its settings, the target triple and the CPU features
-/// Cranelift may use. Compiled artifacts carry it and caches are keyed by it, so code built
-/// for another CPU (e.g. with AVX-512 on a machine without it) is never loaded.
+/// the wasmer release, the compiler and its settings, the target triple, the CPU features
+/// Cranelift may use and the preparation passes that made the module compiled (a digest of
+/// their sources, see build.rs). Compiled artifacts carry it and caches are keyed by it, so
+/// code built for another CPU (e.g. with AVX-512 on a machine without it), or prepared by
+/// other passes, is never loaded.
 pub fn identity(kind: EngineKind) -> String {
     static IDENTITIES: Lazy<[String; 2]> = Lazy::new(|| {
         let describe = |kind| {
@@ -89,11 +91,13 @@ pub fn identity(kind: EngineKind) -> String {
                 .map(|f| f.to_string())
                 .collect();
             format!(
-                "wasmer {WASMER_VERSION}; {}; nan_canonicalization={}; exceptions; {}; {}",
+                "wasmer {WASMER_VERSION}; {}; nan_canonicalization={}; exceptions; {}; {}; \
+                 preparation {}",
                 engine_for(kind).deterministic_id(),
                 kind == EngineKind::Deterministic,
                 target.triple(),
                 features.join(","),
+                env!("BEAMR_PREPARATION_DIGEST"),
             )
         };
         [
@@ -131,6 +135,16 @@ mod tests {
             "{default}"
         );
         assert!(default.contains(&Target::default().triple().to_string()));
+    }
+
+    #[test]
+    fn the_identity_names_the_preparation_passes() {
+        let digest = env!("BEAMR_PREPARATION_DIGEST");
+        assert_eq!(digest.len(), 16);
+        assert!(digest.chars().all(|c| c.is_ascii_hexdigit()));
+        for kind in [EngineKind::Default, EngineKind::Deterministic] {
+            assert!(identity(kind).ends_with(&format!("; preparation {digest}")));
+        }
     }
 
     #[test]
