@@ -80,13 +80,18 @@ funcref_globals_map_to_the_new_instance_test() ->
     ?assertEqual({ok, [2]}, hb_beamr:call(Fresh, "call_kept", [])),
     [hb_beamr:stop(X) || X <- [I, Fresh]].
 
-unrepresentable_table_entry_is_refused_test() ->
+%% A function that only a declarative segment names, put into table 0 by `table.set', is
+%% captured (preparation exports it for the host) and restored into a fresh instance.
+table_set_entry_is_captured_test() ->
     I = start(),
     {ok, []} = hb_beamr:call(I, "hide", []),
-    ?assertEqual({error, {unsnapshottable, {table, 3}}}, hb_beamr:snapshot(I)),
-    {ok, []} = hb_beamr:call(I, "clear_slot", [3]),
-    ?assertMatch({ok, _}, hb_beamr:snapshot(I)),
-    hb_beamr:stop(I).
+    {ok, Hidden} = hb_beamr:call(I, "call_slot", [3]),
+    {ok, Snap} = hb_beamr:snapshot(I),
+    {ok, Fresh, _, Exports} = hb_beamr:start(wat(), #{restore => Snap}),
+    ?assertEqual({ok, Hidden}, hb_beamr:call(Fresh, "call_slot", [3])),
+    %% The export preparation added for it stays hidden.
+    ?assertEqual([], [Name || {func, Name, _} <- Exports, lists:prefix("__hb_beamr", Name)]),
+    [hb_beamr:stop(X) || X <- [I, Fresh]].
 
 %% The fuel countdown changes with every call; it is not state.
 fuel_is_not_part_of_the_state_test() ->

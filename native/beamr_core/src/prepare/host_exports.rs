@@ -5,10 +5,18 @@
 //! mutable global, which a module rarely exports. So memory 0 becomes [`MEMORY_EXPORT`],
 //! table 0 [`TABLE_EXPORT`] (also when they are imported), and each mutable global, defined
 //! or imported, [`global_export_name`] of its index.
+//!
+//! A snapshot writes a function reference (a table entry, a funcref global) as the index of
+//! the function, which the host can only find for the functions it can see: exported ones,
+//! and those the active segments put into table 0 (read back from it after instantiation).
+//! So every other function a segment or a global initializer references, which wasm can
+//! place in a table or global with `table.set`, `table.init` or `global.set`, becomes
+//! [`function_export_name`] of its index (with a start function, the active segments' too:
+//! it may have changed the table before the host could read it).
 
 use wasm_encoder::ExportKind;
 
-use super::reserved::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
+use super::reserved::{function_export_name, global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
 use super::summary::ModuleSummary;
 
 pub(super) struct HostExport {
@@ -41,7 +49,17 @@ pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
                 index,
             }
         });
-    memory.into_iter().chain(table).chain(globals).collect()
+    let functions = summary.placeable_functions.iter().map(|&index| HostExport {
+        name: function_export_name(index),
+        kind: ExportKind::Func,
+        index,
+    });
+    memory
+        .into_iter()
+        .chain(table)
+        .chain(globals)
+        .chain(functions)
+        .collect()
 }
 
 #[cfg(test)]

@@ -18,6 +18,12 @@ pub fn global_export_name(global_index: u32) -> String {
     format!("{RESERVED_EXPORT_PREFIX}global_{global_index}")
 }
 
+/// The reserved export name of function `function_index` (index space including imports),
+/// through which snapshots map a function reference to its index and back.
+pub fn function_export_name(function_index: u32) -> String {
+    format!("{RESERVED_EXPORT_PREFIX}func_{function_index}")
+}
+
 /// The import module of hb_beamr's own host functions (the interruption check). A module
 /// that imported from it itself could call them with arguments of its choosing.
 pub const RESERVED_IMPORT_MODULE: &str = interrupt::CHECK_MODULE;

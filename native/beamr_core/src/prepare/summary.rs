@@ -1,6 +1,11 @@
 //! What the finishing pass needs to know of a module, read once from its header sections.
 
-use wasmparser::{BinaryReaderError, Export, MemoryType, Parser, Payload, TypeRef};
+use std::collections::BTreeSet;
+
+use wasmparser::{
+    BinaryReaderError, ConstExpr, ElementItems, ElementKind, Export, ExternalKind, MemoryType,
+    Operator, Parser, Payload, TypeRef,
+};
 
 /// The module-level facts the last pass decides from (host exports, WAMR layout, limits).
 pub(super) struct ModuleSummary<'a> {
@@ -11,6 +16,9 @@ pub(super) struct ModuleSummary<'a> {
     /// Per global index (imports first): is it mutable?
     pub global_mutability: Vec<bool>,
     pub exports: Vec<Export<'a>>,
+    /// The functions a table or a funcref global may come to hold that the instance would
+    /// not otherwise show the host (see `host_exports`), ascending.
+    pub placeable_functions: Vec<u32>,
 }
 
 impl<'a> ModuleSummary<'a> {
@@ -21,7 +29,10 @@ impl<'a> ModuleSummary<'a> {
             table_count: 0,
             global_mutability: Vec::new(),
             exports: Vec::new(),
+            placeable_functions: Vec::new(),
         };
+        let mut placeable = BTreeSet::new();
+        let mut has_start = false;
         for payload in Parser::new(0).parse_all(wasm) {
             match payload? {
                 Payload::ImportSection(reader) => {
@@ -48,7 +59,32 @@ impl<'a> ModuleSummary<'a> {
                 Payload::TableSection(reader) => summary.table_count += reader.count(),
                 Payload::GlobalSection(reader) => {
                     for global in reader {
-                        summary.global_mutability.push(global?.ty.mutable);
+                        let global = global?;
+                        summary.global_mutability.push(global.ty.mutable);
+                        referenced(&global.init_expr, &mut placeable)?;
+                    }
+                }
+                Payload::StartSection { .. } => has_start = true,
+                Payload::ElementSection(reader) => {
+                    for element in reader {
+                        let element = element?;
+                        // What active segments put into table 0 the host reads back from the
+                        // table after instantiation, unless a start function ran first.
+                        if matches!(element.kind, ElementKind::Active { .. }) && !has_start {
+                            continue;
+                        }
+                        match element.items {
+                            ElementItems::Functions(indices) => {
+                                for index in indices {
+                                    placeable.insert(index?);
+                                }
+                            }
+                            ElementItems::Expressions(_, exprs) => {
+                                for expr in exprs {
+                                    referenced(&expr?, &mut placeable)?;
+                                }
+                            }
+                        }
                     }
                 }
                 Payload::ExportSection(reader) => {
@@ -59,6 +95,22 @@ impl<'a> ModuleSummary<'a> {
                 _ => {}
             }
         }
+        for export in &summary.exports {
+            if export.kind == ExternalKind::Func {
+                placeable.remove(&export.index);
+            }
+        }
+        summary.placeable_functions = placeable.into_iter().collect();
         Ok(summary)
     }
+}
+
+/// Adds the functions `expr` references (`ref.func`) to `functions`.
+fn referenced(expr: &ConstExpr, functions: &mut BTreeSet<u32>) -> Result<(), BinaryReaderError> {
+    for op in expr.get_operators_reader() {
+        if let Operator::RefFunc { function_index } = op? {
+            functions.insert(function_index);
+        }
+    }
+    Ok(())
 }

@@ -14,11 +14,12 @@
 //! `Function` has no index anyway; so this reads the raw references (pointers to the
 //! instance's `VMCallerCheckedAnyfunc`s) through wasmer's `sys` internals, the way
 //! `crate::store_objects` reaches its objects. A pointer is mapped back to an
-//! index through what the instance exposes: its exported functions and the functions
-//! its active element segments put into table 0 at instantiation. A reference outside
-//! that set (a function placed by `table.set`/`table.init` from a passive or declarative
-//! segment, and neither exported nor initially in the table) cannot be represented, and
-//! capturing refuses with `{unsnapshottable, {table, Slot}}` rather than lose it.
+//! index through what the instance exposes: its exported functions (among them the
+//! hidden exports preparation gives every function a table or global could come to hold
+//! otherwise unseen, see `prepare::host_exports`) and the functions its active element
+//! segments put into table 0 at instantiation. A reference outside that set cannot be
+//! represented, and capturing refuses with `{unsnapshottable, {table, Slot}}` rather than
+//! lose it.
 //!
 //! Deltas: every snapshot taken or restored becomes the instance's base (its id and
 //! sequence number, and memory as `crate::dirty_pages` tracks it); a delta holds the
