@@ -81,7 +81,9 @@ funcref_globals_map_to_the_new_instance_test() ->
     [hb_beamr:stop(X) || X <- [I, Fresh]].
 
 %% A function that only a declarative segment names, put into table 0 by `table.set', is
-%% captured (preparation exports it for the host) and restored into a fresh instance.
+%% captured (preparation exports it for the host) and restored into a fresh instance. (The
+%% fixture's header still calls it unrepresentable, as it was: its bytes cannot change, a
+%% committed version-1 snapshot is bound to them.)
 table_set_entry_is_captured_test() ->
     I = start(),
     {ok, []} = hb_beamr:call(I, "hide", []),
