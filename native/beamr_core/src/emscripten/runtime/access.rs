@@ -1,6 +1,6 @@
 //! How the runtime reaches the module: its memory, its table and its functions.
 
-use wasmer::{AsStoreMut, AsStoreRef, Function, RuntimeError, Value};
+use wasmer::{AsStoreMut, AsStoreRef, Function, Memory, RuntimeError, Value};
 
 use crate::emscripten::host::{integer, value_of, Host};
 use crate::emscripten::unwind::Fault;
@@ -44,17 +44,19 @@ impl Runtime {
         Ok(results.first().map_or(0, integer))
     }
 
+    fn memory(&self) -> Result<&Memory, RuntimeError> {
+        self.memory
+            .as_ref()
+            .ok_or_else(|| Fault::misuse("the module has no memory"))
+    }
+
     pub(super) fn read(
         &self,
         store: &impl AsStoreRef,
         address: u64,
         bytes: &mut [u8],
     ) -> Result<(), RuntimeError> {
-        let memory = self
-            .memory
-            .as_ref()
-            .ok_or_else(|| Fault::misuse("the module has no memory"))?;
-        memory
+        self.memory()?
             .view(store)
             .read(address, bytes)
             .map_err(|_| Fault::out_of_bounds(address, bytes.len() as u64))
@@ -66,11 +68,7 @@ impl Runtime {
         address: u64,
         bytes: &[u8],
     ) -> Result<(), RuntimeError> {
-        let memory = self
-            .memory
-            .as_ref()
-            .ok_or_else(|| Fault::misuse("the module has no memory"))?;
-        memory
+        self.memory()?
             .view(store)
             .write(address, bytes)
             .map_err(|_| Fault::out_of_bounds(address, bytes.len() as u64))
