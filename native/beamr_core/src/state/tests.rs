@@ -29,12 +29,17 @@ const WAT: &str = r#"
 const IDENTITY: [u8; 32] = [7; 32];
 
 fn start() -> (Store, Instance, StateAccess) {
+    start_module(WAT, IDENTITY)
+}
+
+/// An instance of prepared `wat` and its state access, its snapshots bound to `identity`.
+fn start_module(wat: &str, identity: [u8; 32]) -> (Store, Instance, StateAccess) {
     let engine = crate::engine::engine();
-    let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
+    let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
     let mut store = Store::new(engine.clone());
     let imports = with_check(&mut store, wasmer::imports! {});
     let instance = Instance::new(&mut store, &module, &imports).unwrap();
-    let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, Policy::Digests);
+    let state = StateAccess::new(&mut store, &module, &instance, identity, Policy::Digests);
     (store, instance, state)
 }
 
@@ -96,12 +101,7 @@ fn a_delta_holds_what_changed_since_its_base() {
 fn snapshots_of_another_module_are_refused() {
     let (mut store, _instance, state) = start();
     let full = capture(&mut store, &state, false);
-    let engine = crate::engine::engine();
-    let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
-    let mut other_store = Store::new(engine.clone());
-    let imports = with_check(&mut other_store, wasmer::imports! {});
-    let other = Instance::new(&mut other_store, &module, &imports).unwrap();
-    let other_state = StateAccess::new(&mut other_store, &module, &other, [8; 32], Policy::Auto);
+    let (mut other_store, _other, other_state) = start_module(WAT, [8; 32]);
     assert!(matches!(
         other_state.apply(&mut other_store, &[&full]),
         Err(StateError::Snapshot(snapshot::SnapshotError::Mismatch(_)))
@@ -133,12 +133,7 @@ fn tables_changed_by_a_start_function_are_captured() {
   (start $swap)
   (func (export "entry") (param i32) (result i32) (call_indirect (result i32) (local.get 0))))
 "#;
-    let engine = crate::engine::engine();
-    let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
-    let mut store = Store::new(engine.clone());
-    let imports = with_check(&mut store, wasmer::imports! {});
-    let instance = Instance::new(&mut store, &module, &imports).unwrap();
-    let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, Policy::Digests);
+    let (mut store, instance, state) = start_module(wat, IDENTITY);
     let full = capture(&mut store, &state, false);
     state.apply(&mut store, &[&full]).unwrap();
     assert_eq!(run(&mut store, &instance, "entry", &[0]), 20);
