@@ -9,7 +9,7 @@ use rustler::{Encoder, Env, LocalPid, Term};
 use super::instance;
 use crate::atoms;
 use crate::error::Reply;
-use crate::instance::Activity;
+use crate::instance::{Activity, Shared};
 
 /// `{ok, Gas}`: the fuel the instance's last call used (see `beamr_core::fuel`).
 #[rustler::nif]
@@ -23,11 +23,12 @@ fn gas_used(env: Env, owner: LocalPid) -> Reply {
 /// `{ok, Info}` for `hb_beamr:info/1`.
 #[rustler::nif]
 fn info(env: Env, owner: LocalPid) -> Reply {
-    Reply(instance(&owner).map(|instance| (atoms::ok(), info_map(env, &instance)).encode(env)))
+    Reply(
+        instance(&owner).map(|instance| (atoms::ok(), info_map(env, &instance.shared)).encode(env)),
+    )
 }
 
-fn info_map<'a>(env: Env<'a>, instance: &crate::instance::InstanceResource) -> Term<'a> {
-    let shared = &instance.shared;
+fn info_map<'a>(env: Env<'a>, shared: &Shared) -> Term<'a> {
     let state = match shared.activity() {
         _ if shared.is_stopped() => atoms::stopped(),
         Activity::Idle => atoms::idle(),

@@ -2,25 +2,19 @@
 //! `memory_read_string`, `memory_snapshot` (all of it) and `memory_restore`.
 
 use beamr_core::memory_access::MemoryOp;
-use rustler::{Binary, Env, LocalPid, Term};
+use rustler::{Binary, Env, LocalPid};
 
-use super::{instance, request};
+use super::request_to;
 use crate::bytes::Bytes;
-use crate::error::{Error, Reply};
+use crate::error::Reply;
 use crate::instance::Command;
-use crate::nif_cpu_time;
 
 fn memory_command<'a>(env: Env<'a>, owner: LocalPid, op: MemoryOp<Bytes>) -> Reply<'a> {
-    let _timed = nif_cpu_time::Timed::start();
-    Reply(
-        instance(&owner).and_then(|instance| -> Result<Term<'a>, Error<'a>> {
-            request(env, &instance.shared, |caller, slot| Command::Memory {
-                caller,
-                slot,
-                op,
-            })
-        }),
-    )
+    Reply(request_to(env, owner, |caller, slot| Command::Memory {
+        caller,
+        slot,
+        op,
+    }))
 }
 
 #[rustler::nif]

@@ -28,10 +28,22 @@ use crate::atoms;
 use crate::error::Error;
 use crate::instance::{self, Command, InstanceResource, ReplySlot, Shared};
 use crate::messages;
+use crate::nif_cpu_time;
 
 /// The instance whose public handle is `owner`; `stopped` once it is gone.
 fn instance<'a>(owner: &LocalPid) -> Result<ResourceArc<InstanceResource>, Error<'a>> {
     instance::lookup(owner).ok_or(Error::Stopped)
+}
+
+/// `request` on the instance whose public handle is `owner` (a memory or state operation:
+/// nothing to check against the instance first), timed like every waiting NIF.
+fn request_to<'a>(
+    env: Env<'a>,
+    owner: LocalPid,
+    command: impl FnOnce(LocalPid, Arc<ReplySlot>) -> Command,
+) -> Result<Term<'a>, Error<'a>> {
+    let _timed = nif_cpu_time::Timed::start();
+    request(env, &instance(&owner)?.shared, command)
 }
 
 /// Queues the command built around a fresh slot for the calling process and waits

@@ -4,18 +4,15 @@
 use beamr_core::snapshot::{self, Lineage};
 use rustler::{Binary, Encoder, Env, LocalPid, OwnedBinary, Term};
 
-use super::{instance, request};
+use super::request_to;
 use crate::atoms;
 use crate::bytes::BinaryList;
 use crate::error::{snapshot_error, Error, Reply};
 use crate::instance::Command;
-use crate::nif_cpu_time;
 use crate::request::StateOp;
 
 fn state_command<'a>(env: Env<'a>, owner: LocalPid, op: StateOp) -> Result<Term<'a>, Error<'a>> {
-    let _timed = nif_cpu_time::Timed::start();
-    let instance = instance(&owner)?;
-    request(env, &instance.shared, |caller, slot| Command::State {
+    request_to(env, owner, |caller, slot| Command::State {
         caller,
         slot,
         op,
