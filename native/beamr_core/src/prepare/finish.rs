@@ -99,6 +99,15 @@ pub(super) fn finish(
                 exports_written = true;
                 continue;
             }
+            // Exported instead (see `host_exports`); the section after it still finds the
+            // export section written.
+            Payload::StartSection { .. } => {
+                if !exports_written {
+                    module.section(&export_section(None, &added_exports)?);
+                    exports_written = true;
+                }
+                continue;
+            }
             _ => {}
         }
         let Some((id, range)) = payload.as_section() else {

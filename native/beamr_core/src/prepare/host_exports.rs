@@ -13,10 +13,16 @@
 //! place in a table or global with `table.set`, `table.init` or `global.set`, becomes
 //! [`function_export_name`] of its index (with a start function, the active segments' too:
 //! it may have changed the table before the host could read it).
+//!
+//! The start function becomes [`START_EXPORT`] and its start section goes (see `finish`):
+//! the executor calls it after instantiating, once, and an instance instantiated again to
+//! be revived from hibernation does not run it.
 
 use wasm_encoder::ExportKind;
 
-use super::reserved::{function_export_name, global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
+use super::reserved::{
+    function_export_name, global_export_name, MEMORY_EXPORT, START_EXPORT, TABLE_EXPORT,
+};
 use super::summary::ModuleSummary;
 
 pub(super) struct HostExport {
@@ -54,11 +60,17 @@ pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
         kind: ExportKind::Func,
         index,
     });
+    let start = summary.start.map(|index| HostExport {
+        name: START_EXPORT.into(),
+        kind: ExportKind::Func,
+        index,
+    });
     memory
         .into_iter()
         .chain(table)
         .chain(globals)
         .chain(functions)
+        .chain(start)
         .collect()
 }
 
@@ -67,7 +79,7 @@ mod tests {
     use super::super::test_support::*;
     use super::super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
     use wasmer::{
-        imports, Global, Instance, Memory, MemoryType, Module, Store, Table, TableType, Type, Value,
+        imports, Global, Memory, MemoryType, Module, Store, Table, TableType, Type, Value,
     };
 
     #[test]
@@ -125,7 +137,8 @@ mod tests {
             "env" => { "g" => g, "k" => k, "memory" => memory.clone(), "table" => table }
         };
         let imports = super::super::test_support::with_check(&mut store, imports);
-        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let instance =
+            crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
         let exports = &instance.exports;
         assert_eq!(exports.get_memory(MEMORY_EXPORT).unwrap(), &memory);
         assert!(exports.get_table(TABLE_EXPORT).is_ok());
@@ -138,6 +151,31 @@ mod tests {
         );
         assert!(exports.get_global(&global_export_name(1)).is_err());
         assert!(exports.get_global(&global_export_name(2)).is_ok());
+    }
+
+    /// The start function is exported instead of run by instantiation: `instantiate_with_start`
+    /// runs it once, a bare instantiation (a revival's) not at all.
+    #[test]
+    fn the_start_function_is_exported_not_run_at_instantiation() {
+        let wat = r#"(module (global $n (mut i32) (i32.const 0))
+            (func $start (global.set $n (i32.add (global.get $n) (i32.const 1))))
+            (start $start)
+            (func (export "n") (result i32) (global.get $n)))"#;
+        let wasm = prepare_wat(wat).wasm;
+        let engine = crate::engine::engine();
+        let module = Module::new(engine, &wasm).unwrap();
+        assert!(module.info().start_function.is_none());
+        for (with_start, expected) in [(true, 1), (false, 0)] {
+            let mut store = Store::new(engine.clone());
+            let imports = super::super::test_support::with_check(&mut store, imports! {});
+            let instance = if with_start {
+                crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap()
+            } else {
+                wasmer::Instance::new(&mut store, &module, &imports).unwrap()
+            };
+            let n = instance.exports.get_function("n").unwrap();
+            assert_eq!(n.call(&mut store, &[]).unwrap()[0], Value::I32(expected));
+        }
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //!
 //! 1. [`memory64`]: 64-bit memories and tables become 32-bit ones.
 //! 2. [`exceptions`]: legacy `try`/`catch`/`rethrow`/`delegate` become `try_table`/`throw_ref`.
-//! 3. [`host_exports`] and 4. [`wamr_layout`]: applied together by [`finish`], which only
+//! 3. [`host_exports`] (including the start function, which is exported rather than run
+//!    at instantiation) and 4. [`wamr_layout`]: applied together by [`finish`], which only
 //!    rewrites the memory, table and export sections (also fitting every memory's and
 //!    table's maximum to the `memory_limit` budget) and copies everything else byte for byte.
 //! 5. [`interrupt`]: the fuel countdown through which running wasm is stopped, timed out
@@ -34,7 +35,8 @@ pub use options::{
     MAX_FIXED_FUNCREF_ENTRIES, MAX_IMPORTS, TABLE_ENTRY_BYTES,
 };
 pub use reserved::{
-    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, RESERVED_IMPORT_MODULE, TABLE_EXPORT,
+    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, RESERVED_IMPORT_MODULE,
+    START_EXPORT, TABLE_EXPORT,
 };
 
 /// What wasmer 7.4 with Cranelift (and exceptions enabled, as `engine` configures it)
@@ -155,6 +157,25 @@ pub fn prepare(wasm: &[u8], opts: &PrepareOptions) -> Result<PreparedModule, Pre
         initial_footprint: finished.initial_footprint,
         fixed_funcref_entries: finished.fixed_funcref_entries,
     })
+}
+
+/// Instantiates a prepared module as wasm does: `Instance::new`, then its start function
+/// (which preparation turned into [`START_EXPORT`]). The executor instantiates without it
+/// when reviving an instance, and calls it itself, within a call's limits, when starting
+/// one.
+#[allow(clippy::result_large_err)] // wasmer's own error
+pub fn instantiate_with_start(
+    store: &mut impl wasmer::AsStoreMut,
+    module: &wasmer::Module,
+    imports: &wasmer::Imports,
+) -> Result<wasmer::Instance, wasmer::InstantiationError> {
+    let instance = wasmer::Instance::new(store, module, imports)?;
+    if let Ok(start) = instance.exports.get_function(START_EXPORT) {
+        start
+            .call(store, &[])
+            .map_err(wasmer::InstantiationError::Start)?;
+    }
+    Ok(instance)
 }
 
 #[cfg(test)]

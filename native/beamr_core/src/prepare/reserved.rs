@@ -12,6 +12,11 @@ pub const MEMORY_EXPORT: &str = "__hb_beamr_memory";
 /// Table 0, exported for the host (Emscripten `invoke_*` calls go through it).
 pub const TABLE_EXPORT: &str = "__hb_beamr_table";
 
+/// The module's start function, exported instead of run at instantiation: the executor
+/// calls it explicitly after instantiating, so that an instance revived from hibernation
+/// (instantiated again, then given its state back) does not run it a second time.
+pub const START_EXPORT: &str = "__hb_beamr_start";
+
 /// The reserved export name of mutable global `global_index` (index space including imports),
 /// through which snapshots read and restore it.
 pub fn global_export_name(global_index: u32) -> String {

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use super::reserved::START_EXPORT;
 use wasmparser::{
     BinaryReaderError, ConstExpr, ElementItems, ElementKind, Export, ExternalKind, MemoryType,
     Operator, Parser, Payload, TypeRef,
@@ -19,6 +20,9 @@ pub(super) struct ModuleSummary<'a> {
     /// The functions a table or a funcref global may come to hold that the instance would
     /// not otherwise show the host (see `host_exports`), ascending.
     pub placeable_functions: Vec<u32>,
+    /// The start function: the start section's, or (in a module prepared before) the one
+    /// already exported as `START_EXPORT`.
+    pub start: Option<u32>,
 }
 
 impl<'a> ModuleSummary<'a> {
@@ -30,6 +34,7 @@ impl<'a> ModuleSummary<'a> {
             global_mutability: Vec::new(),
             exports: Vec::new(),
             placeable_functions: Vec::new(),
+            start: None,
         };
         let mut placeable = BTreeSet::new();
         let mut has_start = false;
@@ -64,7 +69,10 @@ impl<'a> ModuleSummary<'a> {
                         referenced(&global.init_expr, &mut placeable)?;
                     }
                 }
-                Payload::StartSection { .. } => has_start = true,
+                Payload::StartSection { func, .. } => {
+                    has_start = true;
+                    summary.start = Some(func);
+                }
                 Payload::ElementSection(reader) => {
                     for element in reader {
                         let element = element?;
@@ -96,6 +104,9 @@ impl<'a> ModuleSummary<'a> {
             }
         }
         for export in &summary.exports {
+            if export.kind == ExternalKind::Func && export.name == START_EXPORT {
+                summary.start = summary.start.or(Some(export.index));
+            }
             if export.kind == ExternalKind::Func {
                 placeable.remove(&export.index);
             }

@@ -37,7 +37,7 @@ pub fn instantiate(wat: &str) -> (Store, Instance) {
     let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
     let mut store = Store::new(engine.clone());
     let imports = with_check(&mut store, imports! {});
-    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let instance = crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
     (store, instance)
 }
 

@@ -39,7 +39,9 @@ use wasmer::sys::vm::{TableElement, VMExtern, VMFuncRef, VMTable};
 use wasmer::{AsStoreMut, ExportIndex, Extern, Global, Instance, Memory, Module, Table};
 
 use crate::dirty_pages::{DirtyPages, Policy};
-use crate::prepare::{global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, TABLE_EXPORT};
+use crate::prepare::{
+    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, START_EXPORT, TABLE_EXPORT,
+};
 use crate::snapshot::{ModuleId, SnapshotError, SnapshotId};
 
 #[derive(Debug)]
@@ -160,7 +162,9 @@ impl StateAccess {
         }
         // What the active segments put into table 0, read back from the table. A start
         // function could have changed the table already, so then only exports count.
-        if let (Some(table), None) = (access.table.clone(), info.start_function) {
+        // (A prepared module's start function is an export the executor calls.)
+        let has_start = info.start_function.is_some() || exports.get_function(START_EXPORT).is_ok();
+        if let (Some(table), false) = (access.table.clone(), has_start) {
             let mut slots: HashMap<u32, u32> = HashMap::new();
             for init in info
                 .table_initializers

@@ -38,7 +38,7 @@ fn start_module(wat: &str, identity: [u8; 32]) -> (Store, Instance, StateAccess)
     let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
     let mut store = Store::new(engine.clone());
     let imports = with_check(&mut store, wasmer::imports! {});
-    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let instance = crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
     let state = StateAccess::new(&mut store, &module, &instance, identity, Policy::Digests);
     (store, instance, state)
 }

@@ -12,7 +12,7 @@ use std::rc::Rc;
 
 use beamr_core::engine::{engine, panic_message};
 use beamr_core::prepare::{interrupt, prepare, PrepareOptions};
-use wasmer::{Extern, Instance, InstantiationError, LinkError, Module, Store, Value};
+use wasmer::{Extern, InstantiationError, LinkError, Module, Store, Value};
 
 use super::exclusions::{self, Exclusion};
 use super::host;
@@ -325,7 +325,11 @@ impl<'a> Runner<'a> {
             Err(why) => return Ok(Instantiated::Unlinkable(why)),
         };
         Ok(
-            match Instance::new(&mut self.store, &compiled.module, &imports) {
+            match beamr_core::prepare::instantiate_with_start(
+                &mut self.store,
+                &compiled.module,
+                &imports,
+            ) {
                 Ok(instance) => {
                     Instantiated::Live(Rc::new(Exported::of(&instance, &compiled.interface)))
                 }

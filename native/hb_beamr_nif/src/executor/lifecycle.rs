@@ -63,7 +63,7 @@ impl Context {
         // wasmer's own (large) error, made once per start.
         #[allow(clippy::result_large_err)]
         let instance = catch_unwind(AssertUnwindSafe(|| {
-            Instance::new(&mut store, &module, &imports)
+            beamr_core::prepare::instantiate_with_start(&mut store, &module, &imports)
         }));
         self.leave();
         let failure = match instance {

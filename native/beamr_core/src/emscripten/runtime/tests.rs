@@ -47,7 +47,8 @@ impl Fixture {
     fn new() -> Fixture {
         let mut store = Store::default();
         let module = Module::new(&store, wat::parse_str(MODULE).unwrap()).unwrap();
-        let instance = Instance::new(&mut store, &module, &imports! {}).unwrap();
+        let instance =
+            crate::prepare::instantiate_with_start(&mut store, &module, &imports! {}).unwrap();
         let memory = instance.exports.get_memory("memory").ok().cloned();
         let runtime = Runtime::resolve(&store, &instance, memory, None, false);
         Fixture {

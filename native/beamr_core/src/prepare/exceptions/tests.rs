@@ -28,7 +28,8 @@ impl Running {
         let module = Module::new(engine, translate(wat)).unwrap();
         let mut store = Store::new(engine.clone());
         let imports = crate::prepare::test_support::with_check(&mut store, imports! {});
-        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let instance =
+            crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
         Running { store, instance }
     }
 

@@ -50,7 +50,7 @@ fn build_with_overdrafts(
     });
     let mut imports = imports! { CHECK_MODULE => { CHECK_NAME => check } };
     extra(&mut store, &mut imports);
-    let instance = Instance::new(&mut store, &module, &imports);
+    let instance = crate::prepare::instantiate_with_start(&mut store, &module, &imports);
     (store, instance, calls, overdrafts)
 }
 
@@ -239,7 +239,7 @@ fn instantiate_instrumented(wat: &str, budget: u64) -> (Store, Instance) {
     let module = WasmerModule::new(engine, wasm).unwrap();
     let mut store = Store::new(engine.clone());
     let imports = super::super::test_support::with_check(&mut store, imports! {});
-    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let instance = crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
     (store, instance)
 }
 
@@ -325,7 +325,8 @@ fn atomic_waits_answer_at_once_and_trap_instead_of_blocking_for_ever() {
 fn atomic_waits_keep_wasmer_traps_and_answers() {
     let raw = WasmerModule::new(crate::engine::engine(), wat::parse_str(WAITS).unwrap()).unwrap();
     let mut raw_store = Store::new(crate::engine::engine().clone());
-    let raw_instance = Instance::new(&mut raw_store, &raw, &imports! {}).unwrap();
+    let raw_instance =
+        crate::prepare::instantiate_with_start(&mut raw_store, &raw, &imports! {}).unwrap();
     let (mut store, instance) = instantiate_instrumented(WAITS, u64::MAX);
     let beyond = 65536;
     for (name, args) in [

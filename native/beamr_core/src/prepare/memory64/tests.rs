@@ -464,7 +464,7 @@ fn segment_offsets_fold_and_overflow_fails_instantiation() {
     let module = wasmer::Module::new(engine, too_far.wasm).unwrap();
     let mut store = wasmer::Store::new(engine.clone());
     let imports = crate::prepare::test_support::with_check(&mut store, wasmer::imports! {});
-    assert!(wasmer::Instance::new(&mut store, &module, &imports).is_err());
+    assert!(crate::prepare::instantiate_with_start(&mut store, &module, &imports).is_err());
 
     let imported = wat::parse_str(
         r#"(module (global (import "env" "base") i64) (memory i64 1) (data
@@ -520,7 +520,8 @@ fn assert_unlinkable(
     let mut store = wasmer::Store::new(engine.clone());
     let imports = imports(&mut store);
     let imports = crate::prepare::test_support::with_check(&mut store, imports);
-    let error = wasmer::Instance::new(&mut store, &module, &imports).expect_err("instantiated");
+    let error = crate::prepare::instantiate_with_start(&mut store, &module, &imports)
+        .expect_err("instantiated");
     let error = error.to_string();
     assert!(error.contains(what), "{error}");
 }
@@ -615,7 +616,7 @@ fn unfittable_definitions_become_imports_and_indices_follow() {
         super::entities::UNSATISFIABLE_MODULE => { &names[1].1 => huge, &names[2].1 => table },
     };
     let imports = crate::prepare::test_support::with_check(&mut store, imports);
-    let instance = wasmer::Instance::new(&mut store, &module, &imports).unwrap();
+    let instance = crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
     let s = &mut store;
     assert_eq!(
         call(s, &instance, "load", &[Value::I64(8)]).unwrap()[0],

@@ -11,7 +11,7 @@
 
 use std::fmt::Write;
 
-use wasmer::{imports, Instance, Module, Store, Value};
+use wasmer::{imports, Module, Store, Value};
 
 use crate::prepare::test_support::{with_check, Rng};
 use crate::prepare::*;
@@ -352,7 +352,8 @@ fn legacy_exception_programs_run_as_the_model_says() {
         let module = Module::new(engine, &prepared.wasm).unwrap();
         let mut store = Store::new(engine.clone());
         let imports = with_check(&mut store, imports! {});
-        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let instance =
+            crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
         let result = instance
             .exports
             .get_function("run")

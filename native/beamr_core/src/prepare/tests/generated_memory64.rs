@@ -584,7 +584,8 @@ impl Run {
         let module = Module::new(engine, &prepared.wasm).unwrap();
         let mut store = Store::new(engine.clone());
         let imports = with_check(&mut store, imports! {});
-        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let instance =
+            crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
         Run { store, instance }
     }
 

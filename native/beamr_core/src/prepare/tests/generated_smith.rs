@@ -23,8 +23,8 @@ use std::sync::Arc;
 use arbitrary::Unstructured;
 use wasm_smith::Config;
 use wasmer::{
-    Extern, ExternType, Function, Global, Imports, Instance, Memory, Module, Mutability,
-    RuntimeError, Store, Table, Tag, Type, Value,
+    Extern, ExternType, Function, Global, Imports, Memory, Module, Mutability, RuntimeError, Store,
+    Table, Tag, Type, Value,
 };
 use wasmparser::Validator;
 
@@ -195,7 +195,7 @@ fn prepared_modules_compile_instantiate_and_run_without_crashing() {
             continue;
         };
         let instantiation = catch_unwind(AssertUnwindSafe(|| {
-            Instance::new(&mut store, &module, &imports).map_err(Box::new)
+            crate::prepare::instantiate_with_start(&mut store, &module, &imports).map_err(Box::new)
         }));
         let instance = match instantiation {
             Ok(Ok(instance)) => instance,

@@ -9,7 +9,7 @@ mod smith_config;
 use super::test_support::*;
 use super::*;
 use std::time::Instant;
-use wasmer::{imports, Function, FunctionType, Instance, Module, Store, Type, Value};
+use wasmer::{imports, Function, FunctionType, Module, Store, Type, Value};
 
 #[test]
 fn rejects_garbage_and_invalid_modules() {
@@ -213,7 +213,7 @@ fn test_calling_fixture_lowers_compiles_and_mallocs() {
     let module = Module::new(engine, &prepared.wasm).unwrap();
     let mut store = Store::new(engine.clone());
     let imports = wasi_stubs(&mut store, &module);
-    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let instance = crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
     let ptr = call(&mut store, &instance, "malloc", &[Value::I64(100)]).unwrap();
     assert!(
         matches!(ptr[0], Value::I64(p) if p != 0),
@@ -241,7 +241,7 @@ fn aos_fixture_prepares_fast_and_evaluates_lua() {
     let module = Module::new(engine, &prepared.wasm).unwrap();
     let mut store = Store::new(engine.clone());
     let imports = wasi_stubs(&mut store, &module);
-    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let instance = crate::prepare::instantiate_with_start(&mut store, &module, &imports).unwrap();
     let memory = instance.exports.get_memory(MEMORY_EXPORT).unwrap().clone();
     assert_eq!(memory.view(&store).size().0, 193);
     // WAMR's page is added to the maximum too: the process runs grown to 32,769 pages.
