@@ -107,6 +107,12 @@ impl<T> Lane<T> {
         self.state.fetch_or(0, Ordering::AcqRel);
     }
 
+    /// Whether no value is in the lane or being put there (a read-modify-write: it sees
+    /// the latest state).
+    pub fn is_empty(&self) -> bool {
+        self.state.fetch_or(0, Ordering::AcqRel) & !CLOSED == EMPTY
+    }
+
     /// Refuses further values and drains the one that was put but not taken, if any.
     /// Idempotent.
     pub fn close(&self) -> Option<T> {

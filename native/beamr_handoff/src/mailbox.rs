@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::sync::thread::{self, Thread};
-use crate::sync::{AtomicUsize, Mutex, OnceLock, Ordering};
+use crate::sync::{AtomicUsize, Mutex, Ordering};
 
 use super::lane::{Lane, PutError};
 use super::spin::Spin;
@@ -37,7 +37,9 @@ pub struct Mailbox<T> {
     queue: CachePadded<Mutex<Queue<T>>>,
     /// The queue's length, readable without the lock.
     len: CachePadded<AtomicUsize>,
-    consumer: OnceLock<Thread>,
+    /// The thread popping values, which pushes wake; it changes when another thread takes
+    /// over (an instance revived from hibernation).
+    consumer: Mutex<Option<Thread>>,
     /// Where the consumer and the latest producer were last seen (see [`cpu`]).
     consumer_cpu: CachePadded<LastCpu>,
     producer_cpu: CachePadded<LastCpu>,
@@ -57,13 +59,14 @@ impl<T> Mailbox<T> {
                 closed: false,
             })),
             len: CachePadded::new(AtomicUsize::new(0)),
-            consumer: OnceLock::new(),
+            consumer: Mutex::new(None),
             consumer_cpu: CachePadded::new(LastCpu::new()),
             producer_cpu: CachePadded::new(LastCpu::new()),
         }
     }
 
-    /// Called once by the consumer thread before it pops.
+    /// Called by the consumer thread before it pops: once, and again by each thread that
+    /// takes over as consumer after the previous one stopped popping.
     ///
     /// A push racing the binding could otherwise miss it (and wake nobody) while the
     /// consumer misses the pushed value and parks for ever: store buffering, which the
@@ -71,7 +74,7 @@ impl<T> Mailbox<T> {
     /// loom, tests/loom.rs). Rather than a fence in every push, the consumer orders its
     /// binding against pushers here, once: through the lane's state and the queue's lock.
     pub fn bind_executor(&self) {
-        let _ = self.consumer.set(thread::current());
+        *self.consumer.lock() = Some(thread::current());
         self.lane.sync_with_pushers();
         drop(self.queue.lock());
     }
@@ -106,7 +109,7 @@ impl<T> Mailbox<T> {
     fn wake(&self) {
         // Unparking a thread that is not parked only sets its token: cheap, and it makes
         // the consumer's check-then-park free of lost wake-ups.
-        if let Some(thread) = self.consumer.get() {
+        if let Some(thread) = self.consumer.lock().as_ref() {
             thread.unpark();
         }
     }
@@ -171,6 +174,16 @@ impl<T> Mailbox<T> {
     /// it was last seen on the caller's CPU. For producers waiting for its answer.
     pub fn consumer_may_run(&self) -> bool {
         !self.consumer_cpu.is(cpu::current())
+    }
+
+    /// Whether no value waits: every `push` that returned before this call (or before
+    /// a sequentially consistent fence that precedes it) is seen, because both the lane's
+    /// state and the queue are read through a read-modify-write or the queue's lock, which
+    /// read the latest value. For a consumer deciding to stop popping while pushers decide
+    /// whether to start a new one: each side writes its decision, fences (SeqCst), then reads
+    /// the other's, so at least one of them sees the other.
+    pub fn is_empty(&self) -> bool {
+        self.lane.is_empty() && self.queue.lock().values.is_empty()
     }
 
     /// Refuses further values and hands back the ones pushed but not popped.

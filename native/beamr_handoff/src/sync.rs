@@ -91,60 +91,6 @@ impl<T> UnsafeCell<T> {
         #[cfg(loom)]
         return self.0.with_mut(f);
     }
-
-    /// Calls `f` with a pointer to the contents, for reading.
-    ///
-    /// # Safety
-    /// No thread may write the contents for the duration of `f`.
-    #[cfg(loom)]
-    pub(crate) unsafe fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        self.0.with(f)
-    }
-}
-
-#[cfg(not(loom))]
-pub(crate) use std::sync::OnceLock;
-
-/// std's `OnceLock` as far as the mailbox uses it, over loom's atomics so loom sees its
-/// synchronisation: like std's futex-based `Once`, `set` claims the cell with an acquire
-/// compare-and-swap and publishes with a release swap, `get` is one acquire load.
-#[cfg(loom)]
-pub(crate) struct OnceLock<T> {
-    state: AtomicU8,
-    value: UnsafeCell<Option<T>>,
-}
-
-#[cfg(loom)]
-impl<T> OnceLock<T> {
-    pub(crate) fn new() -> OnceLock<T> {
-        OnceLock {
-            state: AtomicU8::new(0),
-            value: UnsafeCell::new(None),
-        }
-    }
-
-    /// Err when already set (or being set: std would wait, nothing here sets twice).
-    pub(crate) fn set(&self, value: T) -> Result<(), T> {
-        if self
-            .state
-            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
-            .is_err()
-        {
-            return Err(value);
-        }
-        // SAFETY: state 1 gives this thread exclusive access.
-        unsafe { self.value.with_mut(|cell| *cell = Some(value)) };
-        self.state.swap(2, Ordering::Release);
-        Ok(())
-    }
-
-    pub(crate) fn get(&self) -> Option<&T> {
-        if self.state.load(Ordering::Acquire) != 2 {
-            return None;
-        }
-        // SAFETY: state 2 is final; the value is never written again.
-        unsafe { self.value.with(|cell| (*cell).as_ref()) }
-    }
 }
 
 #[cfg(not(loom))]
