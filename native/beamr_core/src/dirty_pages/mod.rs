@@ -137,6 +137,41 @@ impl DirtyPages {
         self.base = Base::Digests(digests.unwrap_or_else(|| page_digests(memory)));
     }
 
+    /// How changes are found.
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The base as the digest of each page of `memory` (whose current digests are `now`),
+    /// with a digest no page has now for every page changed since the base: what a fresh
+    /// copy of `memory` compares against to find the same changes ([`DirtyPages::carried`]).
+    /// The kernel's tracking, if engaged, is lifted and digests take over, so this
+    /// tracking stays right whether or not memory moves. None without a base.
+    pub fn carry(&mut self, memory: &[u8], now: &[u64]) -> Option<Vec<u64>> {
+        match &self.base {
+            Base::None => None,
+            Base::Digests(base) => Some(base.clone()),
+            Base::Kernel { .. } => {
+                let changed = self.take_changes(memory)?;
+                self.release(memory);
+                let mut digests = now.to_vec();
+                for page in changed.iter().flat_map(|run| run.bytes()).step_by(PAGE) {
+                    digests[page / PAGE] ^= 1;
+                }
+                self.base = Base::Digests(digests.clone());
+                Some(digests)
+            }
+        }
+    }
+
+    /// Tracking whose base is `digests` (from [`DirtyPages::carry`]).
+    pub fn carried(policy: Policy, digests: Vec<u64>) -> DirtyPages {
+        DirtyPages {
+            policy,
+            base: Base::Digests(digests),
+        }
+    }
+
     /// The pages of `memory` that changed since the base, as ascending, disjoint runs
     /// (pages past the base's size included); None without a base. Memory as it is now
     /// becomes the base, under the kernel's tracking when it can be.

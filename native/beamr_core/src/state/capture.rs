@@ -30,7 +30,7 @@ impl StateAccess {
         })
     }
 
-    fn capture_globals(
+    pub(super) fn capture_globals(
         &self,
         store: &mut impl AsStoreMut,
     ) -> Result<Vec<(u32, GlobalValue)>, StateError> {
@@ -57,7 +57,7 @@ impl StateAccess {
             .collect()
     }
 
-    fn capture_table(
+    pub(super) fn capture_table(
         &self,
         store: &mut impl AsStoreMut,
     ) -> Result<Option<Vec<Option<u32>>>, StateError> {

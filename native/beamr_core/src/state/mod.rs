@@ -30,6 +30,9 @@
 
 mod apply;
 mod capture;
+mod hibernate;
+
+pub use hibernate::{Base, Image, SnapshotBytes};
 
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -151,3 +151,80 @@ fn a_refused_allocation_is_an_error() {
     let next = capture(&mut store, &state, true);
     assert_eq!(snapshot::decode(&next).unwrap().lineage, Lineage::Full);
 }
+
+/// The module's freshly instantiated state, as a base for images.
+fn fresh_base() -> std::sync::Arc<super::Base> {
+    let (mut store, _instance, state) = start();
+    let base = capture(&mut store, &state, false);
+    std::sync::Arc::new(super::Base::new(Box::new(base)).unwrap())
+}
+
+/// Hibernation: the state goes into an image against a base (here the module's fresh
+/// state) and comes back in a fresh instantiation; a delta taken after the revival still
+/// holds what changed before it, since the user's last snapshot.
+#[test]
+fn an_image_revives_the_whole_state_and_keeps_the_incremental_base() {
+    for policy in [Policy::Digests, Policy::Auto] {
+        let base = fresh_base();
+        let (mut store, instance, state) = start();
+        run(&mut store, &instance, "poke", &[100, 42]);
+        let user_full = state
+            .capture(&mut store, true, |len| Some(vec![0; len]))
+            .unwrap();
+        run(&mut store, &instance, "poke", &[200, 7]);
+        run(&mut store, &instance, "set_g", &[9]);
+        run(&mut store, &instance, "set_entry", &[]);
+        run(&mut store, &instance, "grow", &[]);
+        run(&mut store, &instance, "poke", &[70_000, 5]);
+        let image = state.hibernate(&mut store, base.clone()).unwrap();
+        assert!(image.bytes() < 4096, "{} bytes", image.bytes());
+        let encoded = image.encode();
+        let image = super::Image::decode(&encoded, base.clone()).unwrap();
+        drop((store, instance, state));
+
+        // A fresh instantiation, without the start function, as a revival makes it.
+        let engine = crate::engine::engine();
+        let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
+        let mut store = Store::new(engine.clone());
+        let imports = with_check(&mut store, wasmer::imports! {});
+        let instance = Instance::new(&mut store, &module, &imports).unwrap();
+        let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, policy);
+        state.revive(&mut store, &image).unwrap();
+        assert_eq!(run(&mut store, &instance, "peek", &[100]), 42);
+        assert_eq!(run(&mut store, &instance, "peek", &[200]), 7);
+        assert_eq!(run(&mut store, &instance, "peek", &[70_000]), 5);
+        assert_eq!(run(&mut store, &instance, "get_g", &[]), 9);
+        assert_eq!(run(&mut store, &instance, "call_entry", &[]), 2);
+
+        run(&mut store, &instance, "poke", &[300, 3]);
+        let delta = capture(&mut store, &state, true);
+        let decoded = snapshot::decode(&delta).unwrap();
+        let user_id = snapshot::decode(&user_full).unwrap().id;
+        assert_eq!(decoded.lineage, Lineage::Delta { parent: user_id });
+        // The chain the user holds restores everything, in yet another instance.
+        let (mut store, instance, state) = start();
+        state.apply(&mut store, &[&user_full, &delta]).unwrap();
+        for (at, value) in [(100, 42), (200, 7), (300, 3), (70_000, 5)] {
+            assert_eq!(run(&mut store, &instance, "peek", &[at]), value, "at {at}");
+        }
+    }
+}
+
+/// A damaged image is refused, never half-applied.
+#[test]
+fn a_damaged_image_is_invalid() {
+    let base = fresh_base();
+    let (mut store, instance, state) = start();
+    run(&mut store, &instance, "poke", &[100, 42]);
+    let mut encoded = state.hibernate(&mut store, base.clone()).unwrap().encode();
+    let middle = encoded.len() / 2;
+    encoded[middle] ^= 1;
+    assert!(matches!(
+        super::Image::decode(&encoded, base.clone()),
+        Err(StateError::Snapshot(_))
+    ));
+    assert!(matches!(
+        super::Image::decode(&encoded[..10], base),
+        Err(StateError::Snapshot(_))
+    ));
+}

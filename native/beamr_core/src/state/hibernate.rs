@@ -1,0 +1,346 @@
+//! Hibernation images: an instance's whole state kept small while it has no executor, and
+//! put back into a fresh instantiation of its module when it wakes.
+//!
+//! An image is a delta snapshot (see `crate::snapshot`) against a [`Base`]: a full snapshot
+//! shared by many instances (the module's freshly instantiated state, or a snapshot that
+//! several instances were restored from). It holds the 4 KiB pages whose digests differ
+//! from the base's, and the globals and tables whole, compressed with LZ4. Reviving
+//! restores the chain `[base, delta]`, validated like any restore.
+//!
+//! Incremental snapshots must not notice a hibernation: the delta a user takes after a
+//! revival holds every page changed since their previous snapshot, including those changed
+//! before hibernating. So the image also carries that base (its id and sequence) and the
+//! change tracking as page digests (`DirtyPages::carry`), compressed: pages of zeros
+//! share one digest, so this costs little beyond the pages that hold data.
+
+use std::sync::Arc;
+
+use wasmer::AsStoreMut;
+
+use super::{StateAccess, StateError};
+use crate::dirty_pages::DirtyPages;
+use crate::snapshot::digest::{page_digests, zero_page_digest};
+use crate::snapshot::{self, Lineage, MemoryParts, PageRun, Parts, SnapshotError, SnapshotId};
+
+/// The bytes of a full snapshot, however the embedder holds them (an Erlang binary is not
+/// copied, see the NIF's `Bytes`).
+pub trait SnapshotBytes: Send + Sync {
+    fn with_bytes(&self, f: &mut dyn FnMut(&[u8]));
+}
+
+impl SnapshotBytes for Vec<u8> {
+    fn with_bytes(&self, f: &mut dyn FnMut(&[u8])) {
+        f(self)
+    }
+}
+
+/// A full snapshot that images are deltas of, validated once.
+pub struct Base {
+    bytes: Box<dyn SnapshotBytes>,
+    id: SnapshotId,
+    /// The digest of each page of its memory (empty without memory).
+    digests: Vec<u64>,
+    len: usize,
+}
+
+impl Base {
+    /// `bytes` must decode as a full snapshot (version 2 or later, which has page digests).
+    pub fn new(bytes: Box<dyn SnapshotBytes>) -> Result<Base, SnapshotError> {
+        let mut decoded = Err(SnapshotError::Invalid("no bytes".into()));
+        bytes.with_bytes(&mut |data| {
+            decoded = snapshot::decode(data).and_then(|s| match s.lineage {
+                Lineage::Full => Ok((s.id, s.page_digests.unwrap_or_default(), data.len())),
+                Lineage::Delta { .. } => Err(SnapshotError::Invalid("a base is full".into())),
+            });
+        });
+        let (id, digests, len) = decoded?;
+        Ok(Base {
+            bytes,
+            id,
+            digests,
+            len,
+        })
+    }
+
+    /// The snapshot's size in bytes (for statistics).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// LZ4 block data and the length it decompresses to.
+struct Compressed {
+    bytes: Vec<u8>,
+    len: usize,
+}
+
+impl Compressed {
+    fn new(data: &[u8]) -> Compressed {
+        Compressed {
+            bytes: lz4_flex::block::compress(data),
+            len: data.len(),
+        }
+    }
+
+    /// Decompresses into a buffer allocated fallibly (the length may come from disk).
+    fn decompress(&self) -> Result<Vec<u8>, StateError> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(self.len)
+            .map_err(|_| StateError::Grow("memory"))?;
+        out.resize(self.len, 0);
+        match lz4_flex::block::decompress_into(&self.bytes, &mut out) {
+            Ok(n) if n == self.len => Ok(out),
+            _ => Err(invalid("damaged hibernation image")),
+        }
+    }
+}
+
+fn invalid(why: &str) -> StateError {
+    StateError::Snapshot(SnapshotError::Invalid(why.into()))
+}
+
+/// The incremental-snapshot base an image carries across hibernation.
+struct Carried {
+    base: (SnapshotId, u64),
+    digests: Compressed,
+}
+
+/// An instance's state while it hibernates.
+pub struct Image {
+    base: Arc<Base>,
+    delta: Compressed,
+    tracking: Option<Carried>,
+}
+
+impl Image {
+    pub fn base(&self) -> &Arc<Base> {
+        &self.base
+    }
+
+    /// What the image itself takes (not its shared base).
+    pub fn bytes(&self) -> usize {
+        self.delta.bytes.len() + self.tracking.as_ref().map_or(0, |t| t.digests.bytes.len())
+    }
+
+    /// The image as one checksummed record (for a file), without its base.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.bytes() + 96);
+        out.extend_from_slice(IMAGE_MAGIC);
+        out.extend_from_slice(&self.base.id.to_le_bytes());
+        put_compressed(&mut out, &self.delta);
+        match &self.tracking {
+            None => out.push(0),
+            Some(carried) => {
+                out.push(1);
+                out.extend_from_slice(&carried.base.0.to_le_bytes());
+                out.extend_from_slice(&carried.base.1.to_le_bytes());
+                put_compressed(&mut out, &carried.digests);
+            }
+        }
+        let checksum = twox_hash::XxHash3_64::oneshot(&out);
+        out.extend_from_slice(&checksum.to_le_bytes());
+        out
+    }
+
+    /// Reads what `encode` wrote, for `base`; anything else is `invalid_snapshot`.
+    pub fn decode(bytes: &[u8], base: Arc<Base>) -> Result<Image, StateError> {
+        let body_len = bytes
+            .len()
+            .checked_sub(8)
+            .ok_or_else(|| invalid("truncated hibernation image"))?;
+        let (body, checksum) = bytes.split_at(body_len);
+        if twox_hash::XxHash3_64::oneshot(body).to_le_bytes() != checksum {
+            return Err(invalid("hibernation image checksum mismatch"));
+        }
+        let mut reader = Reader(body);
+        if reader.take(IMAGE_MAGIC.len())? != IMAGE_MAGIC {
+            return Err(invalid("not a hibernation image"));
+        }
+        if reader.u128()? != base.id {
+            return Err(invalid("hibernation image of another base"));
+        }
+        let delta = reader.compressed()?;
+        let tracking = match reader.take(1)? {
+            [0] => None,
+            [1] => Some(Carried {
+                base: (reader.u128()?, reader.u64()?),
+                digests: reader.compressed()?,
+            }),
+            _ => return Err(invalid("hibernation image: bad tracking flag")),
+        };
+        if !reader.0.is_empty() {
+            return Err(invalid("hibernation image: trailing bytes"));
+        }
+        Ok(Image {
+            base,
+            delta,
+            tracking,
+        })
+    }
+}
+
+const IMAGE_MAGIC: &[u8; 8] = b"HBBEAMRI";
+
+/// The largest decompressed part a file may announce (wasm32 memory and its digests, with
+/// room for globals and tables); larger is a damaged file, refused before allocating.
+const MAX_DECOMPRESSED: u64 = (4 << 30) + (256 << 20);
+
+fn put_compressed(out: &mut Vec<u8>, part: &Compressed) {
+    out.extend_from_slice(&(part.len as u64).to_le_bytes());
+    out.extend_from_slice(&(part.bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(&part.bytes);
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StateError> {
+        if n > self.0.len() {
+            return Err(invalid("truncated hibernation image"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn u64(&mut self) -> Result<u64, StateError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn u128(&mut self) -> Result<u128, StateError> {
+        Ok(u128::from_le_bytes(
+            self.take(16)?.try_into().expect("16 bytes"),
+        ))
+    }
+
+    fn compressed(&mut self) -> Result<Compressed, StateError> {
+        let len = self.u64()?;
+        let stored = self.u64()?;
+        if len > MAX_DECOMPRESSED || stored > self.0.len() as u64 {
+            return Err(invalid("hibernation image: impossible length"));
+        }
+        Ok(Compressed {
+            len: len as usize,
+            bytes: self.take(stored as usize)?.to_vec(),
+        })
+    }
+}
+
+/// The pages (as runs) whose digest in `now` differs from `base`'s, pages past the base
+/// counting as zeros.
+fn changed_runs(now: &[u64], base: &[u64]) -> Vec<PageRun> {
+    let zero = zero_page_digest();
+    let mut runs: Vec<PageRun> = Vec::new();
+    let changed = (0..now.len()).filter(|&p| now[p] != *base.get(p).unwrap_or(&zero));
+    for page in changed {
+        let page = page as u32;
+        match runs.last_mut() {
+            Some(run) if run.first + run.count == page => run.count += 1,
+            _ => runs.push(PageRun {
+                first: page,
+                count: 1,
+            }),
+        }
+    }
+    runs
+}
+
+impl StateAccess {
+    /// The state as an image against `base`. Nothing about the instance changes, except
+    /// that kernel change tracking, if engaged, becomes digests (see `DirtyPages::carry`),
+    /// so the instance can go on running if it does not hibernate after all.
+    pub fn hibernate(
+        &self,
+        store: &mut impl AsStoreMut,
+        base: Arc<Base>,
+    ) -> Result<Image, StateError> {
+        let globals = self.capture_globals(store)?;
+        let table = self.capture_table(store)?;
+        let view = self.memory.as_ref().map(|m| m.view(store));
+        // SAFETY: as in `capture`: no wasm runs, only the executor touches the instance.
+        let memory: &[u8] = view.as_ref().map_or(&[], |v| unsafe { v.data_unchecked() });
+        let now = page_digests(memory);
+        let runs = changed_runs(&now, &base.digests);
+        let parts = Parts {
+            module: &self.module,
+            lineage: Lineage::Delta { parent: base.id },
+            sequence: 1,
+            globals: &globals,
+            table: table.as_deref(),
+            memory: match view {
+                Some(_) => MemoryParts::Changed {
+                    len: memory.len(),
+                    runs: &runs,
+                },
+                None => MemoryParts::None,
+            },
+        };
+        let mut delta = Vec::new();
+        delta
+            .try_reserve_exact(parts.encoded_len())
+            .map_err(|_| StateError::Grow("memory"))?;
+        delta.resize(parts.encoded_len(), 0);
+        parts.encode_into(&mut delta, memory);
+        let mut tracking = self.tracking.borrow_mut();
+        let carried = match (tracking.base, tracking.pages.carry(memory, &now)) {
+            (Some(base), Some(digests)) => Some(Carried {
+                base,
+                digests: Compressed::new(&digests_bytes(&digests)),
+            }),
+            _ => None,
+        };
+        Ok(Image {
+            base,
+            delta: Compressed::new(&delta),
+            tracking: carried,
+        })
+    }
+
+    /// Puts `image` back into this instance, a fresh instantiation of the same module.
+    pub fn revive(&self, store: &mut impl AsStoreMut, image: &Image) -> Result<(), StateError> {
+        let delta = image.delta.decompress()?;
+        let carried = match &image.tracking {
+            Some(carried) => Some((carried.base, digests_from(&carried.digests.decompress()?)?)),
+            None => None,
+        };
+        let mut outcome = Err(invalid("no base"));
+        image
+            .base
+            .bytes
+            .with_bytes(&mut |base| outcome = self.apply(store, &[base, &delta]));
+        outcome?;
+        let mut tracking = self.tracking.borrow_mut();
+        let policy = tracking.pages.policy();
+        match carried {
+            Some((base, digests)) => {
+                tracking.base = Some(base);
+                tracking.pages = DirtyPages::carried(policy, digests);
+            }
+            None => {
+                tracking.base = None;
+                tracking.pages = DirtyPages::new(policy);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn digests_bytes(digests: &[u64]) -> Vec<u8> {
+    digests.iter().flat_map(|d| d.to_le_bytes()).collect()
+}
+
+fn digests_from(bytes: &[u8]) -> Result<Vec<u64>, StateError> {
+    if bytes.len() % 8 != 0 {
+        return Err(invalid("hibernation image: bad digests"));
+    }
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
