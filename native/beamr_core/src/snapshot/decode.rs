@@ -120,6 +120,16 @@ fn read_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
 /// checked separately by [`Snapshot::check_module`], so that a corrupt snapshot is always
 /// reported as invalid rather than as another module's.
 pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>, SnapshotError> {
+    decode_checked(bytes, None)
+}
+
+/// `decode` of a snapshot decoded before, whose page digests are `digests`: the checksum
+/// is not computed again (hibernation's bases, validated when they became bases).
+pub fn decode_trusted(bytes: &[u8], digests: Vec<u64>) -> Result<Snapshot<'_>, SnapshotError> {
+    decode_checked(bytes, Some(digests))
+}
+
+fn decode_checked(bytes: &[u8], trusted: Option<Vec<u64>>) -> Result<Snapshot<'_>, SnapshotError> {
     let header = read_header(bytes)?;
     // Sections are parsed (bounds-checked) before the checksum is verified, to find where
     // the bulk starts; nothing parsed is used unless the checksum matches.
@@ -129,7 +139,9 @@ pub fn decode(bytes: &[u8]) -> Result<Snapshot<'_>, SnapshotError> {
         _ => bytes.len(),
     };
     let bulk = &bytes[bulk_start..];
-    let page_digests = if header.version == 1 {
+    let page_digests = if let Some(digests) = trusted {
+        Some(digests)
+    } else if header.version == 1 {
         if u128::from(digest::v1_checksum(
             &bytes[V1_CHECKSUMMED_FROM..bulk_start],
             bulk,

@@ -58,7 +58,7 @@ mod format;
 mod tests;
 
 pub use chain::{chain_digests, check_chain};
-pub use decode::decode;
+pub use decode::{decode, decode_trusted};
 pub use digest::PAGE;
 pub use encode::{copy_out, Encoded, MemoryParts, Parts};
 pub use format::{

@@ -5,7 +5,8 @@ use wasmer::sys::vm::{TableElement, VMFuncRef};
 use wasmer::{AsStoreMut, Pages, Type, Value, WASM_PAGE_SIZE};
 
 use super::{funcref_ptr, raw_global, ty_readonly, vm_table, StateAccess, StateError};
-use crate::snapshot::{self, GlobalValue, MemoryState, Snapshot, SnapshotError};
+use crate::snapshot::digest::zero_page_digest;
+use crate::snapshot::{self, GlobalValue, MemoryState, Snapshot, SnapshotError, PAGE};
 
 impl StateAccess {
     /// Restores `chain` (a full snapshot, then its deltas): validates the whole chain
@@ -13,12 +14,21 @@ impl StateAccess {
     /// everything checks out (growing memory or the table, which comes first, is the one
     /// change a failure can leave behind, and only on an OS refusal).
     pub fn apply(&self, store: &mut impl AsStoreMut, chain: &[&[u8]]) -> Result<(), StateError> {
-        let module = self.module;
         let chain: Vec<Snapshot> = chain
             .iter()
             .map(|bytes| snapshot::decode(bytes))
             .collect::<Result<_, _>>()
             .map_err(StateError::Snapshot)?;
+        self.apply_decoded(store, chain)
+    }
+
+    /// `apply` of a chain already decoded.
+    pub(super) fn apply_decoded(
+        &self,
+        store: &mut impl AsStoreMut,
+        chain: Vec<Snapshot>,
+    ) -> Result<(), StateError> {
+        let module = self.module;
         for element in &chain {
             element
                 .check_module(&module)
@@ -220,12 +230,29 @@ impl StateAccess {
 /// Writes the memory `chain` describes: the full snapshot's, zeros past it (memory
 /// cannot shrink, so a smaller snapshot leaves memory larger than it), then each delta's
 /// pages in order.
+///
+/// The full snapshot's pages are written only where memory differs: a page of zeros read
+/// from memory never written maps the kernel's shared zero page, so restoring into a fresh
+/// instance makes resident only the pages that hold data (a 12 MiB AOS memory holds about
+/// 2 MiB), and an instance revived from hibernation costs what it did before.
 fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
     for element in chain {
         match &element.memory {
             Some(MemoryState::Whole(data)) => {
-                bytes[..data.len()].copy_from_slice(data);
-                bytes[data.len()..].fill(0);
+                let zero = zero_page_digest();
+                let digests = element.page_digests.as_deref();
+                for (page, (to, from)) in bytes.chunks_mut(PAGE).zip(data.chunks(PAGE)).enumerate()
+                {
+                    // The digests were computed from (or verified against) these bytes.
+                    if digests.and_then(|d| d.get(page)) == Some(&zero) {
+                        if to.iter().any(|&b| b != 0) {
+                            to.fill(0);
+                        }
+                    } else if to != from {
+                        to.copy_from_slice(from);
+                    }
+                }
+                zero_unless_zero(&mut bytes[data.len()..]);
             }
             Some(MemoryState::Changed { runs, pages, .. }) => {
                 let mut at = 0;
@@ -236,6 +263,15 @@ fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
                 }
             }
             None => {}
+        }
+    }
+}
+
+/// Zeros `bytes`, page by page, writing only the pages that are not zeros already.
+fn zero_unless_zero(bytes: &mut [u8]) {
+    for page in bytes.chunks_mut(PAGE) {
+        if page.iter().any(|&b| b != 0) {
+            page.fill(0);
         }
     }
 }

@@ -309,11 +309,17 @@ impl StateAccess {
             Some(carried) => Some((carried.base, digests_from(&carried.digests.decompress()?)?)),
             None => None,
         };
+        let mut delta = Some(snapshot::decode(&delta).map_err(StateError::Snapshot)?);
         let mut outcome = Err(invalid("no base"));
-        image
-            .base
-            .bytes
-            .with_bytes(&mut |base| outcome = self.apply(store, &[base, &delta]));
+        let digests = &image.base.digests;
+        image.base.bytes.with_bytes(&mut |base| {
+            outcome = snapshot::decode_trusted(base, digests.clone())
+                .map_err(StateError::Snapshot)
+                .and_then(|base| {
+                    let delta = delta.take().expect("the base is read once");
+                    self.apply_decoded(store, vec![base, delta])
+                });
+        });
         outcome?;
         let mut tracking = self.tracking.borrow_mut();
         let policy = tracking.pages.policy();
