@@ -18,10 +18,11 @@
 -export([serialize/1, deserialize/2, stub/3, load_driver/0, gas_used/1]).
 -export([snapshot/1, snapshot/2, restore/2, snapshot_info/1]).
 -export([call_async/4, reply/2, wasm_send/2, info/1]).
+-export([hibernate/1, stats/0]).
 
 %% The options start/2 and compile/2 know; any other key is refused.
 -define(START_OPTIONS, [mode, wamr_compat, gas, timeout, memory_limit, cache_dir, deterministic,
-                        restore, dirty_tracking, emscripten]).
+                        restore, dirty_tracking, emscripten, hibernate_after, hibernate_dir]).
 
 -type instance() :: pid().
 %% A running instance: its owner process, which stops the instance when it exits.
@@ -82,9 +83,11 @@
 %% What a snapshot's header says (`snapshot_info/1'): a delta names its parent by id.
 -type info() :: #{module_hash := binary(), memory_bytes := non_neg_integer(),
                   memory_pages := non_neg_integer(),
-                  state := idle | running | in_import | stopped,
+                  state := idle | running | in_import | starting | hibernated | stopped,
                   calls := non_neg_integer(), gas_used := non_neg_integer(),
-                  cached := boolean(), origin := compiled | memory | disk | artifact}.
+                  cached := boolean(), origin := compiled | memory | disk | artifact,
+                  hibernations := non_neg_integer(), revivals := non_neg_integer(),
+                  image_bytes := non_neg_integer()}.
 %% What `info/1' tells about an instance.
 -export_type([instance/0, value/0, import_fun/0, import_request/0, reason/0]).
 -export_type([call_ref/0, info/0, snapshot_chain/0, snapshot_info/0]).
@@ -162,8 +165,10 @@ known_options(Options) ->
             end
     end.
 
+%% `max_live' is node-wide, so it is only ever taken from the application env.
 with_env_defaults(Opts) ->
-    Defaults = maps:from_list([{Key, Value} || Key <- [memory_limit, cache_dir],
+    Keys = [memory_limit, cache_dir, hibernate_after, hibernate_dir, max_live],
+    Defaults = maps:from_list([{Key, Value} || Key <- Keys,
                                                {ok, Value} <- [application:get_env(hb_beamr, Key)]]),
     maps:merge(Defaults, Opts).
 
@@ -465,6 +470,25 @@ wasm_send(Instance, Message) ->
 -spec info(instance()) -> {ok, info()} | {error, reason()}.
 info(Instance) ->
     where_it_lives(Instance, info, fun hb_beamr_nif:info/1).
+
+%% @doc Hibernates the instance now: its whole state goes into an image (in memory, or in
+%% `hibernate_dir'), its executor thread ends and its wasm memory is released. The pid
+%% stays the instance: the next call, memory access or snapshot revives it transparently.
+%% `ok' (also when it already hibernates), `{error, busy}' when requests are queued for
+%% it, `{error, call_in_progress}' from inside one of its calls (an import fun).
+-spec hibernate(instance()) -> ok | {error, reason()}.
+hibernate(Instance) when is_pid(Instance) ->
+    hb_beamr_io:request(Instance, hibernate, []);
+hibernate(Instance) ->
+    {error, {badarg, {instance, Instance}}}.
+
+%% @doc Node-wide counts: instances `live' and `hibernated', `image_bytes_memory' and
+%% `image_bytes_disk' (hibernation images, bases excluded), `hibernations', `revivals',
+%% `failed_revivals', `failed_hibernations' (by reason: `no_memory', `disk', `state'),
+%% and the compile cache's `compiled', `memory_hits', `disk_hits', `artifact_loads'.
+-spec stats() -> #{atom() => non_neg_integer() | #{atom() => non_neg_integer()}}.
+stats() ->
+    hb_beamr_nif:stats().
 
 %% @doc The default import fun: answers every import with `[0]'.
 -spec stub(term(), import_request(), map()) -> {ok, [0], term()}.

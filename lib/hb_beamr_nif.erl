@@ -12,6 +12,7 @@
          memory_snapshot/1, memory_restore/2]).
 -export([state_snapshot/2, state_restore/2, snapshot_info/1, kernel_dirty_tracking/0]).
 -export([inspect/2, nif_cpu_time/1, nif_cpu_time_control/1]).
+-export([hibernate/1, stats/0]).
 
 -on_load(init/0).
 
@@ -185,3 +186,11 @@ nif_cpu_time(_On) -> erlang:nif_error(not_loaded).
 %% counts show for it under a load is what that load does to any NIF of that length.
 -spec nif_cpu_time_control(non_neg_integer()) -> ok.
 nif_cpu_time_control(_Ns) -> erlang:nif_error(not_loaded).
+
+%% @doc Queues a request to hibernate (`{event, 0, ok}' when the instance already is).
+-spec hibernate(pid()) -> queued().
+hibernate(_Instance) -> erlang:nif_error(not_loaded).
+
+%% @doc Node-wide hibernation and compile-cache counts (`hb_beamr:stats/0').
+-spec stats() -> map().
+stats() -> erlang:nif_error(not_loaded).

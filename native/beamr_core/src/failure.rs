@@ -80,6 +80,9 @@ pub enum CallFailure {
     /// `{badarg, Detail}` found by the executor (an integer function reference's arguments
     /// against the table entry's type), in the external term format.
     BadArg(Vec<u8>),
+    /// `{invalid_snapshot, Why}`: a hibernated instance's image could not be read back
+    /// (a damaged or missing file); the instance stays hibernated.
+    InvalidSnapshot(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -112,6 +112,7 @@ pub fn call_failure<'b>(env: Env<'b>, failure: &CallFailure) -> Term<'b> {
             (atoms::trap(), atoms::exception(), stored_term(env, reason)).encode(env)
         }
         CallFailure::BadArg(term) => stored_term(env, term),
+        CallFailure::InvalidSnapshot(why) => (atoms::invalid_snapshot(), why.as_str()).encode(env),
     }
 }
 
@@ -181,6 +182,8 @@ fn state_error<'b>(env: Env<'b>, error: &StateError) -> Term<'b> {
         StateError::CallInProgress => atoms::call_in_progress().encode(env),
         StateError::Panicked => (atoms::other(), "panic during snapshot or restore").encode(env),
         StateError::Grow(what) => (atoms::resource_limit(), atom(env, what)).encode(env),
+        StateError::Busy => atoms::busy().encode(env),
+        StateError::Disk(why) => (atoms::disk(), why.as_str()).encode(env),
     }
 }
 

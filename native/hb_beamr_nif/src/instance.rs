@@ -38,11 +38,12 @@ use beamr_core::memory_access::{MemoryOp, MemoryReply, MemoryResult};
 use beamr_core::state::StateError;
 use once_cell::sync::Lazy;
 use parking_lot::{Mutex, RwLock};
-use rustler::{Env, LocalPid, Monitor, OwnedBinary, Resource, ResourceArc};
-use wasmer::FunctionType;
+use rustler::{LocalPid, OwnedBinary, Resource, ResourceArc};
+use wasmer::{Engine, FunctionType, Module};
 
 use crate::bytes::Bytes;
 use crate::codec::Values;
+use crate::hibernation::{Hibernation, Wake};
 use crate::options::Limits;
 use crate::request::{Callee, ImportAnswer, StateOp};
 
@@ -105,23 +106,14 @@ pub struct Shared {
     pub imports: Vec<ImportedFunction>,
     /// How incremental snapshots find changed pages (start option `dirty_tracking`).
     pub dirty_tracking: Policy,
+    /// The compiled module and its engine, from which a hibernated instance is revived.
+    pub compiled: Module,
+    pub engine: Engine,
+    pub hibernation: Hibernation,
 }
 
 pub struct InstanceResource {
     pub shared: Arc<Shared>,
-}
-
-#[rustler::resource_impl]
-impl Resource for InstanceResource {
-    const IMPLEMENTS_DOWN: bool = true;
-
-    fn down<'a>(&'a self, _env: Env<'a>, pid: LocalPid, _monitor: Monitor) {
-        if pid == self.shared.owner {
-            self.shared.stop();
-        } else {
-            let _ = self.shared.mailbox.push(Command::CallerDown(pid));
-        }
-    }
 }
 
 impl Shared {
@@ -131,6 +123,8 @@ impl Shared {
         exports: Vec<ExportedFunction>,
         imports: Vec<ImportedFunction>,
         dirty_tracking: Policy,
+        compiled: (Module, Engine),
+        hibernation: Hibernation,
     ) -> Shared {
         let export_index = exports
             .iter()
@@ -152,6 +146,9 @@ impl Shared {
             longest_export_name,
             imports,
             dirty_tracking,
+            compiled: compiled.0,
+            engine: compiled.1,
+            hibernation,
         }
     }
 
@@ -173,12 +170,14 @@ impl Shared {
         self.stopped.load(Ordering::SeqCst)
     }
 
-    /// Queues a command unless the instance is stopping or gone.
-    pub fn submit(&self, command: Command) -> Result<(), Closed> {
+    /// Queues a command unless the instance is stopping or gone; then says whether the
+    /// request must wake a hibernated instance (see `hibernation`).
+    pub fn submit(&self, command: Command) -> Result<Wake, Closed> {
         if self.is_stopped() {
             return Err(Closed);
         }
-        self.mailbox.push(command)
+        self.mailbox.push(command)?;
+        Ok(self.hibernation.after_push())
     }
 
     /// Ends the instance: idempotent, returns at once. Running wasm notices at its next
@@ -216,6 +215,19 @@ pub fn unregister(owner: &LocalPid) {
     INSTANCES.write().remove(owner);
 }
 
+/// How many instances are registered (live or hibernated).
+pub fn count() -> usize {
+    INSTANCES.read().len()
+}
+
+/// Calls `f` with every registered instance (under the registry's read lock: `f` must
+/// be quick and must not start or stop instances).
+pub fn each(mut f: impl FnMut(&Arc<Shared>)) {
+    for instance in INSTANCES.read().values() {
+        f(&instance.shared);
+    }
+}
+
 /// What NIFs ask of an executor.
 pub enum Command {
     /// Call `func`; its events go to `caller` (see `ReplySlot`). `handle` is set for an
@@ -241,6 +253,11 @@ pub enum Command {
     },
     /// The Erlang side answered the pending import of call `id`.
     ImportReply { id: u64, answer: ImportAnswer },
+    /// Hibernate now if idle; the outcome goes to the caller when there is one (`max_live`
+    /// sends it without).
+    Hibernate {
+        reply: Option<(LocalPid, Arc<ReplySlot>)>,
+    },
     /// A monitored caller died.
     CallerDown(LocalPid),
     /// Wakes the executor so it notices the instance's stop flag.
@@ -253,7 +270,10 @@ impl Command {
         match self {
             Command::Call { caller, .. }
             | Command::Memory { caller, .. }
-            | Command::State { caller, .. } => Some(*caller),
+            | Command::State { caller, .. }
+            | Command::Hibernate {
+                reply: Some((caller, _)),
+            } => Some(*caller),
             _ => None,
         }
     }

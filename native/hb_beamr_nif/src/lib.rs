@@ -4,6 +4,8 @@
 //! * [`atoms`]; [`codec`] (terms <-> wasm values) and [`bytes`] (binaries handed over
 //!   without copying); [`error`] (every `{error, Reason}`, one type);
 //!   [`options`] (start and call options); [`request`] (what a command asks for).
+//! * [`hibernation`]: an instance's hibernation state and the hand-offs between the
+//!   executor that hibernates and the request that revives; node-wide counts.
 //! * [`instance`]: the instance resource shared by NIFs and its executor, the commands
 //!   and events between them, the hand-over slot and the registry of instances by pid.
 //! * [`messages`]: events as Erlang terms, in the three protocols.
@@ -16,6 +18,7 @@ mod bytes;
 mod codec;
 mod error;
 mod executor;
+mod hibernation;
 mod instance;
 mod messages;
 mod nif_cpu_time;

@@ -17,7 +17,7 @@ use rustler::{Encoder, Env, OwnedBinary, ResourceArc, Term};
 use crate::atoms;
 use crate::codec::charlist;
 use crate::error::{call_failure, stored_term, Error};
-use crate::instance::{CallResource, Event, Protocol, Shared};
+use crate::instance::{CallResource, Command, Event, Protocol, Shared};
 
 /// A synchronous request's event: a call's `{ok, Results}`, `{error, Reason}` or
 /// `{import, Call, Index, Module, Name, Signature, Args}`, or a memory operation's reply
@@ -109,6 +109,41 @@ pub fn asynchronous<'a>(
         // Asynchronous requests are calls, which have no memory events; one would be put
         // as a synchronous request puts it.
         memory @ (Event::Memory(_) | Event::State(_)) => self::event(env, shared, memory),
+    }
+}
+
+/// The answer to a request that will not be served (the instance stopped, or could not
+/// be revived), for `Command::caller`; `None` for commands that are not requests.
+pub fn refusal<'a>(
+    env: Env<'a>,
+    shared: &Shared,
+    command: Command,
+    failure: &CallFailure,
+) -> Option<Term<'a>> {
+    let refused = |id: u64| {
+        let reason = call_failure(env, failure);
+        (atoms::hb_beamr(), id, (atoms::error(), reason)).encode(env)
+    };
+    match command {
+        Command::Call {
+            handle: Some(call),
+            slot,
+            ..
+        } => {
+            slot.clear_pending();
+            let event = Event::Done(Err(failure.clone()));
+            Some(asynchronous(env, shared, &call, event))
+        }
+        Command::Call { slot, .. }
+        | Command::Memory { slot, .. }
+        | Command::State { slot, .. }
+        | Command::Hibernate {
+            reply: Some((_, slot)),
+        } => Some(refused(slot.id)),
+        Command::Hibernate { reply: None }
+        | Command::ImportReply { .. }
+        | Command::CallerDown(_)
+        | Command::Stop => None,
     }
 }
 

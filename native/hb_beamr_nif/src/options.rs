@@ -17,8 +17,8 @@ use crate::error::Error;
 /// Start options (see the README): `wamr_compat`, `mode` (`wasm | aot`; both compile
 /// with Cranelift), `gas` (metering is always compiled in, so this only validates),
 /// `memory_limit` (bytes), `deterministic`, `cache_dir`, `dirty_tracking` (`auto |
-/// digests`), `emscripten` (`native | imports`), `timeout`. Other keys are left to the
-/// Erlang side.
+/// digests`), `emscripten` (`native | imports`), `timeout`, `hibernate_after`,
+/// `hibernate_dir`, `max_live`. Other keys are left to the Erlang side.
 pub struct StartOptions {
     pub prepare: PrepareOptions,
     pub cache_dir: Option<PathBuf>,
@@ -29,6 +29,12 @@ pub struct StartOptions {
     pub start_limits: Limits,
     /// Which of Emscripten's imports are answered natively.
     pub emscripten: Mode,
+    /// `hibernate_after => Ms | infinity`: idle this long, the instance hibernates.
+    pub hibernate_after: Option<Duration>,
+    /// `hibernate_dir => Path`: where its hibernation image goes (memory without).
+    pub hibernate_dir: Option<PathBuf>,
+    /// `max_live => N` (the application env's, passed by `hb_beamr:start/2`): node-wide.
+    pub max_live: Option<usize>,
 }
 
 #[derive(Default)]
@@ -57,6 +63,9 @@ pub fn decode_start_options(opts: Term) -> Result<StartOptions, Error> {
         given: GivenOptions::default(),
         start_limits: Limits::default(),
         emscripten: Mode::default(),
+        hibernate_after: None,
+        hibernate_dir: None,
+        max_live: None,
     };
     for (key, value) in MapIterator::new(opts).ok_or(Error::BadArg(opts))? {
         let Ok(key_atom) = key.decode::<Atom>() else {
@@ -96,6 +105,15 @@ pub fn decode_start_options(opts: Term) -> Result<StartOptions, Error> {
                 Ok(policy) if policy == atoms::digests() => Policy::Digests,
                 _ => return Err(bad()),
             };
+        } else if key_atom == atoms::hibernate_after() {
+            options.hibernate_after = match value.decode::<Atom>() {
+                Ok(atom) if atom == atoms::infinity() => None,
+                _ => Some(Duration::from_millis(value.decode().map_err(|_| bad())?)),
+            };
+        } else if key_atom == atoms::hibernate_dir() {
+            options.hibernate_dir = Some(decode_path(value).ok_or_else(bad)?);
+        } else if key_atom == atoms::max_live() {
+            options.max_live = Some(value.decode().map_err(|_| bad())?);
         } else if key_atom == atoms::memory_limit() {
             options.prepare.memory_limit = value.decode().map_err(|_| bad())?;
             options.given.memory_limit = true;

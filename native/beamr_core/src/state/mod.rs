@@ -60,6 +60,10 @@ pub enum StateError {
     Grow(&'static str),
     /// wasmer panicked (caught); the instance answers the next command.
     Panicked,
+    /// Hibernation: the instance has requests to serve first.
+    Busy,
+    /// Hibernation: the image could not be written to `hibernate_dir`.
+    Disk(String),
 }
 
 /// An anyfunc pointer, as a map key.

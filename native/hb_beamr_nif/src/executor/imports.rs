@@ -103,7 +103,8 @@ impl Context {
                 command if command.caller() == Some(frame.caller) => self.execute(store, command),
                 command @ (Command::Call { .. }
                 | Command::Memory { .. }
-                | Command::State { .. }) => self.deferred.borrow_mut().push_back(command),
+                | Command::State { .. }
+                | Command::Hibernate { .. }) => self.deferred.borrow_mut().push_back(command),
                 // Stale replies and monitors of earlier calls, or a stop wake-up.
                 Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
             }

@@ -3,6 +3,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
+use std::time::Instant;
 
 use beamr_core::emscripten::invoke::{Handler, Hooks};
 use beamr_core::emscripten::Import;
@@ -14,18 +15,16 @@ use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
 use beamr_core::prepare::MEMORY_EXPORT;
 use beamr_core::state::StateAccess;
 use beamr_core::table;
-use rustler::Encoder;
 use wasmer::{
     AsStoreMut, Extern, Function, FunctionEnv, Imports, Instance, InstantiationError, LinkError,
-    Module, Store,
+    Store,
 };
 
 use super::call::on_check;
 use super::imports::{on_import, on_invoke, on_runtime, ImportSlot, InvokeSlot, RuntimeSlot};
-use super::{Context, Frame};
-use crate::atoms;
+use super::{Context, Ended, Frame};
 use crate::codec::Values;
-use crate::error::Error;
+use crate::hibernation::Stored;
 use crate::instance::{Activity, Command};
 use crate::options::Limits;
 
@@ -41,20 +40,17 @@ fn acquire_wasm_stack(store: &mut Store) -> Result<(), CallFailure> {
 }
 
 impl Context {
-    pub(super) fn serve(
-        &self,
-        module: Module,
-        engine: wasmer::Engine,
-        start: &Rc<Frame>,
-        limits: Limits,
-    ) {
-        let mut store = Store::new(engine);
+    pub(super) fn serve(&self, start: &Rc<Frame>, limits: Limits) -> Ended {
+        let mut store = Store::new(self.shared.engine.clone());
         if let Err(failure) = acquire_wasm_stack(&mut store) {
-            return self.finish(start, Err(failure));
+            self.finish(start, Err(failure));
+            return Ended::Stopped;
         }
+        let module = &self.shared.compiled;
         let imports = self.import_object(&mut store);
         if !self.enter(Rc::clone(start)) {
-            return self.finish(start, Err(CallFailure::Stopped));
+            self.finish(start, Err(CallFailure::Stopped));
+            return Ended::Stopped;
         }
         // The start function runs before the host can set the fuel global (still 0), so
         // its first charge reaches the check, which applies the start's limits.
@@ -63,37 +59,64 @@ impl Context {
         // wasmer's own (large) error, made once per start.
         #[allow(clippy::result_large_err)]
         let instance = catch_unwind(AssertUnwindSafe(|| {
-            beamr_core::prepare::instantiate_with_start(&mut store, &module, &imports)
+            beamr_core::prepare::instantiate_with_start(&mut store, module, &imports)
         }));
         self.leave();
         let failure = match instance {
             Ok(Ok(instance)) if os_limits::room_for_instance() => {
-                *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
-                self.stop_metering(&mut store);
-                return self.serve_instance(&mut store, &module, &instance, start);
+                self.set_up(&mut store, &instance);
+                self.shared.set_activity(Activity::Idle);
+                self.finish(start, Ok(Values::new()));
+                return self.serve_commands(&mut store);
             }
             // What the instance took leaves the VM too little (see `os_limits`).
             Ok(Ok(_)) => CallFailure::ResourceLimit(Resource::Memory),
-            Ok(Err(InstantiationError::Start(error))) => {
-                CallFailure::classify(&error, self.shared.is_stopped())
-            }
-            Ok(Err(InstantiationError::Link(LinkError::Resource(_)))) => {
-                CallFailure::ResourceLimit(Resource::Memory)
-            }
-            Ok(Err(error)) => CallFailure::InvalidModule(error.to_string()),
+            Ok(Err(error)) => instantiation_failure(error, self.shared.is_stopped()),
             Err(panic) => CallFailure::InvalidModule(panic_message(&panic)),
         };
         self.finish(start, Err(failure));
+        Ended::Stopped
     }
 
-    /// Reports a successful start, then serves commands until the instance stops.
-    pub(super) fn serve_instance(
-        &self,
-        store: &mut Store,
-        module: &Module,
-        instance: &Instance,
-        start: &Frame,
-    ) {
+    /// Instantiates the module again (without its start function, which ran when the
+    /// instance started) and puts `stored` back into it, then serves commands. If that
+    /// fails the instance stays hibernated and the queued requests get the reason.
+    pub(super) fn revive(&self, stored: Stored) -> Ended {
+        let mut store = Store::new(self.shared.engine.clone());
+        if let Err(failure) = acquire_wasm_stack(&mut store) {
+            return self.unrevived(stored, failure);
+        }
+        let imports = self.import_object(&mut store);
+        #[allow(clippy::result_large_err)]
+        let instance = catch_unwind(AssertUnwindSafe(|| {
+            Instance::new(&mut store, &self.shared.compiled, &imports)
+        }));
+        let instance = match instance {
+            Ok(Ok(instance)) if os_limits::room_for_instance() => instance,
+            Ok(Ok(_)) => {
+                return self.unrevived(stored, CallFailure::ResourceLimit(Resource::Memory))
+            }
+            Ok(Err(error)) => return self.unrevived(stored, instantiation_failure(error, false)),
+            Err(panic) => {
+                return self.unrevived(stored, CallFailure::InvalidModule(panic_message(&panic)))
+            }
+        };
+        self.set_up(&mut store, &instance);
+        if let Err(failure) = self.put_back(&mut store, &stored) {
+            return self.unrevived(stored, failure);
+        }
+        stored.discard();
+        self.shared.hibernation.revived();
+        self.publish_memory_size(&store);
+        self.shared.set_activity(Activity::Idle);
+        self.serve_commands(&mut store)
+    }
+
+    /// What the executor keeps of a new instance: its exports, memory, table 0,
+    /// Emscripten's hooks and the state access; and its fuel global.
+    fn set_up(&self, store: &mut Store, instance: &Instance) {
+        *self.fuel.borrow_mut() = instance.exports.get_global(FUEL_EXPORT).ok().cloned();
+        self.stop_metering(store);
         *self.functions.borrow_mut() = self
             .shared
             .exports
@@ -123,18 +146,49 @@ impl Context {
         ));
         *self.state.borrow_mut() = Some(StateAccess::new(
             store,
-            module,
+            &self.shared.compiled,
             instance,
             self.shared.module.state_identity,
             self.shared.dirty_tracking,
         ));
         self.publish_memory_size(store);
-        self.shared.set_activity(Activity::Idle);
-        self.finish(start, Ok(Values::new()));
+    }
 
+    /// Serves commands until the instance stops or hibernates.
+    fn serve_commands(&self, store: &mut Store) -> Ended {
         while !self.shared.is_stopped() {
-            let command = self.next_command();
+            let command = match self.next_command_or_idle() {
+                Some(command) => command,
+                None => {
+                    if self.hibernate(store, None) {
+                        return Ended::Hibernated;
+                    }
+                    continue;
+                }
+            };
+            if let Command::Hibernate { reply } = command {
+                if self.hibernate(store, reply) {
+                    return Ended::Hibernated;
+                }
+                continue;
+            }
             self.execute(store, command);
+            self.shared.hibernation.touch();
+        }
+        Ended::Stopped
+    }
+
+    /// The next command; `None` when the instance has been idle for its `hibernate_after`.
+    fn next_command_or_idle(&self) -> Option<Command> {
+        if let Some(command) = self.deferred.borrow_mut().pop_front() {
+            return Some(command);
+        }
+        match self.shared.hibernation.after {
+            None => Some(self.shared.mailbox.pop()),
+            Some(idle) => self
+                .shared
+                .mailbox
+                .pop_until(Instant::now().checked_add(idle)),
         }
     }
 
@@ -165,11 +219,6 @@ impl Context {
         imports
     }
 
-    pub(super) fn next_command(&self) -> Command {
-        let deferred = self.deferred.borrow_mut().pop_front();
-        deferred.unwrap_or_else(|| self.shared.mailbox.pop())
-    }
-
     /// Serves a request: a call, or a memory or state operation.
     pub(super) fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
         match command {
@@ -190,6 +239,11 @@ impl Context {
                 self.publish_memory_size(store);
                 self.deliver(caller, &slot, event);
             }
+            // A request to hibernate from inside a call (only the calling process is
+            // served then): the wasm frames on the stack are state no image holds.
+            Command::Hibernate { reply } => {
+                self.refuse_hibernation(reply);
+            }
             // Only the loops that wait for them use these.
             Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => {}
         }
@@ -200,26 +254,18 @@ impl Context {
         self.shared.stop();
         let deferred: Vec<Command> = self.deferred.borrow_mut().drain(..).collect();
         for command in deferred.into_iter().chain(self.shared.mailbox.close()) {
-            if let Command::Call {
-                caller,
-                slot,
-                handle: Some(call),
-                ..
-            } = command
-            {
-                let frame = Frame::new(caller, slot, Some(call));
-                self.finish(&frame, Err(CallFailure::Stopped));
-                continue;
-            }
-            let (caller, id) = match &command {
-                Command::Call { caller, slot, .. }
-                | Command::Memory { caller, slot, .. }
-                | Command::State { caller, slot, .. } => (*caller, slot.id),
-                Command::ImportReply { .. } | Command::CallerDown(_) | Command::Stop => continue,
-            };
-            self.send(caller, |env| {
-                (atoms::hb_beamr(), id, (atoms::error(), Error::Stopped)).encode(env)
-            });
+            self.refuse(command, &CallFailure::Stopped);
         }
+    }
+}
+
+/// Why instantiation failed, as a call's failure.
+fn instantiation_failure(error: InstantiationError, stopped: bool) -> CallFailure {
+    match error {
+        InstantiationError::Start(error) => CallFailure::classify(&error, stopped),
+        InstantiationError::Link(LinkError::Resource(_)) => {
+            CallFailure::ResourceLimit(Resource::Memory)
+        }
+        error => CallFailure::InvalidModule(error.to_string()),
     }
 }

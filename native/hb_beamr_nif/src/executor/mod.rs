@@ -6,13 +6,15 @@
 //! from other processes wait until the outermost call is over.
 //!
 //! [`Context`] is what the thread keeps besides the Store; its methods are spread by
-//! concern: `lifecycle.rs` (instantiation, the command loop, shutdown), `call.rs` (running
+//! concern: `lifecycle.rs` (instantiation, the command loop, shutdown), `hibernate.rs`
+//! (hibernation and revival), `call.rs` (running
 //! wasm: limits, nesting, failures), `imports.rs` (the host functions and the wait for an
 //! import's answer), `memory.rs` (memory and state operations), `delivery.rs` (events to
 //! the waiting NIF or as messages).
 
 mod call;
 mod delivery;
+mod hibernate;
 mod imports;
 mod lifecycle;
 mod memory;
@@ -30,9 +32,11 @@ use beamr_core::failure::CallFailure;
 use beamr_core::fuel::Meter;
 use beamr_core::os_limits;
 use beamr_core::state::StateAccess;
+use parking_lot::Mutex;
 use rustler::{LocalPid, Monitor, OwnedEnv, ResourceArc};
-use wasmer::{Function, Global, Memory, Module, Table};
+use wasmer::{Function, Global, Memory, Table};
 
+use crate::hibernation::Stored;
 use crate::instance::{CallResource, Command, InstanceResource, ReplySlot, Shared};
 use crate::options::Limits;
 
@@ -130,31 +134,44 @@ fn context() -> Rc<Context> {
 /// `starter` as `start`'s events.
 pub fn spawn(
     resource: ResourceArc<InstanceResource>,
-    module: Module,
-    engine: wasmer::Engine,
     starter: LocalPid,
     start: Arc<ReplySlot>,
     limits: Limits,
 ) -> std::io::Result<()> {
     beamr_core::executor_thread::spawn(c"hb_beamr_exec", EXECUTOR_STACK_SIZE, move || {
         let _live = os_limits::LiveInstance::count();
-        run(
-            resource,
-            module,
-            engine,
-            Frame::new(starter, start, None),
-            limits,
-        )
+        let start = Frame::new(starter, start, None);
+        run(resource, |context| {
+            let ended = catch_unwind(AssertUnwindSafe(|| context.serve(&start, limits)));
+            ended.unwrap_or_else(|panic| {
+                context.finish(&start, Err(CallFailure::panic(panic_message(&panic))));
+                Ended::Stopped
+            })
+        })
     })
 }
 
-fn run(
+/// Starts an executor that revives a hibernated instance from `stored` and serves what
+/// its mailbox holds. `Err` gives the image back when the OS refuses the thread.
+pub fn revive(
     resource: ResourceArc<InstanceResource>,
-    module: Module,
-    engine: wasmer::Engine,
-    start: Rc<Frame>,
-    limits: Limits,
-) {
+    stored: Stored,
+) -> Result<(), (Stored, std::io::Error)> {
+    let handed = Arc::new(Mutex::new(Some(stored)));
+    let taken = Arc::clone(&handed);
+    beamr_core::executor_thread::spawn(c"hb_beamr_exec", EXECUTOR_STACK_SIZE, move || {
+        let _live = os_limits::LiveInstance::count();
+        let stored = taken.lock().take().expect("handed over once");
+        run(resource, |context| {
+            catch_unwind(AssertUnwindSafe(|| context.revive(stored))).unwrap_or(Ended::Stopped)
+        })
+    })
+    .map_err(|error| (handed.lock().take().expect("not taken"), error))
+}
+
+/// Runs `serve` with the thread's `Context`; an instance that ended (rather than
+/// hibernated) is shut down.
+fn run(resource: ResourceArc<InstanceResource>, serve: impl FnOnce(&Context) -> Ended) {
     let shared = Arc::clone(&resource.shared);
     shared.mailbox.bind_executor();
     let context = Rc::new(Context {
@@ -178,13 +195,18 @@ fn run(
         stack_top: stack_address(),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
-    if let Err(panic) = catch_unwind(AssertUnwindSafe(|| {
-        context.serve(module, engine, &start, limits)
-    })) {
-        context.finish(&start, Err(CallFailure::panic(panic_message(&panic))));
+    if let Ended::Stopped = serve(&context) {
+        context.shutdown();
     }
-    context.shutdown();
     CONTEXT.with(|c| *c.borrow_mut() = None);
+}
+
+/// How an executor's service ended.
+enum Ended {
+    /// The instance stopped: what is still queued is refused.
+    Stopped,
+    /// The instance hibernated: its image holds the state, the next request revives it.
+    Hibernated,
 }
 
 /// The address of a local of the calling frame.

@@ -70,10 +70,7 @@ fn submit<'a>(
         limits,
         handle: Some(call.clone()),
     };
-    instance
-        .shared
-        .submit(command)
-        .map_err(|_| Error::Stopped)?;
+    super::submit(env, &instance.shared, command)?;
     Ok(match taken(&call, armed) {
         Some(event) => (atoms::ok(), &call, message(env, &call, event)).encode(env),
         None => (atoms::ok(), &call).encode(env),

@@ -31,6 +31,7 @@ fn info(env: Env, owner: LocalPid) -> Reply {
 fn info_map<'a>(env: Env<'a>, shared: &Shared) -> Term<'a> {
     let state = match shared.activity() {
         _ if shared.is_stopped() => atoms::stopped(),
+        _ if !shared.hibernation.is_live() => atoms::hibernated(),
         Activity::Idle => atoms::idle(),
         Activity::Running => atoms::running(),
         Activity::InImport => atoms::in_import(),
@@ -68,6 +69,26 @@ fn info_map<'a>(env: Env<'a>, shared: &Shared) -> Term<'a> {
             (shared.module.origin != Origin::Compiled).encode(env),
         ),
         (atoms::origin(), origin.encode(env)),
+        (
+            atoms::hibernations(),
+            shared
+                .hibernation
+                .hibernations
+                .load(Ordering::Relaxed)
+                .encode(env),
+        ),
+        (
+            atoms::revivals(),
+            shared
+                .hibernation
+                .revivals
+                .load(Ordering::Relaxed)
+                .encode(env),
+        ),
+        (
+            atoms::image_bytes(),
+            shared.hibernation.image_bytes().encode(env),
+        ),
     ];
     Term::map_from_pairs(env, &pairs.map(|(k, v)| (k.encode(env), v))).expect("distinct keys")
 }

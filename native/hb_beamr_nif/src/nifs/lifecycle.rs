@@ -8,16 +8,22 @@ use beamr_core::failure::{CallFailure, Resource};
 use beamr_core::prepare::interrupt::CHECK_MODULE;
 use beamr_core::prepare::RESERVED_EXPORT_PREFIX;
 use beamr_core::signature::signature;
-use rustler::{Atom, Binary, Encoder, Env, LocalPid, Term};
+use std::sync::atomic::Ordering;
+
+use rustler::{Atom, Binary, Encoder, Env, LocalPid, Monitor, Term};
 use wasmer::{ExternType, Module};
 
+use super::answer_queued;
 use super::artifacts::module_for;
+use super::hibernation::check_budget;
 use crate::atoms;
 use crate::codec::charlist;
 use crate::error::{Error, Reply};
 use crate::executor;
+use crate::hibernation::{Hibernation, SETTINGS};
 use crate::instance::{
-    self, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, ReplySlot, Shared,
+    self, Command, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, ReplySlot,
+    Shared,
 };
 use crate::options::decode_start_options;
 
@@ -49,12 +55,21 @@ fn start_instance<'a>(
     let imports = imported_functions(&module, options.emscripten)
         .map_err(|message| Error::Call(CallFailure::InvalidModule(message)))?;
     let exports = exported_functions(&module);
+    if let Some(dir) = &options.hibernate_dir {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::CacheDir(format!("hibernate_dir {}: {e}", dir.display())))?;
+    }
+    if let Some(max_live) = options.max_live {
+        SETTINGS.max_live.store(max_live, Ordering::Relaxed);
+    }
     let shared = Arc::new(Shared::new(
         owner,
         info,
         exports,
         imports,
         options.dirty_tracking,
+        (module.clone(), engine),
+        Hibernation::new(options.hibernate_after, options.hibernate_dir),
     ));
     let resource = InstanceResource::new(shared);
     // Registered before the owner is monitored: an owner that dies in between must find
@@ -70,27 +85,44 @@ fn start_instance<'a>(
     );
     let start = ReplySlot::new(env.pid());
     let id = start.id;
-    let spawned = executor::spawn(
-        resource.clone(),
-        module,
-        engine,
-        env.pid(),
-        start,
-        options.start_limits,
-    );
+    let spawned = executor::spawn(resource.clone(), env.pid(), start, options.start_limits);
     if spawned.is_err() {
         resource.shared.stop();
         return Err(CallFailure::ResourceLimit(Resource::Thread).into());
     }
+    check_budget();
     Ok((atoms::ok(), id, imports, exports).encode(env))
 }
 
 #[rustler::nif]
-fn stop(owner: LocalPid) -> Atom {
+fn stop(env: Env, owner: LocalPid) -> Atom {
     if let Some(instance) = instance::lookup(&owner) {
-        instance.shared.stop();
+        stop_instance(env, &instance.shared);
     }
     atoms::ok()
+}
+
+/// Stops the instance; a hibernated one has no executor to do the rest, so its image is
+/// freed and whatever was queued meanwhile answered here.
+fn stop_instance(env: Env, shared: &Arc<Shared>) {
+    shared.stop();
+    if let Some(stored) = shared.hibernation.end() {
+        stored.discard();
+        answer_queued(env, shared, shared.mailbox.close(), &CallFailure::Stopped);
+    }
+}
+
+#[rustler::resource_impl]
+impl rustler::Resource for InstanceResource {
+    const IMPLEMENTS_DOWN: bool = true;
+
+    fn down<'a>(&'a self, env: Env<'a>, pid: LocalPid, _monitor: Monitor) {
+        if pid == self.shared.owner {
+            stop_instance(env, &self.shared);
+        } else {
+            let _ = self.shared.mailbox.push(Command::CallerDown(pid));
+        }
+    }
 }
 
 fn exported_functions(module: &Module) -> Vec<ExportedFunction> {

@@ -1,5 +1,5 @@
 //! The functions Erlang calls (`hb_beamr_nif`), one file per family: `lifecycle.rs`
-//! (start, stop), `call.rs`, `imports.rs` (answers to import requests), `asynchronous.rs`
+//! (start, stop), `hibernation.rs` (`hibernate`, `stats`), `call.rs`, `imports.rs` (answers to import requests), `asynchronous.rs`
 //! (`call_async` and its answers), `memory.rs`, `snapshot.rs`, `info.rs`, `artifacts.rs`
 //! (compile, cache statistics), `inspect.rs`, `bench.rs` (`make bench-load`'s timing).
 //!
@@ -13,6 +13,7 @@ mod artifacts;
 mod asynchronous;
 mod bench;
 mod call;
+mod hibernation;
 mod imports;
 mod info;
 mod inspect;
@@ -22,10 +23,15 @@ mod snapshot;
 
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
+use beamr_core::failure::{CallFailure, Resource};
 use rustler::{Encoder, Env, LocalPid, ResourceArc, Term};
 
 use crate::atoms;
 use crate::error::Error;
+use crate::executor;
+use crate::hibernation::{Stored, Wake, STATS};
 use crate::instance::{self, Command, InstanceResource, ReplySlot, Shared};
 use crate::messages;
 use crate::nif_cpu_time;
@@ -50,16 +56,60 @@ fn request_to<'a>(
 /// briefly for its outcome.
 fn request<'a>(
     env: Env<'a>,
-    shared: &Shared,
+    shared: &Arc<Shared>,
     command: impl FnOnce(LocalPid, Arc<ReplySlot>) -> Command,
 ) -> Result<Term<'a>, Error<'a>> {
     let caller = env.pid();
     let slot = ReplySlot::new(caller);
     let armed = slot.arm();
-    shared
-        .submit(command(caller, slot.clone()))
-        .map_err(|_| Error::Stopped)?;
+    submit(env, shared, command(caller, slot.clone()))?;
     Ok(awaited(env, shared, &slot, armed))
+}
+
+/// Queues `command`; a request that finds the instance hibernated revives it (see
+/// `hibernation`). The requests that cannot be served then (the OS refused the
+/// executor's thread, the instance stopped meanwhile) are answered here, as messages.
+fn submit<'a>(env: Env<'a>, shared: &Arc<Shared>, command: Command) -> Result<(), Error<'a>> {
+    match shared.submit(command).map_err(|_| Error::Stopped)? {
+        Wake::Nothing => {}
+        Wake::Gone => answer_queued(env, shared, shared.mailbox.close(), &CallFailure::Stopped),
+        Wake::Revive(stored) => revive(env, shared, stored),
+    }
+    Ok(())
+}
+
+fn revive(env: Env, shared: &Arc<Shared>, stored: Stored) {
+    let Some(resource) = instance::lookup(&shared.owner) else {
+        // Stopped since the command was queued: nothing will serve it.
+        stored.discard();
+        return answer_queued(env, shared, shared.mailbox.close(), &CallFailure::Stopped);
+    };
+    let Err((mut stored, _)) = executor::revive(resource, stored) else {
+        return hibernation::check_budget();
+    };
+    STATS.failed_revivals.fetch_add(1, Ordering::Relaxed);
+    let failure = CallFailure::ResourceLimit(Resource::Thread);
+    // No executor runs, and this request alone holds the right to start one: it serves
+    // the mailbox until it can leave the instance hibernated with nothing queued.
+    loop {
+        let queued = std::iter::from_fn(|| shared.mailbox.try_pop()).collect();
+        answer_queued(env, shared, queued, &failure);
+        match shared.hibernation.park(stored, &shared.mailbox) {
+            Ok(()) => return,
+            Err(back) => stored = back,
+        }
+    }
+}
+
+/// Answers `commands` (requests that will not be served) as messages.
+fn answer_queued(env: Env, shared: &Shared, commands: Vec<Command>, failure: &CallFailure) {
+    for command in commands {
+        if let Some(caller) = command.caller() {
+            if let Some(message) = messages::refusal(env, shared, command, failure) {
+                let _ = env.send(&caller, message);
+            }
+        }
+    }
 }
 
 /// `{event, Id, Event}` when the executor answered within the hand-over spin,

@@ -1,0 +1,222 @@
+//! Hibernation and revival, executor side: the image is made (and written, with
+//! `hibernate_dir`) before the instance lets go of anything; a revival that fails leaves
+//! the image where it was and answers the queued requests with the reason.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use beamr_core::failure::{CallFailure, Resource};
+use beamr_core::memory_access::MemoryReply;
+use beamr_core::state::{Base, Image, StateAccess, StateError};
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use rustler::LocalPid;
+use wasmer::{Instance, Store};
+
+use super::{Context, Ended};
+use crate::hibernation::{Stored, STATS};
+use crate::instance::{Command, Event, ReplySlot};
+use crate::messages;
+
+/// Each module's freshly instantiated state, the base of its instances' images, while
+/// any image uses it.
+static MODULE_BASES: Lazy<Mutex<HashMap<[u8; 32], Weak<Base>>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
+
+impl Context {
+    /// Hibernates unless requests wait or a call is in progress: true when the image is
+    /// handed over, and the thread must end without touching the instance again.
+    pub(super) fn hibernate(
+        &self,
+        store: &mut Store,
+        reply: Option<(LocalPid, Arc<ReplySlot>)>,
+    ) -> bool {
+        self.shared.hibernation.requested_seen();
+        if !self.frames.borrow().is_empty() {
+            self.answer_hibernation(reply, Err(StateError::CallInProgress));
+            return false;
+        }
+        if !self.deferred.borrow().is_empty() || !self.shared.mailbox.is_empty() {
+            self.answer_hibernation(reply, Err(StateError::Busy));
+            return false;
+        }
+        let stored = match self.image(store) {
+            Ok(stored) => stored,
+            Err(why) => {
+                let counter = match why {
+                    StateError::Grow(_) => &STATS.failed_no_memory,
+                    StateError::Disk(_) => &STATS.failed_disk,
+                    _ => &STATS.failed_state,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                self.answer_hibernation(reply, Err(why));
+                return false;
+            }
+        };
+        match self.shared.hibernation.park(stored, &self.shared.mailbox) {
+            Ok(()) => {
+                self.shared
+                    .hibernation
+                    .hibernations
+                    .fetch_add(1, Ordering::Relaxed);
+                STATS.hibernations.fetch_add(1, Ordering::Relaxed);
+                self.answer_hibernation(reply, Ok(()));
+                true
+            }
+            Err(stored) => {
+                stored.discard();
+                self.answer_hibernation(reply, Err(StateError::Busy));
+                false
+            }
+        }
+    }
+
+    fn answer_hibernation(
+        &self,
+        reply: Option<(LocalPid, Arc<ReplySlot>)>,
+        outcome: Result<(), StateError>,
+    ) {
+        if let Some((caller, slot)) = reply {
+            self.deliver(
+                caller,
+                &slot,
+                Event::State(outcome.map(|()| MemoryReply::Done)),
+            );
+        }
+    }
+
+    /// `hibernate/1` from inside a call of the same process.
+    pub(super) fn refuse_hibernation(&self, reply: Option<(LocalPid, Arc<ReplySlot>)>) {
+        self.answer_hibernation(reply, Err(StateError::CallInProgress));
+    }
+
+    /// The instance's state as an image against its module's base, in memory or written
+    /// to `hibernate_dir`.
+    fn image(&self, store: &mut Store) -> Result<Stored, StateError> {
+        let base = self.module_base(store)?;
+        let state = self.state.borrow();
+        let state = state.as_ref().expect("the instance is running");
+        let image = state.hibernate(store, base)?;
+        let Some(dir) = &self.shared.hibernation.dir else {
+            return Ok(Stored::Memory(image));
+        };
+        let path = dir.join(format!("{:016x}.hbimage", self.resource_id()));
+        let encoded = image.encode();
+        let bytes = encoded.len() as u64;
+        write_file(&path, &encoded)
+            .map_err(|e| StateError::Disk(format!("{}: {e}", path.display())))?;
+        Ok(Stored::Disk {
+            path,
+            base: Arc::clone(image.base()),
+            bytes,
+        })
+    }
+
+    /// A number naming this instance's image file, unique among the live instances.
+    fn resource_id(&self) -> u64 {
+        Arc::as_ptr(&self.shared) as u64
+    }
+
+    /// The module's freshly instantiated state: made once per module (in this Store,
+    /// which goes away with the executor) and shared while images use it.
+    fn module_base(&self, store: &mut Store) -> Result<Arc<Base>, StateError> {
+        let key = self.shared.module.state_identity;
+        if let Some(base) = MODULE_BASES.lock().get(&key).and_then(Weak::upgrade) {
+            return Ok(base);
+        }
+        let imports = self.import_object(store);
+        let fresh = Instance::new(store, &self.shared.compiled, &imports)
+            .map_err(|_| StateError::Grow("memory"))?;
+        let state = StateAccess::new(
+            store,
+            &self.shared.compiled,
+            &fresh,
+            key,
+            self.shared.dirty_tracking,
+        );
+        let bytes = state.capture(store, false, fallible_vec)?;
+        let base = Arc::new(Base::new(Box::new(bytes)).map_err(StateError::Snapshot)?);
+        let mut bases = MODULE_BASES.lock();
+        bases.retain(|_, base| base.strong_count() > 0);
+        bases.insert(key, Arc::downgrade(&base));
+        Ok(base)
+    }
+
+    /// Puts a hibernated instance's state into this new instance.
+    pub(super) fn put_back(&self, store: &mut Store, stored: &Stored) -> Result<(), CallFailure> {
+        let read;
+        let image = match stored {
+            Stored::Memory(image) => image,
+            Stored::Disk { path, base, .. } => {
+                let bytes = std::fs::read(path).map_err(|e| {
+                    CallFailure::InvalidSnapshot(format!("{}: {e}", path.display()))
+                })?;
+                read = Image::decode(&bytes, Arc::clone(base)).map_err(revival_failure)?;
+                &read
+            }
+        };
+        let state = self.state.borrow();
+        let state = state.as_ref().expect("set up");
+        state.revive(store, image).map_err(revival_failure)
+    }
+
+    /// A revival failed: the queued requests get `failure`, and the instance hibernates
+    /// again with the same image (or ends, when it was stopped meanwhile).
+    pub(super) fn unrevived(&self, mut stored: Stored, failure: CallFailure) -> Ended {
+        STATS.failed_revivals.fetch_add(1, Ordering::Relaxed);
+        loop {
+            while let Some(command) = self.shared.mailbox.try_pop() {
+                self.refuse(command, &failure);
+            }
+            if self.shared.is_stopped() {
+                stored.discard();
+                return Ended::Stopped;
+            }
+            match self.shared.hibernation.park(stored, &self.shared.mailbox) {
+                Ok(()) => return Ended::Hibernated,
+                Err(back) => stored = back,
+            }
+        }
+    }
+
+    /// Answers a request that will not be served.
+    pub(super) fn refuse(&self, command: Command, failure: &CallFailure) {
+        let Some(caller) = command.caller() else {
+            return;
+        };
+        let shared = &self.shared;
+        self.send(caller, |env| {
+            messages::refusal(env, shared, command, failure).expect("a request")
+        });
+    }
+}
+
+/// Why a revival failed, for the requests that were waiting for it.
+fn revival_failure(error: StateError) -> CallFailure {
+    match error {
+        StateError::Snapshot(why) => CallFailure::InvalidSnapshot(why.to_string()),
+        StateError::Grow(_) => CallFailure::ResourceLimit(Resource::Memory),
+        other => CallFailure::InvalidSnapshot(format!("{other:?}")),
+    }
+}
+
+fn fallible_vec(len: usize) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).ok()?;
+    bytes.resize(len, 0);
+    Some(bytes)
+}
+
+/// Writes `bytes` to `path` whole or not at all: into a temporary file, synced, renamed.
+fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let partial = path.with_extension("partial");
+    let mut file = std::fs::File::create(&partial)?;
+    let written = file.write_all(bytes).and_then(|()| file.sync_data());
+    if let Err(error) = written.and_then(|()| std::fs::rename(&partial, path)) {
+        let _ = std::fs::remove_file(&partial);
+        return Err(error);
+    }
+    Ok(())
+}

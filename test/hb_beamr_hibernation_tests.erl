@@ -1,0 +1,249 @@
+%%% Hibernation: an idle instance gives up its executor and memory, and the next request
+%%% revives it as if nothing happened.
+-module(hb_beamr_hibernation_tests).
+
+-include_lib("eunit/include/eunit.hrl").
+
+-define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
+
+%% Memory, a mutable global, a table entry set by table.set, and a start function that
+%% counts its runs in the global: a revival must not run it again.
+-define(WAT, <<"(module
+  (memory 1 8)
+  (global $g (mut i32) (i32.const 0))
+  (global $starts (mut i32) (i32.const 0))
+  (table 2 funcref)
+  (elem declare func $hidden)
+  (func $hidden (result i32) (i32.const 77))
+  (func $start (global.set $starts (i32.add (global.get $starts) (i32.const 1))))
+  (start $start)
+  (func (export \"poke\") (param i32 i32) (i32.store8 (local.get 0) (local.get 1)))
+  (func (export \"peek\") (param i32) (result i32) (i32.load8_u (local.get 0)))
+  (func (export \"set_g\") (param i32) (global.set $g (local.get 0)))
+  (func (export \"get_g\") (result i32) (global.get $g))
+  (func (export \"starts\") (result i32) (global.get $starts))
+  (func (export \"grow\") (result i32) (memory.grow (i32.const 1)))
+  (func (export \"set_entry\") (table.set (i32.const 1) (ref.func $hidden)))
+  (func (export \"call_entry\") (result i32) (call_indirect (result i32) (i32.const 1))))">>).
+
+start() ->
+    start(#{}).
+
+start(Opts) ->
+    {ok, I, _, _} = hb_beamr:start(?WAT, Opts),
+    I.
+
+call(I, Name, Args) ->
+    {ok, Results} = hb_beamr:call(I, Name, Args),
+    Results.
+
+mutate(I) ->
+    [] = call(I, <<"poke">>, [100, 42]),
+    [] = call(I, <<"set_g">>, [9]),
+    [] = call(I, <<"set_entry">>, []),
+    [_] = call(I, <<"grow">>, []),
+    [] = call(I, <<"poke">>, [70000, 5]).
+
+check(I) ->
+    ?assertEqual([42], call(I, <<"peek">>, [100])),
+    ?assertEqual([5], call(I, <<"peek">>, [70000])),
+    ?assertEqual([9], call(I, <<"get_g">>, [])),
+    ?assertEqual([77], call(I, <<"call_entry">>, [])),
+    ?assertEqual([1], call(I, <<"starts">>, [])).
+
+info(I, Key) ->
+    {ok, Info} = hb_beamr:info(I),
+    maps:get(Key, Info).
+
+%% Polls `Fun' until it returns true; fails after ten seconds.
+eventually(Fun) ->
+    eventually(Fun, 1000).
+
+eventually(Fun, 0) ->
+    ?assert(Fun());
+eventually(Fun, N) ->
+    case Fun() of
+        true -> ok;
+        false -> timer:sleep(10), eventually(Fun, N - 1)
+    end.
+
+hibernate_and_revive_test() ->
+    I = start(),
+    mutate(I),
+    {ok, GasBefore} = hb_beamr:gas_used(I),
+    MemoryBytes = info(I, memory_bytes),
+    ?assertEqual(ok, hb_beamr:hibernate(I)),
+    ?assertEqual(hibernated, info(I, state)),
+    ?assert(info(I, image_bytes) > 0),
+    ?assert(info(I, image_bytes) < 4096),
+    %% A second request to hibernate is answered at once.
+    ?assertEqual(ok, hb_beamr:hibernate(I)),
+    ?assertEqual({ok, GasBefore}, hb_beamr:gas_used(I)),
+    check(I),
+    ?assertEqual(idle, info(I, state)),
+    ?assertEqual(1, info(I, hibernations)),
+    ?assertEqual(1, info(I, revivals)),
+    ?assertEqual(MemoryBytes, info(I, memory_bytes)),
+    %% Memory operations and snapshots revive too.
+    ok = hb_beamr:hibernate(I),
+    ?assertEqual({ok, <<42>>}, hb_beamr_io:read(I, 100, 1)),
+    ok = hb_beamr:hibernate(I),
+    {ok, Snapshot} = hb_beamr:snapshot(I),
+    Other = start(#{restore => Snapshot}),
+    check(Other),
+    ok = hb_beamr:stop(Other),
+    ok = hb_beamr:stop(I).
+
+%% `hibernate_after': an idle instance hibernates by itself.
+hibernate_after_test() ->
+    I = start(#{hibernate_after => 20}),
+    mutate(I),
+    eventually(fun() -> info(I, state) =:= hibernated end),
+    check(I),
+    eventually(fun() -> info(I, state) =:= hibernated end),
+    ?assert(info(I, hibernations) >= 2),
+    ok = hb_beamr:stop(I),
+    ?assertEqual({error, stopped}, hb_beamr:call(I, <<"peek">>, [100])).
+
+%% An incremental snapshot after a revival holds what changed before the hibernation too.
+incremental_base_survives_test() ->
+    I = start(),
+    {ok, Full} = hb_beamr:snapshot(I, #{incremental => true}),
+    mutate(I),
+    ok = hb_beamr:hibernate(I),
+    [] = call(I, <<"poke">>, [300, 3]),
+    {ok, Delta} = hb_beamr:snapshot(I, #{incremental => true}),
+    ?assertMatch({ok, #{kind := delta}}, hb_beamr:snapshot_info(Delta)),
+    Other = start(#{restore => [Full, Delta]}),
+    check(Other),
+    ?assertEqual([3], call(Other, <<"peek">>, [300])),
+    ok = hb_beamr:stop(Other),
+    ok = hb_beamr:stop(I).
+
+stop_frees_the_image_test() ->
+    I = start(),
+    mutate(I),
+    ok = hb_beamr:hibernate(I),
+    Bytes = info(I, image_bytes),
+    #{image_bytes_memory := Before} = hb_beamr:stats(),
+    ?assert(Before >= Bytes),
+    ok = hb_beamr:stop(I),
+    eventually(fun() -> maps:get(image_bytes_memory, hb_beamr:stats()) =< Before - Bytes end),
+    ?assertEqual({error, stopped}, hb_beamr:call(I, <<"peek">>, [100])).
+
+%% With `hibernate_dir' the image is a file while the instance hibernates; a damaged file
+%% gives `invalid_snapshot' to every request and the instance stays hibernated; a stop then
+%% removes it.
+hibernate_dir_test() ->
+    Dir = filename:join(["/tmp", "hb_beamr_hibernate_" ++ os:getpid() ++ "_"
+                         ++ integer_to_list(erlang:unique_integer([positive]))]),
+    I = start(#{hibernate_dir => Dir}),
+    mutate(I),
+    ok = hb_beamr:hibernate(I),
+    [File] = filelib:wildcard(filename:join(Dir, "*.hbimage")),
+    #{image_bytes_disk := OnDisk} = hb_beamr:stats(),
+    ?assert(OnDisk > 0),
+    check(I),
+    ?assertEqual([], filelib:wildcard(filename:join(Dir, "*.hbimage"))),
+    ok = hb_beamr:hibernate(I),
+    [File2] = filelib:wildcard(filename:join(Dir, "*.hbimage")),
+    {ok, Bytes} = file:read_file(File2),
+    Half = byte_size(Bytes) div 2,
+    <<Head:Half/binary, B, Tail/binary>> = Bytes,
+    ok = file:write_file(File2, <<Head/binary, (B bxor 1), Tail/binary>>),
+    ?assertMatch({error, {invalid_snapshot, _}}, hb_beamr:call(I, <<"peek">>, [100])),
+    ?assertMatch({error, {invalid_snapshot, _}}, hb_beamr_io:read(I, 100, 1)),
+    ?assertEqual(hibernated, info(I, state)),
+    ok = file:delete(File2),
+    ?assertMatch({error, {invalid_snapshot, _}}, hb_beamr:call(I, <<"peek">>, [100])),
+    ok = hb_beamr:stop(I),
+    ?assertEqual([], filelib:wildcard(filename:join(Dir, "*.hbimage"))),
+    ok = file:del_dir(Dir),
+    _ = File.
+
+%% `max_live': beyond it, the least recently used idle instances hibernate; all answer.
+max_live_test_() ->
+    {timeout, 60, fun max_live/0}.
+
+max_live() ->
+    application:set_env(hb_beamr, max_live, 3),
+    try
+        Instances = [begin I = start(), [] = call(I, <<"poke">>, [100, N]), {I, N} end
+                     || N <- lists:seq(1, 10)],
+        eventually(fun() ->
+                           Live = [I || {I, _} <- Instances, info(I, state) =/= hibernated],
+                           length(Live) =< 3
+                   end),
+        #{hibernated := Hibernated} = hb_beamr:stats(),
+        ?assert(Hibernated >= 7),
+        [?assertEqual([N], call(I, <<"peek">>, [100])) || {I, N} <- Instances],
+        [ok = hb_beamr:stop(I) || {I, _} <- Instances]
+    after
+        application:unset_env(hb_beamr, max_live),
+        %% The setting is node-wide: the next start without it lifts the budget.
+        ok = hb_beamr:stop(start(#{}))
+    end.
+
+%% Many processes call, hibernate and stop at once: every request gets an answer (a
+%% result or `stopped'), nothing hangs, and the state stays consistent.
+races_test_() ->
+    {timeout, 120, fun races/0}.
+
+races() ->
+    [race_round() || _ <- lists:seq(1, 20)],
+    ok.
+
+race_round() ->
+    I = start(#{hibernate_after => 1}),
+    [] = call(I, <<"poke">>, [100, 42]),
+    Self = self(),
+    Workers = [spawn_link(fun() ->
+                                  Results = [race_step(I, K rem 3) || K <- lists:seq(1, 30)],
+                                  Self ! {done, self(), Results}
+                          end) || _ <- lists:seq(1, 6)],
+    Stopper = spawn_link(fun() -> timer:sleep(rand:uniform(20)), ok = hb_beamr:stop(I) end),
+    Results = lists:append([receive {done, W, R} -> R after 30000 -> error({hung, W}) end
+                            || W <- Workers]),
+    [?assert(lists:member(R, [ok, stopped])) || R <- Results],
+    _ = Stopper,
+    ok.
+
+race_step(I, 0) ->
+    case hb_beamr:call(I, <<"peek">>, [100]) of
+        {ok, [42]} -> ok;
+        {error, stopped} -> stopped
+    end;
+race_step(I, 1) ->
+    case hb_beamr:hibernate(I) of
+        ok -> ok;
+        {error, busy} -> ok;
+        {error, stopped} -> stopped
+    end;
+race_step(I, 2) ->
+    case hb_beamr_io:read(I, 100, 1) of
+        {ok, <<42>>} -> ok;
+        {error, stopped} -> stopped
+    end.
+
+%% The owner dies while the instance hibernates: the image is freed.
+owner_death_test() ->
+    Parent = self(),
+    spawn(fun() -> Parent ! {instance, start()}, receive never -> ok end end),
+    I = receive {instance, Started} -> Started end,
+    [] = call(I, <<"poke">>, [100, 1]),
+    ok = hb_beamr:hibernate(I),
+    exit(I, kill),
+    eventually(fun() -> hb_beamr:info(I) =:= {error, stopped} end).
+
+%% AOS: a process hibernated after an Eval answers the next one from the same state.
+aos_test_() ->
+    {timeout, 120, fun() -> hb_beamr_test_util:with_shared(?AOS, fun aos/1) end}.
+
+aos(Wasm) ->
+    {ok, I, _, _} = hb_beamr:start(Wasm),
+    {ok, <<"1">>} = hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"Kept = 41 + 1 return 1">>)),
+    ok = hb_beamr:hibernate(I),
+    Image = info(I, image_bytes),
+    ?assert(Image < 1024 * 1024),
+    ?assertEqual({ok, <<"42">>}, hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"return Kept">>))),
+    ok = hb_beamr:stop(I).
