@@ -68,7 +68,7 @@ impl<'a> ModuleSummary<'a> {
                 Payload::ElementSection(reader) => {
                     for element in reader {
                         let element = element?;
-                        // What active segments put into table 0 the host reads back from the
+                        // What active segments put into a table the host reads back from the
                         // table after instantiation, unless a start function ran first.
                         if matches!(element.kind, ElementKind::Active { .. }) && !has_start {
                             continue;
