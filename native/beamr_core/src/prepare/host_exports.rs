@@ -170,7 +170,7 @@ mod tests {
                 exports
                     .get_table(&table_export_name(i))
                     .unwrap()
-                    .size(&store) as u32
+                    .size(&store)
             })
             .collect();
         assert_eq!(sizes, [1, 2, 3, 4]);
