@@ -10,11 +10,11 @@
 //! A snapshot writes a function reference (a table entry, a funcref global) as the index of
 //! the function, which the host can only find for the functions it can see: exported ones,
 //! and those the active segments put into the tables (read back from them after
-//! instantiation).
-//! So every other function a segment or a global initializer references, which wasm can
+//! instantiation). So every other function a segment or a global initializer references, which wasm can
 //! place in a table or global with `table.set`, `table.init` or `global.set`, becomes
 //! [`function_export_name`] of its index (with a start function, the active segments' too:
-//! it may have changed the table before the host could read it).
+//! it may have changed the table before the host could read it; and those of active
+//! segments at offsets other than a plain constant, which the host does not evaluate).
 
 use wasm_encoder::ExportKind;
 

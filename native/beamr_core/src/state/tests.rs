@@ -368,3 +368,24 @@ fn a_snapshot_of_other_tables_is_a_mismatch() {
         Err(StateError::Snapshot(snapshot::SnapshotError::Mismatch(_)))
     ));
 }
+
+/// An active segment at an offset the host does not evaluate (an extended constant): its
+/// functions are found all the same (preparation exports them), in any table.
+#[test]
+fn active_segments_at_computed_offsets_are_captured() {
+    let wat = r#"
+(module
+  (table 2 funcref)
+  (table $t1 3 funcref)
+  (elem (table $t1) (offset (i32.add (i32.const 1) (i32.const 1))) func $a)
+  (func $a (result i32) (i32.const 10))
+  (func (export "entry") (param i32) (result i32)
+    (call_indirect $t1 (result i32) (local.get 0))))
+"#;
+    let (mut store, instance, state) = start_module(wat, IDENTITY);
+    let full = capture(&mut store, &state, false);
+    let (mut fresh_store, fresh, fresh_state) = start_module(wat, IDENTITY);
+    fresh_state.apply(&mut fresh_store, &[&full]).unwrap();
+    assert_eq!(run(&mut fresh_store, &fresh, "entry", &[2]), 10);
+    assert_eq!(run(&mut store, &instance, "entry", &[2]), 10);
+}
