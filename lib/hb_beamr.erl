@@ -335,7 +335,7 @@ deserialize(Instance, Bin) ->
     hb_beamr_io:restore(Instance, Bin).
 
 %% @doc The instance's whole state: memory 0, every mutable global (exported or not, such
-%% as `__stack_pointer') and table 0, in a versioned, checksummed binary bound to the
+%% as `__stack_pointer') and every table, in a versioned, checksummed binary bound to the
 %% module's source and `wamr_compat' (see docs/snapshots.md). Taken between calls: from inside
 %% an import handler it is `{error, call_in_progress}'. The same as
 %% `snapshot(Instance, #{})'.
@@ -345,7 +345,7 @@ snapshot(Instance) ->
 
 %% @doc A snapshot, full or incremental. With `incremental => true' it is a delta: only
 %% what changed since this instance's previous snapshot or restore (the memory pages
-%% written since, 4 KiB each, and the globals and table whole), restored as the last
+%% written since, 4 KiB each, and the globals and tables whole), restored as the last
 %% element of a chain `[Full | Deltas]' (see `restore/2'). An instance that has neither
 %% been snapshotted nor restored has no base to be incremental on: it returns a full
 %% snapshot, the start of a chain (`snapshot_info/1' tells them apart). Every snapshot,

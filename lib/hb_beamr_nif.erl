@@ -146,7 +146,7 @@ memory_snapshot(_Instance) -> erlang:nif_error(not_loaded).
 -spec memory_restore(pid(), binary()) -> queued().
 memory_restore(_Instance, _Data) -> erlang:nif_error(not_loaded).
 
-%% @doc The whole state (memory 0, mutable globals, table 0) in the snapshot format; with
+%% @doc The whole state (memory 0, mutable globals, every table) in the snapshot format; with
 %% `Incremental', a delta of what changed since the instance's last snapshot or restore.
 -spec state_snapshot(pid(), boolean()) -> queued().
 state_snapshot(_Instance, _Incremental) -> erlang:nif_error(not_loaded).

@@ -1,5 +1,5 @@
 %%% @doc Full snapshots (hb_beamr:snapshot/1, restore/2, start option `restore'): the
-%%% whole state (memory, globals that are not exported, table 0, funcref globals) comes
+%%% whole state (memory, globals that are not exported, every table, funcref globals) comes
 %%% back, in the same instance, in a fresh one, and on another node; bad snapshots are
 %%% refused without touching the instance.
 -module(hb_beamr_snapshot_tests).
@@ -94,6 +94,101 @@ table_set_entry_is_captured_test() ->
     %% The export preparation added for it stays hidden.
     ?assertEqual([], [Name || {func, Name, _} <- Exports, lists:prefix("__hb_beamr", Name)]),
     [hb_beamr:stop(X) || X <- [I, Fresh]].
+
+%% Every table (issue 22), in test/fixtures/tables.wat: funcref tables 0, 1 and 2 and an
+%% externref table, which stays null.
+tables_wat() -> hb_beamr_test_util:fixture("tables.wat").
+
+%% What a call through each entry of tables 0, 1 (its first five) and 2 gives (the
+%% function's number, or the trap: a null entry, or past the table's end), every table's
+%% size, how many of the externref table's first two entries are null, a global and memory.
+tables_state(I) ->
+    Calls = [[table_entry(I, T, S) || S <- lists:seq(0, N - 1)] || {T, N} <- [{0, 4}, {1, 5}, {2, 2}]],
+    {ok, Sizes} = hb_beamr:call(I, "sizes", []),
+    {ok, [Nulls]} = hb_beamr:call(I, "extern_nulls", []),
+    {ok, [G]} = hb_beamr:call(I, "g", []),
+    {ok, Memory} = hb_beamr:serialize(I),
+    #{calls => Calls, sizes => Sizes, extern_nulls => Nulls, g => G, memory => erlang:md5(Memory)}.
+
+table_entry(I, T, S) ->
+    case hb_beamr:call(I, "call", [T, S]) of
+        {ok, [N]} -> N;
+        {error, {trap, uninitialized_element, _}} -> null;
+        {error, {trap, table_out_of_bounds, _}} -> out
+    end.
+
+every_table_is_captured_test() ->
+    {ok, I, _, _} = hb_beamr:start(tables_wat()),
+    {ok, []} = hb_beamr:call(I, "fill", []),
+    Filled = tables_state(I),
+    ?assertMatch(#{calls := [[1, 2, null, null], [40, 3, 20, out, out], [10, 40]],
+                   sizes := [4, 3, 2, 2], extern_nulls := 2, g := 1}, Filled),
+    {ok, Snap} = hb_beamr:snapshot(I),
+    {ok, []} = hb_beamr:call(I, "scramble", []),
+    {ok, [2]} = hb_beamr:call(I, "grow_extern", []),
+    ?assertMatch(#{calls := [[null, 3, null, 10], [null, 1, 20, 2, 2], [2, null]],
+                   sizes := [4, 5, 2, 3], g := 2}, tables_state(I)),
+    ?assertEqual(ok, hb_beamr:restore(I, Snap)),
+    %% Tables cannot shrink: table 1 and the externref table keep their size, null past
+    %% the snapshot's.
+    ?assertEqual(Filled#{calls := [[1, 2, null, null], [40, 3, 20, null, null], [10, 40]],
+                         sizes := [4, 5, 2, 3]}, tables_state(I)),
+    %% A fresh instance, whose tables hold only the active segment's entry.
+    {ok, Fresh, _, _} = hb_beamr:start(tables_wat(), #{restore => Snap}),
+    ?assertEqual(Filled, tables_state(Fresh)),
+    ?assertEqual({ok, Snap}, hb_beamr:snapshot(Fresh)),
+    %% The tables' exports preparation added stay hidden.
+    {ok, _, _, Exports} = hb_beamr:start(tables_wat()),
+    ?assertEqual([], [E || E <- Exports, lists:prefix("__hb_beamr", element(2, E))]),
+    [hb_beamr:stop(X) || X <- [I, Fresh]].
+
+%% Deltas hold every table whole.
+every_table_is_in_deltas_test() ->
+    {ok, I, _, _} = hb_beamr:start(tables_wat()),
+    {ok, Full} = hb_beamr:snapshot(I, #{incremental => true}),
+    {ok, []} = hb_beamr:call(I, "scramble", []),
+    {ok, []} = hb_beamr:call(I, "set", [2, 0, 40]),
+    {ok, Delta} = hb_beamr:snapshot(I, #{incremental => true}),
+    ?assertMatch({ok, #{kind := delta, sequence := 1}}, hb_beamr:snapshot_info(Delta)),
+    {ok, J, _, _} = hb_beamr:start(tables_wat(), #{restore => [Full, Delta]}),
+    ?assertEqual(tables_state(I), tables_state(J)),
+    [hb_beamr:stop(X) || X <- [I, J]].
+
+%% Version-2 snapshots (written by the build before this format, committed with the
+%% fixture) hold table 0 only: restoring them sets table 0 and leaves the other tables as
+%% they are; a version-3 delta taken after them follows them, with every table.
+version_2_snapshots_restore_table_0_test() ->
+    Full = zlib:uncompress(hb_beamr_test_util:fixture("tables_v2_full.bin.z")),
+    Delta = zlib:uncompress(hb_beamr_test_util:fixture("tables_v2_delta.bin.z")),
+    ?assertEqual(<<2:32/little>>, binary:part(Full, 8, 4)),
+    {ok, #{id := FullId}} = hb_beamr:snapshot_info(Full),
+    ?assertMatch({ok, #{kind := delta, parent := FullId, sequence := 1}},
+                 hb_beamr:snapshot_info(Delta)),
+    {ok, I, _, _} = hb_beamr:start(tables_wat()),
+    {ok, []} = hb_beamr:call(I, "scramble", []),
+    Scrambled = [[null, 3, null, 10], [null, 1, null, 2, 2], [2, null]],
+    ?assertMatch(#{calls := Scrambled}, tables_state(I)),
+    ?assertEqual(ok, hb_beamr:restore(I, Full)),
+    ?assertMatch(#{calls := [[1, 2, null, null] | Others], g := 1}
+                   when Others =:= tl(Scrambled), tables_state(I)),
+    ?assertEqual({ok, <<77>>}, hb_beamr_io:read(I, 10, 1)),
+    ?assertEqual(ok, hb_beamr:restore(I, [Full, Delta])),
+    ?assertMatch(#{calls := [[1, 2, 20, null] | Others]} when Others =:= tl(Scrambled),
+                 tables_state(I)),
+    ?assertEqual({ok, <<88>>}, hb_beamr_io:read(I, 5000, 1)),
+    %% In a fresh instance the other tables are as instantiation left them.
+    {ok, Fresh, _, _} = hb_beamr:start(tables_wat(), #{restore => [Full, Delta]}),
+    ?assertMatch(#{calls := [[1, 2, 20, null], [40, null, null, out, out], [null, null]],
+                   sizes := [4, 3, 2, 2]}, tables_state(Fresh)),
+    %% The next delta is version 3 and follows the chain.
+    {ok, []} = hb_beamr:call(I, "set", [2, 1, 3]),
+    {ok, D3} = hb_beamr:snapshot(I, #{incremental => true}),
+    {ok, #{id := DeltaId}} = hb_beamr:snapshot_info(Delta),
+    ?assertMatch({ok, #{kind := delta, parent := DeltaId, sequence := 2}},
+                 hb_beamr:snapshot_info(D3)),
+    {ok, J, _, _} = hb_beamr:start(tables_wat(), #{restore => [Full, Delta, D3]}),
+    ?assertEqual(tables_state(I), tables_state(J)),
+    [hb_beamr:stop(X) || X <- [I, Fresh, J]].
 
 %% The fuel countdown changes with every call; it is not state.
 fuel_is_not_part_of_the_state_test() ->

@@ -2,17 +2,19 @@
 //!
 //! The host reads and writes memory 0 and calls through table 0 (Emscripten's `invoke_*`)
 //! whatever the module exports them as, if at all, and a snapshot must capture every
-//! mutable global, which a module rarely exports. So memory 0 becomes [`MEMORY_EXPORT`],
-//! table 0 [`TABLE_EXPORT`] (also when they are imported), and each mutable global, defined
-//! or imported, [`global_export_name`] of its index.
+//! mutable global and every table, which a module rarely exports. So memory 0 becomes
+//! [`MEMORY_EXPORT`], table 0 [`TABLE_EXPORT`](super::reserved::TABLE_EXPORT) and every
+//! other table [`table_export_name`] of its index (also when they are imported), and each
+//! mutable global, defined or imported, [`global_export_name`] of its index.
 //!
 //! A snapshot writes a function reference (a table entry, a funcref global) as the index of
 //! the function, which the host can only find for the functions it can see: exported ones,
-//! and those the active segments put into table 0 (read back from it after instantiation).
-//! So every other function a segment or a global initializer references, which wasm can
+//! and those the active segments put into the tables (read back from them after
+//! instantiation). So every other function a segment or a global initializer references, which wasm can
 //! place in a table or global with `table.set`, `table.init` or `global.set`, becomes
 //! [`function_export_name`] of its index (with a start function, the active segments' too:
-//! it may have changed the table before the host could read it).
+//! it may have changed the table before the host could read it; and those of active
+//! segments at offsets other than a plain constant, which the host does not evaluate).
 //!
 //! The start function becomes [`START_EXPORT`] and its start section goes (see `finish`):
 //! the executor calls it after instantiating, once, and an instance instantiated again to
@@ -21,7 +23,7 @@
 use wasm_encoder::ExportKind;
 
 use super::reserved::{
-    function_export_name, global_export_name, MEMORY_EXPORT, START_EXPORT, TABLE_EXPORT,
+    function_export_name, global_export_name, table_export_name, MEMORY_EXPORT, START_EXPORT,
 };
 use super::summary::ModuleSummary;
 
@@ -37,10 +39,10 @@ pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
         kind: ExportKind::Memory,
         index: 0,
     });
-    let table = (summary.table_count > 0).then(|| HostExport {
-        name: TABLE_EXPORT.into(),
+    let tables = (0..summary.table_count).map(|index| HostExport {
+        name: table_export_name(index),
         kind: ExportKind::Table,
-        index: 0,
+        index,
     });
     let globals = summary
         .global_mutability
@@ -67,7 +69,7 @@ pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
     });
     memory
         .into_iter()
-        .chain(table)
+        .chain(tables)
         .chain(globals)
         .chain(functions)
         .chain(start)
@@ -77,7 +79,7 @@ pub(super) fn host_exports(summary: &ModuleSummary) -> Vec<HostExport> {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::*;
-    use super::super::{global_export_name, MEMORY_EXPORT, TABLE_EXPORT};
+    use super::super::{global_export_name, table_export_name, MEMORY_EXPORT, TABLE_EXPORT};
     use wasmer::{
         imports, Global, Memory, MemoryType, Module, Store, Table, TableType, Type, Value,
     };
@@ -176,6 +178,45 @@ mod tests {
             let n = instance.exports.get_function("n").unwrap();
             assert_eq!(n.call(&mut store, &[]).unwrap()[0], Value::I32(expected));
         }
+    }
+
+    /// Every table, also an imported one, is exported for snapshots; table 0 under its
+    /// old name.
+    #[test]
+    fn exports_every_table_under_reserved_names() {
+        let wat = r#"(module
+            (import "env" "table" (table 1 funcref))
+            (table 2 funcref)
+            (table 3 externref)
+            (table (export "mine") 4 funcref))"#;
+        let engine = crate::engine::engine();
+        let module = Module::new(engine, prepare_wat(wat).wasm).unwrap();
+        let mut store = Store::new(engine.clone());
+        let table = Table::new(
+            &mut store,
+            TableType::new(Type::FuncRef, 1, None),
+            Value::FuncRef(None),
+        )
+        .unwrap();
+        let imports = imports! { "env" => { "table" => table } };
+        let imports = super::super::test_support::with_check(&mut store, imports);
+        let instance = wasmer::Instance::new(&mut store, &module, &imports).unwrap();
+        let exports = &instance.exports;
+        assert_eq!(table_export_name(0), TABLE_EXPORT);
+        let sizes: Vec<u32> = (0..4)
+            .map(|i| {
+                exports
+                    .get_table(&table_export_name(i))
+                    .unwrap()
+                    .size(&store)
+            })
+            .collect();
+        assert_eq!(sizes, [1, 2, 3, 4]);
+        assert!(exports.get_table(&table_export_name(4)).is_err());
+        assert_eq!(
+            exports.get_table(&table_export_name(3)).unwrap(),
+            exports.get_table("mine").unwrap()
+        );
     }
 
     #[test]

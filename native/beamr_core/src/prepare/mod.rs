@@ -35,8 +35,8 @@ pub use options::{
     MAX_FIXED_FUNCREF_ENTRIES, MAX_IMPORTS, TABLE_ENTRY_BYTES,
 };
 pub use reserved::{
-    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, RESERVED_IMPORT_MODULE,
-    START_EXPORT, TABLE_EXPORT,
+    global_export_name, table_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX,
+    RESERVED_IMPORT_MODULE, START_EXPORT, TABLE_EXPORT,
 };
 
 /// What wasmer 7.4 with Cranelift (and exceptions enabled, as `engine` configures it)

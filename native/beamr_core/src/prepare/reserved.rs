@@ -17,6 +17,15 @@ pub const TABLE_EXPORT: &str = "__hb_beamr_table";
 /// (instantiated again, then given its state back) does not run it a second time.
 pub const START_EXPORT: &str = "__hb_beamr_start";
 
+/// The reserved export name of table `table_index` (index space including imports),
+/// through which snapshots read and restore it: [`TABLE_EXPORT`] for table 0.
+pub fn table_export_name(table_index: u32) -> String {
+    match table_index {
+        0 => TABLE_EXPORT.into(),
+        n => format!("{TABLE_EXPORT}_{n}"),
+    }
+}
+
 /// The reserved export name of mutable global `global_index` (index space including imports),
 /// through which snapshots read and restore it.
 pub fn global_export_name(global_index: u32) -> String {

@@ -76,10 +76,14 @@ impl<'a> ModuleSummary<'a> {
                 Payload::ElementSection(reader) => {
                     for element in reader {
                         let element = element?;
-                        // What active segments put into table 0 the host reads back from the
-                        // table after instantiation, unless a start function ran first.
-                        if matches!(element.kind, ElementKind::Active { .. }) && !has_start {
-                            continue;
+                        // What active segments put into a table the host reads back from the
+                        // table after instantiation (`state::StateAccess::new`), unless a
+                        // start function ran first or the offset is more than a constant
+                        // (extended constants, `global.get`), which the host does not evaluate.
+                        if let ElementKind::Active { offset_expr, .. } = &element.kind {
+                            if !has_start && constant_offset(offset_expr)? {
+                                continue;
+                            }
                         }
                         match element.items {
                             ElementItems::Functions(indices) => {
@@ -124,4 +128,20 @@ fn referenced(expr: &ConstExpr, functions: &mut BTreeSet<u32>) -> Result<(), Bin
         }
     }
     Ok(())
+}
+
+/// Whether `expr` is a single `i32.const` or `i64.const`, the offsets the host reads active
+/// segments back at.
+fn constant_offset(expr: &ConstExpr) -> Result<bool, BinaryReaderError> {
+    let ops = expr
+        .get_operators_reader()
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(matches!(
+        ops[..],
+        [
+            Operator::I32Const { .. } | Operator::I64Const { .. },
+            Operator::End
+        ]
+    ))
 }

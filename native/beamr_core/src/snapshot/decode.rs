@@ -68,10 +68,10 @@ fn read_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
     let version = r.u32()?;
     let len = match version {
         1 => V1_HEADER_LEN,
-        VERSION => HEADER_LEN,
+        2 | VERSION => HEADER_LEN,
         _ => {
             return Err(invalid(format!(
-                "version {version}, this build reads versions 1 and {VERSION}"
+                "version {version}, this build reads versions 1 to {VERSION}"
             )))
         }
     };
@@ -160,13 +160,13 @@ fn decode_checked(bytes: &[u8], trusted: Option<Vec<u64>>) -> Result<Snapshot<'_
         Some(digests)
     };
     let lineage = match (header.version, header.kind) {
-        (1, 0) | (VERSION, KIND_FULL) => Lineage::Full,
-        (VERSION, KIND_DELTA) => Lineage::Delta {
+        (1, 0) | (2 | VERSION, KIND_FULL) => Lineage::Full,
+        (2 | VERSION, KIND_DELTA) => Lineage::Delta {
             parent: header.parent,
         },
         (_, kind) => return Err(invalid(format!("unsupported kind {kind:#x}"))),
     };
-    let (globals, table, _) = parsed?;
+    let (globals, tables, _) = parsed?;
     let memory = memory_state(bytes, &header, lineage)?;
     if lineage == Lineage::Full && (header.parent != 0 || header.sequence != 0) {
         return Err(invalid("a full snapshot with a parent"));
@@ -177,7 +177,8 @@ fn decode_checked(bytes: &[u8], trusted: Option<Vec<u64>>) -> Result<Snapshot<'_
         lineage,
         sequence: header.sequence,
         globals,
-        table,
+        tables,
+        every_table: header.version >= 3,
         memory,
         page_digests,
     })
@@ -185,14 +186,14 @@ fn decode_checked(bytes: &[u8], trusted: Option<Vec<u64>>) -> Result<Snapshot<'_
 
 type Sections = (
     Vec<(u32, GlobalValue)>,
-    Option<Vec<Option<u32>>>,
+    Vec<(u32, TableEntries)>,
     Option<Range<usize>>,
 );
 
-/// The globals, table, and where the bulk is; memory's sections are read by
+/// The globals, tables, and where the bulk is; memory's sections are read by
 /// `memory_state` once the kind is known to be trustworthy.
 fn parse_sections(bytes: &[u8], header: &Header) -> Result<Sections, SnapshotError> {
-    let (mut globals, mut table, mut bulk) = (Vec::new(), None, None);
+    let (mut globals, mut tables, mut bulk) = (Vec::new(), Vec::new(), None);
     let mut body = Reader {
         input: bytes,
         at: header.len,
@@ -216,13 +217,14 @@ fn parse_sections(bytes: &[u8], header: &Header) -> Result<Sections, SnapshotErr
         body.what = "section header";
         match tag {
             TAG_GLOBALS => globals = decode_globals(payload)?,
-            TAG_TABLE => table = Some(decode_table(payload)?),
+            TAG_TABLE if header.version < 3 => tables = vec![(0, decode_table(payload)?)],
+            TAG_TABLE => tables = decode_tables(payload)?,
             TAG_MEMORY | TAG_PAGES => bulk = Some(start..start + len),
             TAG_CHANGED if header.version != 1 => {}
             _ => return Err(invalid(format!("unknown section {tag}"))),
         }
     }
-    Ok((globals, table, bulk))
+    Ok((globals, tables, bulk))
 }
 
 /// Finds the section with `tag` (the sections were validated by `parse_sections`).
@@ -347,7 +349,8 @@ fn decode_globals(payload: &[u8]) -> Result<Vec<(u32, GlobalValue)>, SnapshotErr
     Ok(globals)
 }
 
-fn decode_table(payload: &[u8]) -> Result<Vec<Option<u32>>, SnapshotError> {
+/// Versions 1 and 2: table 0 alone.
+fn decode_table(payload: &[u8]) -> Result<TableEntries, SnapshotError> {
     let mut r = Reader {
         input: payload,
         at: 0,
@@ -357,8 +360,45 @@ fn decode_table(payload: &[u8]) -> Result<Vec<Option<u32>>, SnapshotError> {
     if payload.len() != 4 + 4 * size {
         return Err(invalid("table size disagrees with the section length"));
     }
-    Ok(payload[4..]
+    Ok(entries(&payload[4..]))
+}
+
+fn entries(bytes: &[u8]) -> TableEntries {
+    bytes
         .chunks_exact(4)
         .map(|e| Some(u32::from_le_bytes(e.try_into().unwrap())).filter(|f| *f != NULL))
-        .collect())
+        .collect()
+}
+
+/// Version 3: every table, by index.
+fn decode_tables(payload: &[u8]) -> Result<Vec<(u32, TableEntries)>, SnapshotError> {
+    let mut r = Reader {
+        input: payload,
+        at: 0,
+        what: "tables section",
+    };
+    let count = r.u32()?;
+    // A module without tables has no tables section, so an empty one is malformed (and a
+    // version-2 table section of size 0 read as version 3 is refused rather than taken for
+    // "no tables"). Each table takes at least 8 bytes: a larger count is a lie.
+    if count == 0 || count as usize > payload.len() / 8 {
+        return Err(invalid("tables count is zero or exceeds the section"));
+    }
+    let mut tables: Vec<(u32, TableEntries)> = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let index = r.u32()?;
+        if tables.last().is_some_and(|(last, _)| *last >= index) {
+            return Err(invalid("table indices not ascending"));
+        }
+        let size = r.u32()? as usize;
+        let bytes = r.take(
+            size.checked_mul(4)
+                .ok_or_else(|| invalid("table size overflows"))?,
+        )?;
+        tables.push((index, entries(bytes)));
+    }
+    if !r.done() {
+        return Err(invalid("trailing bytes in the tables section"));
+    }
+    Ok(tables)
 }

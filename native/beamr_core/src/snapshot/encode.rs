@@ -25,7 +25,9 @@ pub struct Parts<'a> {
     /// 0 for a full snapshot, the parent's + 1 for a delta.
     pub sequence: u64,
     pub globals: &'a [(u32, GlobalValue)],
-    pub table: Option<&'a [Option<u32>]>,
+    /// Every table of the module by index, ascending, with its entries (function indices,
+    /// None for null).
+    pub tables: &'a [(u32, &'a [Option<u32>])],
     pub memory: MemoryParts<'a>,
 }
 
@@ -42,6 +44,15 @@ impl Parts<'_> {
             .globals
             .iter()
             .map(|(_, v)| 5 + GlobalValue::value_len(v.kind()).unwrap())
+            .sum::<usize>()
+    }
+
+    /// The tables section's payload length (no section when the module has no table).
+    fn tables_len(&self) -> usize {
+        4 + self
+            .tables
+            .iter()
+            .map(|(_, entries)| 8 + 4 * entries.len())
             .sum::<usize>()
     }
 
@@ -77,7 +88,11 @@ impl Parts<'_> {
         HEADER_LEN
             + SECTION_HEADER
             + self.globals_len()
-            + self.table.map_or(0, |t| SECTION_HEADER + 4 + 4 * t.len())
+            + if self.tables.is_empty() {
+                0
+            } else {
+                SECTION_HEADER + self.tables_len()
+            }
             + memory
     }
 
@@ -122,11 +137,19 @@ impl Parts<'_> {
                 GlobalValue::NullExternRef | GlobalValue::NullExnRef => {}
             }
         }
-        if let Some(table) = self.table {
-            w.section(TAG_TABLE, 4 + 4 * table.len());
-            w.u32(table.len() as u32);
-            for entry in table {
-                w.u32(entry.unwrap_or(NULL));
+        if !self.tables.is_empty() {
+            assert!(
+                self.tables.windows(2).all(|w| w[0].0 < w[1].0),
+                "tables ascending by index"
+            );
+            w.section(TAG_TABLE, self.tables_len());
+            w.u32(self.tables.len() as u32);
+            for (index, entries) in self.tables {
+                w.u32(*index);
+                w.u32(entries.len() as u32);
+                for entry in *entries {
+                    w.u32(entry.unwrap_or(NULL));
+                }
             }
         }
         match self.memory {

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::digest::PAGE;
 
 pub const MAGIC: [u8; 8] = *b"HBBEAMRS";
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 pub(super) const HEADER_LEN: usize = 96;
 pub(super) const V1_HEADER_LEN: usize = 64;
 /// Where the bytes covered by the id start (after it).
@@ -19,6 +19,7 @@ pub(super) const WASM_PAGE: usize = 65536;
 pub(super) const NULL: u32 = u32::MAX;
 
 pub(super) const TAG_GLOBALS: u8 = 1;
+/// Table 0 in versions 1 and 2, every table in version 3.
 pub(super) const TAG_TABLE: u8 = 2;
 pub(super) const TAG_MEMORY: u8 = 3;
 pub(super) const TAG_CHANGED: u8 = 4;
@@ -122,6 +123,10 @@ impl MemoryState<'_> {
     }
 }
 
+/// A table's entries: function indices, None for null (the only entry a table of another
+/// reference type can hold in a snapshot).
+pub type TableEntries = Vec<Option<u32>>;
+
 /// A decoded snapshot; memory borrows the input.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot<'a> {
@@ -131,8 +136,12 @@ pub struct Snapshot<'a> {
     pub sequence: u64,
     /// Mutable globals by index (in the module's global index space), ascending.
     pub globals: Vec<(u32, GlobalValue)>,
-    /// Table 0's entries as function indices, when the module has a table 0.
-    pub table: Option<Vec<Option<u32>>>,
+    /// Tables by index, ascending, with their entries.
+    pub tables: Vec<(u32, TableEntries)>,
+    /// Whether `tables` are all the module's tables (version 3), or only table 0 when the
+    /// module has one (versions 1 and 2, which captured no other table: restoring them
+    /// leaves the others as they are).
+    pub every_table: bool,
     /// Memory 0, when the module has one.
     pub memory: Option<MemoryState<'a>>,
     /// The digest of each 4 KiB page of the bulk (memory, or the changed pages) as the

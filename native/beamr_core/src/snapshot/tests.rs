@@ -21,6 +21,17 @@ const GLOBALS: [(u32, GlobalValue); 9] = [
     (9, GlobalValue::NullExnRef),
 ];
 const TABLE: [Option<u32>; 4] = [None, Some(0), Some(5), None];
+/// Tables 0, 2 (empty), 3 (all null: an externref table, say) and 5.
+const TABLES: [(u32, &[Option<u32>]); 4] = [
+    (0, &TABLE),
+    (2, &[]),
+    (3, &[None, None]),
+    (5, &[Some(7), None, Some(u32::MAX - 1)]),
+];
+
+fn decoded_tables() -> Vec<(u32, TableEntries)> {
+    TABLES.iter().map(|(i, e)| (*i, e.to_vec())).collect()
+}
 
 fn full(memory: &[u8]) -> (Vec<u8>, Encoded) {
     Parts {
@@ -28,7 +39,7 @@ fn full(memory: &[u8]) -> (Vec<u8>, Encoded) {
         lineage: Lineage::Full,
         sequence: 0,
         globals: &GLOBALS,
-        table: Some(&TABLE),
+        tables: &TABLES,
         memory: MemoryParts::Whole { len: memory.len() },
     }
     .encode(memory)
@@ -40,7 +51,7 @@ fn delta(parent: SnapshotId, sequence: u64, memory: &[u8], runs: &[PageRun]) -> 
         lineage: Lineage::Delta { parent },
         sequence,
         globals: &GLOBALS[..2],
-        table: Some(&TABLE[..2]),
+        tables: &TABLES[..2],
         memory: MemoryParts::Changed {
             len: memory.len(),
             runs,
@@ -60,7 +71,8 @@ fn round_trips_every_kind_of_state() {
         (encoded.id, Lineage::Full, 0)
     );
     assert_eq!(snapshot.globals, GLOBALS.to_vec());
-    assert_eq!(snapshot.table, Some(TABLE.to_vec()));
+    assert_eq!(snapshot.tables, decoded_tables());
+    assert!(snapshot.every_table);
     assert_eq!(snapshot.memory, Some(MemoryState::Whole(&memory[..])));
     let digests: Vec<u64> = memory.chunks(PAGE).map(page_digest).collect();
     assert_eq!(snapshot.page_digests.as_ref(), Some(&digests));
@@ -77,7 +89,7 @@ fn round_trips_a_module_without_memory_or_table() {
             lineage,
             sequence,
             globals: &[],
-            table: None,
+            tables: &[],
             memory: MemoryParts::None,
         };
         let (bytes, encoded) = parts.encode(&[]);
@@ -89,7 +101,8 @@ fn round_trips_a_module_without_memory_or_table() {
             lineage,
             sequence,
             globals: vec![],
-            table: None,
+            tables: vec![],
+            every_table: true,
             memory: None,
             page_digests: Some(vec![]),
         };
@@ -261,11 +274,11 @@ fn another_module_is_a_mismatch_not_invalid() {
 fn other_versions_and_foreign_bytes_are_invalid() {
     let memory = sample_memory();
     let (mut bytes, _) = full(&memory);
-    bytes[8] = 3;
+    bytes[8] = 4;
     let Err(SnapshotError::Invalid(why)) = decode(&bytes) else {
-        panic!("version 3 accepted")
+        panic!("version 4 accepted")
     };
-    assert!(why.contains("version 3"), "{why}");
+    assert!(why.contains("version 4"), "{why}");
     assert!(matches!(decode(&memory), Err(SnapshotError::Invalid(_))));
 }
 
@@ -346,6 +359,122 @@ fn version_1_snapshots_are_still_read() {
     assert!(matches!(decode(&flagged), Err(SnapshotError::Invalid(_))));
 }
 
+/// Version-2 snapshots (table 0 alone) are still read, full and delta, and say that they
+/// hold table 0 only.
+#[test]
+fn version_2_snapshots_are_still_read() {
+    let memory = sample_memory();
+    let (v3, _) = full(&memory);
+    let v2 = test_support::as_version_2(&v3, None);
+    assert_eq!(&v2[8..12], &2u32.to_le_bytes());
+    let snapshot = decode(&v2).unwrap();
+    assert_eq!(snapshot.tables, vec![(0, TABLE.to_vec())]);
+    assert!(!snapshot.every_table);
+    assert_eq!(snapshot.globals, GLOBALS.to_vec());
+    assert_eq!(snapshot.memory, Some(MemoryState::Whole(&memory[..])));
+    assert_eq!(snapshot.lineage, Lineage::Full);
+    // A delta following it, and a version-3 delta following it: chains.
+    let runs = [PageRun { first: 1, count: 1 }];
+    let (d3, _) = delta(snapshot.id, 1, &memory, &runs);
+    let d2 = test_support::as_version_2(&d3, Some(snapshot.id));
+    let decoded_d2 = decode(&d2).unwrap();
+    assert_eq!(
+        (decoded_d2.lineage, decoded_d2.every_table),
+        (
+            Lineage::Delta {
+                parent: snapshot.id
+            },
+            false
+        )
+    );
+    assert_eq!(decoded_d2.tables, vec![(0, TABLE.to_vec())]);
+    let decoded_d3 = decode(&d3).unwrap();
+    check_chain(&[decode(&v2).unwrap(), decoded_d2]).unwrap();
+    check_chain(&[snapshot, decoded_d3]).unwrap();
+    // A module without tables: no table section in either version.
+    let none = Parts {
+        module: &MODULE,
+        lineage: Lineage::Full,
+        sequence: 0,
+        globals: &[],
+        tables: &[],
+        memory: MemoryParts::None,
+    };
+    let v2 = test_support::as_version_2(&none.encode(&[]).0, None);
+    let snapshot = decode(&v2).unwrap();
+    assert!(snapshot.tables.is_empty() && !snapshot.every_table);
+}
+
+/// The tables section: what does not add up is invalid, and a version-2 table section
+/// never reads as a version-3 one or the reverse (the id does not cover the version).
+#[test]
+fn tables_sections_that_do_not_add_up_are_invalid() {
+    let header = Parts {
+        module: &MODULE,
+        lineage: Lineage::Full,
+        sequence: 0,
+        globals: &[],
+        tables: &[],
+        memory: MemoryParts::None,
+    }
+    .encode(&[])
+    .0;
+    let section = |words: &[u32]| {
+        let mut s = vec![TAG_TABLE];
+        s.extend_from_slice(&(4 * words.len() as u64).to_le_bytes());
+        for w in words {
+            s.extend_from_slice(&w.to_le_bytes());
+        }
+        reseal([&header[..], &s].concat())
+    };
+    let tables = |bytes: &[u8]| decode(bytes).map(|s| s.tables);
+    assert_eq!(
+        tables(&section(&[2, 0, 1, 5, 4, 0])),
+        Ok(vec![(0, vec![Some(5)]), (4, vec![])])
+    );
+    for words in [
+        &[0][..],              // no tables: then no section
+        &[1, 0, 2, 5][..],     // an entry missing
+        &[1, 0, 1, 5, 9][..],  // a trailing word
+        &[2, 3, 0, 3, 0][..],  // the same index twice
+        &[2, 3, 0, 1, 0][..],  // indices descending
+        &[1, 0, u32::MAX][..], // a size beyond the section
+        &[u32::MAX, 0, 0][..], // a count beyond the section
+    ] {
+        assert!(
+            matches!(decode(&section(words)), Err(SnapshotError::Invalid(_))),
+            "{words:?}"
+        );
+    }
+    // The version flipped between 2 and 3: invalid, whatever the tables.
+    let memory = vec![1; WASM_PAGE];
+    for tables in [
+        &TABLES[..],
+        &TABLES[..1],
+        &[(0, &[][..])][..],
+        &[(1, &[][..])][..],
+    ] {
+        let v3 = Parts {
+            module: &MODULE,
+            lineage: Lineage::Full,
+            sequence: 0,
+            globals: &GLOBALS,
+            tables,
+            memory: MemoryParts::Whole { len: memory.len() },
+        }
+        .encode(&memory)
+        .0;
+        let mut as_2 = v3.clone();
+        as_2[8] = 2;
+        assert!(decode(&as_2).is_err(), "{tables:?} as version 2");
+        let mut as_3 = test_support::as_version_2(&v3, None);
+        if tables[0].0 == 0 {
+            as_3[8] = 3;
+            assert!(decode(&as_3).is_err(), "{tables:?} as version 3");
+        }
+    }
+}
+
 /// Seals `bytes` (version 2), whose last `bulk` bytes are its bulk, with a correct
 /// length and id, whatever its structure.
 fn reseal_with_bulk(mut bytes: Vec<u8>, bulk: usize) -> Vec<u8> {
@@ -372,7 +501,7 @@ fn structurally_bad_snapshots_with_good_checksums_are_invalid() {
         lineage,
         sequence: 0,
         globals: &[],
-        table: None,
+        tables: &[],
         memory: MemoryParts::None,
     };
     let header = empty(Lineage::Full).encode(&[]).0;
@@ -471,7 +600,7 @@ fn encoding_into_a_fresh_mapping_gives_the_same_bytes() {
         lineage: Lineage::Full,
         sequence: 0,
         globals: &[],
-        table: None,
+        tables: &[],
         memory: MemoryParts::Whole { len },
     };
     let total = parts.encoded_len();
@@ -615,7 +744,7 @@ mod chains {
             lineage: Lineage::Delta { parent: fe.id },
             sequence: 1,
             globals: &[],
-            table: None,
+            tables: &[],
             memory: MemoryParts::None,
         }
         .encode(&[])

@@ -1,17 +1,21 @@
 //! Restoring an instance's state from a snapshot chain, validated whole before anything
 //! is written.
 
+use std::collections::BTreeMap;
+
 use wasmer::sys::vm::{TableElement, VMFuncRef};
 use wasmer::{AsStoreMut, Pages, Type, Value, WASM_PAGE_SIZE};
 
 use super::{funcref_ptr, raw_global, ty_readonly, vm_table, StateAccess, StateError};
 use crate::snapshot::digest::zero_page_digest;
-use crate::snapshot::{self, GlobalValue, MemoryState, Snapshot, SnapshotError, PAGE};
+use crate::snapshot::{
+    self, GlobalValue, MemoryState, Snapshot, SnapshotError, TableEntries, PAGE,
+};
 
 impl StateAccess {
     /// Restores `chain` (a full snapshot, then its deltas): validates the whole chain
     /// against this instance, then writes the state it ends in. Nothing is written unless
-    /// everything checks out (growing memory or the table, which comes first, is the one
+    /// everything checks out (growing memory or the tables, which comes first, is the one
     /// change a failure can leave behind, and only on an OS refusal).
     pub fn apply(&self, store: &mut impl AsStoreMut, chain: &[&[u8]]) -> Result<(), StateError> {
         let chain: Vec<Snapshot> = chain
@@ -67,40 +71,63 @@ impl StateAccess {
             })
             .collect::<Result<_, _>>()?;
 
-        // Table 0: present iff the instance has one; entries must be referable.
-        let table_plan = match (&self.table, &snap.table) {
-            (None, None) => None,
-            (Some(table), Some(entries)) => {
-                let ty = table.ty(store);
-                let refs: Vec<Option<VMFuncRef>> = entries
-                    .iter()
-                    .map(|e| funcref(*e))
-                    .collect::<Result<_, _>>()?;
-                if ty.ty != Type::FuncRef && refs.iter().any(Option::is_some) {
-                    return Err(mismatch(
-                        "function references in a non-funcref table".into(),
-                    ));
-                }
-                if ty
-                    .maximum
-                    .is_some_and(|max| refs.len() as u64 > u64::from(max))
-                {
-                    return Err(mismatch("table beyond its maximum".into()));
-                }
-                if ty.readonly {
-                    let vm = vm_table(store, table);
-                    let same = vm.size() as usize == refs.len()
-                        && refs.iter().enumerate().all(|(i, r)| {
-                            matches!((vm.get(i as u32), r), (Some(TableElement::FuncRef(a)), b) if a.map(funcref_ptr) == b.map(funcref_ptr))
-                        });
-                    if !same {
-                        return Err(mismatch("the module's table is read-only".into()));
-                    }
-                }
-                Some((table, ty.ty, refs))
+        // Tables: each from the last element of the chain that holds it. A version-3
+        // element holds every table, so exactly this instance's; a version-1 or -2 one
+        // table 0 alone (when the module has one), and leaves the others as they are.
+        let ours: Vec<u32> = self.tables.iter().map(|(i, _)| *i).collect();
+        let mut wanted: BTreeMap<u32, &TableEntries> = BTreeMap::new();
+        for element in &chain {
+            let theirs: Vec<u32> = element.tables.iter().map(|(i, _)| *i).collect();
+            let expected = if element.every_table {
+                &ours[..]
+            } else {
+                &ours[..ours.len().min(1)]
+            };
+            if theirs != expected {
+                return Err(mismatch(format!(
+                    "tables {theirs:?} in the snapshot, {expected:?} in the instance"
+                )));
             }
-            _ => return Err(mismatch("table 0 present in only one of them".into())),
-        };
+            wanted.extend(element.tables.iter().map(|(i, entries)| (*i, entries)));
+        }
+        // Entries must be referable, fit the table's type and maximum, and leave a
+        // read-only table as it is.
+        let mut table_plans = Vec::with_capacity(wanted.len());
+        for (index, entries) in wanted {
+            let table = &self
+                .tables
+                .iter()
+                .find(|(i, _)| *i == index)
+                .expect("checked above")
+                .1;
+            let ty = table.ty(store);
+            let refs: Vec<Option<VMFuncRef>> = entries
+                .iter()
+                .map(|e| funcref(*e))
+                .collect::<Result<_, _>>()?;
+            if ty.ty != Type::FuncRef && refs.iter().any(Option::is_some) {
+                return Err(mismatch(format!(
+                    "function references in table {index}, not a funcref table"
+                )));
+            }
+            if ty
+                .maximum
+                .is_some_and(|max| refs.len() as u64 > u64::from(max))
+            {
+                return Err(mismatch(format!("table {index} beyond its maximum")));
+            }
+            if ty.readonly {
+                let vm = vm_table(store, table);
+                let same = vm.size() as usize == refs.len()
+                    && refs.iter().enumerate().all(|(i, r)| {
+                        matches!((vm.get(i as u32), r), (Some(TableElement::FuncRef(a)), b) if a.map(funcref_ptr) == b.map(funcref_ptr))
+                    });
+                if !same {
+                    return Err(mismatch(format!("the module's table {index} is read-only")));
+                }
+            }
+            table_plans.push((table, ty.ty, refs));
+        }
 
         // Memory 0: present iff the instance has one, within its maximum.
         let memory_plan = match (&self.memory, &snap.memory) {
@@ -131,14 +158,10 @@ impl StateAccess {
                     .map_err(|_| StateError::Grow("memory"))?;
             }
         }
-        if let Some((table, _, refs)) = &table_plan {
+        for (table, ty, refs) in &table_plans {
             let vm = vm_table(store, table);
             let size = vm.size() as usize;
-            if refs.len() > size
-                && vm
-                    .grow((refs.len() - size) as u32, TableElement::FuncRef(None))
-                    .is_none()
-            {
+            if refs.len() > size && vm.grow((refs.len() - size) as u32, null(*ty)).is_none() {
                 return Err(StateError::Grow("table"));
             }
         }
@@ -169,21 +192,14 @@ impl StateAccess {
                 .set(store, value)
                 .map_err(|_| mismatch(format!("global {index} refused its value")))?;
         }
-        if let Some((table, ty, refs)) = table_plan {
+        for (table, ty, refs) in table_plans {
             let vm = vm_table(store, table);
             if !ty_readonly(vm) {
-                let null = || {
-                    if ty == Type::FuncRef {
-                        TableElement::FuncRef(None)
-                    } else {
-                        TableElement::ExternRef(None)
-                    }
-                };
                 for slot in 0..vm.size() {
                     let element = match refs.get(slot as usize) {
                         Some(Some(r)) => TableElement::FuncRef(Some(*r)),
                         // Tables cannot shrink: entries past the snapshot's size become null.
-                        _ => null(),
+                        _ => null(ty),
                     };
                     vm.set(slot, element)
                         .map_err(|_| StateError::Grow("table"))?;
@@ -224,6 +240,16 @@ impl StateAccess {
                 (*index, value)
             })
             .collect()
+    }
+}
+
+/// The null entry of a table of type `ty` (funcref or externref: preparation refuses
+/// exnref tables).
+fn null(ty: Type) -> TableElement {
+    if ty == Type::FuncRef {
+        TableElement::FuncRef(None)
+    } else {
+        TableElement::ExternRef(None)
     }
 }
 

@@ -6,7 +6,7 @@ use wasmer::sys::vm::TableElement;
 use wasmer::{AsStoreMut, Global, Type, Value};
 
 use super::{funcref_ptr, raw_global, vm_table, StateAccess, StateError};
-use crate::snapshot::{GlobalValue, Lineage, MemoryParts, Parts};
+use crate::snapshot::{GlobalValue, Lineage, MemoryParts, Parts, TableEntries};
 
 impl StateAccess {
     fn read_global(
@@ -57,26 +57,33 @@ impl StateAccess {
             .collect()
     }
 
-    pub(super) fn capture_table(
+    /// Every table's entries as function indices. A non-null entry this instance cannot
+    /// name (an externref, or a function it does not expose) is `{unsnapshottable, {table,
+    /// Slot}}`, whichever table holds it (the error term has no room for the table's index).
+    pub(super) fn capture_tables(
         &self,
         store: &mut impl AsStoreMut,
-    ) -> Result<Option<Vec<Option<u32>>>, StateError> {
-        let Some(table) = &self.table else {
-            return Ok(None);
-        };
-        let vm = vm_table(store, table);
-        (0..vm.size())
-            .map(|slot| match vm.get(slot) {
-                Some(TableElement::FuncRef(None)) | Some(TableElement::ExternRef(None)) => Ok(None),
-                Some(TableElement::FuncRef(Some(r))) => self
-                    .index_of
-                    .get(&funcref_ptr(r))
-                    .map(|f| Some(*f))
-                    .ok_or(StateError::Unsnapshottable("table", slot)),
-                _ => Err(StateError::Unsnapshottable("table", slot)),
+    ) -> Result<Vec<(u32, TableEntries)>, StateError> {
+        self.tables
+            .iter()
+            .map(|(index, table)| {
+                let vm = vm_table(store, table);
+                let entries = (0..vm.size())
+                    .map(|slot| match vm.get(slot) {
+                        Some(TableElement::FuncRef(None)) | Some(TableElement::ExternRef(None)) => {
+                            Ok(None)
+                        }
+                        Some(TableElement::FuncRef(Some(r))) => self
+                            .index_of
+                            .get(&funcref_ptr(r))
+                            .map(|f| Some(*f))
+                            .ok_or(StateError::Unsnapshottable("table", slot)),
+                        _ => Err(StateError::Unsnapshottable("table", slot)),
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((*index, entries))
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
+            .collect()
     }
 
     /// A snapshot: a delta of the changes since the base when `incremental` and there is
@@ -91,7 +98,8 @@ impl StateAccess {
     ) -> Result<B, StateError> {
         let module = self.module;
         let globals = self.capture_globals(store)?;
-        let table = self.capture_table(store)?;
+        let tables = self.capture_tables(store)?;
+        let tables: Vec<(u32, &[Option<u32>])> = tables.iter().map(|(i, e)| (*i, &e[..])).collect();
         let view = self.memory.as_ref().map(|m| m.view(store));
         // SAFETY: no wasm runs while the executor serves this command, and only the
         // executor thread touches the instance, so memory cannot change or move meanwhile.
@@ -123,7 +131,7 @@ impl StateAccess {
             lineage,
             sequence,
             globals: &globals,
-            table: table.as_deref(),
+            tables: &tables,
             memory: memory_parts,
         };
         let mut binary = allocate(parts.encoded_len()).ok_or(StateError::Grow("memory"))?;

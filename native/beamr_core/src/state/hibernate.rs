@@ -261,7 +261,8 @@ impl StateAccess {
         base: Arc<Base>,
     ) -> Result<Image, StateError> {
         let globals = self.capture_globals(store)?;
-        let table = self.capture_table(store)?;
+        let tables = self.capture_tables(store)?;
+        let tables: Vec<(u32, &[Option<u32>])> = tables.iter().map(|(i, e)| (*i, &e[..])).collect();
         let view = self.memory.as_ref().map(|m| m.view(store));
         // SAFETY: as in `capture`: no wasm runs, only the executor touches the instance.
         let memory: &[u8] = view.as_ref().map_or(&[], |v| unsafe { v.data_unchecked() });
@@ -272,7 +273,7 @@ impl StateAccess {
             lineage: Lineage::Delta { parent: base.id },
             sequence: 1,
             globals: &globals,
-            table: table.as_deref(),
+            tables: &tables,
             memory: match view {
                 Some(_) => MemoryParts::Changed {
                     len: memory.len(),

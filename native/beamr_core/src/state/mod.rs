@@ -5,7 +5,8 @@
 //!
 //! State is memory 0, every mutable global (exported by preparation under reserved
 //! names, so also `__stack_pointer` and friends; the fuel countdown is not among them: it
-//! is per-call bookkeeping, set afresh by every outermost call) and table 0.
+//! is per-call bookkeeping, set afresh by every outermost call) and every table (exported
+//! by preparation too, `prepare::table_export_name`).
 //!
 //! Table entries and funcref globals are function references, which only mean something
 //! inside one Store. They are written as function indices. wasmer's `Table::get` and
@@ -17,13 +18,14 @@
 //! index through what the instance exposes: its exported functions (among them the
 //! hidden exports preparation gives every function a table or global could come to hold
 //! otherwise unseen, see `prepare::host_exports`) and the functions its active element
-//! segments put into table 0 at instantiation. A reference outside that set cannot be
+//! segments put into the tables at instantiation. A reference outside that set cannot be
 //! represented, and capturing refuses with `{unsnapshottable, {table, Slot}}` rather than
-//! lose it.
+//! lose it; so does a non-null entry of a table of another reference type (externref):
+//! only null entries are representable there.
 //!
 //! Deltas: every snapshot taken or restored becomes the instance's base (its id and
 //! sequence number, and memory as `crate::dirty_pages` tracks it); a delta holds the
-//! pages changed since, and the globals and table whole (they are small).
+//! pages changed since, and the globals and tables whole (they are small).
 //!
 //! The executor owns a [`StateAccess`]; capturing is in `capture.rs`, restoring in
 //! `apply.rs`.
@@ -43,7 +45,7 @@ use wasmer::{AsStoreMut, ExportIndex, Extern, Global, Instance, Memory, Module, 
 
 use crate::dirty_pages::{DirtyPages, Policy};
 use crate::prepare::{
-    global_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, START_EXPORT, TABLE_EXPORT,
+    global_export_name, table_export_name, MEMORY_EXPORT, RESERVED_EXPORT_PREFIX, START_EXPORT,
 };
 use crate::snapshot::{ModuleId, SnapshotError, SnapshotId};
 
@@ -73,7 +75,8 @@ type FuncPtr = usize;
 pub struct StateAccess {
     module: ModuleId,
     memory: Option<Memory>,
-    table: Option<Table>,
+    /// Every table, ascending by index.
+    tables: Vec<(u32, Table)>,
     /// Mutable globals, ascending by index.
     globals: Vec<(u32, Global)>,
     index_of: HashMap<FuncPtr, u32>,
@@ -146,7 +149,10 @@ impl StateAccess {
         let mut access = StateAccess {
             module: identity,
             memory: exports.get_memory(MEMORY_EXPORT).ok().cloned(),
-            table: exports.get_table(TABLE_EXPORT).ok().cloned(),
+            // Preparation exports every table; a snapshot holds all of them.
+            tables: (0..info.tables.len() as u32)
+                .filter_map(|i| Some((i, exports.get_table(&table_export_name(i)).ok()?.clone())))
+                .collect(),
             globals,
             index_of: HashMap::new(),
             ref_of: HashMap::new(),
@@ -167,36 +173,38 @@ impl StateAccess {
                 }
             }
         }
-        // What the active segments put into table 0, read back from the table. A start
-        // function could have changed the table already, so then only exports count.
-        // (A prepared module's start function is an export the executor calls.)
+        // What the active segments put into the tables, read back from them. A start
+        // function could have changed a table already, so then only exports count. (A
+        // prepared module's start function is an export the executor calls.)
         let has_start = info.start_function.is_some() || exports.get_function(START_EXPORT).is_ok();
-        if let (Some(table), false) = (access.table.clone(), has_start) {
-            let mut slots: HashMap<u32, u32> = HashMap::new();
-            for init in info
-                .table_initializers
-                .iter()
-                .filter(|i| i.table_index.as_u32() == 0)
-            {
-                let offset = match init.offset_expr.ops() {
-                    [wasmer_types::InitExprOp::I32Const(n)] => *n as u32,
-                    [wasmer_types::InitExprOp::I64Const(n)] => *n as u32,
-                    _ => continue,
-                };
-                for (k, f) in init.elements.iter().enumerate() {
-                    slots.insert(offset.wrapping_add(k as u32), f.as_u32());
+        if !has_start {
+            for (index, table) in access.tables.clone() {
+                let mut slots: HashMap<u32, u32> = HashMap::new();
+                for init in info
+                    .table_initializers
+                    .iter()
+                    .filter(|i| i.table_index.as_u32() == index)
+                {
+                    let offset = match init.offset_expr.ops() {
+                        [wasmer_types::InitExprOp::I32Const(n)] => *n as u32,
+                        [wasmer_types::InitExprOp::I64Const(n)] => *n as u32,
+                        _ => continue,
+                    };
+                    for (k, f) in init.elements.iter().enumerate() {
+                        slots.insert(offset.wrapping_add(k as u32), f.as_u32());
+                    }
                 }
-            }
-            let vm = vm_table(store, &table);
-            let found: Vec<(u32, VMFuncRef)> = slots
-                .into_iter()
-                .filter_map(|(slot, f)| match vm.get(slot) {
-                    Some(TableElement::FuncRef(Some(r))) => Some((f, r)),
-                    _ => None,
-                })
-                .collect();
-            for (f, r) in found {
-                access.learn(f, r);
+                let vm = vm_table(store, &table);
+                let found: Vec<(u32, VMFuncRef)> = slots
+                    .into_iter()
+                    .filter_map(|(slot, f)| match vm.get(slot) {
+                        Some(TableElement::FuncRef(Some(r))) => Some((f, r)),
+                        _ => None,
+                    })
+                    .collect();
+                for (f, r) in found {
+                    access.learn(f, r);
+                }
             }
         }
         access

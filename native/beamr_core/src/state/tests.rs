@@ -228,3 +228,241 @@ fn a_damaged_image_is_invalid() {
         Err(StateError::Snapshot(_))
     ));
 }
+
+/// Funcref tables 0, 1 and 2, changed by `table.set` and `table.grow` with functions that
+/// a declarative segment names ($one, $two, $three) or that only an active segment of
+/// table 1 holds ($forty), and an externref table 3 left null.
+const TABLES_WAT: &str = r#"
+(module
+  (type $i (func (result i32)))
+  (table $t0 2 funcref)
+  (table $t1 2 4 funcref)
+  (table $t2 1 funcref)
+  (table $x 1 externref)
+  (elem (table $t1) (i32.const 0) func $forty)
+  (elem declare func $one $two $three)
+  (func $one (type $i) (i32.const 1))
+  (func $two (type $i) (i32.const 2))
+  (func $three (type $i) (i32.const 3))
+  (func $forty (type $i) (i32.const 40))
+  (func (export "fill")
+    (table.set $t0 (i32.const 0) (ref.func $one))
+    (table.set $t1 (i32.const 1) (ref.func $two))
+    (table.set $t2 (i32.const 0) (table.get $t1 (i32.const 0))))
+  (func (export "scramble")
+    (table.set $t0 (i32.const 0) (ref.func $three))
+    (table.set $t0 (i32.const 1) (ref.func $two))
+    (table.set $t1 (i32.const 0) (ref.null func))
+    (drop (table.grow $t1 (ref.func $one) (i32.const 2)))
+    (table.set $t2 (i32.const 0) (ref.null func))
+    (drop (table.grow $x (ref.null extern) (i32.const 1))))
+  (func (export "call0") (param i32) (result i32) (call_indirect $t0 (type $i) (local.get 0)))
+  (func (export "call1") (param i32) (result i32) (call_indirect $t1 (type $i) (local.get 0)))
+  (func (export "call2") (param i32) (result i32) (call_indirect $t2 (type $i) (local.get 0)))
+  (func (export "size1") (result i32) (table.size $t1))
+  (func (export "size_x") (result i32) (table.size $x))
+  (func (export "x_nulls") (result i32)
+    (i32.add (ref.is_null (table.get $x (i32.const 0)))
+             (ref.is_null (table.get $x (i32.const 1))))))
+"#;
+
+/// What calls through every entry of tables 0, 1 (the first four) and 2 give: the
+/// function's number, or None for a trap (a null entry, or past the table's end).
+fn entries(store: &mut Store, instance: &Instance) -> Vec<Vec<Option<i32>>> {
+    [("call0", 2), ("call1", 4), ("call2", 1)]
+        .iter()
+        .map(|(name, size)| {
+            (0..*size)
+                .map(
+                    |slot| match call(store, instance, name, &[Value::I32(slot)]) {
+                        Ok(results) => match results.first() {
+                            Some(Value::I32(n)) => Some(*n),
+                            _ => None,
+                        },
+                        Err(_) => None,
+                    },
+                )
+                .collect()
+        })
+        .collect()
+}
+
+/// The state after "fill".
+fn filled() -> Vec<Vec<Option<i32>>> {
+    vec![
+        vec![Some(1), None],
+        vec![Some(40), Some(2), None, None],
+        vec![Some(40)],
+    ]
+}
+
+#[test]
+fn every_table_is_captured_and_restored() {
+    let (mut store, instance, state) = start_module(TABLES_WAT, IDENTITY);
+    run(&mut store, &instance, "fill", &[]);
+    assert_eq!(entries(&mut store, &instance), filled());
+    let full = capture(&mut store, &state, false);
+    let decoded = snapshot::decode(&full).unwrap();
+    assert!(decoded.every_table);
+    let shapes: Vec<(u32, usize, usize)> = decoded
+        .tables
+        .iter()
+        .map(|(i, e)| (*i, e.len(), e.iter().flatten().count()))
+        .collect();
+    assert_eq!(shapes, [(0, 2, 1), (1, 2, 2), (2, 1, 1), (3, 1, 0)]);
+
+    run(&mut store, &instance, "scramble", &[]);
+    let scrambled = vec![
+        vec![Some(3), Some(2)],
+        vec![None, Some(2), Some(1), Some(1)],
+        vec![None],
+    ];
+    assert_eq!(entries(&mut store, &instance), scrambled);
+    assert_eq!(run(&mut store, &instance, "size_x", &[]), 2);
+    state.apply(&mut store, &[&full]).unwrap();
+    // Tables cannot shrink: table 1 keeps its 4 entries, those past the snapshot's null;
+    // the externref table its 2, null.
+    assert_eq!(entries(&mut store, &instance), filled());
+    assert_eq!(run(&mut store, &instance, "size1", &[]), 4);
+    assert_eq!(run(&mut store, &instance, "x_nulls", &[]), 2);
+
+    // Into a fresh instance, whose table 1 must grow to a snapshot's size.
+    let (mut store, instance, state) = start_module(TABLES_WAT, IDENTITY);
+    run(&mut store, &instance, "scramble", &[]);
+    let grown = capture(&mut store, &state, false);
+    let (mut fresh_store, fresh, fresh_state) = start_module(TABLES_WAT, IDENTITY);
+    fresh_state.apply(&mut fresh_store, &[&grown]).unwrap();
+    assert_eq!(
+        entries(&mut fresh_store, &fresh),
+        vec![
+            vec![Some(3), Some(2)],
+            vec![None, None, Some(1), Some(1)],
+            vec![None]
+        ]
+    );
+    assert_eq!(run(&mut fresh_store, &fresh, "size_x", &[]), 2);
+    assert_eq!(capture(&mut fresh_store, &fresh_state, false), grown);
+}
+
+#[test]
+fn deltas_carry_every_table_whole() {
+    let (mut store, instance, state) = start_module(TABLES_WAT, IDENTITY);
+    let full = capture(&mut store, &state, true);
+    run(&mut store, &instance, "fill", &[]);
+    let delta = capture(&mut store, &state, true);
+    assert_eq!(snapshot::decode(&delta).unwrap().tables.len(), 4);
+    let (mut fresh_store, fresh, fresh_state) = start_module(TABLES_WAT, IDENTITY);
+    fresh_state
+        .apply(&mut fresh_store, &[&full, &delta])
+        .unwrap();
+    assert_eq!(entries(&mut fresh_store, &fresh), filled());
+}
+
+/// A version-2 snapshot holds table 0 only: restoring it sets table 0 and leaves the other
+/// tables as they are; a version-3 delta taken after it restores every table.
+#[test]
+fn version_2_snapshots_restore_table_0_and_leave_the_others() {
+    let (mut store, instance, state) = start_module(TABLES_WAT, IDENTITY);
+    run(&mut store, &instance, "fill", &[]);
+    let v2 = snapshot::test_support::as_version_2(&capture(&mut store, &state, false), None);
+    assert!(!snapshot::decode(&v2).unwrap().every_table);
+    run(&mut store, &instance, "scramble", &[]);
+    state.apply(&mut store, &[&v2]).unwrap();
+    assert_eq!(
+        entries(&mut store, &instance),
+        vec![
+            vec![Some(1), None],
+            vec![None, Some(2), Some(1), Some(1)],
+            vec![None],
+        ]
+    );
+    // The restore is the base: the next delta (version 3) follows the version-2 snapshot.
+    let delta = capture(&mut store, &state, true);
+    let v2_id = snapshot::decode(&v2).unwrap().id;
+    assert_eq!(
+        snapshot::decode(&delta).unwrap().lineage,
+        Lineage::Delta { parent: v2_id }
+    );
+    let (mut fresh_store, fresh, fresh_state) = start_module(TABLES_WAT, IDENTITY);
+    run(&mut fresh_store, &fresh, "fill", &[]);
+    fresh_state.apply(&mut fresh_store, &[&v2, &delta]).unwrap();
+    assert_eq!(
+        entries(&mut fresh_store, &fresh),
+        entries(&mut store, &instance)
+    );
+    // And a chain of version-2 snapshots: tables other than 0 are left alone.
+    run(&mut store, &instance, "fill", &[]);
+    let v2_delta = snapshot::test_support::as_version_2(&delta, Some(v2_id));
+    let (mut other_store, other, other_state) = start_module(TABLES_WAT, IDENTITY);
+    other_state
+        .apply(&mut other_store, &[&v2, &v2_delta])
+        .unwrap();
+    assert_eq!(
+        entries(&mut other_store, &other),
+        vec![
+            vec![Some(1), None],
+            vec![Some(40), None, None, None],
+            vec![None],
+        ]
+    );
+}
+
+/// A non-null externref cannot be represented: refused, never lost.
+#[test]
+fn a_non_null_externref_entry_is_unsnapshottable() {
+    let (mut store, instance, state) = start_module(TABLES_WAT, IDENTITY);
+    let table = instance
+        .exports
+        .get_table(&crate::prepare::table_export_name(3))
+        .unwrap()
+        .clone();
+    let extern_ref = wasmer::ExternRef::new(&mut store, 5u32);
+    table
+        .set(&mut store, 0, Value::ExternRef(Some(extern_ref)))
+        .unwrap();
+    assert!(matches!(
+        state.capture(&mut store, false, |len| Some(vec![0; len])),
+        Err(StateError::Unsnapshottable("table", 0))
+    ));
+    table.set(&mut store, 0, Value::ExternRef(None)).unwrap();
+    capture(&mut store, &state, false);
+}
+
+/// A snapshot whose tables are not the instance's is another module's.
+#[test]
+fn a_snapshot_of_other_tables_is_a_mismatch() {
+    let (mut store, _instance, state) = start_module(TABLES_WAT, IDENTITY);
+    let full = capture(&mut store, &state, false);
+    let (mut other_store, _other, other_state) =
+        start_module("(module (table 2 funcref))", IDENTITY);
+    assert!(matches!(
+        other_state.apply(&mut other_store, &[&full]),
+        Err(StateError::Snapshot(snapshot::SnapshotError::Mismatch(_)))
+    ));
+    let theirs = capture(&mut other_store, &other_state, false);
+    assert!(matches!(
+        state.apply(&mut store, &[&theirs]),
+        Err(StateError::Snapshot(snapshot::SnapshotError::Mismatch(_)))
+    ));
+}
+
+/// An active segment at an offset the host does not evaluate (an extended constant): its
+/// functions are found all the same (preparation exports them), in any table.
+#[test]
+fn active_segments_at_computed_offsets_are_captured() {
+    let wat = r#"
+(module
+  (table 2 funcref)
+  (table $t1 3 funcref)
+  (elem (table $t1) (offset (i32.add (i32.const 1) (i32.const 1))) func $a)
+  (func $a (result i32) (i32.const 10))
+  (func (export "entry") (param i32) (result i32)
+    (call_indirect $t1 (result i32) (local.get 0))))
+"#;
+    let (mut store, instance, state) = start_module(wat, IDENTITY);
+    let full = capture(&mut store, &state, false);
+    let (mut fresh_store, fresh, fresh_state) = start_module(wat, IDENTITY);
+    fresh_state.apply(&mut fresh_store, &[&full]).unwrap();
+    assert_eq!(run(&mut fresh_store, &fresh, "entry", &[2]), 10);
+    assert_eq!(run(&mut store, &instance, "entry", &[2]), 10);
+}

@@ -1,0 +1,147 @@
+%%% @doc `make bench-hibernate': many AO processes in one VM with a live budget.
+%%%
+%%% Starts `HIBERNATE_INSTANCES' (default 100,000) aos-2-pure-xs processes from one booted
+%%% snapshot with `max_live' 1,000 (`HIBERNATE_MAX_LIVE'), sends each an Eval of its own
+%%% (so every state differs), then 10,000 Evals (`HIBERNATE_EVALS') to random processes,
+%%% each checking that the process still holds its own value. `HIBERNATE_DIR' puts the
+%%% images in that directory instead of memory. Prints RSS (peak and end), image bytes per
+%%% hibernated process, Eval latency to live and to hibernated processes (p50/p99), and
+%%% hibernations and revivals per second. Not a test: nothing here asserts; wrong answers
+%%% are counted and printed.
+-module(hb_beamr_bench_hibernate).
+-export([main/0]).
+
+-define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
+
+%% @doc Runs the bench; `error' (and says why) without the AOS module under ../shared.
+-spec main() -> ok | error.
+main() ->
+    case hb_beamr_test_util:shared_file(?AOS) of
+        undefined ->
+            io:format("make bench-hibernate needs ~s under ../shared (or SHARED=DIR): nothing measured~n",
+                      [?AOS]),
+            error;
+        Wasm ->
+            run(Wasm, env_int("HIBERNATE_INSTANCES", 100000), env_int("HIBERNATE_MAX_LIVE", 1000),
+                env_int("HIBERNATE_EVALS", 10000))
+    end.
+
+env_int(Name, Default) ->
+    list_to_integer(os:getenv(Name, integer_to_list(Default))).
+
+run(Wasm, N, MaxLive, Evals) ->
+    Opts = case os:getenv("HIBERNATE_DIR") of
+               false -> #{};
+               Dir -> ok = filelib:ensure_path(Dir), #{hibernate_dir => Dir}
+           end,
+    application:set_env(hb_beamr, max_live, MaxLive),
+    {ok, Boot, _, _} = hb_beamr:start(Wasm),
+    <<_/binary>> = hb_beamr_aos:eval(Boot, <<"Booted = true">>),
+    {ok, Snapshot} = hb_beamr:snapshot(Boot),
+    ok = hb_beamr:stop(Boot),
+    RssBase = hb_beamr_test_util:resident_mb(),
+    Sampler = spawn_link(fun() -> sample_rss(RssBase) end),
+    io:format("~b processes from one booted snapshot (~.1f MiB), max_live ~b, images in ~s~n",
+              [N, byte_size(Snapshot) / 1048576, MaxLive,
+               maps:get(hibernate_dir, Opts, "memory")]),
+    {StartUs, Processes} = timer:tc(fun() -> start_all(Wasm, Snapshot, Opts, N) end),
+    Started = tuple_size(Processes),
+    io:format("started and messaged ~b in ~.1f s (~.0f /s)~n",
+              [Started, StartUs / 1.0e6, Started / (StartUs / 1.0e6)]),
+    settle_budget(MaxLive, 100),
+    AfterStart = hb_beamr:stats(),
+    rand:seed(exsss, {1, 2, 3}),
+    {EvalUs, {Live, Hibernated, Wrong}} =
+        timer:tc(fun() -> random_evals(Processes, Evals, [], [], 0) end),
+    AfterEvals = hb_beamr:stats(),
+    Sampler ! {peak, self()},
+    Peak = receive {peak, P} -> P end,
+    RssEnd = hb_beamr_test_util:resident_mb(),
+    #{hibernated := HibernatedNow, image_bytes_memory := InMemory, image_bytes_disk := OnDisk} = AfterStart,
+    Seconds = EvalUs / 1.0e6,
+    Delta = fun(Key) -> (maps:get(Key, AfterEvals) - maps:get(Key, AfterStart)) / Seconds end,
+    rows([{"processes answering / started / asked", io_lib:format("~b / ~b / ~b",
+              [Started - Wrong, Started, N]), "all", ""},
+          {"wrong or failed answers in the random Evals", Wrong, "0", ""},
+          {"RSS peak (above the VM before)", Peak - RssBase, "<= 4096", "MiB"},
+          {"RSS at the end (above the VM before)", RssEnd - RssBase, "", "MiB"},
+          {"hibernated processes after the starts", HibernatedNow, "", ""},
+          {"image bytes per hibernated process, memory", InMemory / max(HibernatedNow, 1) / 1024, "<= 256",
+           "KiB"},
+          {"image bytes per hibernated process, disk", OnDisk / max(HibernatedNow, 1) / 1024, "<= 256",
+           "KiB"},
+          {"Eval to a live process, p50 / p99", pair(Live), "~0.35", "ms"},
+          {"Eval to a hibernated process, p50 / p99", pair(Hibernated), "<= 3 / 25", "ms"},
+          {"  (Evals to live / hibernated processes)", io_lib:format("~b / ~b",
+              [length(Live), length(Hibernated)]), "", ""},
+          {"hibernations per second (random Evals)", Delta(hibernations), "", "/s"},
+          {"revivals per second (random Evals)", Delta(revivals), "", "/s"}]),
+    [hb_beamr:stop(I) || I <- tuple_to_list(Processes)],
+    application:unset_env(hb_beamr, max_live),
+    ok.
+
+%% Starts N processes restored from the snapshot, each sent `Mine = K'.
+start_all(Wasm, Snapshot, Opts, N) ->
+    list_to_tuple(lists:reverse(start_all(Wasm, Snapshot, Opts, 1, N, []))).
+
+start_all(_Wasm, _Snapshot, _Opts, K, N, Acc) when K > N ->
+    Acc;
+start_all(Wasm, Snapshot, Opts, K, N, Acc) ->
+    case hb_beamr:start(Wasm, Opts#{restore => Snapshot}) of
+        {ok, I, _, _} ->
+            <<_/binary>> = hb_beamr_aos:eval(I, iolist_to_binary(["Mine = ", integer_to_list(K)])),
+            start_all(Wasm, Snapshot, Opts, K + 1, N, [I | Acc]);
+        {error, Reason} ->
+            io:format("start ~b failed: ~p~n", [K, Reason]),
+            Acc
+    end.
+
+%% Waits (up to Tries * 100 ms) until at most MaxLive processes are live.
+settle_budget(MaxLive, Tries) ->
+    case maps:get(live, hb_beamr:stats()) =< MaxLive + 1 orelse Tries =:= 0 of
+        true -> ok;
+        false -> timer:sleep(100), settle_budget(MaxLive, Tries - 1)
+    end.
+
+random_evals(_Processes, 0, Live, Hibernated, Wrong) ->
+    {Live, Hibernated, Wrong};
+random_evals(Processes, Left, Live, Hibernated, Wrong) ->
+    K = rand:uniform(tuple_size(Processes)),
+    I = element(K, Processes),
+    WasHibernated = hibernated(I),
+    Expected = integer_to_binary(K),
+    {Us, Answer} = timer:tc(fun() -> catch hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"return Mine">>)) end),
+    Wrong1 = case Answer of
+                 {ok, Expected} -> Wrong;
+                 _ -> Wrong + 1
+             end,
+    case WasHibernated of
+        true -> random_evals(Processes, Left - 1, Live, [Us | Hibernated], Wrong1);
+        false -> random_evals(Processes, Left - 1, [Us | Live], Hibernated, Wrong1)
+    end.
+
+hibernated(I) ->
+    {ok, #{state := State}} = hb_beamr:info(I),
+    State =:= hibernated.
+
+pair([]) ->
+    "-";
+pair(Samples) ->
+    Sorted = lists:sort(Samples),
+    At = fun(Q) -> lists:nth(max(1, round(Q * length(Sorted))), Sorted) / 1000 end,
+    io_lib:format("~.3f / ~.3f", [At(0.5), At(0.99)]).
+
+%% The highest RSS seen, sampled every 200 ms.
+sample_rss(Peak) ->
+    receive
+        {peak, From} -> From ! {peak, Peak}
+    after 200 ->
+        sample_rss(max(Peak, hb_beamr_test_util:resident_mb()))
+    end.
+
+rows(Rows) ->
+    [io:format("~-52s ~24s ~10s~n", [Name, fmt(V, Unit), T]) || {Name, V, T, Unit} <- Rows],
+    ok.
+
+fmt(X, Unit) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]) ++ " " ++ Unit;
+fmt(X, Unit) -> lists:flatten([X, " ", Unit]).
