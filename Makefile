@@ -22,7 +22,7 @@ BUILT_NIF = $(CARGO_TARGET_DIR)/release/libhb_beamr_nif.so
 DEBIAN_PACKAGES := erlang-nox erlang-dev rebar3 erlang-eunit erlang-proper erlang-proper-dev wabt
 ERL_RUN := erl -noshell -pa _build/default/lib/hb_beamr/ebin
 
-.PHONY: all deps nif compile beamr test import-cycles lint check rust-test erlang-test example-test demo bench bench-load bench-scale soak fuzz-gen fuzz chaos fixtures clean
+.PHONY: all deps nif compile beamr test import-cycles lint check rust-test erlang-test example-test demo bench bench-load bench-hibernate bench-scale soak fuzz-gen fuzz chaos fixtures clean
 
 all: compile beamr
 
@@ -116,6 +116,11 @@ bench-load: compile
 	mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench_load.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench_load:main(), halt().'
+
+bench-hibernate: compile
+	mkdir -p _build/bench
+	erlc -o _build/bench bench/hb_beamr_bench_hibernate.erl test/hb_beamr_test_util.erl
+	$(ERL_RUN) -pa _build/bench -eval 'halt(case hb_beamr_bench_hibernate:main() of ok -> 0; error -> 1 end).'
 
 bench-scale: compile
 	mkdir -p _build/bench
