@@ -46,7 +46,7 @@ run(Wasm, N, MaxLive, Evals) ->
                maps:get(hibernate_dir, Opts, "memory")]),
     {StartUs, Processes} = timer:tc(fun() -> start_all(Wasm, Snapshot, Opts, N) end),
     Started = tuple_size(Processes),
-    io:format("started and messaged ~b in ~.1f s (~.0f /s)~n",
+    io:format("started and messaged ~b in ~.1f s (~.1f /s)~n",
               [Started, StartUs / 1.0e6, Started / (StartUs / 1.0e6)]),
     settle_budget(MaxLive, 100),
     AfterStart = hb_beamr:stats(),

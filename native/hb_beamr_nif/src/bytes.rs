@@ -5,6 +5,7 @@
 //! straight into wasm memory. Small binaries are copied: cheaper than an environment.
 
 use beamr_core::memory_access::Data;
+use beamr_core::state::SnapshotBytes;
 use rustler::env::SavedTerm;
 use rustler::{Binary, Env, OwnedEnv, Term};
 
@@ -71,6 +72,40 @@ impl BinaryList {
             let slices: Vec<&[u8]> = binaries.iter().map(|b| b.as_slice()).collect();
             f(&slices)
         })
+    }
+}
+
+/// The first binary of a list (a restored chain's full snapshot), kept as a hibernation
+/// base without copying it.
+pub struct FirstBinary {
+    /// Keeps the binary alive: a refc binary's bytes do not move while referenced.
+    _list: BinaryList,
+    ptr: *const u8,
+    len: usize,
+}
+
+// SAFETY: the bytes are only read, and they stay where they are as long as `_list`
+// references the binary, whichever thread holds it.
+unsafe impl Send for FirstBinary {}
+unsafe impl Sync for FirstBinary {}
+
+impl FirstBinary {
+    /// None for an empty list.
+    pub fn new(list: BinaryList) -> Option<FirstBinary> {
+        let (ptr, len) =
+            list.with_slices(|slices| slices.first().map(|s| (s.as_ptr(), s.len())))?;
+        Some(FirstBinary {
+            _list: list,
+            ptr,
+            len,
+        })
+    }
+}
+
+impl SnapshotBytes for FirstBinary {
+    fn with_bytes(&self, f: &mut dyn FnMut(&[u8])) {
+        // SAFETY: see the type's Send/Sync.
+        f(unsafe { std::slice::from_raw_parts(self.ptr, self.len) })
     }
 }
 

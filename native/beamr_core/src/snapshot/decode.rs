@@ -116,6 +116,12 @@ fn read_header(bytes: &[u8]) -> Result<Header, SnapshotError> {
     })
 }
 
+/// The id a snapshot's header gives, checked for form (magic, version, length) but not
+/// against the contents: for a snapshot that was decoded before.
+pub fn peek_id(bytes: &[u8]) -> Result<SnapshotId, SnapshotError> {
+    read_header(bytes).map(|header| header.checksum)
+}
+
 /// Checks integrity (magic, version, length, checksum) and structure; the module is
 /// checked separately by [`Snapshot::check_module`], so that a corrupt snapshot is always
 /// reported as invalid rather than as another module's.

@@ -73,7 +73,7 @@ pub(crate) mod test_support;
 mod tests;
 
 pub use chain::{chain_digests, check_chain};
-pub use decode::{decode, decode_trusted};
+pub use decode::{decode, decode_trusted, peek_id};
 pub use digest::PAGE;
 pub use encode::{copy_out, Encoded, MemoryParts, Parts};
 pub use format::{

@@ -271,9 +271,7 @@ fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
                 {
                     // The digests were computed from (or verified against) these bytes.
                     if digests.and_then(|d| d.get(page)) == Some(&zero) {
-                        if to.iter().any(|&b| b != 0) {
-                            to.fill(0);
-                        }
+                        zero_unless_zero(to);
                     } else if to != from {
                         to.copy_from_slice(from);
                     }
@@ -293,10 +291,12 @@ fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
     }
 }
 
-/// Zeros `bytes`, page by page, writing only the pages that are not zeros already.
+/// Zeros `bytes`, page by page, writing only the pages that are not zeros already
+/// (compared with a page of zeros: `memcmp`, many times faster than a loop over bytes).
 fn zero_unless_zero(bytes: &mut [u8]) {
+    static ZEROS: [u8; PAGE] = [0; PAGE];
     for page in bytes.chunks_mut(PAGE) {
-        if page.iter().any(|&b| b != 0) {
+        if page != &ZEROS[..page.len()] {
             page.fill(0);
         }
     }

@@ -13,14 +13,20 @@
 //! change tracking as page digests (`DirtyPages::carry`), compressed: pages of zeros
 //! share one digest, so this costs little beyond the pages that hold data.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
 
 use wasmer::AsStoreMut;
 
 use super::{StateAccess, StateError};
 use crate::dirty_pages::DirtyPages;
 use crate::snapshot::digest::{page_digests, zero_page_digest};
-use crate::snapshot::{self, Lineage, MemoryParts, PageRun, Parts, SnapshotError, SnapshotId};
+use crate::snapshot::{
+    self, Lineage, MemoryParts, ModuleId, PageRun, Parts, SnapshotError, SnapshotId,
+};
 
 /// The bytes of a full snapshot, however the embedder holds them (an Erlang binary is not
 /// copied, see the NIF's `Bytes`).
@@ -69,6 +75,73 @@ impl Base {
 
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+}
+
+/// Bases that images share: each module's freshly instantiated state (by the module's
+/// state identity), and snapshots that more than one instance was restored from (by
+/// snapshot id), while any instance or image holds them.
+struct Bases {
+    modules: HashMap<ModuleId, Weak<Base>>,
+    /// A snapshot restored once is only remembered (holding it for one instance would
+    /// cost its whole size); from the second restore on it is a base.
+    restored: HashMap<SnapshotId, Weak<Base>>,
+}
+
+static BASES: Lazy<Mutex<Bases>> = Lazy::new(|| {
+    Mutex::new(Bases {
+        modules: HashMap::new(),
+        restored: HashMap::new(),
+    })
+});
+
+/// How many snapshot ids are remembered at most (about 40 bytes each).
+const MAX_REMEMBERED: usize = 65_536;
+
+impl Base {
+    /// The module's base: the one images already share, or the full snapshot `fresh`
+    /// makes (of a fresh instantiation of the module).
+    pub fn for_module(
+        identity: ModuleId,
+        fresh: impl FnOnce() -> Result<Vec<u8>, StateError>,
+    ) -> Result<Arc<Base>, StateError> {
+        if let Some(base) = BASES.lock().modules.get(&identity).and_then(Weak::upgrade) {
+            return Ok(base);
+        }
+        let base = Arc::new(Base::new(Box::new(fresh()?)).map_err(StateError::Snapshot)?);
+        let mut bases = BASES.lock();
+        bases.modules.retain(|_, base| base.strong_count() > 0);
+        bases.modules.insert(identity, Arc::downgrade(&base));
+        Ok(base)
+    }
+
+    /// An instance was just restored from the full snapshot `snapshot` (validated): its
+    /// base when another instance was restored from it too (made from `snapshot`, which
+    /// holds its bytes without copying them, the first time); None the first time the
+    /// snapshot is seen.
+    pub fn for_restored(snapshot: Box<dyn SnapshotBytes>) -> Option<Arc<Base>> {
+        let mut id = None;
+        snapshot.with_bytes(&mut |bytes| id = snapshot::peek_id(bytes).ok());
+        let id = id?;
+        let mut bases = BASES.lock();
+        match bases.restored.get(&id).map(Weak::upgrade) {
+            Some(Some(base)) => return Some(base),
+            Some(None) => {}
+            None => {
+                if bases.restored.len() >= MAX_REMEMBERED {
+                    bases.restored.retain(|_, base| base.strong_count() > 0);
+                    if bases.restored.len() >= MAX_REMEMBERED {
+                        bases.restored.clear();
+                    }
+                }
+                bases.restored.insert(id, Weak::new());
+                return None;
+            }
+        }
+        drop(bases);
+        let base = Arc::new(Base::new(snapshot).ok()?);
+        BASES.lock().restored.insert(id, Arc::downgrade(&base));
+        Some(base)
     }
 }
 

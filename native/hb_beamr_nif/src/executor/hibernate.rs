@@ -2,15 +2,13 @@
 //! `hibernate_dir`) before the instance lets go of anything; a revival that fails leaves
 //! the image where it was and answers the queued requests with the reason.
 
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
+use beamr_core::dirty_pages::Policy;
 use beamr_core::failure::{CallFailure, Resource};
 use beamr_core::memory_access::MemoryReply;
 use beamr_core::state::{Base, Image, StateAccess, StateError};
-use once_cell::sync::Lazy;
-use parking_lot::Mutex;
 use rustler::LocalPid;
 use wasmer::{Instance, Store};
 
@@ -18,11 +16,6 @@ use super::{Context, Ended};
 use crate::hibernation::{Stored, STATS};
 use crate::instance::{Command, Event, ReplySlot};
 use crate::messages;
-
-/// Each module's freshly instantiated state, the base of its instances' images, while
-/// any image uses it.
-static MODULE_BASES: Lazy<Mutex<HashMap<[u8; 32], Weak<Base>>>> =
-    Lazy::new(|| Mutex::new(HashMap::new()));
 
 impl Context {
     /// Hibernates unless requests wait or a call is in progress: true when the image is
@@ -94,7 +87,7 @@ impl Context {
     /// The instance's state as an image against its module's base, in memory or written
     /// to `hibernate_dir`.
     fn image(&self, store: &mut Store) -> Result<Stored, StateError> {
-        let base = self.module_base(store)?;
+        let base = self.base(store)?;
         let state = self.state.borrow();
         let state = state.as_ref().expect("the instance is running");
         let image = state.hibernate(store, base)?;
@@ -118,29 +111,22 @@ impl Context {
         Arc::as_ptr(&self.shared) as u64
     }
 
-    /// The module's freshly instantiated state: made once per module (in this Store,
-    /// which goes away with the executor) and shared while images use it.
-    fn module_base(&self, store: &mut Store) -> Result<Arc<Base>, StateError> {
-        let key = self.shared.module.state_identity;
-        if let Some(base) = MODULE_BASES.lock().get(&key).and_then(Weak::upgrade) {
-            return Ok(base);
+    /// The base of this instance's image: the shared snapshot it was restored from, or
+    /// its module's freshly instantiated state (made here, in this Store, which goes away
+    /// with the executor, the first time).
+    fn base(&self, store: &mut Store) -> Result<Arc<Base>, StateError> {
+        if let Some(base) = self.base.borrow().as_ref() {
+            return Ok(Arc::clone(base));
         }
-        let imports = self.import_object(store);
-        let fresh = Instance::new(store, &self.shared.compiled, &imports)
-            .map_err(|_| StateError::Grow("memory"))?;
-        let state = StateAccess::new(
-            store,
-            &self.shared.compiled,
-            &fresh,
-            key,
-            self.shared.dirty_tracking,
-        );
-        let bytes = state.capture(store, false, fallible_vec)?;
-        let base = Arc::new(Base::new(Box::new(bytes)).map_err(StateError::Snapshot)?);
-        let mut bases = MODULE_BASES.lock();
-        bases.retain(|_, base| base.strong_count() > 0);
-        bases.insert(key, Arc::downgrade(&base));
-        Ok(base)
+        let module = &self.shared.compiled;
+        let identity = self.shared.module.state_identity;
+        Base::for_module(identity, || {
+            let imports = self.import_object(store);
+            let fresh =
+                Instance::new(store, module, &imports).map_err(|_| StateError::Grow("memory"))?;
+            let state = StateAccess::new(store, module, &fresh, identity, Policy::Digests);
+            state.capture(store, false, fallible_vec)
+        })
     }
 
     /// Puts a hibernated instance's state into this new instance.
@@ -158,7 +144,9 @@ impl Context {
         };
         let state = self.state.borrow();
         let state = state.as_ref().expect("set up");
-        state.revive(store, image).map_err(revival_failure)
+        state.revive(store, image).map_err(revival_failure)?;
+        *self.base.borrow_mut() = Some(Arc::clone(image.base()));
+        Ok(())
     }
 
     /// A revival failed: the queued requests get `failure`, and the instance hibernates

@@ -4,11 +4,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use beamr_core::memory_access::{self, MemoryError, MemoryOp, MemoryReply};
-use beamr_core::state::StateError;
+use beamr_core::state::{Base, StateError};
 use wasmer::AsStoreMut;
 
 use super::Context;
-use crate::bytes::{try_binary, Bytes};
+use crate::bytes::{try_binary, Bytes, FirstBinary};
 use crate::instance::Event;
 use crate::request::StateOp;
 
@@ -34,9 +34,15 @@ impl Context {
             StateOp::Capture { incremental } => state
                 .capture(store, incremental, try_binary)
                 .map(MemoryReply::Bytes),
-            StateOp::Apply { chain } => chain
-                .with_slices(|chain| state.apply(store, chain))
-                .map(|()| MemoryReply::Done),
+            StateOp::Apply { chain } => {
+                let applied = chain.with_slices(|chain| state.apply(store, chain));
+                // The snapshot may be the base of this instance's hibernation image.
+                *self.base.borrow_mut() = match applied {
+                    Ok(()) => FirstBinary::new(chain).and_then(|f| Base::for_restored(Box::new(f))),
+                    Err(_) => None,
+                };
+                applied.map(|()| MemoryReply::Done)
+            }
         }));
         Event::State(outcome.unwrap_or(Err(StateError::Panicked)))
     }

@@ -31,7 +31,7 @@ use beamr_core::engine::panic_message;
 use beamr_core::failure::CallFailure;
 use beamr_core::fuel::Meter;
 use beamr_core::os_limits;
-use beamr_core::state::StateAccess;
+use beamr_core::state::{Base, StateAccess};
 use parking_lot::Mutex;
 use rustler::{LocalPid, Monitor, OwnedEnv, ResourceArc};
 use wasmer::{Function, Global, Memory, Table};
@@ -64,6 +64,9 @@ struct Context {
     table: RefCell<Option<Table>>,
     /// Snapshot and restore of the whole state (see `beamr_core::state`).
     state: RefCell<Option<StateAccess>>,
+    /// The snapshot this instance was restored from when other instances share it: the
+    /// base of its hibernation image (the module's fresh state otherwise).
+    base: RefCell<Option<Arc<Base>>>,
     emscripten: RefCell<Option<Hooks>>,
     outbox: RefCell<OwnedEnv>,
     deferred: RefCell<VecDeque<Command>>,
@@ -181,6 +184,7 @@ fn run(resource: ResourceArc<InstanceResource>, serve: impl FnOnce(&Context) -> 
         memory: RefCell::new(None),
         table: RefCell::new(None),
         state: RefCell::new(None),
+        base: RefCell::new(None),
         emscripten: RefCell::new(None),
         outbox: RefCell::new(OwnedEnv::new()),
         deferred: RefCell::new(VecDeque::new()),
