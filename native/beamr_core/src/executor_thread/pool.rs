@@ -1,0 +1,132 @@
+//! Threads whose closure has returned, kept for the next `spawn` with the same stack size.
+//!
+//! A new thread costs its mapping, `pthread_create`, the first touch of its stack pages,
+//! leaving glibc's main arena, a wasm stack from wasmer (mapped, or taken from its pool),
+//! and at its exit the reaper's join and unmap. So a thread whose closure returns waits
+//! here for another, at most `IDLE_TIMEOUT` and never more than `MAX_IDLE` at once; the
+//! others exit as before, through the reaper. A thread whose closure panicked exits at
+//! once, taking along whatever the closure left in its thread-locals.
+//!
+//! Before it waits, a thread gives back what it can without exiting (`super::go_idle`):
+//! the pages of its stacks below the top `KEEP` bytes, and a block of its malloc arena to
+//! the reaper, which frees it with the exits' blocks (see `arena`). It keeps its wasm
+//! stack (wasmer keeps one per thread, for that thread's next call: the next closure
+//! reuses it) and glibc's small per-thread cache of freed chunks, both given back when it
+//! exits.
+
+use std::ffi::CStr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// What `spawn` hands a thread: its name and closure.
+pub(super) type Task = (&'static CStr, Box<dyn FnOnce() + Send>);
+
+/// At most this many threads wait at once. Enough for a burst of stops followed by
+/// starts (as many as the reaper holds blocks for before it releases them), small beside
+/// what idle threads keep: each holds 4 mappings (its stacks split by their guard, its wasm
+/// stack and that one's guard: 256 in all, of Linux's 65,530 by default), 32 MiB of address
+/// space and at most `KEEP` of stack pages plus what its last wasm call touched of its
+/// wasm stack.
+pub(super) const MAX_IDLE: usize = 64;
+/// A thread that waited this long exits. Starts that come in bursts or at a steady rate
+/// find a thread; a VM whose starts stopped gets everything back soon after.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The top of a thread's stack stays resident while it waits: its own frames, and the
+/// ones the next closure will likely touch again (instantiating and serving a small
+/// module stays within a few pages of the top). Below, pages are given back.
+pub(super) const KEEP: usize = 64 << 10;
+
+/// Where a waiting thread receives its next task.
+#[derive(Default)]
+pub(super) struct Slot {
+    task: Mutex<Option<Task>>,
+    handed: Condvar,
+}
+
+struct Waiting {
+    stack_size: usize,
+    slot: Arc<Slot>,
+}
+
+/// The waiting threads, the most recent last.
+static IDLE: Mutex<Vec<Waiting>> = Mutex::new(Vec::new());
+
+fn idle() -> MutexGuard<'static, Vec<Waiting>> {
+    IDLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn task(slot: &Slot) -> MutexGuard<'_, Option<Task>> {
+    slot.task
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Hands `task` to the thread with this stack size that began waiting last (its stack
+/// and caches are the warmest); gives the task back when no such thread waits.
+pub(super) fn hand_over(stack_size: usize, handed: Task) -> Result<(), Task> {
+    let mut idle = idle();
+    let Some(position) = idle.iter().rposition(|w| w.stack_size == stack_size) else {
+        return Err(handed);
+    };
+    let Waiting { slot, .. } = idle.remove(position);
+    // Under the pool's lock, so that a thread timing out finds it (see `wait`).
+    *task(&slot) = Some(handed);
+    drop(idle);
+    slot.handed.notify_one();
+    Ok(())
+}
+
+/// Whether a thread going idle would be kept (checked again in `wait`).
+pub(super) fn has_room() -> bool {
+    idle().len() < MAX_IDLE
+}
+
+/// Waits in the pool for the next task, at most `IDLE_TIMEOUT`. `None`: the thread is to
+/// exit (the pool was full, or no task came).
+pub(super) fn wait(stack_size: usize, slot: &Arc<Slot>) -> Option<Task> {
+    {
+        let mut idle = idle();
+        if idle.len() >= MAX_IDLE {
+            return None;
+        }
+        idle.push(Waiting {
+            stack_size,
+            slot: Arc::clone(slot),
+        });
+    }
+    let deadline = Instant::now() + IDLE_TIMEOUT;
+    let mut waiting = task(slot);
+    loop {
+        if let Some(handed) = waiting.take() {
+            return Some(handed);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            break;
+        }
+        waiting = slot
+            .handed
+            .wait_timeout(waiting, deadline - now)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0;
+    }
+    drop(waiting);
+    // Timed out. A spawner may have taken this thread meanwhile: it handed the task over
+    // under the pool's lock, so with that lock held the task is either here already or
+    // the thread is still in the pool, and leaves it.
+    let mut idle = idle();
+    if let Some(handed) = task(slot).take() {
+        return Some(handed);
+    }
+    idle.retain(|w| !Arc::ptr_eq(&w.slot, slot));
+    None
+}
+
+/// Waiting threads: all of them, or those of one stack size.
+#[cfg(test)]
+pub(super) fn waiting(stack_size: Option<usize>) -> usize {
+    idle()
+        .iter()
+        .filter(|w| stack_size.is_none_or(|size| w.stack_size == size))
+        .count()
+}
