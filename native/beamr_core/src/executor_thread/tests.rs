@@ -249,7 +249,10 @@ fn an_idle_thread_gives_its_deep_stack_pages_back() {
     });
     let idle = resident(bounds);
     assert!(busy >= 512 << 10, "{busy}");
-    assert!(idle <= pool::KEEP + (64 << 10), "{idle} resident while idle");
+    assert!(
+        idle <= pool::KEEP + (64 << 10),
+        "{idle} resident while idle"
+    );
 }
 
 /// Resident bytes of the mapping with these bounds (mincore).
