@@ -167,11 +167,12 @@ extern "C" fn run(start: *mut c_void) -> *mut c_void {
     }
     set_name(name);
     arena::leave_main_arena();
+    let affinity = pool::Affinity::current();
     let slot = Arc::new(pool::Slot::default());
     // A panic must not unwind out of a C entry point; `f` reports its own. A thread whose
     // closure panicked exits rather than wait for another.
     while catch_unwind(AssertUnwindSafe(f)).is_ok() && pool::has_room() {
-        go_idle(&stacks, &reaper);
+        go_idle(&stacks, &reaper, &affinity);
         let Some((next_name, next)) = pool::wait(stack_size, &slot) else {
             break;
         };
@@ -192,16 +193,17 @@ extern "C" fn run(start: *mut c_void) -> *mut c_void {
     ptr::null_mut()
 }
 
-/// Gives back what a thread about to wait in the pool can: the pages of its stacks below
-/// its own frames (but for `pool::KEEP`), and, through the reaper, what its closure freed
-/// into its malloc arena (see `arena`).
+/// Readies a thread to wait in the pool: gives back the pages of its stacks below its own
+/// frames (but for `pool::KEEP`) and, through the reaper, what its closure freed into its
+/// malloc arena (see `arena`); takes back the CPUs it was first allowed.
 #[cfg(target_os = "linux")]
 #[inline(never)]
-fn go_idle(stacks: &Mapping, reaper: &Sender<Retired>) {
+fn go_idle(stacks: &Mapping, reaper: &Sender<Retired>, affinity: &pool::Affinity) {
     let marker = 0u8;
     let here = std::hint::black_box(&marker) as *const u8 as usize;
     stacks.release_below(here.saturating_sub(pool::KEEP));
     let _ = reaper.send(Retired::Idle(arena::Block::take()));
+    affinity.restore();
 }
 
 /// Names the calling thread (a name of 16 bytes or more is refused, harmlessly).

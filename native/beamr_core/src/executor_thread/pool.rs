@@ -12,7 +12,9 @@
 //! the reaper, which frees it with the exits' blocks (see `arena`). It keeps its wasm
 //! stack (wasmer keeps one per thread, for that thread's next call: the next closure
 //! reuses it) and glibc's small per-thread cache of freed chunks, both given back when it
-//! exits.
+//! exits. It also takes back the CPUs it was first allowed (an executor moves itself off
+//! its caller's CPU, see `beamr_handoff::cpu`), so the next closure starts as on a new
+//! thread.
 
 use std::ffi::CStr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -129,4 +131,28 @@ pub(super) fn waiting(stack_size: Option<usize>) -> usize {
         .iter()
         .filter(|w| stack_size.is_none_or(|size| w.stack_size == size))
         .count()
+}
+
+/// The CPUs a thread may run on, as it was when first read.
+pub(super) struct Affinity(Option<libc::cpu_set_t>);
+
+impl Affinity {
+    /// The calling thread's.
+    pub(super) fn current() -> Affinity {
+        // SAFETY: a zeroed cpu_set_t is a valid empty set; the call gets its size and a
+        // pointer to it, for the calling thread (pid 0).
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            let read = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+            Affinity((read == 0).then_some(set))
+        }
+    }
+
+    /// Gives the calling thread this set again.
+    pub(super) fn restore(&self) {
+        if let Some(set) = &self.0 {
+            // SAFETY: as in `current`.
+            unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+        }
+    }
 }

@@ -255,6 +255,48 @@ fn an_idle_thread_gives_its_deep_stack_pages_back() {
     );
 }
 
+/// A closure that narrowed its thread's CPUs does not narrow the next closure's.
+#[test]
+fn the_next_closure_may_use_every_cpu_the_thread_first_could() {
+    let stack_size = (1 << 20) + 13 * 4096;
+    let (tell, told) = channel();
+    let first = tell.clone();
+    spawn(c"beamr_test", stack_size, move || {
+        let before = cpus();
+        // SAFETY: a set with one CPU this thread may use, for this thread.
+        unsafe {
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(before[0], &mut one);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one);
+        }
+        first.send((before, cpus())).unwrap();
+    })
+    .unwrap();
+    let (before, narrowed) = told.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(narrowed, before[..1]);
+    wait_for("the thread goes idle", || {
+        pool::waiting(Some(stack_size)) == 1
+    });
+    spawn(c"beamr_test", stack_size, move || {
+        tell.send((cpus(), Vec::new())).unwrap();
+    })
+    .unwrap();
+    let (after, _) = told.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(after, before);
+}
+
+/// The CPUs the calling thread may use.
+fn cpus() -> Vec<usize> {
+    // SAFETY: a zeroed set filled in for this thread; CPU_ISSET only reads it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
+    }
+}
+
 /// Resident bytes of the mapping with these bounds (mincore).
 fn resident(bounds: (usize, usize)) -> usize {
     let pages = (bounds.1 - bounds.0) / 4096;
