@@ -150,7 +150,7 @@ pub fn spawn(
 extern "C" fn run(start: *mut c_void) -> *mut c_void {
     // SAFETY: `spawn` passed a `Box<Start>` and gave up ownership of it.
     let Start {
-        mut name,
+        name,
         mut f,
         stack_size,
         stacks,
@@ -173,13 +173,10 @@ extern "C" fn run(start: *mut c_void) -> *mut c_void {
     // closure panicked exits rather than wait for another.
     while catch_unwind(AssertUnwindSafe(f)).is_ok() && pool::has_room() {
         go_idle(&stacks, &reaper, &affinity);
-        let Some((next_name, next)) = pool::wait(stack_size, &slot) else {
+        let Some((name, next)) = pool::wait(stack_size, &slot) else {
             break;
         };
-        if next_name != name {
-            set_name(next_name);
-            name = next_name;
-        }
+        set_name(name);
         f = next;
     }
     // SAFETY: pthread_self has no preconditions.
@@ -195,7 +192,8 @@ extern "C" fn run(start: *mut c_void) -> *mut c_void {
 
 /// Readies a thread to wait in the pool: gives back the pages of its stacks below its own
 /// frames (but for `pool::KEEP`) and, through the reaper, what its closure freed into its
-/// malloc arena (see `arena`); takes back the CPUs it was first allowed.
+/// malloc arena (see `arena`); takes back the CPUs it was first allowed; takes the name
+/// of idle threads.
 #[cfg(target_os = "linux")]
 #[inline(never)]
 fn go_idle(stacks: &Mapping, reaper: &Sender<Retired>, affinity: &pool::Affinity) {
@@ -204,6 +202,7 @@ fn go_idle(stacks: &Mapping, reaper: &Sender<Retired>, affinity: &pool::Affinity
     stacks.release_below(here.saturating_sub(pool::KEEP));
     let _ = reaper.send(Retired::Idle(arena::Block::take()));
     affinity.restore();
+    set_name(pool::IDLE_NAME);
 }
 
 /// Names the calling thread (a name of 16 bytes or more is refused, harmlessly).

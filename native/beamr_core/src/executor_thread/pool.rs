@@ -38,6 +38,10 @@ pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(2);
 /// module stays within a few pages of the top). Below, pages are given back.
 pub(super) const KEEP: usize = 64 << 10;
 
+/// The name of a waiting thread: only threads running a closure have the name `spawn`
+/// gave (the NIF's executors are counted by theirs).
+pub(super) const IDLE_NAME: &CStr = c"hb_beamr_idle";
+
 /// Where a waiting thread receives its next task.
 #[derive(Default)]
 pub(super) struct Slot {

@@ -153,6 +153,11 @@ fn the_next_spawn_runs_on_the_idle_thread_under_its_own_name() {
     wait_for("the thread goes idle", || {
         pool::waiting(Some(stack_size)) == 1
     });
+    let comm = format!("/proc/self/task/{first_thread}/comm");
+    assert_eq!(
+        std::fs::read_to_string(&comm).unwrap().trim_end(),
+        "hb_beamr_idle"
+    );
     spawn(c"beamr_second", stack_size, move || {
         // wasmer's thread-locals (its wasm stack, signal handling) serve a second Store.
         run_wasm();
