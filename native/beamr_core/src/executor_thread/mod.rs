@@ -91,6 +91,17 @@ pub fn spawn(
         .map(|_| ())
 }
 
+/// Makes the threads waiting for a closure (see `pool`) exit now, through the reaper: for
+/// when the OS's limits leave too little room, as they hold mappings and address space.
+#[cfg(target_os = "linux")]
+pub fn release_idle() {
+    pool::release(None);
+}
+
+/// No thread waits for a closure here.
+#[cfg(not(target_os = "linux"))]
+pub fn release_idle() {}
+
 /// What a new thread needs, boxed through `pthread_create`'s argument.
 #[cfg(target_os = "linux")]
 struct Start {

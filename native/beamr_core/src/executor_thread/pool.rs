@@ -42,11 +42,18 @@ pub(super) const KEEP: usize = 64 << 10;
 /// gave (the NIF's executors are counted by theirs).
 pub(super) const IDLE_NAME: &CStr = c"hb_beamr_idle";
 
+/// What a waiting thread is handed.
+enum Handed {
+    Run(Task),
+    /// Exit now (see `release`).
+    Exit,
+}
+
 /// Where a waiting thread receives its next task.
 #[derive(Default)]
 pub(super) struct Slot {
-    task: Mutex<Option<Task>>,
-    handed: Condvar,
+    handed: Mutex<Option<Handed>>,
+    wake: Condvar,
 }
 
 struct Waiting {
@@ -61,25 +68,47 @@ fn idle() -> MutexGuard<'static, Vec<Waiting>> {
     IDLE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn task(slot: &Slot) -> MutexGuard<'_, Option<Task>> {
-    slot.task
+fn handed(slot: &Slot) -> MutexGuard<'_, Option<Handed>> {
+    slot.handed
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// Puts `what` in the slot of a thread just taken out of the pool; under the pool's lock,
+/// so that a thread timing out finds it (see `wait`).
+fn hand(_pool: &MutexGuard<'static, Vec<Waiting>>, slot: &Slot, what: Handed) {
+    *handed(slot) = Some(what);
+}
+
 /// Hands `task` to the thread with this stack size that began waiting last (its stack
 /// and caches are the warmest); gives the task back when no such thread waits.
-pub(super) fn hand_over(stack_size: usize, handed: Task) -> Result<(), Task> {
+pub(super) fn hand_over(stack_size: usize, task: Task) -> Result<(), Task> {
     let mut idle = idle();
     let Some(position) = idle.iter().rposition(|w| w.stack_size == stack_size) else {
-        return Err(handed);
+        return Err(task);
     };
     let Waiting { slot, .. } = idle.remove(position);
-    // Under the pool's lock, so that a thread timing out finds it (see `wait`).
-    *task(&slot) = Some(handed);
+    hand(&idle, &slot, Handed::Run(task));
     drop(idle);
-    slot.handed.notify_one();
+    slot.wake.notify_one();
     Ok(())
+}
+
+/// Makes the waiting threads (of one stack size, or all) exit now, through the reaper.
+pub(super) fn release(stack_size: Option<usize>) {
+    let mut idle = idle();
+    let (leaving, staying) = std::mem::take(&mut *idle)
+        .into_iter()
+        .partition(|w| stack_size.is_none_or(|size| w.stack_size == size));
+    *idle = staying;
+    let leaving: Vec<Waiting> = leaving;
+    for waiting in &leaving {
+        hand(&idle, &waiting.slot, Handed::Exit);
+    }
+    drop(idle);
+    for waiting in leaving {
+        waiting.slot.wake.notify_one();
+    }
 }
 
 /// Whether a thread going idle would be kept (checked again in `wait`).
@@ -101,31 +130,38 @@ pub(super) fn wait(stack_size: usize, slot: &Arc<Slot>) -> Option<Task> {
         });
     }
     let deadline = Instant::now() + IDLE_TIMEOUT;
-    let mut waiting = task(slot);
+    let mut waiting = handed(slot);
     loop {
-        if let Some(handed) = waiting.take() {
-            return Some(handed);
+        if let Some(what) = waiting.take() {
+            return run(what);
         }
         let now = Instant::now();
         if now >= deadline {
             break;
         }
         waiting = slot
-            .handed
+            .wake
             .wait_timeout(waiting, deadline - now)
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .0;
     }
     drop(waiting);
-    // Timed out. A spawner may have taken this thread meanwhile: it handed the task over
-    // under the pool's lock, so with that lock held the task is either here already or
-    // the thread is still in the pool, and leaves it.
+    // Timed out. This thread may have been taken out of the pool meanwhile: what it was
+    // handed was put in its slot under the pool's lock, so with that lock held it is
+    // either there already or the thread is still in the pool, and leaves it.
     let mut idle = idle();
-    if let Some(handed) = task(slot).take() {
-        return Some(handed);
+    if let Some(what) = handed(slot).take() {
+        return run(what);
     }
     idle.retain(|w| !Arc::ptr_eq(&w.slot, slot));
     None
+}
+
+fn run(handed: Handed) -> Option<Task> {
+    match handed {
+        Handed::Run(task) => Some(task),
+        Handed::Exit => None,
+    }
 }
 
 /// Waiting threads: all of them, or those of one stack size.

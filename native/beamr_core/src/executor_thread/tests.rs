@@ -174,6 +174,19 @@ fn the_next_spawn_runs_on_the_idle_thread_under_its_own_name() {
     assert_eq!(first_sp, second_sp);
 }
 
+#[test]
+fn released_idle_threads_exit_at_once() {
+    let stack_size = (1 << 20) + 15 * 4096;
+    let seen = spawn_and_see(stack_size);
+    wait_for("the thread goes idle", || {
+        pool::waiting(Some(stack_size)) == 1
+    });
+    // Only this size: other tests' threads wait in the same pool.
+    pool::release(Some(stack_size));
+    assert_eq!(pool::waiting(Some(stack_size)), 0);
+    wait_unmapped(mapping_of(&seen.maps, seen.sp), pool::IDLE_TIMEOUT / 2);
+}
+
 /// Threads of a stack size no other test uses, all alive at once, then all done: at most
 /// `MAX_IDLE` wait, the others exit at once and are unmapped.
 #[test]
