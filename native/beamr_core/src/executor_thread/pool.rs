@@ -23,12 +23,12 @@ use std::time::{Duration, Instant};
 /// What `spawn` hands a thread: its name and closure.
 pub(super) type Task = (&'static CStr, Box<dyn FnOnce() + Send>);
 
-/// At most this many threads wait at once. Enough for a burst of stops followed by
-/// starts (as many as the reaper holds blocks for before it releases them), small beside
-/// what idle threads keep: each holds 4 mappings (its stacks split by their guard, its wasm
-/// stack and that one's guard: 256 in all, of Linux's 65,530 by default), 32 MiB of address
-/// space and at most `KEEP` of stack pages plus what its last wasm call touched of its
-/// wasm stack.
+/// At most this many threads wait at once: enough for a burst of stops followed by a
+/// burst of starts (the same burst the reaper holds arena blocks for, `MAX_HELD`), while
+/// what they keep stays small: each holds 4 mappings (its stacks, split by their guard
+/// page, and its wasm stack with its guard: 256 in all, of Linux's default 65,530), 32 MiB
+/// of address space, and resident at most `KEEP` of its stack and what its last calls
+/// touched of its wasm stack (~65 KiB each after AOS instances, measured).
 pub(super) const MAX_IDLE: usize = 64;
 /// A thread that waited this long exits. Starts that come in bursts or at a steady rate
 /// find a thread; a VM whose starts stopped gets everything back soon after.
