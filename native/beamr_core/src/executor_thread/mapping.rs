@@ -61,6 +61,22 @@ impl Mapping {
     }
 }
 
+impl Mapping {
+    /// Gives back the pages of the signal stack and of the thread stack below `keep_from`
+    /// (their contents are lost: the next touch finds zeros). For a thread going idle,
+    /// with `keep_from` below its own frames; no signal handler runs on it meanwhile.
+    pub(super) fn release_below(&self, keep_from: usize) {
+        let start = self.signal_stack() as usize;
+        let end = keep_from.min(self.base as usize + self.len) & !(page_size() - 1);
+        if end <= start {
+            return;
+        }
+        // SAFETY: pages of this mapping that hold no live frame (see above); MADV_DONTNEED
+        // on private anonymous memory only drops their contents.
+        unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+    }
+}
+
 impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: the mapping made in `stacks`; its thread, if any, has been joined.

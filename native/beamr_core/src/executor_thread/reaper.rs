@@ -1,5 +1,6 @@
 //! The reaper: one thread per process that joins exited executor threads, unmaps their
-//! stacks and, once exits settle, gives back what they left elsewhere.
+//! stacks and, once exits (and threads going idle) settle, gives back what they left
+//! elsewhere.
 
 use std::io;
 use std::ptr;
@@ -10,12 +11,17 @@ use std::time::Duration;
 use super::arena;
 use super::mapping::Mapping;
 
-/// An exited (or exiting) thread, the stacks to unmap once it is joined, and a block
-/// of its malloc arena (see `arena`).
-pub(super) struct Retired {
-    pub(super) thread: libc::pthread_t,
-    pub(super) stacks: Mapping,
-    pub(super) block: arena::Block,
+/// What a thread leaves to the reaper.
+pub(super) enum Retired {
+    /// An exited (or exiting) thread, the stacks to unmap once it is joined, and a block
+    /// of its malloc arena (see `arena`).
+    Exited {
+        thread: libc::pthread_t,
+        stacks: Mapping,
+        block: arena::Block,
+    },
+    /// A block of the arena of a thread gone idle (see `pool`).
+    Idle(arena::Block),
 }
 
 static REAPER: Mutex<Option<Sender<Retired>>> = Mutex::new(None);
@@ -37,8 +43,8 @@ pub(super) fn reaper() -> io::Result<Sender<Retired>> {
     Ok(sender)
 }
 
-/// Joins exited threads and unmaps their stacks; once no thread has exited for
-/// `SETTLE`, or `MAX_HELD` have, gives back the rest of what they left (`release`).
+/// Joins exited threads and unmaps their stacks; once no thread has exited or gone idle
+/// for `SETTLE`, or `MAX_HELD` have, gives back the rest of what they left (`release`).
 fn reap(retired: Receiver<Retired>) {
     let mut held = Vec::new();
     loop {
@@ -48,15 +54,22 @@ fn reap(retired: Receiver<Retired>) {
             retired.recv_timeout(SETTLE)
         };
         match next {
-            Ok(Retired {
-                thread,
-                stacks,
-                block,
-            }) => {
-                // SAFETY: a joinable thread, joined once, here; it runs on `stacks`
-                // until pthread_join returns, so they are unmapped only after.
-                unsafe { libc::pthread_join(thread, ptr::null_mut()) };
-                drop(stacks);
+            Ok(retired) => {
+                let block = match retired {
+                    Retired::Exited {
+                        thread,
+                        stacks,
+                        block,
+                    } => {
+                        // SAFETY: a joinable thread, joined once, here; it runs on
+                        // `stacks` until pthread_join returns, so they are unmapped only
+                        // after.
+                        unsafe { libc::pthread_join(thread, ptr::null_mut()) };
+                        drop(stacks);
+                        block
+                    }
+                    Retired::Idle(block) => block,
+                };
                 held.push(block);
                 if held.len() == MAX_HELD {
                     release(&mut held);
@@ -80,5 +93,6 @@ fn release(blocks: &mut Vec<arena::Block>) {
 /// Long enough for a burst of stops to be over, and for what the VM frees after an
 /// instance's thread has gone (its resource).
 const SETTLE: Duration = Duration::from_millis(100);
-/// Constant churn never settles: blocks held are released after this many exits.
+/// Constant churn never settles: blocks held are released after this many exits (or
+/// threads gone idle).
 const MAX_HELD: usize = 64;

@@ -1,5 +1,5 @@
-//! `start` (prepare, compile or load, then hand the module to a new executor thread) and
-//! `stop`.
+//! `start` (prepare, compile or load, then hand the module to an executor thread: an idle
+//! one, else a new one) and `stop`.
 
 use std::sync::Arc;
 
@@ -42,6 +42,8 @@ fn start_instance<'a>(
 ) -> Result<Term<'a>, Error<'a>> {
     let options = decode_start_options(opts)?;
     if !beamr_core::os_limits::room_for_instance() {
+        // Idle executor threads hold mappings and address space: the next start has them.
+        beamr_core::executor_thread::release_idle();
         return Err(CallFailure::ResourceLimit(Resource::Memory).into());
     }
     let compiled = module_for(env, source, &options)?;
