@@ -4,7 +4,8 @@
 //! An image is a delta snapshot (see `crate::snapshot`) against a [`Base`]: a full snapshot
 //! shared by many instances (the module's freshly instantiated state, or a snapshot that
 //! several instances were restored from). It holds the 4 KiB pages whose digests differ
-//! from the base's, and the globals and tables whole, compressed with LZ4. Reviving
+//! from the base's (each XORed with the base's page, so what did not change in it is
+//! zeros), and the globals and tables whole, compressed with LZ4. Reviving
 //! restores the chain `[base, delta]`, validated like any restore.
 //!
 //! Incremental snapshots must not notice a hibernation: the delta a user takes after a
@@ -25,7 +26,8 @@ use super::{StateAccess, StateError};
 use crate::dirty_pages::DirtyPages;
 use crate::snapshot::digest::{page_digests, zero_page_digest};
 use crate::snapshot::{
-    self, Lineage, MemoryParts, ModuleId, PageRun, Parts, SnapshotError, SnapshotId,
+    self, Lineage, MemoryParts, MemoryState, ModuleId, PageRun, Parts, Snapshot, SnapshotError,
+    SnapshotId,
 };
 
 /// The bytes of a full snapshot, however the embedder holds them (an Erlang binary is not
@@ -66,6 +68,16 @@ impl Base {
             digests,
             len,
         })
+    }
+
+    /// Calls `f` with the base's memory (empty without one).
+    fn with_memory(&self, f: &mut dyn FnMut(&[u8])) {
+        self.bytes.with_bytes(
+            &mut |bytes| match snapshot::decode_trusted(bytes, Vec::new()).map(|s| s.memory) {
+                Ok(Some(MemoryState::Whole(memory))) => f(memory),
+                _ => f(&[]),
+            },
+        );
     }
 
     /// The snapshot's size in bytes (for statistics).
@@ -361,6 +373,8 @@ impl StateAccess {
             .map_err(|_| StateError::Grow("memory"))?;
         delta.resize(parts.encoded_len(), 0);
         parts.encode_into(&mut delta, memory);
+        let bulk = delta.len() - runs.iter().map(|r| r.bytes().len()).sum::<usize>();
+        base.with_memory(&mut |base| xor_pages(&mut delta[bulk..], &runs, base));
         let mut tracking = self.tracking.borrow_mut();
         let carried = match (tracking.base, tracking.pages.carry(memory, &now)) {
             (Some(base), Some(digests)) => Some(Carried {
@@ -378,7 +392,19 @@ impl StateAccess {
 
     /// Puts `image` back into this instance, a fresh instantiation of the same module.
     pub fn revive(&self, store: &mut impl AsStoreMut, image: &Image) -> Result<(), StateError> {
-        let delta = image.delta.decompress()?;
+        let mut delta = image.delta.decompress()?;
+        // Read before the checksum is, to undo the XOR the checksum was computed without.
+        let (bulk, runs) = match snapshot::decode_trusted(&delta, Vec::new()) {
+            Ok(Snapshot {
+                memory: Some(MemoryState::Changed { runs, pages, .. }),
+                ..
+            }) => (pages.as_ptr() as usize - delta.as_ptr() as usize, runs),
+            Ok(_) => (delta.len(), Vec::new()),
+            Err(why) => return Err(StateError::Snapshot(why)),
+        };
+        image
+            .base
+            .with_memory(&mut |base| xor_pages(&mut delta[bulk..], &runs, base));
         let carried = match &image.tracking {
             Some(carried) => Some((carried.base, digests_from(&carried.digests.decompress()?)?)),
             None => None,
@@ -408,6 +434,25 @@ impl StateAccess {
             }
         }
         Ok(())
+    }
+}
+
+/// XORs each page of `pages` (the bytes of `runs`, in order) with the same page of
+/// `base` (zeros past it): a page that changed in a few places becomes mostly zeros,
+/// which compress several times better. Its own inverse.
+fn xor_pages(pages: &mut [u8], runs: &[PageRun], base: &[u8]) {
+    let mut at = 0;
+    for run in runs {
+        let range = run.bytes();
+        let len = range.len();
+        let end = range.end.min(base.len());
+        if range.start < end {
+            let from = &base[range.start..end];
+            for (byte, b) in pages[at..at + from.len()].iter_mut().zip(from) {
+                *byte ^= b;
+            }
+        }
+        at += len;
     }
 }
 
