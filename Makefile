@@ -108,27 +108,27 @@ demo: beamr
 
 bench: compile
 	cargo build --release -p beamr_core --example baselines
-	mkdir -p _build/bench
+	rm -rf _build/bench && mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench:main(), halt().'
 
 bench-load: compile
-	mkdir -p _build/bench
+	rm -rf _build/bench && mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench_load.erl
 	$(ERL_RUN) -pa _build/bench -eval 'hb_beamr_bench_load:main(), halt().'
 
 bench-hibernate: compile
-	mkdir -p _build/bench
+	rm -rf _build/bench && mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench_hibernate.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'halt(case hb_beamr_bench_hibernate:main() of ok -> 0; error -> 1 end).'
 
 bench-scale: compile
-	mkdir -p _build/bench
+	rm -rf _build/bench && mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_bench_scale.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'halt(case hb_beamr_bench_scale:main() of ok -> 0; error -> 1 end).'
 
 soak: compile
-	mkdir -p _build/bench
+	rm -rf _build/bench && mkdir -p _build/bench
 	erlc -o _build/bench bench/hb_beamr_soak.erl
 	$(ERL_RUN) -pa _build/bench -eval 'halt(hb_beamr_soak:main()).'
 

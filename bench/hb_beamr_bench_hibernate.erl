@@ -113,6 +113,7 @@ random_evals(Processes, Left, Live, Hibernated, Wrong) ->
     {Us, Answer} = timer:tc(fun() -> catch hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"return Mine">>)) end),
     Wrong1 = case Answer of
                  {ok, Expected} -> Wrong;
+                 _ when Wrong =:= 0 -> io:format("first wrong answer, process ~b: ~P~n", [K, Answer, 20]), 1;
                  _ -> Wrong + 1
              end,
     case WasHibernated of

@@ -4,6 +4,7 @@
 %%% Emscripten's runtime and `{import_exception, Reason}' answers):
 %%% start, call, call_async (answering, failing or ignoring its imports), reply to stale
 %%% references, stop, snapshot/restore, serialize/deserialize, hb_beamr_io read/write,
+%%% hibernate (also from inside import funs, and idle instances by themselves),
 %%% `exit(Pid, kill)' of instances and of each other (a killed worker is replaced). Then:
 %%%
 %%% - `late': a call not answered within its `timeout' plus `?MARGIN' (an operation
@@ -212,7 +213,8 @@ worker(Tab, N, Deadline) ->
     case erlang:monotonic_time(millisecond) < Deadline of
         true ->
             Op = pick([start, call, call, call, call_async, call_async, call_async, stop, snapshot, restore,
-                       serialize, deserialize, read, write, reply_stale, kill_instance, kill_worker]),
+                       serialize, deserialize, read, write, reply_stale, kill_instance, kill_worker,
+                       hibernate]),
             ets:insert(Tab, {{doing, N}, {Op}}),
             ets:update_counter(Tab, {ops, Op}, 1, {{ops, Op}, 0}),
             Began = erlang:monotonic_time(millisecond),
@@ -235,7 +237,7 @@ late(Tab, Op, Began, Bound, What) ->
 op(start, Tab, _N) ->
     [{modules, Modules}] = ets:lookup(Tab, modules),
     Index = rand:uniform(tuple_size(Modules)),
-    Opts = pick([#{}, #{memory_limit => 1 bsl 20}, #{memory_limit => 16 bsl 20}]),
+    Opts = pick([#{}, #{memory_limit => 1 bsl 20}, #{memory_limit => 16 bsl 20}, #{hibernate_after => 5}]),
     case hb_beamr:start(element(Index, Modules), Opts) of
         {ok, I, _Imports, Exports} ->
             Funcs = [{Name, Sig} || {func, Name, Sig} <- Exports],
@@ -298,6 +300,8 @@ op(write, Tab, _N) ->
     with_instance(Tab, fun(I, _) ->
         hb_beamr_io:write(I, rand:uniform(70000) - 1, crypto:strong_rand_bytes(rand:uniform(256)))
     end);
+op(hibernate, Tab, _N) ->
+    with_instance(Tab, fun(I, _) -> hibernate_answer(hb_beamr:hibernate(I)) end);
 op(reply_stale, _Tab, _N) ->
     %% A reference that is no call's: refused with an error.
     hb_beamr:reply(make_ref(), [0]);
@@ -308,6 +312,9 @@ op(kill_worker, Tab, N) ->
         [{_, Pid}] when Pid =/= self() -> exit(Pid, kill);
         _ -> ok
     end.
+
+hibernate_answer(ok) -> ok;
+hibernate_answer({error, Why}) when Why =:= busy; Why =:= stopped; Why =:= call_in_progress -> ok.
 
 with_instance(Tab, Fun) ->
     with_entry(Tab, fun(_Key, I, #{funcs := Funcs}) -> Fun(I, Funcs) end).
@@ -337,6 +344,9 @@ import(State, #{instance := I, func_sig := Sig}, _Opts) ->
         1 -> timer:sleep(rand:uniform(5)), {ok, zeros(Sig), State};
         2 -> hb_beamr_io:read(I, 0, 8), {ok, zeros(Sig), State};
         3 -> {import_exception, chaos, State};
+        %% Refused (`call_in_progress') while the call waits for this answer; a call that
+        %% ended meanwhile (stopped, timed out) leaves the instance free to hibernate.
+        4 -> hibernate_answer(hb_beamr:hibernate(I)), {ok, zeros(Sig), State};
         _ -> {ok, zeros(Sig), State}
     end.
 

@@ -4,6 +4,8 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
+-export([revival_refused/1]).
+
 -define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
 
 %% Memory, a mutable global, a table entry set by table.set, and a start function that
@@ -234,6 +236,32 @@ owner_death_test() ->
     ok = hb_beamr:hibernate(I),
     exit(I, kill),
     eventually(fun() -> hb_beamr:info(I) =:= {error, stopped} end).
+
+%% A revival the OS refuses (here: no address space left for the wasm memory, in a child
+%% VM limited to 40 GiB) gives `{resource_limit, memory}' and the instance stays
+%% hibernated; once there is room again, the next request revives it with its state.
+revival_refused_test_() ->
+    {timeout, 120, fun() ->
+        {Peer, Node} = hb_beamr_test_util:address_limited_peer(40 bsl 30),
+        Outcome = erpc:call(Node, ?MODULE, revival_refused, [?WAT], 60000),
+        peer:stop(Peer),
+        ?assertMatch({{error, {resource_limit, memory}}, hibernated, [42], idle}, Outcome)
+    end}.
+
+%% @private Runs in the limited child VM: fills the address space with instances,
+%% hibernates one, lets another take its room, then asks the hibernated one.
+-spec revival_refused(binary()) -> tuple().
+revival_refused(Wat) ->
+    {ok, I, _, _} = hb_beamr:start(Wat),
+    [] = call(I, <<"poke">>, [100, 42]),
+    {Fillers, {error, {resource_limit, _}}} = hb_beamr_test_util:start_until_refused(Wat, 100),
+    ok = hb_beamr:hibernate(I),
+    {ok, Taker, _, _} = hb_beamr:start(Wat),
+    Refused = hb_beamr:call(I, <<"peek">>, [100]),
+    State = info(I, state),
+    [ok = hb_beamr:stop(F) || F <- [Taker | Fillers]],
+    Revived = call(I, <<"peek">>, [100]),
+    {Refused, State, Revived, info(I, state)}.
 
 %% AOS: a process hibernated after an Eval answers the next one from the same state.
 aos_test_() ->

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use wasmer::sys::vm::{TableElement, VMFuncRef};
 use wasmer::{AsStoreMut, Pages, Type, Value, WASM_PAGE_SIZE};
 
+use super::zero_pages::{is_zero, ZeroPages};
 use super::{funcref_ptr, raw_global, ty_readonly, vm_table, StateAccess, StateError};
-use crate::snapshot::digest::zero_page_digest;
 use crate::snapshot::{
     self, GlobalValue, MemoryState, Snapshot, SnapshotError, TableEntries, PAGE,
 };
@@ -23,7 +23,27 @@ impl StateAccess {
             .map(|bytes| snapshot::decode(bytes))
             .collect::<Result<_, _>>()
             .map_err(StateError::Snapshot)?;
-        self.apply_decoded(store, chain)
+        self.apply_decoded(store, chain, Known::default())
+    }
+
+    /// `apply` to an instance whose memory is a fresh instantiation's, whose zero pages
+    /// are `fresh`: pages of zeros on both sides are not even read.
+    pub fn apply_to_fresh(
+        &self,
+        store: &mut impl AsStoreMut,
+        chain: &[&[u8]],
+        fresh: &ZeroPages,
+    ) -> Result<(), StateError> {
+        let chain: Vec<Snapshot> = chain
+            .iter()
+            .map(|bytes| snapshot::decode(bytes))
+            .collect::<Result<_, _>>()
+            .map_err(StateError::Snapshot)?;
+        let known = Known {
+            memory: Some(fresh),
+            first: None,
+        };
+        self.apply_decoded(store, chain, known)
     }
 
     /// `apply` of a chain already decoded.
@@ -31,6 +51,7 @@ impl StateAccess {
         &self,
         store: &mut impl AsStoreMut,
         chain: Vec<Snapshot>,
+        known: Known,
     ) -> Result<(), StateError> {
         let module = self.module;
         for element in &chain {
@@ -213,7 +234,7 @@ impl StateAccess {
             // SAFETY: as in capture.
             let bytes = unsafe { view.data_unchecked_mut() };
             tracking.pages.release(bytes);
-            write_memory(bytes, &chain);
+            write_memory(bytes, &chain, &known);
             tracking
                 .pages
                 .restored(bytes, snapshot::chain_digests(&chain, bytes.len()));
@@ -253,6 +274,15 @@ fn null(ty: Type) -> TableElement {
     }
 }
 
+/// What is known of the pages of zeros before a restore (see `ZeroPages`).
+#[derive(Default)]
+pub(in crate::state) struct Known<'a> {
+    /// Memory's, when it is a fresh instantiation's.
+    pub memory: Option<&'a ZeroPages>,
+    /// The chain's full snapshot's (a hibernation base's, found when it became one).
+    pub first: Option<&'a ZeroPages>,
+}
+
 /// Writes the memory `chain` describes: the full snapshot's, zeros past it (memory
 /// cannot shrink, so a smaller snapshot leaves memory larger than it), then each delta's
 /// pages in order.
@@ -260,23 +290,31 @@ fn null(ty: Type) -> TableElement {
 /// The full snapshot's pages are written only where memory differs: a page of zeros read
 /// from memory never written maps the kernel's shared zero page, so restoring into a fresh
 /// instance makes resident only the pages that hold data (a 12 MiB AOS memory holds about
-/// 2 MiB), and an instance revived from hibernation costs what it did before.
-fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
-    for element in chain {
+/// 2 MiB), and an instance revived from hibernation costs what it did before. Pages known
+/// to be zeros on both sides (`known`) are skipped unread.
+fn write_memory(bytes: &mut [u8], chain: &[Snapshot], known: &Known) {
+    let memory_zero = |page| known.memory.is_some_and(|z| z.get(page));
+    for (n, element) in chain.iter().enumerate() {
         match &element.memory {
             Some(MemoryState::Whole(data)) => {
-                let zero = zero_page_digest();
-                let digests = element.page_digests.as_deref();
+                let first = known.first.filter(|_| n == 0);
                 for (page, (to, from)) in bytes.chunks_mut(PAGE).zip(data.chunks(PAGE)).enumerate()
                 {
-                    // The digests were computed from (or verified against) these bytes.
-                    if digests.and_then(|d| d.get(page)) == Some(&zero) {
-                        zero_unless_zero(to);
-                    } else if to != from {
-                        to.copy_from_slice(from);
+                    let from_zero = first.map_or_else(|| is_zero(from), |z| z.get(page));
+                    match (from_zero, memory_zero(page)) {
+                        (true, true) => {}
+                        (true, false) => zero_unless_zero(to),
+                        (false, true) => to.copy_from_slice(from),
+                        (false, false) if to != from => to.copy_from_slice(from),
+                        (false, false) => {}
                     }
                 }
-                zero_unless_zero(&mut bytes[data.len()..]);
+                let past = data.len().div_ceil(PAGE);
+                for (page, to) in bytes[data.len()..].chunks_mut(PAGE).enumerate() {
+                    if !memory_zero(past + page) {
+                        zero_unless_zero(to);
+                    }
+                }
             }
             Some(MemoryState::Changed { runs, pages, .. }) => {
                 let mut at = 0;
@@ -291,13 +329,9 @@ fn write_memory(bytes: &mut [u8], chain: &[Snapshot]) {
     }
 }
 
-/// Zeros `bytes`, page by page, writing only the pages that are not zeros already
-/// (compared with a page of zeros: `memcmp`, many times faster than a loop over bytes).
+/// Zeros `bytes` (at most a page) unless it holds only zeros already.
 fn zero_unless_zero(bytes: &mut [u8]) {
-    static ZEROS: [u8; PAGE] = [0; PAGE];
-    for page in bytes.chunks_mut(PAGE) {
-        if page != &ZEROS[..page.len()] {
-            page.fill(0);
-        }
+    if !is_zero(bytes) {
+        bytes.fill(0);
     }
 }

@@ -5,7 +5,7 @@
 //! shared by many instances (the module's freshly instantiated state, or a snapshot that
 //! several instances were restored from). It holds the 4 KiB pages whose digests differ
 //! from the base's (each XORed with the base's page, so what did not change in it is
-//! zeros), and the globals and tables whole, compressed with LZ4. Reviving
+//! zeros), and the globals and tables whole, compressed with zstd. Reviving
 //! restores the chain `[base, delta]`, validated like any restore.
 //!
 //! Incremental snapshots must not notice a hibernation: the delta a user takes after a
@@ -22,6 +22,8 @@ use parking_lot::Mutex;
 
 use wasmer::AsStoreMut;
 
+use super::apply::Known;
+use super::zero_pages::ZeroPages;
 use super::{StateAccess, StateError};
 use crate::dirty_pages::DirtyPages;
 use crate::snapshot::digest::{page_digests, zero_page_digest};
@@ -48,6 +50,8 @@ pub struct Base {
     id: SnapshotId,
     /// The digest of each page of its memory (empty without memory).
     digests: Vec<u64>,
+    /// Its memory's pages of zeros.
+    zero: ZeroPages,
     len: usize,
 }
 
@@ -56,16 +60,25 @@ impl Base {
     pub fn new(bytes: Box<dyn SnapshotBytes>) -> Result<Base, SnapshotError> {
         let mut decoded = Err(SnapshotError::Invalid("no bytes".into()));
         bytes.with_bytes(&mut |data| {
-            decoded = snapshot::decode(data).and_then(|s| match s.lineage {
-                Lineage::Full => Ok((s.id, s.page_digests.unwrap_or_default(), data.len())),
-                Lineage::Delta { .. } => Err(SnapshotError::Invalid("a base is full".into())),
+            decoded = snapshot::decode(data).and_then(|s| {
+                let zero = match &s.memory {
+                    Some(MemoryState::Whole(memory)) => ZeroPages::of(memory),
+                    _ => ZeroPages::of(&[]),
+                };
+                match s.lineage {
+                    Lineage::Full => {
+                        Ok((s.id, s.page_digests.unwrap_or_default(), zero, data.len()))
+                    }
+                    Lineage::Delta { .. } => Err(SnapshotError::Invalid("a base is full".into())),
+                }
             });
         });
-        let (id, digests, len) = decoded?;
+        let (id, digests, zero, len) = decoded?;
         Ok(Base {
             bytes,
             id,
             digests,
+            zero,
             len,
         })
     }
@@ -157,18 +170,23 @@ impl Base {
     }
 }
 
-/// LZ4 block data and the length it decompresses to.
+/// zstd data and the length it decompresses to.
 struct Compressed {
     bytes: Vec<u8>,
     len: usize,
 }
 
+/// zstd's fastest level: images are made often, and level 3 gains little on them.
+const ZSTD_LEVEL: i32 = 1;
+
 impl Compressed {
-    fn new(data: &[u8]) -> Compressed {
-        Compressed {
-            bytes: lz4_flex::block::compress(data),
+    fn new(data: &[u8]) -> Result<Compressed, StateError> {
+        let bytes =
+            zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|_| StateError::Grow("memory"))?;
+        Ok(Compressed {
+            bytes,
             len: data.len(),
-        }
+        })
     }
 
     /// Decompresses into a buffer allocated fallibly (the length may come from disk).
@@ -177,7 +195,7 @@ impl Compressed {
         out.try_reserve_exact(self.len)
             .map_err(|_| StateError::Grow("memory"))?;
         out.resize(self.len, 0);
-        match lz4_flex::block::decompress_into(&self.bytes, &mut out) {
+        match zstd::bulk::decompress_to_buffer(&self.bytes, &mut out) {
             Ok(n) if n == self.len => Ok(out),
             _ => Err(invalid("damaged hibernation image")),
         }
@@ -379,19 +397,25 @@ impl StateAccess {
         let carried = match (tracking.base, tracking.pages.carry(memory, &now)) {
             (Some(base), Some(digests)) => Some(Carried {
                 base,
-                digests: Compressed::new(&digests_bytes(&digests)),
+                digests: Compressed::new(&digests_bytes(&digests))?,
             }),
             _ => None,
         };
         Ok(Image {
             base,
-            delta: Compressed::new(&delta),
+            delta: Compressed::new(&delta)?,
             tracking: carried,
         })
     }
 
-    /// Puts `image` back into this instance, a fresh instantiation of the same module.
-    pub fn revive(&self, store: &mut impl AsStoreMut, image: &Image) -> Result<(), StateError> {
+    /// Puts `image` back into this instance, a fresh instantiation of the same module
+    /// whose memory's pages of zeros are `fresh`.
+    pub fn revive(
+        &self,
+        store: &mut impl AsStoreMut,
+        image: &Image,
+        fresh: Option<&ZeroPages>,
+    ) -> Result<(), StateError> {
         let mut delta = image.delta.decompress()?;
         // Read before the checksum is, to undo the XOR the checksum was computed without.
         let (bulk, runs) = match snapshot::decode_trusted(&delta, Vec::new()) {
@@ -417,7 +441,11 @@ impl StateAccess {
                 .map_err(StateError::Snapshot)
                 .and_then(|base| {
                     let delta = delta.take().expect("the base is read once");
-                    self.apply_decoded(store, vec![base, delta])
+                    let known = Known {
+                        memory: fresh,
+                        first: Some(&image.base.zero),
+                    };
+                    self.apply_decoded(store, vec![base, delta], known)
                 });
         });
         outcome?;
@@ -448,8 +476,12 @@ fn xor_pages(pages: &mut [u8], runs: &[PageRun], base: &[u8]) {
         let end = range.end.min(base.len());
         if range.start < end {
             let from = &base[range.start..end];
-            for (byte, b) in pages[at..at + from.len()].iter_mut().zip(from) {
-                *byte ^= b;
+            let to = &mut pages[at..at + from.len()];
+            // In words: pages are whole multiples of 8 bytes.
+            for (to, from) in to.chunks_exact_mut(8).zip(from.chunks_exact(8)) {
+                let word = u64::from_ne_bytes(to.try_into().expect("8 bytes"))
+                    ^ u64::from_ne_bytes(from.try_into().expect("8 bytes"));
+                to.copy_from_slice(&word.to_ne_bytes());
             }
         }
         at += len;

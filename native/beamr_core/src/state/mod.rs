@@ -33,8 +33,10 @@
 mod apply;
 mod capture;
 mod hibernate;
+mod zero_pages;
 
 pub use hibernate::{Base, Image, SnapshotBytes};
+pub use zero_pages::ZeroPages;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

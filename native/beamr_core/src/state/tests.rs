@@ -189,7 +189,9 @@ fn an_image_revives_the_whole_state_and_keeps_the_incremental_base() {
         let imports = with_check(&mut store, wasmer::imports! {});
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
         let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, policy);
-        state.revive(&mut store, &image).unwrap();
+        let memory = instance.exports.get_memory("__hb_beamr_memory").unwrap();
+        let fresh = super::ZeroPages::of(&memory.view(&store).copy_to_vec().unwrap());
+        state.revive(&mut store, &image, Some(&fresh)).unwrap();
         assert_eq!(run(&mut store, &instance, "peek", &[100]), 42);
         assert_eq!(run(&mut store, &instance, "peek", &[200]), 7);
         assert_eq!(run(&mut store, &instance, "peek", &[70_000]), 5);

@@ -144,7 +144,10 @@ impl Context {
         };
         let state = self.state.borrow();
         let state = state.as_ref().expect("set up");
-        state.revive(store, image).map_err(revival_failure)?;
+        let fresh = self.fresh.borrow_mut().take();
+        state
+            .revive(store, image, fresh.as_deref())
+            .map_err(revival_failure)?;
         *self.base.borrow_mut() = Some(Arc::clone(image.base()));
         Ok(())
     }

@@ -12,8 +12,8 @@ use beamr_core::failure::{CallFailure, Resource};
 use beamr_core::fuel::Meter;
 use beamr_core::os_limits;
 use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
-use beamr_core::prepare::MEMORY_EXPORT;
-use beamr_core::state::StateAccess;
+use beamr_core::prepare::{MEMORY_EXPORT, START_EXPORT};
+use beamr_core::state::{StateAccess, ZeroPages};
 use beamr_core::table;
 use wasmer::{
     AsStoreMut, Extern, Function, FunctionEnv, Imports, Instance, InstantiationError, LinkError,
@@ -65,6 +65,10 @@ impl Context {
         let failure = match instance {
             Ok(Ok(instance)) if os_limits::room_for_instance() => {
                 self.set_up(&mut store, &instance);
+                // A start function may have written memory: only without one is it fresh.
+                if instance.exports.get_function(START_EXPORT).is_err() {
+                    self.note_fresh(&mut store);
+                }
                 self.shared.set_activity(Activity::Idle);
                 self.finish(start, Ok(Values::new()));
                 return self.serve_commands(&mut store);
@@ -102,6 +106,7 @@ impl Context {
             }
         };
         self.set_up(&mut store, &instance);
+        self.note_fresh(&mut store);
         if let Err(failure) = self.put_back(&mut store, &stored) {
             return self.unrevived(stored, failure);
         }
@@ -152,6 +157,20 @@ impl Context {
             self.shared.dirty_tracking,
         ));
         self.publish_memory_size(store);
+    }
+
+    /// Memory is a fresh instantiation's: notes its pages of zeros (found once per
+    /// module).
+    fn note_fresh(&self, store: &mut Store) {
+        let Some(memory) = self.memory.borrow().clone() else {
+            return;
+        };
+        let view = memory.view(store);
+        // SAFETY: only this thread touches the instance, and no wasm runs.
+        let bytes = unsafe { view.data_unchecked() };
+        let zero =
+            ZeroPages::of_fresh_module(self.shared.module.state_identity, || ZeroPages::of(bytes));
+        *self.fresh.borrow_mut() = Some(zero);
     }
 
     /// Serves commands until the instance stops or hibernates.
@@ -221,6 +240,9 @@ impl Context {
 
     /// Serves a request: a call, or a memory or state operation.
     pub(super) fn execute(&self, store: &mut impl AsStoreMut, command: Command) {
+        if let Command::Call { .. } | Command::Memory { .. } = command {
+            self.fresh.borrow_mut().take();
+        }
         match command {
             Command::Call {
                 caller,

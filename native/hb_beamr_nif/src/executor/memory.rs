@@ -35,7 +35,11 @@ impl Context {
                 .capture(store, incremental, try_binary)
                 .map(MemoryReply::Bytes),
             StateOp::Apply { chain } => {
-                let applied = chain.with_slices(|chain| state.apply(store, chain));
+                let fresh = self.fresh.borrow_mut().take();
+                let applied = chain.with_slices(|chain| match &fresh {
+                    Some(fresh) => state.apply_to_fresh(store, chain, fresh),
+                    None => state.apply(store, chain),
+                });
                 // The snapshot may be the base of this instance's hibernation image.
                 *self.base.borrow_mut() = match applied {
                     Ok(()) => FirstBinary::new(chain).and_then(|f| Base::for_restored(Box::new(f))),

@@ -31,7 +31,7 @@ use beamr_core::engine::panic_message;
 use beamr_core::failure::CallFailure;
 use beamr_core::fuel::Meter;
 use beamr_core::os_limits;
-use beamr_core::state::{Base, StateAccess};
+use beamr_core::state::{Base, StateAccess, ZeroPages};
 use parking_lot::Mutex;
 use rustler::{LocalPid, Monitor, OwnedEnv, ResourceArc};
 use wasmer::{Function, Global, Memory, Table};
@@ -67,6 +67,9 @@ struct Context {
     /// The snapshot this instance was restored from when other instances share it: the
     /// base of its hibernation image (the module's fresh state otherwise).
     base: RefCell<Option<Arc<Base>>>,
+    /// The pages of zeros of memory while it is a fresh instantiation's (until a call,
+    /// memory operation or restore): a restore then skips them unread.
+    fresh: RefCell<Option<Arc<ZeroPages>>>,
     emscripten: RefCell<Option<Hooks>>,
     outbox: RefCell<OwnedEnv>,
     deferred: RefCell<VecDeque<Command>>,
@@ -185,6 +188,7 @@ fn run(resource: ResourceArc<InstanceResource>, serve: impl FnOnce(&Context) -> 
         table: RefCell::new(None),
         state: RefCell::new(None),
         base: RefCell::new(None),
+        fresh: RefCell::new(None),
         emscripten: RefCell::new(None),
         outbox: RefCell::new(OwnedEnv::new()),
         deferred: RefCell::new(VecDeque::new()),
