@@ -408,6 +408,31 @@ impl StateAccess {
         })
     }
 
+    /// A base with this instance's globals and tables and an empty memory: images against
+    /// it hold every page that is not zeros. For when no shared base can be had (the OS
+    /// refuses the fresh instantiation a module's base is made from).
+    pub fn bare_base(&self, store: &mut impl AsStoreMut) -> Result<Arc<Base>, StateError> {
+        let globals = self.capture_globals(store)?;
+        let tables = self.capture_tables(store)?;
+        let tables: Vec<(u32, &[Option<u32>])> = tables.iter().map(|(i, e)| (*i, &e[..])).collect();
+        let parts = Parts {
+            module: &self.module,
+            lineage: Lineage::Full,
+            sequence: 0,
+            globals: &globals,
+            tables: &tables,
+            memory: match self.memory {
+                Some(_) => MemoryParts::Whole { len: 0 },
+                None => MemoryParts::None,
+            },
+        };
+        let mut bytes = vec![0; parts.encoded_len()];
+        parts.encode_into(&mut bytes, &[]);
+        Ok(Arc::new(
+            Base::new(Box::new(bytes)).map_err(StateError::Snapshot)?,
+        ))
+    }
+
     /// Puts `image` back into this instance, a fresh instantiation of the same module
     /// whose memory's pages of zeros are `fresh`.
     pub fn revive(

@@ -468,3 +468,25 @@ fn active_segments_at_computed_offsets_are_captured() {
     assert_eq!(run(&mut fresh_store, &fresh, "entry", &[2]), 10);
     assert_eq!(run(&mut store, &instance, "entry", &[2]), 10);
 }
+
+/// Without a shared base (no room for a fresh instance), the image is made against a bare
+/// one: every page that is not zeros, and the state still comes back whole.
+#[test]
+fn an_image_against_a_bare_base_revives_too() {
+    let (mut store, instance, state) = start();
+    run(&mut store, &instance, "poke", &[100, 42]);
+    run(&mut store, &instance, "set_g", &[9]);
+    run(&mut store, &instance, "set_entry", &[]);
+    let base = state.bare_base(&mut store).unwrap();
+    let image = state.hibernate(&mut store, base).unwrap();
+    let engine = crate::engine::engine();
+    let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
+    let mut store = Store::new(engine.clone());
+    let imports = with_check(&mut store, wasmer::imports! {});
+    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, Policy::Digests);
+    state.revive(&mut store, &image, None).unwrap();
+    assert_eq!(run(&mut store, &instance, "peek", &[100]), 42);
+    assert_eq!(run(&mut store, &instance, "get_g", &[]), 9);
+    assert_eq!(run(&mut store, &instance, "call_entry", &[]), 2);
+}

@@ -17,22 +17,27 @@ use crate::hibernation::{Stored, STATS};
 use crate::instance::{Command, Event, ReplySlot};
 use crate::messages;
 
+/// Who asked for a hibernation, to answer: `hibernate/1`'s caller, none for `max_live`'s
+/// requests and `hibernate_after`.
+pub(super) type Requester = Option<(LocalPid, Arc<ReplySlot>)>;
+
+/// The instance did not hibernate.
+pub(super) struct StaysLive;
+
 impl Context {
-    /// Hibernates unless requests wait or a call is in progress: true when the image is
-    /// handed over, and the thread must end without touching the instance again.
+    /// Hibernates unless requests wait: `Ok` when the image is handed over, and the
+    /// thread must end without touching the instance again, answering the requester once
+    /// the Store is gone (so that `ok` means the memory is released); `Err` when the
+    /// instance stays live (the requester has its answer).
     pub(super) fn hibernate(
         &self,
         store: &mut Store,
-        reply: Option<(LocalPid, Arc<ReplySlot>)>,
-    ) -> bool {
+        reply: Requester,
+    ) -> Result<Requester, StaysLive> {
         self.shared.hibernation.requested_seen();
-        if !self.frames.borrow().is_empty() {
-            self.answer_hibernation(reply, Err(StateError::CallInProgress));
-            return false;
-        }
         if !self.deferred.borrow().is_empty() || !self.shared.mailbox.is_empty() {
             self.answer_hibernation(reply, Err(StateError::Busy));
-            return false;
+            return Err(StaysLive);
         }
         let stored = match self.image(store) {
             Ok(stored) => stored,
@@ -44,7 +49,7 @@ impl Context {
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 self.answer_hibernation(reply, Err(why));
-                return false;
+                return Err(StaysLive);
             }
         };
         match self.shared.hibernation.park(stored, &self.shared.mailbox) {
@@ -54,22 +59,17 @@ impl Context {
                     .hibernations
                     .fetch_add(1, Ordering::Relaxed);
                 STATS.hibernations.fetch_add(1, Ordering::Relaxed);
-                self.answer_hibernation(reply, Ok(()));
-                true
+                Ok(reply)
             }
             Err(stored) => {
                 stored.discard();
                 self.answer_hibernation(reply, Err(StateError::Busy));
-                false
+                Err(StaysLive)
             }
         }
     }
 
-    fn answer_hibernation(
-        &self,
-        reply: Option<(LocalPid, Arc<ReplySlot>)>,
-        outcome: Result<(), StateError>,
-    ) {
+    pub(super) fn answer_hibernation(&self, reply: Requester, outcome: Result<(), StateError>) {
         if let Some((caller, slot)) = reply {
             self.deliver(
                 caller,
@@ -80,7 +80,7 @@ impl Context {
     }
 
     /// `hibernate/1` from inside a call of the same process.
-    pub(super) fn refuse_hibernation(&self, reply: Option<(LocalPid, Arc<ReplySlot>)>) {
+    pub(super) fn refuse_hibernation(&self, reply: Requester) {
         self.answer_hibernation(reply, Err(StateError::CallInProgress));
     }
 
@@ -120,13 +120,26 @@ impl Context {
         }
         let module = &self.shared.compiled;
         let identity = self.shared.module.state_identity;
-        Base::for_module(identity, || {
+        let shared = Base::for_module(identity, || {
             let imports = self.import_object(store);
             let fresh =
                 Instance::new(store, module, &imports).map_err(|_| StateError::Grow("memory"))?;
             let state = StateAccess::new(store, module, &fresh, identity, Policy::Digests);
             state.capture(store, false, fallible_vec)
-        })
+        });
+        match shared {
+            Ok(base) => Ok(base),
+            // No room for a fresh instance (the OS's limits): a larger image, rather than
+            // none when memory is short, which is when hibernating matters most.
+            Err(StateError::Grow(_)) => {
+                let state = self.state.borrow();
+                state
+                    .as_ref()
+                    .expect("the instance is running")
+                    .bare_base(store)
+            }
+            Err(why) => Err(why),
+        }
     }
 
     /// Puts a hibernated instance's state into this new instance.
@@ -165,7 +178,7 @@ impl Context {
                 return Ended::Stopped;
             }
             match self.shared.hibernation.park(stored, &self.shared.mailbox) {
-                Ok(()) => return Ended::Hibernated,
+                Ok(()) => return Ended::Hibernated(None),
                 Err(back) => stored = back,
             }
         }

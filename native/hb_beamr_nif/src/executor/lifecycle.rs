@@ -176,23 +176,18 @@ impl Context {
     /// Serves commands until the instance stops or hibernates.
     fn serve_commands(&self, store: &mut Store) -> Ended {
         while !self.shared.is_stopped() {
-            let command = match self.next_command_or_idle() {
-                Some(command) => command,
-                None => {
-                    if self.hibernate(store, None) {
-                        return Ended::Hibernated;
-                    }
+            let hibernated = match self.next_command_or_idle() {
+                None => self.hibernate(store, None),
+                Some(Command::Hibernate { reply }) => self.hibernate(store, reply),
+                Some(command) => {
+                    self.execute(store, command);
+                    self.shared.hibernation.touch();
                     continue;
                 }
             };
-            if let Command::Hibernate { reply } = command {
-                if self.hibernate(store, reply) {
-                    return Ended::Hibernated;
-                }
-                continue;
+            if let Ok(requester) = hibernated {
+                return Ended::Hibernated(requester);
             }
-            self.execute(store, command);
-            self.shared.hibernation.touch();
         }
         Ended::Stopped
     }

@@ -39,6 +39,7 @@ use wasmer::{Function, Global, Memory, Table};
 use crate::hibernation::Stored;
 use crate::instance::{CallResource, Command, InstanceResource, ReplySlot, Shared};
 use crate::options::Limits;
+use hibernate::Requester;
 
 /// wasm runs on its own stack of this size (wasmer's default of 1 MiB is too small for
 /// interpreters such as AO's Lua).
@@ -203,8 +204,10 @@ fn run(resource: ResourceArc<InstanceResource>, serve: impl FnOnce(&Context) -> 
         stack_top: stack_address(),
     });
     CONTEXT.with(|c| *c.borrow_mut() = Some(Rc::clone(&context)));
-    if let Ended::Stopped = serve(&context) {
-        context.shutdown();
+    // The Store went with `serve`: a hibernation is answered once its memory is released.
+    match serve(&context) {
+        Ended::Stopped => context.shutdown(),
+        Ended::Hibernated(requester) => context.answer_hibernation(requester, Ok(())),
     }
     CONTEXT.with(|c| *c.borrow_mut() = None);
 }
@@ -214,7 +217,8 @@ enum Ended {
     /// The instance stopped: what is still queued is refused.
     Stopped,
     /// The instance hibernated: its image holds the state, the next request revives it.
-    Hibernated,
+    /// Who asked, to answer.
+    Hibernated(Requester),
 }
 
 /// The address of a local of the calling frame.
