@@ -165,12 +165,14 @@ known_options(Options) ->
             end
     end.
 
-%% `max_live' is node-wide, so it is only ever taken from the application env.
+%% `max_live' is node-wide, so it is only ever taken from the application env, and passed
+%% with every start (0 when unset: no budget), so that unsetting it lifts the budget.
 with_env_defaults(Opts) ->
-    Keys = [memory_limit, cache_dir, hibernate_after, hibernate_dir, max_live],
+    Keys = [memory_limit, cache_dir, hibernate_after, hibernate_dir],
     Defaults = maps:from_list([{Key, Value} || Key <- Keys,
                                                {ok, Value} <- [application:get_env(hb_beamr, Key)]]),
-    maps:merge(Defaults, Opts).
+    MaxLive = application:get_env(hb_beamr, max_live, 0),
+    maps:merge(Defaults#{max_live => MaxLive}, Opts).
 
 %% @doc Compiles `Wasm' (a binary module or WAT text) into an artifact that `start/2'
 %% loads without compiling: native code, authenticated with HMAC-SHA-256. With `cache_dir'
@@ -485,8 +487,9 @@ hibernate(Instance) ->
 %% @doc Node-wide counts: instances `live' and `hibernated', `image_bytes_memory' and
 %% `image_bytes_disk' (hibernation images, bases excluded), `hibernations', `revivals',
 %% `failed_revivals', `failed_hibernations' (by reason: `no_memory', `disk', `state'),
-%% and the compile cache's `compiled', `memory_hits', `disk_hits', `artifact_loads'.
--spec stats() -> #{atom() => non_neg_integer() | #{atom() => non_neg_integer()}}.
+%% `max_live' (the budget in force, `infinity' without one), and the compile cache's
+%% `compiled', `memory_hits', `disk_hits', `artifact_loads'.
+-spec stats() -> #{atom() => non_neg_integer() | infinity | #{atom() => non_neg_integer()}}.
 stats() ->
     hb_beamr_nif:stats().
 

@@ -172,6 +172,7 @@ max_live() ->
     try
         Instances = [begin I = start(), [] = call(I, <<"poke">>, [100, N]), {I, N} end
                      || N <- lists:seq(1, 10)],
+        ?assertMatch(#{max_live := 3}, hb_beamr:stats()),
         eventually(fun() ->
                            Live = [I || {I, _} <- Instances, info(I, state) =/= hibernated],
                            length(Live) =< 3
@@ -184,7 +185,8 @@ max_live() ->
         application:unset_env(hb_beamr, max_live),
         %% The setting is node-wide: the next start without it lifts the budget.
         ok = hb_beamr:stop(start(#{}))
-    end.
+    end,
+    ?assertMatch(#{max_live := infinity}, hb_beamr:stats()).
 
 %% Many processes call, hibernate and stop at once: every request gets an answer (a
 %% result or `stopped'), nothing hangs, and the state stays consistent.

@@ -5,7 +5,7 @@
 //! straight into wasm memory. Small binaries are copied: cheaper than an environment.
 
 use beamr_core::memory_access::Data;
-use beamr_core::state::SnapshotBytes;
+use beamr_core::state::hibernate::SnapshotBytes;
 use rustler::env::SavedTerm;
 use rustler::{Binary, Env, OwnedEnv, Term};
 

@@ -2,7 +2,7 @@
 //! hand-offs between the executor that goes and the request that wakes it.
 //!
 //! An instance is *live* (an executor thread holds its Store), *hibernated* (its state is
-//! an image, `beamr_core::state::Image`, in memory or in a file), *reviving* (a new
+//! an image, `beamr_core::state::hibernate::Image`, in memory or in a file), *reviving* (a new
 //! executor is putting the image back) or *gone* (stopped while hibernated).
 //!
 //! The hand-offs race requests: an executor that decides to hibernate must not leave a
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beamr_core::handoff::Mailbox;
-use beamr_core::state::{Base, Image};
+use beamr_core::state::hibernate::{Base, Image};
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 

@@ -11,9 +11,11 @@
 //! * [`messages`]: events as Erlang terms, in the three protocols.
 //! * [`nif_cpu_time`]: how long the waiting NIFs keep their core, for `make bench-load`.
 //! * [`executor`]: one thread per instance owning the Store; runs wasm and imports.
+//! * [`budget`]: the `max_live` budget thread.
 //! * [`nifs`]: the functions Erlang calls, one file per family.
 
 mod atoms;
+mod budget;
 mod bytes;
 mod codec;
 mod error;

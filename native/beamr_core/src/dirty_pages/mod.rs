@@ -42,6 +42,9 @@ pub enum Policy {
 pub struct DirtyPages {
     policy: Policy,
     base: Base,
+    /// Pages known to have changed since the base besides those `base` finds: carried
+    /// across a hibernation, whose revival puts the state into new memory.
+    carried: Vec<PageRun>,
 }
 
 enum Base {
@@ -77,6 +80,7 @@ impl DirtyPages {
         DirtyPages {
             policy,
             base: Base::None,
+            carried: Vec::new(),
         }
     }
 
@@ -94,6 +98,7 @@ impl DirtyPages {
     /// tracking when it can be; once it is, it stays (re-protecting only what was
     /// written since the last base is cheap).
     pub fn snapshotted(&mut self, memory: &[u8], digests: Vec<u64>, engage: bool) {
+        self.carried.clear();
         self.base = match std::mem::replace(&mut self.base, Base::None) {
             Base::Kernel {
                 kernel,
@@ -117,6 +122,7 @@ impl DirtyPages {
     /// Memory is about to be overwritten as a whole (a restore): the base goes, and the
     /// kernel's protection is lifted first so that the writes do not fault page by page.
     pub fn release(&mut self, memory: &[u8]) {
+        self.carried.clear();
         if let Base::Kernel {
             kernel,
             start,
@@ -134,6 +140,7 @@ impl DirtyPages {
     /// `memory` was just restored; `digests` are its pages' digests when the restore knew
     /// them all. The next delta compares digests, then engages the kernel's tracking.
     pub fn restored(&mut self, memory: &[u8], digests: Option<Vec<u64>>) {
+        self.carried.clear();
         self.base = Base::Digests(digests.unwrap_or_else(|| page_digests(memory)));
     }
 
@@ -142,33 +149,30 @@ impl DirtyPages {
         self.policy
     }
 
-    /// The base as the digest of each page of `memory` (whose current digests are `now`),
-    /// with a digest no page has now for every page changed since the base: what a fresh
-    /// copy of `memory` compares against to find the same changes ([`DirtyPages::carried`]).
-    /// The kernel's tracking, if engaged, is lifted and digests take over, so this
-    /// tracking stays right whether or not memory moves. None without a base.
-    pub fn carry(&mut self, memory: &[u8], now: &[u64]) -> Option<Vec<u64>> {
-        match &self.base {
-            Base::None => None,
-            Base::Digests(base) => Some(base.clone()),
-            Base::Kernel { .. } => {
-                let changed = self.take_changes(memory)?;
-                self.release(memory);
-                let mut digests = now.to_vec();
-                for page in changed.iter().flat_map(|run| run.bytes()).step_by(PAGE) {
-                    digests[page / PAGE] ^= 1;
-                }
-                self.base = Base::Digests(digests.clone());
-                Some(digests)
+    /// The pages changed since the base (None without one), for carrying them across a
+    /// hibernation; `now` are `memory`'s page digests. With the kernel's tracking, reading
+    /// the changes moves the base, so they are kept as carried: the tracking stays right
+    /// if the instance goes on running instead.
+    pub fn carry(&mut self, memory: &[u8], now: &[u64]) -> Option<Vec<PageRun>> {
+        let changed = match &self.base {
+            Base::None => return None,
+            Base::Digests(base) => {
+                let differ = (0..now.len()).filter(|&p| base.get(p) != Some(&now[p]));
+                merge(runs(differ), &self.carried)
             }
-        }
+            Base::Kernel { .. } => self.take_changes(memory)?,
+        };
+        self.carried = changed.clone();
+        Some(changed)
     }
 
-    /// Tracking whose base is `digests` (from [`DirtyPages::carry`]).
-    pub fn carried(policy: Policy, digests: Vec<u64>) -> DirtyPages {
+    /// The tracking of a revived memory: `digests` are its pages' now, and `carried` the
+    /// pages changed since the base before the hibernation (from [`DirtyPages::carry`]).
+    pub fn revived(policy: Policy, digests: Vec<u64>, carried: Vec<PageRun>) -> DirtyPages {
         DirtyPages {
             policy,
             base: Base::Digests(digests),
+            carried,
         }
     }
 
@@ -206,7 +210,7 @@ impl DirtyPages {
             }
         };
         self.base = base;
-        Some(changed)
+        Some(merge(changed, &std::mem::take(&mut self.carried)))
     }
 
     /// The kernel's tracking of `memory` as it is now, or the digests `digests()` when
@@ -283,3 +287,18 @@ fn bytes(range: std::ops::Range<usize>) -> &'static [u8] {
 
 #[cfg(test)]
 mod tests;
+
+/// The union of two sets of ascending, disjoint runs, as such runs.
+fn merge(a: Vec<PageRun>, b: &[PageRun]) -> Vec<PageRun> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut pages: Vec<usize> = a
+        .iter()
+        .chain(b)
+        .flat_map(|run| run.first as usize..(run.first + run.count) as usize)
+        .collect();
+    pages.sort_unstable();
+    pages.dedup();
+    runs(pages.into_iter())
+}

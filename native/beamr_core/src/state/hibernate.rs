@@ -11,8 +11,8 @@
 //! Incremental snapshots must not notice a hibernation: the delta a user takes after a
 //! revival holds every page changed since their previous snapshot, including those changed
 //! before hibernating. So the image also carries that base (its id and sequence) and the
-//! change tracking as page digests (`DirtyPages::carry`), compressed: pages of zeros
-//! share one digest, so this costs little beyond the pages that hold data.
+//! pages changed since it (`DirtyPages::carry`); the revived memory's page digests are the
+//! base's but for the image's pages, hashed at revival.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -26,10 +26,10 @@ use super::apply::Known;
 use super::zero_pages::ZeroPages;
 use super::{StateAccess, StateError};
 use crate::dirty_pages::DirtyPages;
-use crate::snapshot::digest::{page_digests, zero_page_digest};
+use crate::snapshot::digest::{page_digest, page_digests, zero_page_digest};
 use crate::snapshot::{
     self, Lineage, MemoryParts, MemoryState, ModuleId, PageRun, Parts, Snapshot, SnapshotError,
-    SnapshotId,
+    SnapshotId, PAGE,
 };
 
 /// The bytes of a full snapshot, however the embedder holds them (an Erlang binary is not
@@ -181,10 +181,12 @@ const ZSTD_LEVEL: i32 = 1;
 
 impl Compressed {
     fn new(data: &[u8]) -> Result<Compressed, StateError> {
-        let bytes =
+        let scratch =
             zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|_| StateError::Grow("memory"))?;
+        // Copied out: `scratch` has room for the worst case (more than `data`), in a
+        // mapping of its own when large, and an image lives as long as its hibernation.
         Ok(Compressed {
-            bytes,
+            bytes: scratch.as_slice().to_vec(),
             len: data.len(),
         })
     }
@@ -206,10 +208,11 @@ fn invalid(why: &str) -> StateError {
     StateError::Snapshot(SnapshotError::Invalid(why.into()))
 }
 
-/// The incremental-snapshot base an image carries across hibernation.
+/// The incremental-snapshot base an image carries across hibernation: its id and
+/// sequence, and the pages changed since it (runs, compressed).
 struct Carried {
     base: (SnapshotId, u64),
-    digests: Compressed,
+    changed: Compressed,
 }
 
 /// An instance's state while it hibernates.
@@ -226,7 +229,7 @@ impl Image {
 
     /// What the image itself takes (not its shared base).
     pub fn bytes(&self) -> usize {
-        self.delta.bytes.len() + self.tracking.as_ref().map_or(0, |t| t.digests.bytes.len())
+        self.delta.bytes.len() + self.tracking.as_ref().map_or(0, |t| t.changed.bytes.len())
     }
 
     /// The image as one checksummed record (for a file), without its base.
@@ -241,7 +244,7 @@ impl Image {
                 out.push(1);
                 out.extend_from_slice(&carried.base.0.to_le_bytes());
                 out.extend_from_slice(&carried.base.1.to_le_bytes());
-                put_compressed(&mut out, &carried.digests);
+                put_compressed(&mut out, &carried.changed);
             }
         }
         let checksum = twox_hash::XxHash3_64::oneshot(&out);
@@ -271,7 +274,7 @@ impl Image {
             [0] => None,
             [1] => Some(Carried {
                 base: (reader.u128()?, reader.u64()?),
-                digests: reader.compressed()?,
+                changed: reader.compressed()?,
             }),
             _ => return Err(invalid("hibernation image: bad tracking flag")),
         };
@@ -395,9 +398,9 @@ impl StateAccess {
         base.with_memory(&mut |base| xor_pages(&mut delta[bulk..], &runs, base));
         let mut tracking = self.tracking.borrow_mut();
         let carried = match (tracking.base, tracking.pages.carry(memory, &now)) {
-            (Some(base), Some(digests)) => Some(Carried {
+            (Some(base), Some(changed)) => Some(Carried {
                 base,
-                digests: Compressed::new(&digests_bytes(&digests))?,
+                changed: Compressed::new(&runs_bytes(&changed))?,
             }),
             _ => None,
         };
@@ -443,7 +446,7 @@ impl StateAccess {
     ) -> Result<(), StateError> {
         let mut delta = image.delta.decompress()?;
         // Read before the checksum is, to undo the XOR the checksum was computed without.
-        let (bulk, runs) = match snapshot::decode_trusted(&delta, Vec::new()) {
+        let (bulk, image_runs) = match snapshot::decode_trusted(&delta, Vec::new()) {
             Ok(Snapshot {
                 memory: Some(MemoryState::Changed { runs, pages, .. }),
                 ..
@@ -453,9 +456,9 @@ impl StateAccess {
         };
         image
             .base
-            .with_memory(&mut |base| xor_pages(&mut delta[bulk..], &runs, base));
+            .with_memory(&mut |base| xor_pages(&mut delta[bulk..], &image_runs, base));
         let carried = match &image.tracking {
-            Some(carried) => Some((carried.base, digests_from(&carried.digests.decompress()?)?)),
+            Some(carried) => Some((carried.base, runs_from(&carried.changed.decompress()?)?)),
             None => None,
         };
         let mut delta = Some(snapshot::decode(&delta).map_err(StateError::Snapshot)?);
@@ -477,9 +480,10 @@ impl StateAccess {
         let mut tracking = self.tracking.borrow_mut();
         let policy = tracking.pages.policy();
         match carried {
-            Some((base, digests)) => {
+            Some((base, changed)) => {
                 tracking.base = Some(base);
-                tracking.pages = DirtyPages::carried(policy, digests);
+                let digests = self.revived_digests(store, &image.base, &image_runs);
+                tracking.pages = DirtyPages::revived(policy, digests, changed);
             }
             None => {
                 tracking.base = None;
@@ -513,16 +517,51 @@ fn xor_pages(pages: &mut [u8], runs: &[PageRun], base: &[u8]) {
     }
 }
 
-fn digests_bytes(digests: &[u64]) -> Vec<u8> {
-    digests.iter().flat_map(|d| d.to_le_bytes()).collect()
+impl StateAccess {
+    /// The page digests of memory just revived from an image against `base`: the base's,
+    /// but for the image's pages (hashed now) and zeros past the base.
+    fn revived_digests(
+        &self,
+        store: &mut impl AsStoreMut,
+        base: &Base,
+        image_runs: &[PageRun],
+    ) -> Vec<u64> {
+        let view = self.memory.as_ref().map(|m| m.view(store));
+        // SAFETY: as in `capture`.
+        let memory: &[u8] = view.as_ref().map_or(&[], |v| unsafe { v.data_unchecked() });
+        let mut digests = base.digests.clone();
+        digests.resize(memory.len() / PAGE, zero_page_digest());
+        for page in image_runs
+            .iter()
+            .flat_map(|run| run.first as usize..(run.first + run.count) as usize)
+        {
+            if let (Some(slot), Some(bytes)) = (
+                digests.get_mut(page),
+                memory.get(page * PAGE..(page + 1) * PAGE),
+            ) {
+                *slot = page_digest(bytes);
+            }
+        }
+        digests
+    }
 }
 
-fn digests_from(bytes: &[u8]) -> Result<Vec<u64>, StateError> {
+fn runs_bytes(runs: &[PageRun]) -> Vec<u8> {
+    runs.iter()
+        .flat_map(|run| [run.first.to_le_bytes(), run.count.to_le_bytes()])
+        .flatten()
+        .collect()
+}
+
+fn runs_from(bytes: &[u8]) -> Result<Vec<PageRun>, StateError> {
     if bytes.len() % 8 != 0 {
-        return Err(invalid("hibernation image: bad digests"));
+        return Err(invalid("hibernation image: bad page runs"));
     }
     Ok(bytes
         .chunks_exact(8)
-        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .map(|c| PageRun {
+            first: u32::from_le_bytes(c[..4].try_into().expect("4 bytes")),
+            count: u32::from_le_bytes(c[4..].try_into().expect("4 bytes")),
+        })
         .collect())
 }

@@ -32,11 +32,8 @@
 
 mod apply;
 mod capture;
-mod hibernate;
-mod zero_pages;
-
-pub use hibernate::{Base, Image, SnapshotBytes};
-pub use zero_pages::ZeroPages;
+pub mod hibernate;
+pub mod zero_pages;
 
 use std::cell::RefCell;
 use std::collections::HashMap;

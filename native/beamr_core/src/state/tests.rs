@@ -153,10 +153,10 @@ fn a_refused_allocation_is_an_error() {
 }
 
 /// The module's freshly instantiated state, as a base for images.
-fn fresh_base() -> std::sync::Arc<super::Base> {
+fn fresh_base() -> std::sync::Arc<super::hibernate::Base> {
     let (mut store, _instance, state) = start();
     let base = capture(&mut store, &state, false);
-    std::sync::Arc::new(super::Base::new(Box::new(base)).unwrap())
+    std::sync::Arc::new(super::hibernate::Base::new(Box::new(base)).unwrap())
 }
 
 /// Hibernation: the state goes into an image against a base (here the module's fresh
@@ -179,7 +179,7 @@ fn an_image_revives_the_whole_state_and_keeps_the_incremental_base() {
         let image = state.hibernate(&mut store, base.clone()).unwrap();
         assert!(image.bytes() < 4096, "{} bytes", image.bytes());
         let encoded = image.encode();
-        let image = super::Image::decode(&encoded, base.clone()).unwrap();
+        let image = super::hibernate::Image::decode(&encoded, base.clone()).unwrap();
         drop((store, instance, state));
 
         // A fresh instantiation, without the start function, as a revival makes it.
@@ -190,7 +190,7 @@ fn an_image_revives_the_whole_state_and_keeps_the_incremental_base() {
         let instance = Instance::new(&mut store, &module, &imports).unwrap();
         let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, policy);
         let memory = instance.exports.get_memory("__hb_beamr_memory").unwrap();
-        let fresh = super::ZeroPages::of(&memory.view(&store).copy_to_vec().unwrap());
+        let fresh = super::zero_pages::ZeroPages::of(&memory.view(&store).copy_to_vec().unwrap());
         state.revive(&mut store, &image, Some(&fresh)).unwrap();
         assert_eq!(run(&mut store, &instance, "peek", &[100]), 42);
         assert_eq!(run(&mut store, &instance, "peek", &[200]), 7);
@@ -222,11 +222,11 @@ fn a_damaged_image_is_invalid() {
     let middle = encoded.len() / 2;
     encoded[middle] ^= 1;
     assert!(matches!(
-        super::Image::decode(&encoded, base.clone()),
+        super::hibernate::Image::decode(&encoded, base.clone()),
         Err(StateError::Snapshot(_))
     ));
     assert!(matches!(
-        super::Image::decode(&encoded[..10], base),
+        super::hibernate::Image::decode(&encoded[..10], base),
         Err(StateError::Snapshot(_))
     ));
 }

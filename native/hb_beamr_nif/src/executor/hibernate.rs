@@ -8,18 +8,14 @@ use std::sync::Arc;
 use beamr_core::dirty_pages::Policy;
 use beamr_core::failure::{CallFailure, Resource};
 use beamr_core::memory_access::MemoryReply;
-use beamr_core::state::{Base, Image, StateAccess, StateError};
-use rustler::LocalPid;
+use beamr_core::state::hibernate::{Base, Image};
+use beamr_core::state::{StateAccess, StateError};
 use wasmer::{Instance, Store};
 
-use super::{Context, Ended};
+use super::{Context, Ended, Requester};
 use crate::hibernation::{Stored, STATS};
-use crate::instance::{Command, Event, ReplySlot};
+use crate::instance::{Command, Event};
 use crate::messages;
-
-/// Who asked for a hibernation, to answer: `hibernate/1`'s caller, none for `max_live`'s
-/// requests and `hibernate_after`.
-pub(super) type Requester = Option<(LocalPid, Arc<ReplySlot>)>;
 
 /// The instance did not hibernate.
 pub(super) struct StaysLive;

@@ -13,7 +13,8 @@ use beamr_core::fuel::Meter;
 use beamr_core::os_limits;
 use beamr_core::prepare::interrupt::{CHECK_MODULE, CHECK_NAME, FUEL_EXPORT};
 use beamr_core::prepare::{MEMORY_EXPORT, START_EXPORT};
-use beamr_core::state::{StateAccess, ZeroPages};
+use beamr_core::state::zero_pages::ZeroPages;
+use beamr_core::state::StateAccess;
 use beamr_core::table;
 use wasmer::{
     AsStoreMut, Extern, Function, FunctionEnv, Imports, Instance, InstantiationError, LinkError,

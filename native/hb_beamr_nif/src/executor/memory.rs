@@ -4,7 +4,8 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use beamr_core::memory_access::{self, MemoryError, MemoryOp, MemoryReply};
-use beamr_core::state::{Base, StateError};
+use beamr_core::state::hibernate::Base;
+use beamr_core::state::StateError;
 use wasmer::AsStoreMut;
 
 use super::Context;

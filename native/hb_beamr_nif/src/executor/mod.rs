@@ -31,7 +31,9 @@ use beamr_core::engine::panic_message;
 use beamr_core::failure::CallFailure;
 use beamr_core::fuel::Meter;
 use beamr_core::os_limits;
-use beamr_core::state::{Base, StateAccess, ZeroPages};
+use beamr_core::state::hibernate::Base;
+use beamr_core::state::zero_pages::ZeroPages;
+use beamr_core::state::StateAccess;
 use parking_lot::Mutex;
 use rustler::{LocalPid, Monitor, OwnedEnv, ResourceArc};
 use wasmer::{Function, Global, Memory, Table};
@@ -39,7 +41,6 @@ use wasmer::{Function, Global, Memory, Table};
 use crate::hibernation::Stored;
 use crate::instance::{CallResource, Command, InstanceResource, ReplySlot, Shared};
 use crate::options::Limits;
-use hibernate::Requester;
 
 /// wasm runs on its own stack of this size (wasmer's default of 1 MiB is too small for
 /// interpreters such as AO's Lua).
@@ -211,6 +212,10 @@ fn run(resource: ResourceArc<InstanceResource>, serve: impl FnOnce(&Context) -> 
     }
     CONTEXT.with(|c| *c.borrow_mut() = None);
 }
+
+/// Who asked for a hibernation, to answer: `hibernate/1`'s caller, none for `max_live`'s
+/// requests and `hibernate_after`.
+type Requester = Option<(LocalPid, Arc<ReplySlot>)>;
 
 /// How an executor's service ended.
 enum Ended {

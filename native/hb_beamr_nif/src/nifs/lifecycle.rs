@@ -15,8 +15,8 @@ use wasmer::{ExternType, Module};
 
 use super::answer_queued;
 use super::artifacts::module_for;
-use super::hibernation::check_budget;
 use crate::atoms;
+use crate::budget::check_budget;
 use crate::codec::charlist;
 use crate::error::{Error, Reply};
 use crate::executor;

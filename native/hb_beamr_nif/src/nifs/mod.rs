@@ -29,6 +29,7 @@ use beamr_core::failure::{CallFailure, Resource};
 use rustler::{Encoder, Env, LocalPid, ResourceArc, Term};
 
 use crate::atoms;
+use crate::budget;
 use crate::error::Error;
 use crate::executor;
 use crate::hibernation::{Stored, Wake, STATS};
@@ -85,7 +86,7 @@ fn revive(env: Env, shared: &Arc<Shared>, stored: Stored) {
         return answer_queued(env, shared, shared.mailbox.close(), &CallFailure::Stopped);
     };
     let Err((mut stored, _)) = executor::revive(resource, stored) else {
-        return hibernation::check_budget();
+        return budget::check_budget();
     };
     STATS.failed_revivals.fetch_add(1, Ordering::Relaxed);
     let failure = CallFailure::ResourceLimit(Resource::Thread);
