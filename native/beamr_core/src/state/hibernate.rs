@@ -23,10 +23,12 @@ use parking_lot::Mutex;
 use wasmer::AsStoreMut;
 
 use super::apply::Known;
-use super::zero_pages::ZeroPages;
+#[cfg(target_os = "linux")]
+use super::resident::touched_pages;
+use super::zero_pages::{is_zero, ZeroPages};
 use super::{StateAccess, StateError};
 use crate::dirty_pages::DirtyPages;
-use crate::snapshot::digest::{page_digest, page_digests, zero_page_digest};
+use crate::snapshot::digest::{page_digest, zero_page_digest};
 use crate::snapshot::{
     self, Lineage, MemoryParts, MemoryState, ModuleId, PageRun, Parts, Snapshot, SnapshotError,
     SnapshotId, PAGE,
@@ -338,13 +340,26 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// The pages (as runs) whose digest in `now` differs from `base`'s, pages past the base
-/// counting as zeros.
-fn changed_runs(now: &[u64], base: &[u64]) -> Vec<PageRun> {
-    let zero = zero_page_digest();
+/// The pages (as runs) where `memory` differs from `base` (zeros past it), compared
+/// byte for byte: a page never `touched` is zeros, so it differs only where the base's is
+/// not (`base_zero`).
+fn changed_pages(
+    memory: &[u8],
+    base: &[u8],
+    base_zero: &ZeroPages,
+    touched: impl Fn(usize) -> bool,
+) -> Vec<PageRun> {
+    let base_pages = base.len() / PAGE;
+    let changed = memory.chunks(PAGE).enumerate().filter(|(page, bytes)| {
+        let zero_in_base = *page >= base_pages || base_zero.get(*page);
+        match (touched(*page), zero_in_base) {
+            (false, zero) => !zero,
+            (true, true) => !is_zero(bytes),
+            (true, false) => **bytes != base[page * PAGE..(page + 1) * PAGE],
+        }
+    });
     let mut runs: Vec<PageRun> = Vec::new();
-    let changed = (0..now.len()).filter(|&p| now[p] != *base.get(p).unwrap_or(&zero));
-    for page in changed {
+    for (page, _) in changed {
         let page = page as u32;
         match runs.last_mut() {
             Some(run) if run.first + run.count == page => run.count += 1,
@@ -355,6 +370,12 @@ fn changed_runs(now: &[u64], base: &[u64]) -> Vec<PageRun> {
         }
     }
     runs
+}
+
+/// Every page may hold data where the kernel cannot say.
+#[cfg(not(target_os = "linux"))]
+fn touched_pages(_memory: &[u8]) -> Option<Vec<bool>> {
+    None
 }
 
 impl StateAccess {
@@ -372,8 +393,22 @@ impl StateAccess {
         let view = self.memory.as_ref().map(|m| m.view(store));
         // SAFETY: as in `capture`: no wasm runs, only the executor touches the instance.
         let memory: &[u8] = view.as_ref().map_or(&[], |v| unsafe { v.data_unchecked() });
-        let now = page_digests(memory);
-        let runs = changed_runs(&now, &base.digests);
+        let touched = touched_pages(memory);
+        let touched = |page: usize| touched.as_ref().is_none_or(|t| t[page]);
+        // Digests of what may hold data (for the incremental base carried along); pages
+        // never touched are zeros.
+        let now: Vec<u64> = memory
+            .chunks(PAGE)
+            .enumerate()
+            .map(|(page, bytes)| match touched(page) {
+                true => page_digest(bytes),
+                false => zero_page_digest(),
+            })
+            .collect();
+        let mut runs = Vec::new();
+        base.with_memory(&mut |base_memory| {
+            runs = changed_pages(memory, base_memory, &base.zero, touched);
+        });
         let parts = Parts {
             module: &self.module,
             lineage: Lineage::Delta { parent: base.id },

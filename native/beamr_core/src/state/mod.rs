@@ -33,6 +33,8 @@
 mod apply;
 mod capture;
 pub mod hibernate;
+#[cfg(target_os = "linux")]
+mod resident;
 pub mod zero_pages;
 
 use std::cell::RefCell;

@@ -1,0 +1,71 @@
+//! Which pages of a memory the process has ever touched, from /proc/self/pagemap: a
+//! page of an anonymous private mapping that is neither present nor swapped out has never
+//! been written (or was given back), so it reads as zeros. Hibernation compares only the
+//! touched pages with its base, instead of reading (and faulting in) all of memory.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use once_cell::sync::Lazy;
+
+use crate::snapshot::PAGE;
+
+/// pagemap's entry bits: page present in RAM, page swapped out.
+const PRESENT: u64 = 1 << 63;
+const SWAPPED: u64 = 1 << 62;
+
+static PAGEMAP: Lazy<Option<File>> = Lazy::new(|| File::open("/proc/self/pagemap").ok());
+
+/// One flag per page of `memory` (which starts on a page boundary): true when it may
+/// hold something other than zeros. None when pagemap cannot be read (then every page may).
+pub fn touched_pages(memory: &[u8]) -> Option<Vec<bool>> {
+    let pagemap = PAGEMAP.as_ref()?;
+    let start = memory.as_ptr() as usize;
+    if start % PAGE != 0 {
+        return None;
+    }
+    let pages = memory.len() / PAGE;
+    let mut entries = vec![0u8; pages * 8];
+    let offset = (start / PAGE * 8) as u64;
+    pagemap.read_exact_at(&mut entries, offset).ok()?;
+    Some(
+        entries
+            .chunks_exact(8)
+            .map(|e| u64::from_le_bytes(e.try_into().expect("8 bytes")) & (PRESENT | SWAPPED) != 0)
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn untouched_pages_read_as_untouched() {
+        // A fresh anonymous mapping: only the pages written are touched.
+        let len = 8 * PAGE;
+        // SAFETY: a private anonymous mapping of our own, unmapped below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        // SAFETY: the mapping is `len` bytes, readable and writable.
+        let memory = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
+        memory[PAGE + 1] = 1;
+        memory[5 * PAGE] = 2;
+        let touched = touched_pages(memory).expect("pagemap readable");
+        assert_eq!(
+            touched,
+            [false, true, false, false, false, true, false, false]
+        );
+        // SAFETY: unmapping what was mapped above, no longer used.
+        unsafe { libc::munmap(ptr, len) };
+    }
+}
