@@ -99,17 +99,42 @@ pub struct Shared {
     /// outermost call and memory operation, and at each import).
     pub memory_bytes: AtomicU64,
     pub module: ModuleInfo,
-    pub exports: Vec<ExportedFunction>,
-    pub export_index: HashMap<String, usize>,
-    /// The length in bytes of the longest export name: no longer name is looked up.
-    pub longest_export_name: usize,
-    pub imports: Vec<ImportedFunction>,
+    /// Its exports and imports, shared by the instances of one module.
+    pub interface: Arc<Interface>,
     /// How incremental snapshots find changed pages (start option `dirty_tracking`).
     pub dirty_tracking: Policy,
     /// The compiled module and its engine, from which a hibernated instance is revived.
     pub compiled: Module,
     pub engine: Engine,
     pub hibernation: Hibernation,
+}
+
+/// A module's functions as the NIFs check calls against them and the executor links and
+/// answers them: the same for every instance of the module (with one `emscripten` mode),
+/// so made once and shared.
+pub struct Interface {
+    pub exports: Vec<ExportedFunction>,
+    pub export_index: HashMap<String, usize>,
+    /// The length in bytes of the longest export name: no longer name is looked up.
+    pub longest_export_name: usize,
+    pub imports: Vec<ImportedFunction>,
+}
+
+impl Interface {
+    pub fn new(exports: Vec<ExportedFunction>, imports: Vec<ImportedFunction>) -> Interface {
+        let export_index = exports
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.clone(), i))
+            .collect();
+        let longest_export_name = exports.iter().map(|e| e.name.len()).max().unwrap_or(0);
+        Interface {
+            exports,
+            export_index,
+            longest_export_name,
+            imports,
+        }
+    }
 }
 
 pub struct InstanceResource {
@@ -120,18 +145,11 @@ impl Shared {
     pub fn new(
         owner: LocalPid,
         module: ModuleInfo,
-        exports: Vec<ExportedFunction>,
-        imports: Vec<ImportedFunction>,
+        interface: Arc<Interface>,
         dirty_tracking: Policy,
         compiled: (Module, Engine),
         hibernation: Hibernation,
     ) -> Shared {
-        let export_index = exports
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.clone(), i))
-            .collect();
-        let longest_export_name = exports.iter().map(|e| e.name.len()).max().unwrap_or(0);
         Shared {
             owner,
             mailbox: Mailbox::new(),
@@ -141,10 +159,7 @@ impl Shared {
             calls: AtomicU64::new(0),
             memory_bytes: AtomicU64::new(0),
             module,
-            exports,
-            export_index,
-            longest_export_name,
-            imports,
+            interface,
             dirty_tracking,
             compiled: compiled.0,
             engine: compiled.1,

@@ -29,7 +29,7 @@ pub fn event<'a>(env: Env<'a>, shared: &Shared, event: Event) -> Term<'a> {
         Event::Memory(outcome) => reply(env, outcome.map_err(Error::Memory)),
         Event::State(outcome) => reply(env, outcome.map_err(Error::State)),
         Event::Import { call, index, args } => {
-            let import = &shared.imports[index];
+            let import = &shared.interface.imports[index];
             make_tuple(
                 env,
                 &[
@@ -81,7 +81,7 @@ pub fn asynchronous<'a>(
             }
         }
         Event::Import { index, args, .. } => {
-            let import = &shared.imports[index];
+            let import = &shared.interface.imports[index];
             let (module, name) = (charlist(env, &import.module), charlist(env, &import.name));
             let (sig, args) = (
                 charlist(env, &import.signature),
@@ -161,7 +161,7 @@ fn failure_reason<'a>(
     let Some((index, why)) = stashed else {
         return call_failure(env, &failure);
     };
-    let import = &shared.imports[index];
+    let import = &shared.interface.imports[index];
     (
         atoms::import_failed(),
         charlist(env, &import.module),

@@ -35,7 +35,7 @@ pub enum Handler {
 /// Which imports of an Emscripten build hb_beamr answers itself (start option
 /// `emscripten`): all of them, or only `invoke_*` (the import fun then answers the
 /// runtime's imports, e.g. raising with `{import_exception, Reason}`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Mode {
     #[default]
     Native,

@@ -214,7 +214,7 @@ pub(super) fn on_invoke(
 ) -> Result<Vec<Value>, RuntimeError> {
     let context = context();
     let (index, legalized) = (env.data().index, env.data().legalized);
-    let import = &context.shared.imports[index];
+    let import = &context.shared.interface.imports[index];
     let hooks = context.emscripten.borrow();
     // Instantiation has finished whenever wasm can reach an invoke (start functions
     // aside, which Emscripten does not use).
@@ -253,7 +253,7 @@ pub(super) fn on_runtime(
     let hooks = hooks
         .as_ref()
         .ok_or_else(|| RuntimeError::new("Emscripten's runtime called during instantiation"))?;
-    let results = context.shared.imports[index].ty.results();
+    let results = context.shared.interface.imports[index].ty.results();
     hooks
         .runtime
         .answer(&mut env, &NestedCalls(&context), import, args, results)

@@ -125,6 +125,7 @@ impl Context {
         self.stop_metering(store);
         *self.functions.borrow_mut() = self
             .shared
+            .interface
             .exports
             .iter()
             .map(|e| {
@@ -139,6 +140,7 @@ impl Context {
         *self.table.borrow_mut() = table::table0(instance);
         let host_temp_ret0 = self
             .shared
+            .interface
             .imports
             .iter()
             .any(|i| i.handler == Handler::Runtime(Import::GetTempRet0));
@@ -209,7 +211,7 @@ impl Context {
 
     pub(super) fn import_object(&self, store: &mut Store) -> Imports {
         let mut imports = Imports::new();
-        for (index, import) in self.shared.imports.iter().enumerate() {
+        for (index, import) in self.shared.interface.imports.iter().enumerate() {
             let ty = import.ty.clone();
             let function = match import.handler {
                 Handler::Fun => {

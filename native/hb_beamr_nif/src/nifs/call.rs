@@ -61,15 +61,15 @@ pub(super) fn callee<'a>(
     if func.get_type() == TermType::Integer {
         return table_entry(func, args);
     }
-    let name = match decode_name(func, shared.longest_export_name) {
+    let name = match decode_name(func, shared.interface.longest_export_name) {
         Name::Text(name) => name,
         Name::TooLong => return Err(Error::NotFound(func)),
         Name::Invalid => return Err(Error::BadFunction(func)),
     };
-    let Some(&index) = shared.export_index.get(name.as_ref()) else {
+    let Some(&index) = shared.interface.export_index.get(name.as_ref()) else {
         return Err(Error::NotFound(func));
     };
-    let args = decode_args(args, shared.exports[index].ty.params())?;
+    let args = decode_args(args, shared.interface.exports[index].ty.params())?;
     Ok(Callee::Export(index, args))
 }
 

@@ -68,7 +68,8 @@ fn import_failed(env: Env, call: ResourceArc<CallResource>) -> Reply {
 /// Whether the calling process may answer import `index` of `call`: it is pending, for
 /// this process (claimed once answered).
 fn claim_import(env: Env, call: &CallResource, index: usize) -> bool {
-    call.shared.imports.get(index).is_some() && call.slot.claim_reply(env.pid(), Some(index))
+    call.shared.interface.imports.get(index).is_some()
+        && call.slot.claim_reply(env.pid(), Some(index))
 }
 
 /// Traps the call in its pending import (claimed by the caller).
@@ -84,7 +85,7 @@ pub(super) fn reply_values<'a>(
     index: usize,
     results: Term<'a>,
 ) -> Result<bool, Error<'a>> {
-    let import = &call.shared.imports[index];
+    let import = &call.shared.interface.imports[index];
     // HyperBEAM's stub answers `[0]` to every import, also to those returning nothing;
     // for those the reply's values are ignored, as WAMR's driver does.
     let values = match import.ty.results() {

@@ -1,7 +1,8 @@
 //! `start` (prepare, compile or load, then hand the module to an executor thread: an idle
 //! one, else a new one) and `stop`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
 
 use beamr_core::emscripten::invoke::{handler, Mode};
 use beamr_core::failure::{CallFailure, Resource};
@@ -10,6 +11,8 @@ use beamr_core::prepare::RESERVED_EXPORT_PREFIX;
 use beamr_core::signature::signature;
 use std::sync::atomic::Ordering;
 
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
 use rustler::{Atom, Binary, Encoder, Env, LocalPid, Monitor, Term};
 use wasmer::{ExternType, Module};
 
@@ -22,8 +25,8 @@ use crate::error::{Error, Reply};
 use crate::executor;
 use crate::hibernation::{Hibernation, SETTINGS};
 use crate::instance::{
-    self, Command, ExportedFunction, ImportedFunction, InstanceResource, ModuleInfo, ReplySlot,
-    Shared,
+    self, Command, ExportedFunction, ImportedFunction, InstanceResource, Interface, ModuleInfo,
+    ReplySlot, Shared,
 };
 use crate::options::decode_start_options;
 
@@ -54,9 +57,8 @@ fn start_instance<'a>(
         state_identity: compiled.header.state_identity(),
     };
     let module = compiled.module;
-    let imports = imported_functions(&module, options.emscripten)
+    let interface = interface(&module, info.state_identity, options.emscripten)
         .map_err(|message| Error::Call(CallFailure::InvalidModule(message)))?;
-    let exports = exported_functions(&module);
     if let Some(dir) = &options.hibernate_dir {
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::CacheDir(format!("hibernate_dir {}: {e}", dir.display())))?;
@@ -67,8 +69,7 @@ fn start_instance<'a>(
     let shared = Arc::new(Shared::new(
         owner,
         info,
-        exports,
-        imports,
+        interface,
         options.dirty_tracking,
         (module.clone(), engine),
         Hibernation::new(options.hibernate_after, options.hibernate_dir),
@@ -82,7 +83,7 @@ fn start_instance<'a>(
         return Err(Error::Stopped);
     }
     let (imports, exports) = (
-        imports_term(env, &resource.shared.imports),
+        imports_term(env, &resource.shared.interface.imports),
         exports_term(env, &module),
     );
     let start = ReplySlot::new(env.pid());
@@ -125,6 +126,24 @@ impl rustler::Resource for InstanceResource {
             let _ = self.shared.mailbox.push(Command::CallerDown(pid));
         }
     }
+}
+
+/// The module's interface: the one its live instances share, or made now.
+fn interface(module: &Module, identity: [u8; 32], mode: Mode) -> Result<Arc<Interface>, String> {
+    static INTERFACES: Lazy<Mutex<HashMap<([u8; 32], Mode), Weak<Interface>>>> =
+        Lazy::new(|| Mutex::new(HashMap::new()));
+    let key = (identity, mode);
+    if let Some(interface) = INTERFACES.lock().get(&key).and_then(Weak::upgrade) {
+        return Ok(interface);
+    }
+    let interface = Arc::new(Interface::new(
+        exported_functions(module),
+        imported_functions(module, mode)?,
+    ));
+    let mut interfaces = INTERFACES.lock();
+    interfaces.retain(|_, interface| interface.strong_count() > 0);
+    interfaces.insert(key, Arc::downgrade(&interface));
+    Ok(interface)
 }
 
 fn exported_functions(module: &Module) -> Vec<ExportedFunction> {
