@@ -589,7 +589,7 @@ fn runs_bytes(runs: &[PageRun]) -> Vec<u8> {
 }
 
 fn runs_from(bytes: &[u8]) -> Result<Vec<PageRun>, StateError> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return Err(invalid("hibernation image: bad page runs"));
     }
     Ok(bytes

@@ -21,7 +21,7 @@ static PAGEMAP: Lazy<Option<File>> = Lazy::new(|| File::open("/proc/self/pagemap
 pub fn touched_pages(memory: &[u8]) -> Option<Vec<bool>> {
     let pagemap = PAGEMAP.as_ref()?;
     let start = memory.as_ptr() as usize;
-    if start % PAGE != 0 {
+    if !start.is_multiple_of(PAGE) {
         return None;
     }
     let pages = memory.len() / PAGE;

@@ -161,10 +161,7 @@ pub fn spawn(
 
 /// Starts an executor that revives a hibernated instance from `stored` and serves what
 /// its mailbox holds. `Err` gives the image back when the OS refuses the thread.
-pub fn revive(
-    resource: ResourceArc<InstanceResource>,
-    stored: Stored,
-) -> Result<(), (Stored, std::io::Error)> {
+pub fn revive(resource: ResourceArc<InstanceResource>, stored: Stored) -> Result<(), Box<Stored>> {
     let handed = Arc::new(Mutex::new(Some(stored)));
     let taken = Arc::clone(&handed);
     beamr_core::executor_thread::spawn(c"hb_beamr_exec", EXECUTOR_STACK_SIZE, move || {
@@ -174,7 +171,7 @@ pub fn revive(
             catch_unwind(AssertUnwindSafe(|| context.revive(stored))).unwrap_or(Ended::Stopped)
         })
     })
-    .map_err(|error| (handed.lock().take().expect("not taken"), error))
+    .map_err(|_| Box::new(handed.lock().take().expect("not taken")))
 }
 
 /// Runs `serve` with the thread's `Context`; an instance that ended (rather than

@@ -130,8 +130,8 @@ impl rustler::Resource for InstanceResource {
 
 /// The module's interface: the one its live instances share, or made now.
 fn interface(module: &Module, identity: [u8; 32], mode: Mode) -> Result<Arc<Interface>, String> {
-    static INTERFACES: Lazy<Mutex<HashMap<([u8; 32], Mode), Weak<Interface>>>> =
-        Lazy::new(|| Mutex::new(HashMap::new()));
+    type Interfaces = HashMap<([u8; 32], Mode), Weak<Interface>>;
+    static INTERFACES: Lazy<Mutex<Interfaces>> = Lazy::new(|| Mutex::new(HashMap::new()));
     let key = (identity, mode);
     if let Some(interface) = INTERFACES.lock().get(&key).and_then(Weak::upgrade) {
         return Ok(interface);

@@ -85,9 +85,10 @@ fn revive(env: Env, shared: &Arc<Shared>, stored: Stored) {
         stored.discard();
         return answer_queued(env, shared, shared.mailbox.close(), &CallFailure::Stopped);
     };
-    let Err((mut stored, _)) = executor::revive(resource, stored) else {
+    let Err(refused) = executor::revive(resource, stored) else {
         return budget::check_budget();
     };
+    let mut stored = *refused;
     STATS.failed_revivals.fetch_add(1, Ordering::Relaxed);
     let failure = CallFailure::ResourceLimit(Resource::Thread);
     // No executor runs, and this request alone holds the right to start one: it serves
