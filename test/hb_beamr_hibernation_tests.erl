@@ -163,6 +163,23 @@ hibernate_dir_test() ->
     ok = file:del_dir(Dir),
     _ = File.
 
+%% An image that cannot be written (the directory became a file) leaves the instance live,
+%% its state untouched, and the reason counted.
+unwritable_hibernate_dir_test() ->
+    Dir = filename:join(["/tmp", "hb_beamr_hibernate_" ++ os:getpid() ++ "_"
+                         ++ integer_to_list(erlang:unique_integer([positive]))]),
+    I = start(#{hibernate_dir => Dir}),
+    mutate(I),
+    ok = file:del_dir(Dir),
+    ok = file:write_file(Dir, <<"not a directory">>),
+    #{failed_hibernations := #{disk := Before}} = hb_beamr:stats(),
+    ?assertMatch({error, {disk, _}}, hb_beamr:hibernate(I)),
+    ?assertEqual(idle, info(I, state)),
+    ?assertMatch(#{failed_hibernations := #{disk := N}} when N =:= Before + 1, hb_beamr:stats()),
+    check(I),
+    ok = hb_beamr:stop(I),
+    ok = file:delete(Dir).
+
 %% `max_live': beyond it, the least recently used idle instances hibernate; all answer.
 max_live_test_() ->
     {timeout, 60, fun max_live/0}.
