@@ -96,6 +96,20 @@ hibernate_and_revive_test() ->
     ok = hb_beamr:stop(Other),
     ok = hb_beamr:stop(I).
 
+%% Calls queued while the instance revives keep their order: the revival serves them as
+%% they came.
+queued_calls_keep_their_order_test() ->
+    I = start(),
+    ok = hb_beamr:hibernate(I),
+    Refs = [begin {ok, Ref} = hb_beamr:call_async(I, <<"poke">>, [100, N], #{}), Ref end
+            || N <- lists:seq(1, 20)],
+    {ok, Last} = hb_beamr:call_async(I, <<"peek">>, [100], #{}),
+    [receive {hb_beamr_result, Ref, {ok, []}} -> ok after 10000 -> error({no_result, Ref}) end
+     || Ref <- Refs],
+    ?assertEqual({ok, [20]}, receive {hb_beamr_result, Last, Result} -> Result after 10000 -> none end),
+    ?assertEqual(1, info(I, revivals)),
+    ok = hb_beamr:stop(I).
+
 %% `hibernate_after': an idle instance hibernates by itself.
 hibernate_after_test() ->
     I = start(#{hibernate_after => 20}),
