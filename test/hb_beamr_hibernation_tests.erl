@@ -53,6 +53,11 @@ check(I) ->
     ?assertEqual([77], call(I, <<"call_entry">>, [])),
     ?assertEqual([1], call(I, <<"starts">>, [])).
 
+%% A directory for image files, not made yet, unique to this run.
+image_dir() ->
+    filename:join(["/tmp", "hb_beamr_hibernate_" ++ os:getpid() ++ "_"
+                   ++ integer_to_list(erlang:unique_integer([positive]))]).
+
 info(I, Key) ->
     {ok, Info} = hb_beamr:info(I),
     maps:get(Key, Info).
@@ -151,8 +156,7 @@ stop_frees_the_image_test() ->
 %% gives `invalid_snapshot' to every request and the instance stays hibernated; a stop then
 %% removes it.
 hibernate_dir_test() ->
-    Dir = filename:join(["/tmp", "hb_beamr_hibernate_" ++ os:getpid() ++ "_"
-                         ++ integer_to_list(erlang:unique_integer([positive]))]),
+    Dir = image_dir(),
     I = start(#{hibernate_dir => Dir}),
     mutate(I),
     ok = hb_beamr:hibernate(I),
@@ -180,8 +184,7 @@ hibernate_dir_test() ->
 %% An image that cannot be written (the directory became a file) leaves the instance live,
 %% its state untouched, and the reason counted.
 unwritable_hibernate_dir_test() ->
-    Dir = filename:join(["/tmp", "hb_beamr_hibernate_" ++ os:getpid() ++ "_"
-                         ++ integer_to_list(erlang:unique_integer([positive]))]),
+    Dir = image_dir(),
     I = start(#{hibernate_dir => Dir}),
     mutate(I),
     ok = file:del_dir(Dir),
