@@ -172,6 +172,35 @@ impl Hibernation {
         }
     }
 
+    /// A revival failed (from reviving; the caller alone may pop the mailbox): answers
+    /// what is queued with `refuse` and hibernates again with `stored`, until nothing is
+    /// queued; or frees the image when the instance was stopped meanwhile (false: the
+    /// caller then ends it).
+    pub fn give_back<T>(
+        &self,
+        mut stored: Stored,
+        mailbox: &Mailbox<T>,
+        stopped: impl Fn() -> bool,
+        mut refuse: impl FnMut(T),
+    ) -> bool {
+        STATS.failed_revivals.fetch_add(1, Ordering::Relaxed);
+        loop {
+            while let Some(queued) = mailbox.try_pop() {
+                refuse(queued);
+            }
+            // A stop pushes its command before it looks for an image to free: either it
+            // was popped above, with the flag already set, or `park` sees it queued.
+            if stopped() {
+                stored.discard();
+                return false;
+            }
+            match self.park(stored, mailbox) {
+                Ok(()) => return true,
+                Err(back) => stored = back,
+            }
+        }
+    }
+
     /// The revival succeeded: the instance is live again.
     pub fn revived(&self) {
         self.revivals.fetch_add(1, Ordering::Relaxed);

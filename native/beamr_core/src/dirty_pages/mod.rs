@@ -264,7 +264,7 @@ impl DirtyPages {
 }
 
 /// Ascending page numbers as runs.
-fn runs(pages: impl Iterator<Item = usize>) -> Vec<PageRun> {
+pub(crate) fn runs(pages: impl Iterator<Item = usize>) -> Vec<PageRun> {
     let mut runs: Vec<PageRun> = Vec::new();
     for page in pages {
         match runs.last_mut() {

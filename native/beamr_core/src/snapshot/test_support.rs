@@ -1,5 +1,5 @@
-//! Version-2 snapshots for tests, made from version-3 ones: the format before every table
-//! was captured, so that tests check it still restores.
+//! For tests: version-2 snapshots, made from version-3 ones (the format before every
+//! table was captured, so that tests check it still restores), and fresh mappings.
 
 use super::digest;
 use super::format::{
@@ -50,4 +50,44 @@ pub(crate) fn as_version_2(bytes: &[u8], parent: Option<SnapshotId>) -> Vec<u8> 
     );
     out[16..32].copy_from_slice(&id.to_le_bytes());
     out
+}
+
+/// A private anonymous mapping none of whose pages is resident yet, like the fresh carrier
+/// of a large result binary.
+#[cfg(target_os = "linux")]
+pub(crate) struct FreshMapping {
+    base: *mut libc::c_void,
+    len: usize,
+}
+
+#[cfg(target_os = "linux")]
+impl FreshMapping {
+    pub(crate) fn new(len: usize) -> FreshMapping {
+        // SAFETY: a new private anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        FreshMapping { base, len }
+    }
+
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: the mapping is `len` bytes, readable and writable, and ours.
+        unsafe { std::slice::from_raw_parts_mut(self.base.cast(), self.len) }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for FreshMapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.base, self.len) };
+    }
 }

@@ -1,6 +1,8 @@
 use super::decode::*;
 use super::digest::{page_digest, SEGMENT};
 use super::format::*;
+#[cfg(target_os = "linux")]
+use super::test_support::FreshMapping;
 use super::*;
 
 const MODULE: ModuleId = [7; 32];
@@ -610,46 +612,6 @@ fn encoding_into_a_fresh_mapping_gives_the_same_bytes() {
     parts.encode_into(fresh.bytes(), &memory);
     assert!(fresh.bytes() == &buffer[..]);
     assert!(decode(&buffer).is_ok());
-}
-
-/// A private anonymous mapping none of whose pages is resident yet, like the fresh carrier
-/// of a large result binary.
-#[cfg(target_os = "linux")]
-struct FreshMapping {
-    base: *mut libc::c_void,
-    len: usize,
-}
-
-#[cfg(target_os = "linux")]
-impl FreshMapping {
-    fn new(len: usize) -> FreshMapping {
-        // SAFETY: a new private anonymous mapping; nothing else refers to it.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED);
-        FreshMapping { base, len }
-    }
-
-    fn bytes(&mut self) -> &mut [u8] {
-        // SAFETY: the mapping is `len` bytes, readable and writable, and ours.
-        unsafe { std::slice::from_raw_parts_mut(self.base.cast(), self.len) }
-    }
-}
-
-#[cfg(target_os = "linux")]
-impl Drop for FreshMapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`; no slice of it outlives `self`.
-        unsafe { libc::munmap(self.base, self.len) };
-    }
 }
 
 /// A raw copy into a fresh mapping (populated segment by segment, by two threads past

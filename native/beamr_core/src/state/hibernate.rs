@@ -26,8 +26,8 @@ use super::apply::Known;
 #[cfg(target_os = "linux")]
 use super::resident::touched_pages;
 use super::zero_pages::{is_zero, ZeroPages};
-use super::{StateAccess, StateError};
-use crate::dirty_pages::DirtyPages;
+use super::{zeroed, StateAccess, StateError};
+use crate::dirty_pages::{runs, DirtyPages};
 use crate::snapshot::digest::{page_digest, zero_page_digest};
 use crate::snapshot::{
     self, Lineage, MemoryParts, MemoryState, ModuleId, PageRun, Parts, Snapshot, SnapshotError,
@@ -54,7 +54,6 @@ pub struct Base {
     digests: Vec<u64>,
     /// Its memory's pages of zeros.
     zero: ZeroPages,
-    len: usize,
 }
 
 impl Base {
@@ -68,20 +67,17 @@ impl Base {
                     _ => ZeroPages::of(&[]),
                 };
                 match s.lineage {
-                    Lineage::Full => {
-                        Ok((s.id, s.page_digests.unwrap_or_default(), zero, data.len()))
-                    }
+                    Lineage::Full => Ok((s.id, s.page_digests.unwrap_or_default(), zero)),
                     Lineage::Delta { .. } => Err(SnapshotError::Invalid("a base is full".into())),
                 }
             });
         });
-        let (id, digests, zero, len) = decoded?;
+        let (id, digests, zero) = decoded?;
         Ok(Base {
             bytes,
             id,
             digests,
             zero,
-            len,
         })
     }
 
@@ -93,15 +89,6 @@ impl Base {
                 _ => f(&[]),
             },
         );
-    }
-
-    /// The snapshot's size in bytes (for statistics).
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
     }
 }
 
@@ -195,10 +182,7 @@ impl Compressed {
 
     /// Decompresses into a buffer allocated fallibly (the length may come from disk).
     fn decompress(&self) -> Result<Vec<u8>, StateError> {
-        let mut out = Vec::new();
-        out.try_reserve_exact(self.len)
-            .map_err(|_| StateError::Grow("memory"))?;
-        out.resize(self.len, 0);
+        let mut out = zeroed(self.len).ok_or(StateError::Grow("memory"))?;
         match zstd::bulk::decompress_to_buffer(&self.bytes, &mut out) {
             Ok(n) if n == self.len => Ok(out),
             _ => Err(invalid("damaged hibernation image")),
@@ -358,18 +342,7 @@ fn changed_pages(
             (true, false) => **bytes != base[page * PAGE..(page + 1) * PAGE],
         }
     });
-    let mut runs: Vec<PageRun> = Vec::new();
-    for (page, _) in changed {
-        let page = page as u32;
-        match runs.last_mut() {
-            Some(run) if run.first + run.count == page => run.count += 1,
-            _ => runs.push(PageRun {
-                first: page,
-                count: 1,
-            }),
-        }
-    }
-    runs
+    runs(changed.map(|(page, _)| page))
 }
 
 /// Every page may hold data where the kernel cannot say.
@@ -423,11 +396,7 @@ impl StateAccess {
                 None => MemoryParts::None,
             },
         };
-        let mut delta = Vec::new();
-        delta
-            .try_reserve_exact(parts.encoded_len())
-            .map_err(|_| StateError::Grow("memory"))?;
-        delta.resize(parts.encoded_len(), 0);
+        let mut delta = zeroed(parts.encoded_len()).ok_or(StateError::Grow("memory"))?;
         parts.encode_into(&mut delta, memory);
         let bulk = delta.len() - runs.iter().map(|r| r.bytes().len()).sum::<usize>();
         base.with_memory(&mut |base| xor_pages(&mut delta[bulk..], &runs, base));

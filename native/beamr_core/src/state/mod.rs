@@ -69,6 +69,15 @@ pub enum StateError {
     Disk(String),
 }
 
+/// A buffer of `len` zeros, or None when it cannot be allocated: the sizes asked for here
+/// (images, snapshots) come from memory's size or from a file.
+pub fn zeroed(len: usize) -> Option<Vec<u8>> {
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(len).ok()?;
+    bytes.resize(len, 0);
+    Some(bytes)
+}
+
 /// An anyfunc pointer, as a map key.
 type FuncPtr = usize;
 

@@ -39,25 +39,13 @@ pub fn touched_pages(memory: &[u8]) -> Option<Vec<bool>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::test_support::FreshMapping;
 
     #[test]
     fn untouched_pages_read_as_untouched() {
         // A fresh anonymous mapping: only the pages written are touched.
-        let len = 8 * PAGE;
-        // SAFETY: a private anonymous mapping of our own, unmapped below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(ptr, libc::MAP_FAILED);
-        // SAFETY: the mapping is `len` bytes, readable and writable.
-        let memory = unsafe { std::slice::from_raw_parts_mut(ptr as *mut u8, len) };
+        let mut mapping = FreshMapping::new(8 * PAGE);
+        let memory = mapping.bytes();
         memory[PAGE + 1] = 1;
         memory[5 * PAGE] = 2;
         let touched = touched_pages(memory).expect("pagemap readable");
@@ -65,7 +53,5 @@ mod tests {
             touched,
             [false, true, false, false, false, true, false, false]
         );
-        // SAFETY: unmapping what was mapped above, no longer used.
-        unsafe { libc::munmap(ptr, len) };
     }
 }

@@ -9,7 +9,7 @@ use beamr_core::dirty_pages::Policy;
 use beamr_core::failure::{CallFailure, Resource};
 use beamr_core::memory_access::MemoryReply;
 use beamr_core::state::hibernate::{Base, Image};
-use beamr_core::state::{StateAccess, StateError};
+use beamr_core::state::{zeroed, StateAccess, StateError};
 use wasmer::{Instance, Store};
 
 use super::{Context, Ended, Requester};
@@ -121,7 +121,7 @@ impl Context {
             let fresh =
                 Instance::new(store, module, &imports).map_err(|_| StateError::Grow("memory"))?;
             let state = StateAccess::new(store, module, &fresh, identity, Policy::Digests);
-            state.capture(store, false, fallible_vec)
+            state.capture(store, false, zeroed)
         });
         match shared {
             Ok(base) => Ok(base),
@@ -163,20 +163,15 @@ impl Context {
 
     /// A revival failed: the queued requests get `failure`, and the instance hibernates
     /// again with the same image (or ends, when it was stopped meanwhile).
-    pub(super) fn unrevived(&self, mut stored: Stored, failure: CallFailure) -> Ended {
-        STATS.failed_revivals.fetch_add(1, Ordering::Relaxed);
-        loop {
-            while let Some(command) = self.shared.mailbox.try_pop() {
-                self.refuse(command, &failure);
-            }
-            if self.shared.is_stopped() {
-                stored.discard();
-                return Ended::Stopped;
-            }
-            match self.shared.hibernation.park(stored, &self.shared.mailbox) {
-                Ok(()) => return Ended::Hibernated(None),
-                Err(back) => stored = back,
-            }
+    pub(super) fn unrevived(&self, stored: Stored, failure: CallFailure) -> Ended {
+        let shared = &self.shared;
+        let refuse = |command| self.refuse(command, &failure);
+        match shared
+            .hibernation
+            .give_back(stored, &shared.mailbox, || shared.is_stopped(), refuse)
+        {
+            true => Ended::Hibernated(None),
+            false => Ended::Stopped,
         }
     }
 
@@ -199,13 +194,6 @@ fn revival_failure(error: StateError) -> CallFailure {
         StateError::Grow(_) => CallFailure::ResourceLimit(Resource::Memory),
         other => CallFailure::InvalidSnapshot(format!("{other:?}")),
     }
-}
-
-fn fallible_vec(len: usize) -> Option<Vec<u8>> {
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(len).ok()?;
-    bytes.resize(len, 0);
-    Some(bytes)
 }
 
 /// Writes `bytes` to `path` whole or not at all: into a temporary file, synced, renamed.

@@ -23,8 +23,6 @@ mod snapshot;
 
 use std::sync::Arc;
 
-use std::sync::atomic::Ordering;
-
 use beamr_core::failure::{CallFailure, Resource};
 use rustler::{Encoder, Env, LocalPid, ResourceArc, Term};
 
@@ -32,7 +30,7 @@ use crate::atoms;
 use crate::budget;
 use crate::error::Error;
 use crate::executor;
-use crate::hibernation::{Stored, Wake, STATS};
+use crate::hibernation::{Stored, Wake};
 use crate::instance::{self, Command, InstanceResource, ReplySlot, Shared};
 use crate::messages;
 use crate::nif_cpu_time;
@@ -88,18 +86,15 @@ fn revive(env: Env, shared: &Arc<Shared>, stored: Stored) {
     let Err(refused) = executor::revive(resource, stored) else {
         return budget::check_budget();
     };
-    let mut stored = *refused;
-    STATS.failed_revivals.fetch_add(1, Ordering::Relaxed);
+    // No executor runs, and this request alone holds the right to start one.
     let failure = CallFailure::ResourceLimit(Resource::Thread);
-    // No executor runs, and this request alone holds the right to start one: it serves
-    // the mailbox until it can leave the instance hibernated with nothing queued.
-    loop {
-        let queued = std::iter::from_fn(|| shared.mailbox.try_pop()).collect();
-        answer_queued(env, shared, queued, &failure);
-        match shared.hibernation.park(stored, &shared.mailbox) {
-            Ok(()) => return,
-            Err(back) => stored = back,
-        }
+    let refuse = |command| answer_queued(env, shared, vec![command], &failure);
+    let stopped = || shared.is_stopped();
+    if !shared
+        .hibernation
+        .give_back(*refused, &shared.mailbox, stopped, refuse)
+    {
+        answer_queued(env, shared, shared.mailbox.close(), &CallFailure::Stopped);
     }
 }
 
