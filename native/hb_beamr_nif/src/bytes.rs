@@ -5,7 +5,7 @@
 //! straight into wasm memory. Small binaries are copied: cheaper than an environment.
 
 use beamr_core::memory_access::Data;
-use beamr_core::state::hibernate::SnapshotBytes;
+use beamr_core::state::base::SnapshotBytes;
 use rustler::env::SavedTerm;
 use rustler::{Binary, Env, OwnedEnv, Term};
 
@@ -60,6 +60,14 @@ impl BinaryList {
         let env = OwnedEnv::new();
         let term = env.save(list);
         Some(BinaryList { env, term })
+    }
+
+    /// The same list in an environment of its own (its binaries are referenced, not
+    /// copied).
+    pub fn duplicate(&self) -> BinaryList {
+        let env = OwnedEnv::new();
+        let term = self.env.run(|own: Env| env.save(self.term.load(own)));
+        BinaryList { env, term }
     }
 
     pub fn with_slices<R>(&self, f: impl FnOnce(&[&[u8]]) -> R) -> R {

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beamr_core::handoff::Mailbox;
-use beamr_core::state::hibernate::{Base, Image};
+use beamr_core::state::base::Base;
+use beamr_core::state::hibernate::Image;
 use once_cell::sync::Lazy;
 use parking_lot::Mutex;
 

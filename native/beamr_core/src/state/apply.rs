@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use wasmer::sys::vm::{TableElement, VMFuncRef};
 use wasmer::{AsStoreMut, Pages, Type, Value, WASM_PAGE_SIZE};
 
+use super::base::Base;
+use super::memory_file::Unmapped;
 use super::zero_pages::{is_zero, ZeroPages};
-use super::{funcref_ptr, raw_global, ty_readonly, vm_table, StateAccess, StateError};
+use super::{funcref_ptr, raw_global, ty_readonly, vm_table, MappedFile, StateAccess, StateError};
 use crate::snapshot::{
-    self, GlobalValue, MemoryState, Snapshot, SnapshotError, TableEntries, PAGE,
+    self, GlobalValue, MemoryState, Snapshot, SnapshotError, SnapshotId, TableEntries, PAGE,
 };
 
 impl StateAccess {
@@ -26,13 +28,16 @@ impl StateAccess {
         self.apply_decoded(store, chain, Known::default())
     }
 
-    /// `apply` to an instance whose memory is a fresh instantiation's, whose zero pages
-    /// are `fresh`: pages of zeros on both sides are not even read.
-    pub fn apply_to_fresh(
+    /// `apply` with what is known beforehand: `fresh`, the zero pages of memory when it
+    /// is a fresh instantiation's (pages of zeros on both sides are not even read), and
+    /// `base`, the hibernation base made of the chain's full snapshot (whose memory file
+    /// is mapped instead of writing its pages).
+    pub fn apply_known(
         &self,
         store: &mut impl AsStoreMut,
         chain: &[&[u8]],
-        fresh: &ZeroPages,
+        fresh: Option<&ZeroPages>,
+        base: Option<&Base>,
     ) -> Result<(), StateError> {
         let chain: Vec<Snapshot> = chain
             .iter()
@@ -40,8 +45,8 @@ impl StateAccess {
             .collect::<Result<_, _>>()
             .map_err(StateError::Snapshot)?;
         let known = Known {
-            memory: Some(fresh),
-            first: None,
+            memory: fresh,
+            base,
         };
         self.apply_decoded(store, chain, known)
     }
@@ -234,7 +239,15 @@ impl StateAccess {
             // SAFETY: as in capture.
             let bytes = unsafe { view.data_unchecked_mut() };
             tracking.pages.release(bytes);
-            write_memory(bytes, &chain, &known);
+            match write_memory(bytes, &chain, &known) {
+                Mapping::Kept => {}
+                Mapping::New(base) => self.mapped.set(Some(MappedFile {
+                    start: bytes.as_ptr() as usize,
+                    len: chain[0].memory.as_ref().map_or(0, MemoryState::size),
+                    base,
+                })),
+                Mapping::Lost => self.mapped.set(None),
+            }
             tracking
                 .pages
                 .restored(bytes, snapshot::chain_digests(&chain, bytes.len()));
@@ -274,13 +287,25 @@ fn null(ty: Type) -> TableElement {
     }
 }
 
-/// What is known of the pages of zeros before a restore (see `ZeroPages`).
+/// What is known before a restore: the pages of zeros (see `ZeroPages`), and the chain's
+/// full snapshot as a hibernation base.
 #[derive(Default)]
 pub(in crate::state) struct Known<'a> {
     /// Memory's, when it is a fresh instantiation's.
     pub memory: Option<&'a ZeroPages>,
-    /// The chain's full snapshot's (a hibernation base's, found when it became one).
-    pub first: Option<&'a ZeroPages>,
+    /// The base made of the chain's full snapshot: its zero pages were found when it
+    /// became one, and its memory file can be mapped.
+    pub base: Option<&'a Base>,
+}
+
+/// What a restore did to the memory file mapped over memory.
+enum Mapping {
+    /// Nothing: one mapped before (if any) is where it was.
+    Kept,
+    /// Mapped the file of base `0`.
+    New(SnapshotId),
+    /// Replaced it with zeros, failing to map a new one.
+    Lost,
 }
 
 /// Writes the memory `chain` describes: the full snapshot's, zeros past it (memory
@@ -292,15 +317,34 @@ pub(in crate::state) struct Known<'a> {
 /// instance makes resident only the pages that hold data (a 12 MiB AOS memory holds about
 /// 2 MiB), and an instance revived from hibernation costs what it did before. Pages known
 /// to be zeros on both sides (`known`) are skipped unread.
-fn write_memory(bytes: &mut [u8], chain: &[Snapshot], known: &Known) {
-    let memory_zero = |page| known.memory.is_some_and(|z| z.get(page));
+///
+/// When the full snapshot is a hibernation base whose memory file can be mapped, it is
+/// mapped over memory instead (see `memory_file`): nothing is copied and its pages are
+/// shared.
+fn write_memory(bytes: &mut [u8], chain: &[Snapshot], known: &Known) -> Mapping {
+    let mut mapping = Mapping::Kept;
     for (n, element) in chain.iter().enumerate() {
         match &element.memory {
             Some(MemoryState::Whole(data)) => {
-                let first = known.first.filter(|_| n == 0);
+                let first = known.base.filter(|base| n == 0 && base.id == element.id);
+                mapping = match first.map_or(Err(Unmapped::AsItWas), |base| {
+                    map_file(base, bytes, data.len())
+                }) {
+                    Ok(()) => Mapping::New(element.id),
+                    Err(Unmapped::AsItWas) => Mapping::Kept,
+                    Err(Unmapped::Zeros) => Mapping::Lost,
+                };
+                let memory_zero = |page| match mapping {
+                    Mapping::Lost => true,
+                    _ => known.memory.is_some_and(|z| z.get(page)),
+                };
+                let first_zero = first.map(|base| &base.zero);
                 for (page, (to, from)) in bytes.chunks_mut(PAGE).zip(data.chunks(PAGE)).enumerate()
                 {
-                    let from_zero = first.map_or_else(|| is_zero(from), |z| z.get(page));
+                    if matches!(mapping, Mapping::New(_)) {
+                        break;
+                    }
+                    let from_zero = first_zero.map_or_else(|| is_zero(from), |z| z.get(page));
                     match (from_zero, memory_zero(page)) {
                         (true, true) => {}
                         (true, false) => zero_unless_zero(to),
@@ -326,6 +370,18 @@ fn write_memory(bytes: &mut [u8], chain: &[Snapshot], known: &Known) {
             }
             None => {}
         }
+    }
+    mapping
+}
+
+/// Maps `base`'s memory file (of `len` bytes) over `bytes`.
+fn map_file(base: &Base, bytes: &mut [u8], len: usize) -> Result<(), Unmapped> {
+    match base.memory_file() {
+        // SAFETY: `bytes` is the instance's wasm memory, a private mapping wasmer made
+        // readable and writable for its whole length, and only this executor touches it
+        // while no wasm runs; nothing holds a reference into it across the restore.
+        Some(file) if file.size() == len => unsafe { file.map_over(bytes) },
+        _ => Err(Unmapped::AsItWas),
     }
 }
 

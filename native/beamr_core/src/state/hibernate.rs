@@ -14,15 +14,12 @@
 //! pages changed since it (`DirtyPages::carry`); the revived memory's page digests are the
 //! base's but for the image's pages, hashed at revival.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Weak};
-
-use once_cell::sync::Lazy;
-use parking_lot::Mutex;
+use std::sync::Arc;
 
 use wasmer::AsStoreMut;
 
 use super::apply::Known;
+use super::base::Base;
 #[cfg(target_os = "linux")]
 use super::resident::touched_pages;
 use super::zero_pages::{is_zero, ZeroPages};
@@ -30,134 +27,9 @@ use super::{zeroed, StateAccess, StateError};
 use crate::dirty_pages::{runs, DirtyPages};
 use crate::snapshot::digest::{page_digest, zero_page_digest};
 use crate::snapshot::{
-    self, Lineage, MemoryParts, MemoryState, ModuleId, PageRun, Parts, Snapshot, SnapshotError,
-    SnapshotId, PAGE,
+    self, Lineage, MemoryParts, MemoryState, PageRun, Parts, Snapshot, SnapshotError, SnapshotId,
+    PAGE,
 };
-
-/// The bytes of a full snapshot, however the embedder holds them (an Erlang binary is not
-/// copied, see the NIF's `Bytes`).
-pub trait SnapshotBytes: Send + Sync {
-    fn with_bytes(&self, f: &mut dyn FnMut(&[u8]));
-}
-
-impl SnapshotBytes for Vec<u8> {
-    fn with_bytes(&self, f: &mut dyn FnMut(&[u8])) {
-        f(self)
-    }
-}
-
-/// A full snapshot that images are deltas of, validated once.
-pub struct Base {
-    bytes: Box<dyn SnapshotBytes>,
-    id: SnapshotId,
-    /// The digest of each page of its memory (empty without memory).
-    digests: Vec<u64>,
-    /// Its memory's pages of zeros.
-    zero: ZeroPages,
-}
-
-impl Base {
-    /// `bytes` must decode as a full snapshot (version 2 or later, which has page digests).
-    pub fn new(bytes: Box<dyn SnapshotBytes>) -> Result<Base, SnapshotError> {
-        let mut decoded = Err(SnapshotError::Invalid("no bytes".into()));
-        bytes.with_bytes(&mut |data| {
-            decoded = snapshot::decode(data).and_then(|s| {
-                let zero = match &s.memory {
-                    Some(MemoryState::Whole(memory)) => ZeroPages::of(memory),
-                    _ => ZeroPages::of(&[]),
-                };
-                match s.lineage {
-                    Lineage::Full => Ok((s.id, s.page_digests.unwrap_or_default(), zero)),
-                    Lineage::Delta { .. } => Err(SnapshotError::Invalid("a base is full".into())),
-                }
-            });
-        });
-        let (id, digests, zero) = decoded?;
-        Ok(Base {
-            bytes,
-            id,
-            digests,
-            zero,
-        })
-    }
-
-    /// Calls `f` with the base's memory (empty without one).
-    fn with_memory(&self, f: &mut dyn FnMut(&[u8])) {
-        self.bytes.with_bytes(
-            &mut |bytes| match snapshot::decode_trusted(bytes, Vec::new()).map(|s| s.memory) {
-                Ok(Some(MemoryState::Whole(memory))) => f(memory),
-                _ => f(&[]),
-            },
-        );
-    }
-}
-
-/// Bases that images share: each module's freshly instantiated state (by the module's
-/// state identity), and snapshots that more than one instance was restored from (by
-/// snapshot id), while any instance or image holds them.
-struct Bases {
-    modules: HashMap<ModuleId, Weak<Base>>,
-    /// A snapshot restored once is only remembered (holding it for one instance would
-    /// cost its whole size); from the second restore on it is a base.
-    restored: HashMap<SnapshotId, Weak<Base>>,
-}
-
-static BASES: Lazy<Mutex<Bases>> = Lazy::new(|| {
-    Mutex::new(Bases {
-        modules: HashMap::new(),
-        restored: HashMap::new(),
-    })
-});
-
-/// How many snapshot ids are remembered at most (about 40 bytes each).
-const MAX_REMEMBERED: usize = 65_536;
-
-impl Base {
-    /// The module's base: the one images already share, or the full snapshot `fresh`
-    /// makes (of a fresh instantiation of the module).
-    pub fn for_module(
-        identity: ModuleId,
-        fresh: impl FnOnce() -> Result<Vec<u8>, StateError>,
-    ) -> Result<Arc<Base>, StateError> {
-        if let Some(base) = BASES.lock().modules.get(&identity).and_then(Weak::upgrade) {
-            return Ok(base);
-        }
-        let base = Arc::new(Base::new(Box::new(fresh()?)).map_err(StateError::Snapshot)?);
-        let mut bases = BASES.lock();
-        bases.modules.retain(|_, base| base.strong_count() > 0);
-        bases.modules.insert(identity, Arc::downgrade(&base));
-        Ok(base)
-    }
-
-    /// An instance was just restored from the full snapshot `snapshot` (validated): its
-    /// base when another instance was restored from it too (made from `snapshot`, which
-    /// holds its bytes without copying them, the first time); None the first time the
-    /// snapshot is seen.
-    pub fn for_restored(snapshot: Box<dyn SnapshotBytes>) -> Option<Arc<Base>> {
-        let mut id = None;
-        snapshot.with_bytes(&mut |bytes| id = snapshot::peek_id(bytes).ok());
-        let id = id?;
-        let mut bases = BASES.lock();
-        match bases.restored.get(&id).map(Weak::upgrade) {
-            Some(Some(base)) => return Some(base),
-            Some(None) => {}
-            None => {
-                if bases.restored.len() >= MAX_REMEMBERED {
-                    bases.restored.retain(|_, base| base.strong_count() > 0);
-                    if bases.restored.len() >= MAX_REMEMBERED {
-                        bases.restored.clear();
-                    }
-                }
-                bases.restored.insert(id, Weak::new());
-                return None;
-            }
-        }
-        drop(bases);
-        let base = Arc::new(Base::new(snapshot).ok()?);
-        BASES.lock().restored.insert(id, Arc::downgrade(&base));
-        Some(base)
-    }
-}
 
 /// zstd data and the length it decompresses to.
 struct Compressed {
@@ -324,22 +196,33 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// What a page of memory holds, as far as the kernel can tell without reading it.
+#[derive(Clone, Copy)]
+enum Held {
+    /// Never written: zeros.
+    Zeros,
+    /// Never written where the base's memory file is mapped: the base's page.
+    Base,
+    /// Anything.
+    Touched,
+}
+
 /// The pages (as runs) where `memory` differs from `base` (zeros past it), compared
-/// byte for byte: a page never `touched` is zeros, so it differs only where the base's is
-/// not (`base_zero`).
+/// byte for byte where they may have been written (`held`).
 fn changed_pages(
     memory: &[u8],
     base: &[u8],
     base_zero: &ZeroPages,
-    touched: impl Fn(usize) -> bool,
+    held: impl Fn(usize) -> Held,
 ) -> Vec<PageRun> {
     let base_pages = base.len() / PAGE;
     let changed = memory.chunks(PAGE).enumerate().filter(|(page, bytes)| {
         let zero_in_base = *page >= base_pages || base_zero.get(*page);
-        match (touched(*page), zero_in_base) {
-            (false, zero) => !zero,
-            (true, true) => !is_zero(bytes),
-            (true, false) => **bytes != base[page * PAGE..(page + 1) * PAGE],
+        match (held(*page), zero_in_base) {
+            (Held::Base, _) => false,
+            (Held::Zeros, zero) => !zero,
+            (Held::Touched, true) => !is_zero(bytes),
+            (Held::Touched, false) => **bytes != base[page * PAGE..(page + 1) * PAGE],
         }
     });
     runs(changed.map(|(page, _)| page))
@@ -347,7 +230,7 @@ fn changed_pages(
 
 /// Every page may hold data where the kernel cannot say.
 #[cfg(not(target_os = "linux"))]
-fn touched_pages(_memory: &[u8]) -> Option<Vec<bool>> {
+fn touched_pages(_memory: &[u8], _file_len: usize) -> Option<Vec<bool>> {
     None
 }
 
@@ -366,21 +249,37 @@ impl StateAccess {
         let view = self.memory.as_ref().map(|m| m.view(store));
         // SAFETY: as in `capture`: no wasm runs, only the executor touches the instance.
         let memory: &[u8] = view.as_ref().map_or(&[], |v| unsafe { v.data_unchecked() });
-        let touched = touched_pages(memory);
-        let touched = |page: usize| touched.as_ref().is_none_or(|t| t[page]);
-        // Digests of what may hold data (for the incremental base carried along); pages
-        // never touched are zeros.
+        // Where a memory file is mapped, pages never written hold its pages: the base's
+        // when it is the base's file, and otherwise pages that must be read.
+        let (file_len, file_is_base) = match self.mapped_file(memory) {
+            Some(file) => (file.len, file.base == base.id),
+            None => (0, true),
+        };
+        let touched = touched_pages(memory, file_len);
+        let held = |page: usize| match touched.as_ref().is_none_or(|t| t[page]) {
+            true => Held::Touched,
+            false if page >= file_len / PAGE => Held::Zeros,
+            false if file_is_base => Held::Base,
+            false => Held::Touched,
+        };
+        // Digests of each page (for the incremental base carried along), hashing only
+        // what may have been written.
         let now: Vec<u64> = memory
             .chunks(PAGE)
             .enumerate()
-            .map(|(page, bytes)| match touched(page) {
-                true => page_digest(bytes),
-                false => zero_page_digest(),
+            .map(|(page, bytes)| match held(page) {
+                Held::Touched => page_digest(bytes),
+                Held::Zeros => zero_page_digest(),
+                Held::Base => base
+                    .digests
+                    .get(page)
+                    .copied()
+                    .unwrap_or_else(|| page_digest(bytes)),
             })
             .collect();
         let mut runs = Vec::new();
         base.with_memory(&mut |base_memory| {
-            runs = changed_pages(memory, base_memory, &base.zero, touched);
+            runs = changed_pages(memory, base_memory, &base.zero, held);
         });
         let parts = Parts {
             module: &self.module,
@@ -475,7 +374,7 @@ impl StateAccess {
                     let delta = delta.take().expect("the base is read once");
                     let known = Known {
                         memory: fresh,
-                        first: Some(&image.base.zero),
+                        base: Some(&image.base),
                     };
                     self.apply_decoded(store, vec![base, delta], known)
                 });

@@ -31,13 +31,15 @@
 //! `apply.rs`.
 
 mod apply;
+pub mod base;
 mod capture;
 pub mod hibernate;
+pub mod memory_file;
 #[cfg(target_os = "linux")]
 mod resident;
 pub mod zero_pages;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ptr::NonNull;
 
@@ -92,6 +94,17 @@ pub struct StateAccess {
     index_of: HashMap<FuncPtr, u32>,
     ref_of: HashMap<u32, VMFuncRef>,
     tracking: RefCell<Tracking>,
+    /// The base memory file mapped over memory by the last restore that mapped one.
+    mapped: Cell<Option<MappedFile>>,
+}
+
+/// A base's memory file mapped over the first `len` bytes of memory at `start` (see
+/// `memory_file`): where memory was not written since, it holds base `base`'s pages.
+#[derive(Clone, Copy)]
+struct MappedFile {
+    start: usize,
+    len: usize,
+    base: SnapshotId,
 }
 
 /// What the next delta follows.
@@ -170,6 +183,7 @@ impl StateAccess {
                 base: None,
                 pages: DirtyPages::new(tracking),
             }),
+            mapped: Cell::new(None),
         };
         // Exported functions: their anyfunc is the instance's own, the one tables hold.
         for (name, index) in &info.exports {
@@ -218,6 +232,14 @@ impl StateAccess {
             }
         }
         access
+    }
+
+    /// The memory file mapped over `memory`, unless memory moved since (a runtime that
+    /// reallocates on growth).
+    fn mapped_file(&self, memory: &[u8]) -> Option<MappedFile> {
+        self.mapped
+            .get()
+            .filter(|m| m.start == memory.as_ptr() as usize && m.len <= memory.len())
     }
 
     fn learn(&mut self, index: u32, r: VMFuncRef) {

@@ -153,10 +153,10 @@ fn a_refused_allocation_is_an_error() {
 }
 
 /// The module's freshly instantiated state, as a base for images.
-fn fresh_base() -> std::sync::Arc<super::hibernate::Base> {
+fn fresh_base() -> std::sync::Arc<super::base::Base> {
     let (mut store, _instance, state) = start();
     let base = capture(&mut store, &state, false);
-    std::sync::Arc::new(super::hibernate::Base::new(Box::new(base)).unwrap())
+    std::sync::Arc::new(super::base::Base::new(Box::new(base)).unwrap())
 }
 
 /// Hibernation: the state goes into an image against a base (here the module's fresh
@@ -489,4 +489,110 @@ fn an_image_against_a_bare_base_revives_too() {
     assert_eq!(run(&mut store, &instance, "peek", &[100]), 42);
     assert_eq!(run(&mut store, &instance, "get_g", &[]), 9);
     assert_eq!(run(&mut store, &instance, "call_entry", &[]), 2);
+}
+
+/// A fresh instantiation, without the start function (as a revival makes it), and the
+/// zero pages of its memory.
+fn instantiate_for_revival(
+    policy: Policy,
+) -> (Store, Instance, StateAccess, super::zero_pages::ZeroPages) {
+    let engine = crate::engine::engine();
+    let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
+    let mut store = Store::new(engine.clone());
+    let imports = with_check(&mut store, wasmer::imports! {});
+    let instance = Instance::new(&mut store, &module, &imports).unwrap();
+    let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, policy);
+    let memory = instance.exports.get_memory("__hb_beamr_memory").unwrap();
+    let fresh = super::zero_pages::ZeroPages::of(&memory.view(&store).copy_to_vec().unwrap());
+    (store, instance, state, fresh)
+}
+
+/// Memory's pages the process holds privately (written since the base file was mapped).
+#[cfg(target_os = "linux")]
+fn own_pages(store: &Store, instance: &Instance, state: &StateAccess) -> Vec<usize> {
+    let memory = instance.exports.get_memory("__hb_beamr_memory").unwrap();
+    let view = memory.view(store);
+    // SAFETY: no wasm runs; the slice is only read here.
+    let bytes = unsafe { view.data_unchecked() };
+    let file_len = state.mapped_file(bytes).map_or(0, |m| m.len);
+    let touched = super::resident::touched_pages(bytes, file_len).unwrap();
+    (0..touched.len()).filter(|&p| touched[p]).collect()
+}
+
+/// Instances restored from a base share its memory file: only the pages each writes
+/// become its own, hibernation finds exactly those, and revival maps the file again.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_restore_from_a_base_shares_its_pages_until_they_are_written() {
+    let (mut store, instance, state) = start();
+    for page in [0, 3, 9, 15] {
+        run(&mut store, &instance, "poke", &[page * 4096 + 10, page + 1]);
+    }
+    let full = capture(&mut store, &state, false);
+    let base = std::sync::Arc::new(super::base::Base::new(Box::new(full.clone())).unwrap());
+    drop((store, instance, state));
+
+    let (mut first, first_instance, first_state) = start();
+    let (mut second, second_instance, second_state) = start();
+    for (store, state) in [(&mut first, &first_state), (&mut second, &second_state)] {
+        state
+            .apply_known(store, &[&full], None, Some(&base))
+            .unwrap();
+        assert!(state.mapped.get().is_some(), "the base's file is mapped");
+    }
+    assert_eq!(
+        own_pages(&first, &first_instance, &first_state),
+        Vec::<usize>::new()
+    );
+    run(&mut first, &first_instance, "poke", &[3 * 4096 + 11, 77]);
+    assert_eq!(own_pages(&first, &first_instance, &first_state), [3]);
+    for page in [0, 3, 9, 15] {
+        let at = page * 4096 + 10;
+        assert_eq!(run(&mut second, &second_instance, "peek", &[at]), page + 1);
+        assert_eq!(run(&mut first, &first_instance, "peek", &[at]), page + 1);
+    }
+    assert_eq!(
+        run(&mut second, &second_instance, "peek", &[3 * 4096 + 11]),
+        0
+    );
+
+    // The image holds the one page written (as few bytes as an unchanged state's).
+    let untouched = second_state.hibernate(&mut second, base.clone()).unwrap();
+    let image = first_state.hibernate(&mut first, base.clone()).unwrap();
+    assert!(
+        image.bytes() < untouched.bytes() + 200,
+        "{} bytes",
+        image.bytes()
+    );
+    drop((first, first_instance, first_state));
+    let (mut store, instance, state, fresh) = instantiate_for_revival(Policy::Digests);
+    state.revive(&mut store, &image, Some(&fresh)).unwrap();
+    assert_eq!(own_pages(&store, &instance, &state), [3]);
+    assert_eq!(run(&mut store, &instance, "peek", &[3 * 4096 + 11]), 77);
+    assert_eq!(run(&mut store, &instance, "peek", &[15 * 4096 + 10]), 16);
+}
+
+/// An instance whose memory maps one base's file hibernates against another base (the
+/// module's fresh state): the pages it never wrote hold the first base's data, which the
+/// image must hold.
+#[cfg(target_os = "linux")]
+#[test]
+fn an_image_against_another_base_holds_the_mapped_pages() {
+    let module_base = fresh_base();
+    let (mut store, instance, state) = start();
+    run(&mut store, &instance, "poke", &[5 * 4096, 55]);
+    let full = capture(&mut store, &state, false);
+    let restored = std::sync::Arc::new(super::base::Base::new(Box::new(full.clone())).unwrap());
+    let (mut store, instance, state) = start();
+    state
+        .apply_known(&mut store, &[&full], None, Some(&restored))
+        .unwrap();
+    assert!(state.mapped.get().is_some());
+    run(&mut store, &instance, "poke", &[6 * 4096, 66]);
+    let image = state.hibernate(&mut store, module_base).unwrap();
+    drop((store, instance, state));
+    let (mut store, instance, state, fresh) = instantiate_for_revival(Policy::Auto);
+    state.revive(&mut store, &image, Some(&fresh)).unwrap();
+    assert_eq!(run(&mut store, &instance, "peek", &[5 * 4096]), 55);
+    assert_eq!(run(&mut store, &instance, "peek", &[6 * 4096]), 66);
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use beamr_core::dirty_pages::Policy;
 use beamr_core::failure::{CallFailure, Resource};
 use beamr_core::memory_access::MemoryReply;
-use beamr_core::state::hibernate::{Base, Image};
+use beamr_core::state::base::Base;
+use beamr_core::state::hibernate::Image;
 use beamr_core::state::{zeroed, StateAccess, StateError};
 use wasmer::{Instance, Store};
 

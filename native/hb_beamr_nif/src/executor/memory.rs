@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use beamr_core::memory_access::{self, MemoryError, MemoryOp, MemoryReply};
-use beamr_core::state::hibernate::Base;
+use beamr_core::state::base::Base;
 use beamr_core::state::StateError;
 use wasmer::AsStoreMut;
 
@@ -37,15 +37,15 @@ impl Context {
                 .map(MemoryReply::Bytes),
             StateOp::Apply { chain } => {
                 let fresh = self.fresh.borrow_mut().take();
-                let applied = chain.with_slices(|chain| match &fresh {
-                    Some(fresh) => state.apply_to_fresh(store, chain, fresh),
-                    None => state.apply(store, chain),
+                // A snapshot that other instances were restored from is a base: of this
+                // instance's hibernation image, and shared as memory (see
+                // `beamr_core::state::memory_file`).
+                let base = FirstBinary::new(chain.duplicate())
+                    .and_then(|first| Base::for_restored(Box::new(first)));
+                let applied = chain.with_slices(|chain| {
+                    state.apply_known(store, chain, fresh.as_deref(), base.as_deref())
                 });
-                // The snapshot may be the base of this instance's hibernation image.
-                *self.base.borrow_mut() = match applied {
-                    Ok(()) => FirstBinary::new(chain).and_then(|f| Base::for_restored(Box::new(f))),
-                    Err(_) => None,
-                };
+                *self.base.borrow_mut() = applied.as_ref().ok().and(base);
                 applied.map(|()| MemoryReply::Done)
             }
         }));
