@@ -1,7 +1,10 @@
 %%% @doc `make bench-scale': starts many instances of aos-2-pure-xs in one VM (10,000 by
 %%% default; `SCALE_INSTANCES' overrides), runs one Eval message on each, then stops them
 %%% all, and prints what each instance costs; then does it all again, to show whether
-%%% what the first wave left behind adds up. Not a test: nothing here asserts. A failed
+%%% what the first wave left behind adds up. `SCALE_FROM=snapshot' starts each instance
+%%% from one booted snapshot (`restore'), as AO processes are: its memory's pages are
+%%% then shared until written, which RSS counts once per instance and PSS (each shared
+%%% page divided among its mappings) once in all. Not a test: nothing here asserts. A failed
 %%% start or message ends that phase or is counted, so the rows are printed at any limit.
 -module(hb_beamr_bench_scale).
 -export([main/0]).
@@ -23,8 +26,17 @@ main() ->
 scale(N, Wasm) ->
     %% The module compiled and cached once, so starts measure instantiation.
     {ok, Warm, _, _} = hb_beamr:start(Wasm),
-    <<_/binary>> = hb_beamr_aos:eval(Warm, <<"1 + 1">>),
+    <<_/binary>> = hb_beamr_aos:eval(Warm, <<"Booted = true">>),
+    {ok, Booted} = hb_beamr:snapshot(Warm),
     hb_beamr:stop(Warm),
+    Opts = case os:getenv("SCALE_FROM") of
+               "snapshot" -> #{restore => Booted};
+               _ -> #{}
+           end,
+    io:format("instances start ~s~n", [case Opts of
+                                           #{restore := _} -> "from one booted snapshot";
+                                           _ -> "fresh"
+                                       end]),
     %% The bench's own measuring run once, so that the baseline has the code it loads:
     %% loading code later grows the literal area by a 1 MiB carrier.
     _ = wasm_memory_resident_bytes(),
@@ -32,10 +44,10 @@ scale(N, Wasm) ->
     %% reaper, ERTS's allocators) counts in neither reading.
     Base = settle_rss(usage(), 0),
     #{started := Started, start_us := StartUs, eval_us := EvalUs, failed := Failed, after_start := AfterStart,
-      after_eval := AfterEval, touched := Touched, settle_us := SettleUs, stopped := Stopped} = wave(Wasm, N, Base),
+      after_eval := AfterEval, touched := Touched, settle_us := SettleUs, stopped := Stopped} = wave(Wasm, Opts, N, Base),
     %% A second wave shows whether what the first left behind is kept for reuse (allocator
     %% caches) or adds up (a leak).
-    #{stopped := Stopped2} = wave(Wasm, N, Base),
+    #{stopped := Stopped2} = wave(Wasm, Opts, N, Base),
     Per = fun(Key, From) -> (maps:get(Key, From) - maps:get(Key, Base)) / max(Started, 1) end,
     io:format("instances started: ~b of ~b~s; Eval failed on ~b~n",
               [Started, N, if Started < N -> " (start failed after that)"; true -> "" end, Failed]),
@@ -43,6 +55,8 @@ scale(N, Wasm) ->
           {"Eval \"1 + 1\" on each, mean", EvalUs / max(Started, 1) / 1000, "", "ms"},
           {"RSS per instance after start", Per(rss_mb, AfterStart), "", "MiB"},
           {"RSS per instance after the message", Per(rss_mb, AfterEval), "", "MiB"},
+          {"PSS per instance after start", Per(pss_mb, AfterStart), "", "MiB"},
+          {"PSS per instance after the message", Per(pss_mb, AfterEval), "", "MiB"},
           {"  of which touched wasm memory (mean)", Touched / max(Started, 1) / 1048576, "", "MiB"},
           {"  RSS beyond touched wasm memory", Per(rss_mb, AfterEval) - Touched / max(Started, 1) / 1048576,
            "<= 2", "MiB"},
@@ -60,20 +74,20 @@ scale(N, Wasm) ->
 
 %% Starts up to N instances, runs one message on each, stops them all and waits for memory
 %% to settle; what each phase took and what it left.
--spec wave(binary(), pos_integer(), map()) -> map().
-wave(Wasm, N, Base) ->
+-spec wave(binary(), map(), pos_integer(), map()) -> map().
+wave(Wasm, Opts, N, Base) ->
     %% The instances are started, messaged and stopped from a process of its own, which
     %% then exits: 10,000 start results (11 KB each, garbage at once) grow the starter's
     %% heap to ~150 MB before a full collection, and what ERTS kept of that in this
     %% process would count as memory the instances left.
-    Live = in_own_process(fun() -> live_wave(Wasm, N) end),
+    Live = in_own_process(fun() -> live_wave(Wasm, Opts, N) end),
     {SettleUs, Stopped} = timer:tc(fun() -> settle(Base) end),
     Live#{settle_us => SettleUs, stopped => Stopped}.
 
--spec live_wave(binary(), pos_integer()) -> map().
-live_wave(Wasm, N) ->
+-spec live_wave(binary(), map(), pos_integer()) -> map().
+live_wave(Wasm, Opts, N) ->
     BaseTouched = wasm_memory_resident_bytes(),
-    {StartUs, Instances} = timer:tc(fun() -> start_all(Wasm, N, []) end),
+    {StartUs, Instances} = timer:tc(fun() -> start_all(Wasm, Opts, N, []) end),
     AfterStart = usage(),
     {EvalUs, Failed} = timer:tc(fun() -> length([F || I <- Instances, (F = eval(I)) =/= ok]) end),
     AfterEval = usage(),
@@ -82,11 +96,11 @@ live_wave(Wasm, N) ->
     #{started => length(Instances), start_us => StartUs, eval_us => EvalUs, failed => Failed,
       after_start => AfterStart, after_eval => AfterEval, touched => Touched}.
 
-start_all(_Wasm, 0, Acc) ->
+start_all(_Wasm, _Opts, 0, Acc) ->
     lists:reverse(Acc);
-start_all(Wasm, N, Acc) ->
-    case hb_beamr:start(Wasm) of
-        {ok, I, _, _} -> start_all(Wasm, N - 1, [I | Acc]);
+start_all(Wasm, Opts, N, Acc) ->
+    case hb_beamr:start(Wasm, Opts) of
+        {ok, I, _, _} -> start_all(Wasm, Opts, N - 1, [I | Acc]);
         {error, Reason} ->
             io:format("start failed: ~p~n", [Reason]),
             lists:reverse(Acc)
@@ -115,8 +129,16 @@ in_own_process(Fun) ->
 %% counted as memory the instances left.
 usage() ->
     #{rss_mb => hb_beamr_test_util:resident_mb(),
+      pss_mb => proportional_mb(),
       threads => count_lines("ls " ++ proc("task")),
       maps => count_lines("cat " ++ proc("maps"))}.
+
+%% PSS: resident memory with each page shared by several mappings divided among them.
+proportional_mb() ->
+    {ok, Rollup} = file:read_file(proc("smaps_rollup")),
+    [_, Rest] = binary:split(Rollup, <<"\nPss:">>),
+    [Kb | _] = string:lexemes(Rest, " \t\n"),
+    binary_to_integer(Kb) / 1024.
 
 count_lines(Command) ->
     list_to_integer(string:trim(os:cmd(Command ++ " | wc -l"))).

@@ -1,16 +1,43 @@
 //! The `max_live` budget: a thread that, when more instances are live than the
 //! application env's `max_live` allows, asks the least recently used idle ones to
 //! hibernate.
+//!
+//! It looks only through the instances that have an executor ([`Executing`]), not
+//! through every registered one: with a budget most instances hibernate (100,000 beside
+//! 1,000 live), and the thread wakes at every start and revival.
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use once_cell::sync::Lazy;
 use parking_lot::{Condvar, Mutex};
 
 use crate::hibernation::SETTINGS;
-use crate::instance::{self as registry, Activity, Command, Shared};
+use crate::instance::{Activity, Command, Shared};
+
+/// The instances that have an executor (starting, live or reviving), by address.
+static EXECUTING: Lazy<Mutex<HashMap<usize, Weak<Shared>>>> =
+    Lazy::new(|| Mutex::new(HashMap::new()));
+
+/// Counts an instance among those with an executor, for as long as it is held (by the
+/// executor's thread).
+pub struct Executing(usize);
+
+impl Executing {
+    pub fn new(shared: &Arc<Shared>) -> Executing {
+        let key = Arc::as_ptr(shared) as usize;
+        EXECUTING.lock().insert(key, Arc::downgrade(shared));
+        Executing(key)
+    }
+}
+
+impl Drop for Executing {
+    fn drop(&mut self) {
+        EXECUTING.lock().remove(&self.0);
+    }
+}
 
 /// Wakes the budget thread (after a start or a revival made one more instance live).
 pub fn check_budget() {
@@ -48,12 +75,12 @@ fn enforce_budget() {
         if max_live == 0 {
             continue;
         }
-        let mut live: Vec<Arc<Shared>> = Vec::new();
-        registry::each(|shared| {
-            if shared.hibernation.is_live() && !shared.is_stopped() {
-                live.push(Arc::clone(shared));
-            }
-        });
+        let live: Vec<Arc<Shared>> = EXECUTING
+            .lock()
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|shared| shared.hibernation.is_live() && !shared.is_stopped())
+            .collect();
         if live.len() <= max_live {
             continue;
         }

@@ -235,14 +235,6 @@ pub fn count() -> usize {
     INSTANCES.read().len()
 }
 
-/// Calls `f` with every registered instance (under the registry's read lock: `f` must
-/// be quick and must not start or stop instances).
-pub fn each(mut f: impl FnMut(&Arc<Shared>)) {
-    for instance in INSTANCES.read().values() {
-        f(&instance.shared);
-    }
-}
-
 /// What NIFs ask of an executor.
 pub enum Command {
     /// Call `func`; its events go to `caller` (see `ReplySlot`). `handle` is set for an

@@ -31,13 +31,14 @@ use beamr_core::engine::panic_message;
 use beamr_core::failure::CallFailure;
 use beamr_core::fuel::Meter;
 use beamr_core::os_limits;
-use beamr_core::state::hibernate::Base;
+use beamr_core::state::base::Base;
 use beamr_core::state::zero_pages::ZeroPages;
 use beamr_core::state::StateAccess;
 use parking_lot::Mutex;
 use rustler::{LocalPid, Monitor, OwnedEnv, ResourceArc};
 use wasmer::{Function, Global, Memory, Table};
 
+use crate::budget::Executing;
 use crate::hibernation::Stored;
 use crate::instance::{CallResource, Command, InstanceResource, ReplySlot, Shared};
 use crate::options::Limits;
@@ -178,6 +179,7 @@ pub fn revive(resource: ResourceArc<InstanceResource>, stored: Stored) -> Result
 /// hibernated) is shut down.
 fn run(resource: ResourceArc<InstanceResource>, serve: impl FnOnce(&Context) -> Ended) {
     let shared = Arc::clone(&resource.shared);
+    let _executing = Executing::new(&shared);
     shared.mailbox.bind_executor();
     let context = Rc::new(Context {
         resource,
