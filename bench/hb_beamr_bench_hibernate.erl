@@ -6,7 +6,10 @@
 %%% each checking that the process still holds its own value. `HIBERNATE_DIR' puts the
 %%% images in that directory instead of memory. Prints RSS (peak and end), image bytes per
 %%% hibernated process, Eval latency to live and to hibernated processes (p50/p99), and
-%%% hibernations and revivals per second. Not a test: nothing here asserts; wrong answers
+%%% hibernations and revivals per second. First, without a budget, one process alone is
+%%% hibernated and woken `HIBERNATE_CYCLES' times (default 200), its image in memory and
+%%% then in a directory: `hibernate/1', a revival (a memory-size request) and a revival
+%%% with an Eval, p50/p99. Not a test: nothing here asserts; wrong answers
 %%% are counted and printed.
 -module(hb_beamr_bench_hibernate).
 -export([main/0]).
@@ -34,11 +37,12 @@ run(Wasm, N, MaxLive, Evals) ->
                false -> #{};
                Dir -> ok = filelib:ensure_path(Dir), #{hibernate_dir => Dir}
            end,
-    application:set_env(hb_beamr, max_live, MaxLive),
     {ok, Boot, _, _} = hb_beamr:start(Wasm),
     <<_/binary>> = hb_beamr_aos:eval(Boot, <<"Booted = true">>),
     {ok, Snapshot} = hb_beamr:snapshot(Boot),
     ok = hb_beamr:stop(Boot),
+    alone(Wasm, Snapshot, env_int("HIBERNATE_CYCLES", 200)),
+    application:set_env(hb_beamr, max_live, MaxLive),
     RssBase = hb_beamr_test_util:resident_mb(),
     Sampler = spawn_link(fun() -> sample_rss(RssBase) end),
     io:format("~b processes from one booted snapshot (~.1f MiB), max_live ~b, images in ~s~n",
@@ -78,6 +82,40 @@ run(Wasm, N, MaxLive, Evals) ->
     [hb_beamr:stop(I) || I <- tuple_to_list(Processes)],
     application:unset_env(hb_beamr, max_live),
     ok.
+
+%% One process, restored from the snapshot (as the second one is, so that the snapshot is
+%% a shared base), hibernated and woken Cycles times in a row; its image in memory, then
+%% in a directory of its own.
+alone(Wasm, Snapshot, Cycles) ->
+    Dir = filename:join(filename:basedir(user_cache, "hb_beamr"), "bench_hibernate_alone"),
+    ok = filelib:ensure_path(Dir),
+    {ok, First, _, _} = hb_beamr:start(Wasm, #{restore => Snapshot}),
+    io:format("one process alone, ~b cycles (p50 / p99)~n", [Cycles]),
+    Rows = [begin
+                {ok, I, _, _} = hb_beamr:start(Wasm, Opts#{restore => Snapshot}),
+                <<_/binary>> = hb_beamr_aos:eval(I, <<"Mine = 1">>),
+                Samples = [cycle(I) || _ <- lists:seq(1, Cycles)],
+                ok = hb_beamr:stop(I),
+                {H, R, E} = lists:unzip3(Samples),
+                {Where, Target} = case Opts of
+                                      #{hibernate_dir := _} -> {"a directory", "<= 5 p50"};
+                                      #{} -> {"memory", "<= 2 p50"}
+                                  end,
+                [{"  hibernate/1, image in " ++ Where, pair(H), "", "ms"},
+                 {"  revival, image in " ++ Where, pair(R), Target, "ms"},
+                 {"  revival and Eval, image in " ++ Where, pair(E), "", "ms"}]
+            end || Opts <- [#{}, #{hibernate_dir => Dir}]],
+    ok = hb_beamr:stop(First),
+    _ = file:del_dir_r(Dir),
+    rows(lists:append(Rows)).
+
+%% One hibernation and revival, then another hibernation and a revival by an Eval.
+cycle(I) ->
+    {H, ok} = timer:tc(fun() -> hb_beamr:hibernate(I) end),
+    {R, {ok, _}} = timer:tc(fun() -> hb_beamr_io:size(I) end),
+    ok = hb_beamr:hibernate(I),
+    {E, {ok, <<"1">>}} = timer:tc(fun() -> hb_beamr_aos:output(hb_beamr_aos:eval(I, <<"return Mine">>)) end),
+    {H, R, E}.
 
 %% Starts N processes restored from the snapshot, each sent `Mine = K'.
 start_all(Wasm, Snapshot, Opts, N) ->

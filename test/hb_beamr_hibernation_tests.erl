@@ -4,7 +4,7 @@
 
 -include_lib("eunit/include/eunit.hrl").
 
--export([revival_refused/1]).
+-export([revival_refused/1, disk_full/2]).
 
 -define(AOS, "fixtures/hyperbeam/aos-2-pure-xs.wasm").
 
@@ -196,6 +196,34 @@ unwritable_hibernate_dir_test() ->
     check(I),
     ok = hb_beamr:stop(I),
     ok = file:delete(Dir).
+
+%% A disk that fills up (a tmpfs of 64 KiB, in a child VM) while the image is written: the
+%% instance stays live with its state, the reason is counted, no partial file is left.
+disk_full_test_() ->
+    {timeout, 120, fun() ->
+        {Peer, Node, Dir} = hb_beamr_test_util:small_disk_peer(64 * 1024),
+        Outcome = erpc:call(Node, ?MODULE, disk_full, [?WAT, Dir], 60000),
+        peer:stop(Peer),
+        ok = file:del_dir(Dir),
+        ?assertMatch({{error, {disk, _}}, idle, 1, [], Same, Same}, Outcome)
+    end}.
+
+%% @private Runs in the child VM: 256 KiB of memory that does not compress, hibernated
+%% into `Dir'.
+-spec disk_full(binary(), string()) -> tuple().
+disk_full(Wat, Dir) ->
+    {ok, I, _, _} = hb_beamr:start(Wat, #{hibernate_dir => Dir}),
+    [_] = call(I, <<"grow">>, []),
+    [_] = call(I, <<"grow">>, []),
+    [_] = call(I, <<"grow">>, []),
+    Noise = rand:bytes(4 * 65536),
+    ok = hb_beamr_io:write(I, 0, Noise),
+    #{failed_hibernations := #{disk := Before}} = hb_beamr:stats(),
+    Refused = hb_beamr:hibernate(I),
+    #{failed_hibernations := #{disk := After}} = hb_beamr:stats(),
+    {ok, Read} = hb_beamr_io:read(I, 0, byte_size(Noise)),
+    {ok, Left} = file:list_dir(Dir),
+    {Refused, info(I, state), After - Before, Left, Read, Noise}.
 
 %% `max_live': beyond it, the least recently used idle instances hibernate; all answer.
 max_live_test_() ->

@@ -4,6 +4,7 @@
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2, with_shared_files/2, string_result/2]).
 -export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
 -export([thread_limited_erl/2, copy_for_nobody/1, remove_copy/1, address_limited_peer/1, start_until_refused/2, env/2]).
+-export([small_disk_peer/1]).
 
 %% @doc The text of one of the project's own fixtures under test/fixtures/.
 -spec fixture(string()) -> binary().
@@ -207,6 +208,22 @@ address_limited_peer(Bytes) ->
     {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Limited,
                                          args => ["-pa" | code:get_path()]}),
     {Peer, Node}.
+
+%% @doc A peer VM in a mount namespace of its own (`unshare', as root of a user namespace
+%% of its own) where a new directory is a tmpfs of `Bytes': a disk that fills up. The
+%% directory, empty outside the peer, is for the caller to remove.
+-spec small_disk_peer(pos_integer()) -> {pid(), node(), string()}.
+small_disk_peer(Bytes) ->
+    ok = distribute(),
+    Dir = filename:join("/tmp", "hb_beamr_small_disk_" ++ integer_to_list(erlang:unique_integer([positive]))),
+    ok = file:make_dir(Dir),
+    Mount = "mount -t tmpfs -o size=" ++ integer_to_list(Bytes) ++ " hb_beamr_small_disk " ++ Dir
+        ++ " && exec \"$0\" \"$@\"",
+    Exec = {os:find_executable("unshare"),
+            ["--user", "--map-root-user", "--mount", "sh", "-c", Mount, os:find_executable("erl")]},
+    {ok, Peer, Node} = peer:start_link(#{name => peer:random_name(), exec => Exec,
+                                         args => ["-pa" | code:get_path()]}),
+    {Peer, Node, Dir}.
 
 %% @doc Starts instances of `Wasm' until one is refused (or `Max' are running): those
 %% started, and the refusal.
