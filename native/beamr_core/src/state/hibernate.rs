@@ -22,8 +22,9 @@ use super::apply::Known;
 use super::base::Base;
 #[cfg(target_os = "linux")]
 use super::resident::touched_pages;
+use super::scratch::{self, Scratch};
 use super::zero_pages::{is_zero, ZeroPages};
-use super::{zeroed, StateAccess, StateError};
+use super::{StateAccess, StateError};
 use crate::dirty_pages::{runs, DirtyPages};
 use crate::snapshot::digest::{page_digest, zero_page_digest};
 use crate::snapshot::{
@@ -42,20 +43,16 @@ const ZSTD_LEVEL: i32 = 1;
 
 impl Compressed {
     fn new(data: &[u8]) -> Result<Compressed, StateError> {
-        let scratch =
-            zstd::bulk::compress(data, ZSTD_LEVEL).map_err(|_| StateError::Grow("memory"))?;
-        // Copied out: `scratch` has room for the worst case (more than `data`), in a
-        // mapping of its own when large, and an image lives as long as its hibernation.
         Ok(Compressed {
-            bytes: scratch.as_slice().to_vec(),
+            bytes: scratch::compress(data, ZSTD_LEVEL).map_err(|_| StateError::Grow("memory"))?,
             len: data.len(),
         })
     }
 
     /// Decompresses into a buffer allocated fallibly (the length may come from disk).
-    fn decompress(&self) -> Result<Vec<u8>, StateError> {
-        let mut out = zeroed(self.len).ok_or(StateError::Grow("memory"))?;
-        match zstd::bulk::decompress_to_buffer(&self.bytes, &mut out) {
+    fn decompress(&self) -> Result<Scratch, StateError> {
+        let mut out = Scratch::with_capacity(self.len).ok_or(StateError::Grow("memory"))?;
+        match scratch::decompress(&self.bytes, &mut out) {
             Ok(n) if n == self.len => Ok(out),
             _ => Err(invalid("damaged hibernation image")),
         }
@@ -295,7 +292,7 @@ impl StateAccess {
                 None => MemoryParts::None,
             },
         };
-        let mut delta = zeroed(parts.encoded_len()).ok_or(StateError::Grow("memory"))?;
+        let mut delta = Scratch::zeroed(parts.encoded_len()).ok_or(StateError::Grow("memory"))?;
         parts.encode_into(&mut delta, memory);
         let bulk = delta.len() - runs.iter().map(|r| r.bytes().len()).sum::<usize>();
         base.with_memory(&mut |base| xor_pages(&mut delta[bulk..], &runs, base));

@@ -37,6 +37,7 @@ pub mod hibernate;
 pub mod memory_file;
 #[cfg(target_os = "linux")]
 mod resident;
+mod scratch;
 pub mod zero_pages;
 
 use std::cell::{Cell, RefCell};
@@ -72,7 +73,7 @@ pub enum StateError {
 }
 
 /// A buffer of `len` zeros, or None when it cannot be allocated: the sizes asked for here
-/// (images, snapshots) come from memory's size or from a file.
+/// (snapshots) come from memory's size.
 pub fn zeroed(len: usize) -> Option<Vec<u8>> {
     let mut bytes = Vec::new();
     bytes.try_reserve_exact(len).ok()?;
