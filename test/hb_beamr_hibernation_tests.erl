@@ -152,15 +152,21 @@ stop_frees_the_image_test() ->
     eventually(fun() -> maps:get(image_bytes_memory, hb_beamr:stats()) =< Before - Bytes end),
     ?assertEqual({error, stopped}, hb_beamr:call(I, <<"peek">>, [100])).
 
-%% With `hibernate_dir' the image is a file while the instance hibernates; a damaged file
+%% With `hibernate_dir' the image is a file, named by this VM's OS pid, while the instance
+%% hibernates (and the first image written removes those of VMs that died); a damaged file
 %% gives `invalid_snapshot' to every request and the instance stays hibernated; a stop then
 %% removes it.
 hibernate_dir_test() ->
     Dir = image_dir(),
+    ok = file:make_dir(Dir),
+    %% A pid above any pid_max: a VM that died.
+    Stale = filename:join(Dir, "999999999-0000000000000001.hbimage"),
+    ok = file:write_file(Stale, <<"left by a VM that died">>),
     I = start(#{hibernate_dir => Dir}),
     mutate(I),
     ok = hb_beamr:hibernate(I),
     [File] = filelib:wildcard(filename:join(Dir, "*.hbimage")),
+    ?assertEqual(os:getpid(), hd(string:split(filename:basename(File), "-"))),
     #{image_bytes_disk := OnDisk} = hb_beamr:stats(),
     ?assert(OnDisk > 0),
     check(I),

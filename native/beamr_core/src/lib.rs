@@ -35,6 +35,7 @@ pub mod engine;
 pub mod executor_thread;
 pub mod failure;
 pub mod fuel;
+pub mod image_dir;
 pub mod inspect;
 pub mod memory_access;
 pub mod os_limits;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use beamr_core::dirty_pages::Policy;
 use beamr_core::failure::{CallFailure, Resource};
+use beamr_core::image_dir;
 use beamr_core::memory_access::MemoryReply;
 use beamr_core::state::base::Base;
 use beamr_core::state::hibernate::Image;
@@ -91,10 +92,10 @@ impl Context {
         let Some(dir) = &self.shared.hibernation.dir else {
             return Ok(Stored::Memory(image));
         };
-        let path = dir.join(format!("{:016x}.hbimage", self.resource_id()));
+        let path = image_dir::path(dir, self.resource_id());
         let encoded = image.encode();
         let bytes = encoded.len() as u64;
-        write_file(&path, &encoded)
+        image_dir::write(&path, &encoded)
             .map_err(|e| StateError::Disk(format!("{}: {e}", path.display())))?;
         Ok(Stored::Disk {
             path,
@@ -195,17 +196,4 @@ fn revival_failure(error: StateError) -> CallFailure {
         StateError::Grow(_) => CallFailure::ResourceLimit(Resource::Memory),
         other => CallFailure::InvalidSnapshot(format!("{other:?}")),
     }
-}
-
-/// Writes `bytes` to `path` whole or not at all: into a temporary file, synced, renamed.
-fn write_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let partial = path.with_extension("partial");
-    let mut file = std::fs::File::create(&partial)?;
-    let written = file.write_all(bytes).and_then(|()| file.sync_data());
-    if let Err(error) = written.and_then(|()| std::fs::rename(&partial, path)) {
-        let _ = std::fs::remove_file(&partial);
-        return Err(error);
-    }
-    Ok(())
 }
