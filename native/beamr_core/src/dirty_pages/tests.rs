@@ -210,3 +210,40 @@ fn runs_merge_consecutive_pages() {
     );
     assert_eq!(runs(std::iter::empty()), vec![]);
 }
+
+/// Memory whose pages are a base's memory file mapped copy-on-write (see
+/// `state::memory_file`): the kernel's tracking engages on it like on anonymous memory,
+/// and a first write to a page of the file, which copies it, counts as a change.
+#[test]
+fn writes_to_a_mapped_memory_file_are_changes() {
+    use crate::state::memory_file::MemoryFile;
+    use crate::state::zero_pages::ZeroPages;
+    let base: Vec<u8> = (0..8 * PAGE).map(|i| (i / PAGE) as u8).collect();
+    let file = MemoryFile::new(&base, &ZeroPages::of(&base)).unwrap();
+    for policy in POLICIES {
+        let mut memory = Memory::new(12);
+        // SAFETY: the start of this reservation, accessible and ours.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(memory.base() as *mut u8, 12 * PAGE) };
+        unsafe { file.map_over(bytes) }.unwrap();
+        let mut pages = DirtyPages::new(policy);
+        pages.snapshotted(memory.bytes(), memory.digests(), true);
+        assert_eq!(pages.mode(), engaged_mode(policy), "{policy:?}");
+        memory.write(3, 200);
+        memory.write(10, 201);
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![run(3, 1), run(10, 1)]),
+            "{policy:?}"
+        );
+        memory.grow(14);
+        memory.write(5, 202);
+        memory.write(13, 203);
+        assert_eq!(
+            pages.take_changes(memory.bytes()),
+            Some(vec![run(5, 1), run(12, 2)]),
+            "{policy:?}"
+        );
+        assert_eq!(memory.bytes()[3 * PAGE + 99], 200);
+        assert_eq!(memory.bytes()[4 * PAGE], 4);
+    }
+}
