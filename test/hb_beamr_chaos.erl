@@ -272,8 +272,11 @@ op(snapshot, Tab, _N) ->
     end);
 op(restore, Tab, _N) ->
     with_entry(Tab, fun(_Key, I, Meta) ->
-        case Meta of
-            #{snapshot := Snap} -> hb_beamr:restore(I, Snap);
+        case {Meta, rand:uniform(2)} of
+            {#{snapshot := Snap}, 1} -> hb_beamr:restore(I, Snap);
+            %% Into another instance (of another module, a mismatch): a snapshot restored
+            %% into two instances or more is a base, its memory mapped copy-on-write.
+            {#{snapshot := Snap}, 2} -> with_instance(Tab, fun(Other, _) -> hb_beamr:restore(Other, Snap) end);
             _ -> hb_beamr_io:snapshot(I)
         end
     end);

@@ -203,6 +203,31 @@ unwritable_hibernate_dir_test() ->
     ok = hb_beamr:stop(I),
     ok = file:delete(Dir).
 
+%% Instances restored from one snapshot map its memory copy-on-write (from the second
+%% restore on, when the snapshot becomes a shared base): each sees only its own writes,
+%% an incremental snapshot after the restore holds a write to a page never written
+%% before, and an instance hibernated and revived against the base keeps its state.
+shared_snapshot_test() ->
+    Source = start(),
+    [] = call(Source, <<"poke">>, [100, 42]),
+    [] = call(Source, <<"poke">>, [5000, 7]),
+    {ok, Snapshot} = hb_beamr:snapshot(Source),
+    ok = hb_beamr:stop(Source),
+    Mapped = fun() -> length(string:lexemes(os:cmd("grep memfd:hb_beamr_base /proc/" ++ os:getpid() ++ "/maps"), "\n")) end,
+    Before = Mapped(),
+    [A, B, C] = [start() || _ <- [a, b, c]],
+    [ok = hb_beamr:restore(I, Snapshot) || I <- [A, B, C]],
+    ?assertEqual(Before + 2, Mapped()),
+    [] = call(A, <<"poke">>, [100, 1]),
+    ?assertEqual([[1], [42], [42]], [call(I, <<"peek">>, [100]) || I <- [A, B, C]]),
+    [] = call(B, <<"poke">>, [5000, 9]),
+    {ok, Delta} = hb_beamr:snapshot(B, #{incremental => true}),
+    ok = hb_beamr:restore(C, [Snapshot, Delta]),
+    ?assertEqual({[42], [9]}, {call(C, <<"peek">>, [100]), call(C, <<"peek">>, [5000])}),
+    ok = hb_beamr:hibernate(A),
+    ?assertEqual({[1], [7]}, {call(A, <<"peek">>, [100]), call(A, <<"peek">>, [5000])}),
+    [ok = hb_beamr:stop(I) || I <- [A, B, C]].
+
 %% A disk that fills up (a tmpfs of 64 KiB, in a child VM) while the image is written: the
 %% instance stays live with its state, the reason is counted, no partial file is left.
 disk_full_test_() ->
