@@ -6,7 +6,10 @@
 %%% each checking that the process still holds its own value. `HIBERNATE_DIR' puts the
 %%% images in that directory instead of memory. Prints RSS (peak and end), image bytes per
 %%% hibernated process, Eval latency to live and to hibernated processes (p50/p99), and
-%%% hibernations and revivals per second. First, without a budget, one process alone is
+%%% hibernations and revivals per second. The baseline for a live process's Eval is
+%%% measured before, in the same run: `max_live' processes all live without a budget, sent
+%%% Evals in the same random way (with many processes live, an Eval mostly waits for
+%%% memory that is no longer in the CPU's caches). First, without a budget, one process alone is
 %%% hibernated and woken `HIBERNATE_CYCLES' times (default 200), its image in memory and
 %%% then in a directory: `hibernate/1', a revival (a memory-size request) and a revival
 %%% with an Eval, p50/p99. Not a test: nothing here asserts; wrong answers
@@ -42,6 +45,7 @@ run(Wasm, N, MaxLive, Evals) ->
     {ok, Snapshot} = hb_beamr:snapshot(Boot),
     ok = hb_beamr:stop(Boot),
     alone(Wasm, Snapshot, env_int("HIBERNATE_CYCLES", 200)),
+    Baseline = all_live(Wasm, Snapshot, Opts, min(N, MaxLive), Evals),
     application:set_env(hb_beamr, max_live, MaxLive),
     RssBase = hb_beamr_test_util:resident_mb(),
     Sampler = spawn_link(fun() -> sample_rss(RssBase) end),
@@ -74,6 +78,7 @@ run(Wasm, N, MaxLive, Evals) ->
           {"image bytes per hibernated process, disk", OnDisk / max(HibernatedNow, 1) / 1024, "<= 256",
            "KiB"},
           {"Eval to a live process, p50 / p99", pair(Live), "~0.35", "ms"},
+          {"  without a budget, as many processes all live", pair(Baseline), "", "ms"},
           {"Eval to a hibernated process, p50 / p99", pair(Hibernated), "<= 3 / 25", "ms"},
           {"  (Evals to live / hibernated processes)", io_lib:format("~b / ~b",
               [length(Live), length(Hibernated)]), "", ""},
@@ -82,6 +87,15 @@ run(Wasm, N, MaxLive, Evals) ->
     [hb_beamr:stop(I) || I <- tuple_to_list(Processes)],
     application:unset_env(hb_beamr, max_live),
     ok.
+
+%% The baseline for an Eval to a live process: as many processes as the budget keeps live,
+%% without a budget (none hibernates), sent Evals in the same random way; the latencies.
+all_live(Wasm, Snapshot, Opts, N, Evals) ->
+    Processes = start_all(Wasm, Snapshot, Opts, N),
+    rand:seed(exsss, {3, 2, 1}),
+    {Live, [], 0} = random_evals(Processes, min(Evals, 5 * N), [], [], 0),
+    [hb_beamr:stop(I) || I <- tuple_to_list(Processes)],
+    Live.
 
 %% One process, restored from the snapshot (as the second one is, so that the snapshot is
 %% a shared base), hibernated and woken Cycles times in a row; its image in memory, then
