@@ -6,13 +6,16 @@
 //! (`vm.max_map_count`) or address space (`ulimit -v`), not only instances fail: the VM's
 //! own allocators do, and the VM aborts ("eheap_alloc: Cannot allocate"). So an instance is
 //! refused, before and after it is made, while too little would be left for the VM.
-//! Counting the mappings (a read of /proc/self/maps) costs milliseconds near the limit, so
-//! it is only done once the live instances alone could use half of it; the address space
-//! in use is one short read (/proc/self/statm).
+//! Counting the mappings (a read of /proc/self/maps) costs milliseconds near the limit (20
+//! ms at 50,000 mappings), so it is only done once the live instances alone could use half
+//! of it, and then at most once a second ([`Counted`]) unless the estimate comes within 64
+//! instances of the limit; the address space in use is one short read (/proc/self/statm).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use once_cell::sync::Lazy;
+use parking_lot::Mutex;
 
 /// What one live instance maps at most in the common case (memory 0, executor and wasm
 /// stacks, guards), with room to spare for a second memory or a nested call's stack.
@@ -96,9 +99,47 @@ fn room_in_mappings() -> bool {
     if live.saturating_mul(MAPPINGS_PER_INSTANCE) < max / 2 {
         return true;
     }
-    match mappings_in_use() {
-        Some(used) => fits(used, max),
-        None => true,
+    let mut counted = COUNTED.lock();
+    match counted.and_then(|c| c.estimate(live, Instant::now())) {
+        Some(used) if fits(used + NEAR_THE_LIMIT, max) => true,
+        _ => match mappings_in_use() {
+            Some(used) => {
+                *counted = Some(Counted {
+                    used,
+                    live,
+                    at: Instant::now(),
+                });
+                fits(used, max)
+            }
+            None => true,
+        },
+    }
+}
+
+/// The last count of the process's mappings: how many, how many instances were live then,
+/// and when. Until it is a second old, each instance live since adds
+/// `MAPPINGS_PER_INSTANCE` to it (the VM's own mappings do not grow by thousands in a
+/// second, and the limit leaves it an eighth).
+#[derive(Clone, Copy)]
+struct Counted {
+    used: usize,
+    live: usize,
+    at: Instant,
+}
+
+static COUNTED: Mutex<Option<Counted>> = Mutex::new(None);
+
+const RECOUNT_AFTER: Duration = Duration::from_secs(1);
+
+/// Within this many mappings of the limit the estimate is not trusted: they are counted.
+const NEAR_THE_LIMIT: usize = 64 * MAPPINGS_PER_INSTANCE;
+
+impl Counted {
+    /// The mappings in use estimated from this count, with `live` instances live at
+    /// `now`; None once it is too old.
+    fn estimate(&self, live: usize, now: Instant) -> Option<usize> {
+        (now.saturating_duration_since(self.at) < RECOUNT_AFTER)
+            .then(|| self.used + live.saturating_sub(self.live) * MAPPINGS_PER_INSTANCE)
     }
 }
 
@@ -155,6 +196,23 @@ mod tests {
         assert!(fits(1000, 65530));
         assert!(fits(65530 - 65530 / 8 - MAPPINGS_PER_INSTANCE, 65530));
         assert!(!fits(65530 - 65530 / 8 - MAPPINGS_PER_INSTANCE + 1, 65530));
+    }
+
+    #[test]
+    fn a_count_is_trusted_for_a_second_and_grows_with_the_instances() {
+        let at = Instant::now();
+        let counted = Counted {
+            used: 1000,
+            live: 10,
+            at,
+        };
+        assert_eq!(counted.estimate(10, at), Some(1000));
+        assert_eq!(counted.estimate(5, at), Some(1000));
+        assert_eq!(
+            counted.estimate(13, at + Duration::from_millis(999)),
+            Some(1000 + 3 * MAPPINGS_PER_INSTANCE)
+        );
+        assert_eq!(counted.estimate(10, at + RECOUNT_AFTER), None);
     }
 
     #[test]
