@@ -7,7 +7,7 @@
 %%% images in that directory instead of memory. Prints RSS (peak and end), image bytes per
 %%% hibernated process, Eval latency to live and to hibernated processes (p50/p99), and
 %%% hibernations and revivals per second. The baseline for a live process's Eval is
-%%% measured before, in the same run: `max_live' processes all live without a budget, sent
+%%% measured after, in the same run: `max_live' processes all live without a budget, sent
 %%% Evals in the same random way (with many processes live, an Eval mostly waits for
 %%% memory that is no longer in the CPU's caches). First, without a budget, one process alone is
 %%% hibernated and woken `HIBERNATE_CYCLES' times (default 200), its image in memory and
@@ -45,7 +45,6 @@ run(Wasm, N, MaxLive, Evals) ->
     {ok, Snapshot} = hb_beamr:snapshot(Boot),
     ok = hb_beamr:stop(Boot),
     alone(Wasm, Snapshot, env_int("HIBERNATE_CYCLES", 200)),
-    Baseline = all_live(Wasm, Snapshot, Opts, min(N, MaxLive), Evals),
     application:set_env(hb_beamr, max_live, MaxLive),
     RssBase = hb_beamr_test_util:resident_mb(),
     Sampler = spawn_link(fun() -> sample_rss(RssBase) end),
@@ -65,6 +64,10 @@ run(Wasm, N, MaxLive, Evals) ->
     Sampler ! {peak, self()},
     Peak = receive {peak, P} -> P end,
     RssEnd = hb_beamr_test_util:resident_mb(),
+    [hb_beamr:stop(I) || I <- tuple_to_list(Processes)],
+    application:unset_env(hb_beamr, max_live),
+    %% After the RSS readings, whose baseline it would move.
+    Baseline = all_live(Wasm, Snapshot, Opts, min(N, MaxLive), Evals),
     #{hibernated := HibernatedNow, image_bytes_memory := InMemory, image_bytes_disk := OnDisk} = AfterStart,
     Seconds = EvalUs / 1.0e6,
     Delta = fun(Key) -> (maps:get(Key, AfterEvals) - maps:get(Key, AfterStart)) / Seconds end,
@@ -84,8 +87,6 @@ run(Wasm, N, MaxLive, Evals) ->
               [length(Live), length(Hibernated)]), "", ""},
           {"hibernations per second (random Evals)", Delta(hibernations), "", "/s"},
           {"revivals per second (random Evals)", Delta(revivals), "", "/s"}]),
-    [hb_beamr:stop(I) || I <- tuple_to_list(Processes)],
-    application:unset_env(hb_beamr, max_live),
     ok.
 
 %% The baseline for an Eval to a live process: as many processes as the budget keeps live,
