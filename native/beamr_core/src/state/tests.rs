@@ -182,15 +182,7 @@ fn an_image_revives_the_whole_state_and_keeps_the_incremental_base() {
         let image = super::hibernate::Image::decode(&encoded, base.clone()).unwrap();
         drop((store, instance, state));
 
-        // A fresh instantiation, without the start function, as a revival makes it.
-        let engine = crate::engine::engine();
-        let module = Module::new(engine, prepare_wat(WAT).wasm).unwrap();
-        let mut store = Store::new(engine.clone());
-        let imports = with_check(&mut store, wasmer::imports! {});
-        let instance = Instance::new(&mut store, &module, &imports).unwrap();
-        let state = StateAccess::new(&mut store, &module, &instance, IDENTITY, policy);
-        let memory = instance.exports.get_memory("__hb_beamr_memory").unwrap();
-        let fresh = super::zero_pages::ZeroPages::of(&memory.view(&store).copy_to_vec().unwrap());
+        let (mut store, instance, state, fresh) = instantiate_for_revival(policy);
         state.revive(&mut store, &image, Some(&fresh)).unwrap();
         assert_eq!(run(&mut store, &instance, "peek", &[100]), 42);
         assert_eq!(run(&mut store, &instance, "peek", &[200]), 7);
