@@ -119,12 +119,12 @@ bench-load: compile
 
 bench-hibernate: compile
 	rm -rf _build/bench && mkdir -p _build/bench
-	erlc -o _build/bench bench/hb_beamr_bench_hibernate.erl test/hb_beamr_test_util.erl
+	erlc -o _build/bench bench/hb_beamr_bench_hibernate.erl bench/hb_beamr_bench_rows.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'halt(case hb_beamr_bench_hibernate:main() of ok -> 0; error -> 1 end).'
 
 bench-scale: compile
 	rm -rf _build/bench && mkdir -p _build/bench
-	erlc -o _build/bench bench/hb_beamr_bench_scale.erl test/hb_beamr_test_util.erl
+	erlc -o _build/bench bench/hb_beamr_bench_scale.erl bench/hb_beamr_bench_rows.erl test/hb_beamr_test_util.erl
 	$(ERL_RUN) -pa _build/bench -eval 'halt(case hb_beamr_bench_scale:main() of ok -> 0; error -> 1 end).'
 
 soak: compile

@@ -71,7 +71,7 @@ run(Wasm, N, MaxLive, Evals) ->
     #{hibernated := HibernatedNow, image_bytes_memory := InMemory, image_bytes_disk := OnDisk} = AfterStart,
     Seconds = EvalUs / 1.0e6,
     Delta = fun(Key) -> (maps:get(Key, AfterEvals) - maps:get(Key, AfterStart)) / Seconds end,
-    rows([{"processes started / asked", io_lib:format("~b / ~b", [Started, N]), "all", ""},
+    hb_beamr_bench_rows:print([{"processes started / asked", io_lib:format("~b / ~b", [Started, N]), "all", ""},
           {"wrong or failed answers in the random Evals", Wrong, "0", ""},
           {"RSS peak (above the VM before)", Peak - RssBase, "<= 4096", "MiB"},
           {"RSS at the end (above the VM before)", RssEnd - RssBase, "", "MiB"},
@@ -122,7 +122,7 @@ alone(Wasm, Snapshot, Cycles) ->
             end || Opts <- [#{}, #{hibernate_dir => Dir}]],
     ok = hb_beamr:stop(First),
     _ = file:del_dir_r(Dir),
-    rows(lists:append(Rows)).
+    hb_beamr_bench_rows:print(lists:append(Rows)).
 
 %% One hibernation and revival, then another hibernation and a revival by an Eval.
 cycle(I) ->
@@ -191,10 +191,3 @@ sample_rss(Peak) ->
     after 200 ->
         sample_rss(max(Peak, hb_beamr_test_util:resident_mb()))
     end.
-
-rows(Rows) ->
-    [io:format("~-52s ~24s ~10s~n", [Name, fmt(V, Unit), T]) || {Name, V, T, Unit} <- Rows],
-    ok.
-
-fmt(X, Unit) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]) ++ " " ++ Unit;
-fmt(X, Unit) -> lists:flatten([X, " ", Unit]).

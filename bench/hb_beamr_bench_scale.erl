@@ -51,7 +51,7 @@ scale(N, Wasm) ->
     Per = fun(Key, From) -> (maps:get(Key, From) - maps:get(Key, Base)) / max(Started, 1) end,
     io:format("instances started: ~b of ~b~s; Eval failed on ~b~n",
               [Started, N, if Started < N -> " (start failed after that)"; true -> "" end, Failed]),
-    rows([{"start rate (module cached)", Started / (StartUs / 1.0e6), ">= 1000", "/s"},
+    hb_beamr_bench_rows:print([{"start rate (module cached)", Started / (StartUs / 1.0e6), ">= 1000", "/s"},
           {"Eval \"1 + 1\" on each, mean", EvalUs / max(Started, 1) / 1000, "", "ms"},
           {"RSS per instance after start", Per(rss_mb, AfterStart), "", "MiB"},
           {"RSS per instance after the message", Per(rss_mb, AfterEval), "", "MiB"},
@@ -169,10 +169,3 @@ settle_rss(Before, Waited) ->
         true -> Now;
         false -> settle_rss(Now, Waited + 20)
     end.
-
-rows(Rows) ->
-    [io:format("~-52s ~26s ~8s~n", [Name, fmt(V, Unit), T]) || {Name, V, T, Unit} <- Rows],
-    ok.
-
-fmt(X, Unit) when is_number(X) -> float_to_list(float(X), [{decimals, 3}]) ++ " " ++ Unit;
-fmt(X, Unit) -> lists:flatten([X, " ", Unit]).
