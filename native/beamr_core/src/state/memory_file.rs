@@ -9,11 +9,18 @@
 //! The file is sealed (it can no longer be written, grown or shrunk) before anything maps
 //! it, so what a mapping reads where it was not written is the base, for as long as the
 //! mapping lives. Its pages of zeros are holes, which hold no memory.
+//!
+//! Each file holds a descriptor while its base lives, and the VM needs descriptors for its
+//! sockets and files: at most a quarter of the process's limit (and 1,024) are memory
+//! files at once; beyond, bases are written page by page as without one.
 
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use once_cell::sync::Lazy;
 
 use super::zero_pages::ZeroPages;
 use crate::dirty_pages::runs;
@@ -23,6 +30,42 @@ use crate::snapshot::PAGE;
 pub struct MemoryFile {
     file: File,
     len: usize,
+    _counted: Slot<'static>,
+}
+
+/// Memory files open now, and how many may be.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+static MAX_OPEN: Lazy<usize> = Lazy::new(|| {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    // rlim_t is 32 bits wide on some targets.
+    #[allow(clippy::unnecessary_cast)]
+    let descriptors = if got == 0 {
+        limit.rlim_cur as u64
+    } else {
+        1024
+    };
+    (descriptors / 4).min(1024) as usize
+});
+
+/// One of at most `max` counted by `open`, while held.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Slot<'_> {
+    fn take(open: &AtomicUsize, max: usize) -> Option<Slot<'_>> {
+        let slot = Slot(open);
+        (open.fetch_add(1, Ordering::Relaxed) < max).then_some(slot)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl MemoryFile {
@@ -32,6 +75,8 @@ impl MemoryFile {
         if !memory.len().is_multiple_of(PAGE) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
+        let counted =
+            Slot::take(&OPEN, *MAX_OPEN).ok_or(io::Error::from(io::ErrorKind::QuotaExceeded))?;
         let file = memfd()?;
         file.set_len(memory.len() as u64)?;
         let data = (0..memory.len() / PAGE).filter(|&page| !zero.get(page));
@@ -47,6 +92,7 @@ impl MemoryFile {
         Ok(MemoryFile {
             file,
             len: memory.len(),
+            _counted: counted,
         })
     }
 
@@ -166,6 +212,18 @@ mod tests {
         let touched = touched_pages(first.bytes(), file.size()).expect("pagemap");
         let mine: Vec<usize> = (0..10).filter(|&p| touched[p]).collect();
         assert_eq!(mine, [2, 9]);
+    }
+
+    #[test]
+    fn slots_are_limited_and_given_back() {
+        let open = AtomicUsize::new(0);
+        let held: Vec<Slot> = (0..5).map_while(|_| Slot::take(&open, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(Slot::take(&open, 3).is_none());
+        assert_eq!(open.load(Ordering::Relaxed), 3);
+        drop(held);
+        assert_eq!(open.load(Ordering::Relaxed), 0);
+        assert!(*MAX_OPEN >= 1 && *MAX_OPEN <= 1024);
     }
 
     #[test]
