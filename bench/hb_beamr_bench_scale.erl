@@ -129,16 +129,9 @@ in_own_process(Fun) ->
 %% counted as memory the instances left.
 usage() ->
     #{rss_mb => hb_beamr_test_util:resident_mb(),
-      pss_mb => proportional_mb(),
+      pss_mb => hb_beamr_test_util:proportional_mb(),
       threads => count_lines("ls " ++ proc("task")),
       maps => count_lines("cat " ++ proc("maps"))}.
-
-%% PSS: resident memory with each page shared by several mappings divided among them.
-proportional_mb() ->
-    {ok, Rollup} = file:read_file(proc("smaps_rollup")),
-    [_, Rest] = binary:split(Rollup, <<"\nPss:">>),
-    [Kb | _] = string:lexemes(Rest, " \t\n"),
-    binary_to_integer(Kb) / 1024.
 
 count_lines(Command) ->
     list_to_integer(string:trim(os:cmd(Command ++ " | wc -l"))).

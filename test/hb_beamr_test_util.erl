@@ -2,7 +2,7 @@
 -module(hb_beamr_test_util).
 
 -export([fixture/1, start_fixture/1, shared_file/1, with_shared/2, with_shared_files/2, string_result/2]).
--export([executor_threads/0, settle/2, distribute/0, resident_mb/0, start_peer/0, stop_peer/1]).
+-export([executor_threads/0, settle/2, distribute/0, resident_mb/0, proportional_mb/0, start_peer/0, stop_peer/1]).
 -export([thread_limited_erl/2, copy_for_nobody/1, remove_copy/1, address_limited_peer/1, start_until_refused/2, env/2]).
 -export([small_disk_peer/1]).
 
@@ -127,8 +127,18 @@ settle(Measure, Expected, Tries) ->
 %% @doc This VM's resident memory in MB.
 -spec resident_mb() -> float().
 resident_mb() ->
-    {ok, Status} = file:read_file("/proc/self/status"),
-    [_, Rest] = binary:split(Status, <<"VmRSS:">>),
+    proc_mb("/proc/self/status", <<"VmRSS:">>).
+
+%% @doc This VM's proportional set size in MB: resident memory with each page shared by
+%% several mappings divided among them.
+-spec proportional_mb() -> float().
+proportional_mb() ->
+    proc_mb("/proc/self/smaps_rollup", <<"\nPss:">>).
+
+%% A field in kB of a /proc file, in MB.
+proc_mb(File, Field) ->
+    {ok, Text} = file:read_file(File),
+    [_, Rest] = binary:split(Text, Field),
     [Kb | _] = string:lexemes(Rest, " \t\n"),
     binary_to_integer(Kb) / 1024.
 

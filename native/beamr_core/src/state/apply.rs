@@ -11,7 +11,7 @@ use super::memory_file::Unmapped;
 use super::zero_pages::{is_zero, ZeroPages};
 use super::{funcref_ptr, raw_global, ty_readonly, vm_table, MappedFile, StateAccess, StateError};
 use crate::snapshot::{
-    self, GlobalValue, MemoryState, Snapshot, SnapshotError, SnapshotId, TableEntries, PAGE,
+    self, GlobalValue, MemoryState, Snapshot, SnapshotError, TableEntries, PAGE,
 };
 
 impl StateAccess {
@@ -241,11 +241,7 @@ impl StateAccess {
             tracking.pages.release(bytes);
             match write_memory(bytes, &chain, &known) {
                 Mapping::Kept => {}
-                Mapping::New(base) => self.mapped.set(Some(MappedFile {
-                    start: bytes.as_ptr() as usize,
-                    len: chain[0].memory.as_ref().map_or(0, MemoryState::size),
-                    base,
-                })),
+                Mapping::New(mapped) => self.mapped.set(Some(mapped)),
                 Mapping::Lost => self.mapped.set(None),
             }
             tracking
@@ -302,8 +298,8 @@ pub(in crate::state) struct Known<'a> {
 enum Mapping {
     /// Nothing: one mapped before (if any) is where it was.
     Kept,
-    /// Mapped the file of base `0`.
-    New(SnapshotId),
+    /// Mapped a base's file.
+    New(MappedFile),
     /// Replaced it with zeros, failing to map a new one.
     Lost,
 }
@@ -330,20 +326,28 @@ fn write_memory(bytes: &mut [u8], chain: &[Snapshot], known: &Known) -> Mapping 
                 mapping = match first.map_or(Err(Unmapped::AsItWas), |base| {
                     map_file(base, bytes, data.len())
                 }) {
-                    Ok(()) => Mapping::New(element.id),
+                    Ok(()) => Mapping::New(MappedFile {
+                        start: bytes.as_ptr() as usize,
+                        len: data.len(),
+                        base: element.id,
+                    }),
                     Err(Unmapped::AsItWas) => Mapping::Kept,
                     Err(Unmapped::Zeros) => Mapping::Lost,
                 };
-                let memory_zero = |page| match mapping {
-                    Mapping::Lost => true,
-                    _ => known.memory.is_some_and(|z| z.get(page)),
-                };
+                let lost = matches!(mapping, Mapping::Lost);
+                let memory_zero = |page| lost || known.memory.is_some_and(|z| z.get(page));
                 let first_zero = first.map(|base| &base.zero);
-                for (page, (to, from)) in bytes.chunks_mut(PAGE).zip(data.chunks(PAGE)).enumerate()
+                // A mapped file is the full snapshot's memory: only what lies past it is
+                // left to write.
+                let unmapped = match mapping {
+                    Mapping::New(_) => 0,
+                    _ => data.len(),
+                };
+                for (page, (to, from)) in bytes[..unmapped]
+                    .chunks_mut(PAGE)
+                    .zip(data.chunks(PAGE))
+                    .enumerate()
                 {
-                    if matches!(mapping, Mapping::New(_)) {
-                        break;
-                    }
                     let from_zero = first_zero.map_or_else(|| is_zero(from), |z| z.get(page));
                     match (from_zero, memory_zero(page)) {
                         (true, true) => {}

@@ -136,18 +136,22 @@ impl Base {
         Ok(base)
     }
 
-    /// An instance was just restored from the full snapshot `snapshot` (validated): its
-    /// base when another instance was restored from it too (made from `snapshot`, which
-    /// holds its bytes without copying them, the first time); None the first time the
-    /// snapshot is seen. A base is only ever shared with the very same bytes: ids are
-    /// digests, which a module could make collide.
+    /// An instance is about to be restored from the full snapshot `snapshot`: its base
+    /// when another instance was restored from it too (made from `snapshot`, which holds
+    /// its bytes without copying them, the first time; None unless it decodes as a full
+    /// snapshot); None the first time the snapshot is seen. A base is only ever shared
+    /// with the very same bytes: ids are digests, which a module could make collide.
     pub fn for_restored(snapshot: Box<dyn SnapshotBytes>) -> Option<Arc<Base>> {
         let mut id = None;
         snapshot.with_bytes(&mut |bytes| id = snapshot::peek_id(bytes).ok());
         let id = id?;
         let mut bases = BASES.lock();
         match bases.restored.get(&id).map(Weak::upgrade) {
-            Some(Some(base)) => return base.holds(&*snapshot).then_some(base),
+            Some(Some(base)) => {
+                // Compared outside the lock: equal bytes in another binary are read whole.
+                drop(bases);
+                return base.holds(&*snapshot).then_some(base);
+            }
             Some(None) => {}
             None => {
                 if bases.restored.len() >= MAX_REMEMBERED {
