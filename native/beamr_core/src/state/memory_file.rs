@@ -8,7 +8,9 @@
 //!
 //! The file is sealed (it can no longer be written, grown or shrunk) before anything maps
 //! it, so what a mapping reads where it was not written is the base, for as long as the
-//! mapping lives. Its pages of zeros are holes, which hold no memory.
+//! mapping lives. Its pages of zeros are holes, which hold no memory until a mapping reads
+//! them: the kernel then fills the hole in the file (once, shared by every mapping), so a
+//! file grows at most to its base's memory size, what the base's snapshot already holds.
 //!
 //! Each file holds a descriptor while its base lives, and the VM needs descriptors for its
 //! sockets and files: at most a quarter of the process's limit (and 1,024) are memory
